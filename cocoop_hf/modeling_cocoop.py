@@ -1,0 +1,523 @@
+"""CoCoOp on transformers' CLIP: output dataclass, prompt learner, batched text path, CoCoOpModel.
+
+Reference semantics: Zhou et al., "Conditional Prompt Learning for Vision-Language Models", CVPR 2022, and the
+official `trainers/cocoop.py` (PromptLearner, TextEncoder, CustomCLIP). This file may import only torch,
+transformers and its sibling files, so that it loads with `trust_remote_code=True`.
+"""
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import CLIPModel, CLIPTokenizer, PreTrainedModel
+from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import ModelOutput, cached_file, logging
+
+from .configuration_cocoop import CoCoOpConfig
+from .processing_cocoop import build_prompt_ids, validate_class_names
+
+
+logger = logging.get_logger(__name__)
+
+ADAPTER_WEIGHTS_NAME = "prompt_learner.safetensors"
+PROMPT_LEARNER_PREFIX = "prompt_learner."
+
+
+@dataclass
+class CoCoOpOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*): cross-entropy, when `labels` are given.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_classes)`): `logit_scale.exp()` x cosine similarity.
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised image features.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+
+
+class CoCoOpMetaNet(nn.Module):
+    """Linear -> ReLU -> Linear from the image feature to one bias for the context (official `meta_net`)."""
+
+    def __init__(self, config: CoCoOpConfig):
+        super().__init__()
+        vis_dim = config.clip_config.projection_dim
+        ctx_dim = config.clip_config.text_config.hidden_size
+        self.linear1 = nn.Linear(vis_dim, vis_dim // config.meta_net_reduction)
+        self.relu = nn.ReLU(inplace=False)
+        self.linear2 = nn.Linear(vis_dim // config.meta_net_reduction, ctx_dim)
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.relu(self.linear1(image_embeds)))
+
+
+class CoCoOpPromptLearner(nn.Module):
+    """The trainable part: `n_ctx` context vectors and, for CoCoOp, the meta-net."""
+
+    def __init__(self, config: CoCoOpConfig):
+        super().__init__()
+        ctx_dim = config.clip_config.text_config.hidden_size
+        self.ctx = nn.Parameter(torch.empty(config.n_ctx, ctx_dim))
+        self.meta_net = CoCoOpMetaNet(config) if config.conditional else None
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Context per image, `(batch, n_ctx, dim)`; CoOp returns one shared context, `(1, n_ctx, dim)`."""
+        if self.meta_net is None:
+            return self.ctx.unsqueeze(0)
+        bias = self.meta_net(image_embeds)  # (batch, dim)
+        # Same bias on every context token: CoCoOp eq. (2); official PromptLearner.forward `ctx + bias`
+        return self.ctx.unsqueeze(0) + bias.unsqueeze(1)  # (batch, n_ctx, dim)
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    batch, length, dim = x.shape
+    return x.view(batch, length, num_heads, dim // num_heads).transpose(1, 2)  # (batch, heads, length, head_dim)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
+def _qkv(layer, hidden: torch.Tensor):
+    """Pre-norm query/key/value of one CLIP encoder layer, split into heads."""
+    attn = layer.self_attn
+    x = layer.layer_norm1(hidden)
+    return tuple(_split_heads(proj(x), attn.num_heads) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+
+
+def _finish_layer(layer, hidden: torch.Tensor, attn_heads: torch.Tensor) -> torch.Tensor:
+    """Output projection, residual, MLP, residual: the rest of `CLIPEncoderLayer.forward`."""
+    hidden = hidden + layer.self_attn.out_proj(_merge_heads(attn_heads))
+    return hidden + layer.mlp(layer.layer_norm2(hidden))
+
+
+class CoCoOpPreTrainedModel(PreTrainedModel):
+    config_class = CoCoOpConfig
+    config: CoCoOpConfig
+    base_model_prefix = "cocoop"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]
+
+    def _init_weights(self, module):
+        # CLIP's own modules are initialised by CLIPModel._init_weights (a nested PreTrainedModel).
+        if isinstance(module, CoCoOpPromptLearner):
+            init.normal_(module.ctx, std=0.02)  # official: nn.init.normal_(ctx_vectors, std=0.02)
+        elif isinstance(module, nn.Linear):
+            # PyTorch's default Linear init, as the official meta-net uses.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(module.in_features)
+            init.uniform_(module.bias, -bound, bound)
+
+
+class CoCoOpModel(CoCoOpPreTrainedModel):
+    r"""
+    CoCoOp (or CoOp with `config.conditional=False`) around a frozen transformers [`CLIPModel`].
+
+    For each image and class the text tower reads `[SOS] ctx_1+pi ... ctx_M+pi {class name} . [EOS]`, where pi is
+    the meta-net's output for that image; logits are `logit_scale.exp()` x cosine similarity. Only the prompt
+    learner (context + meta-net) is trainable; CLIP stays frozen and in eval mode.
+
+    The text path is batched: the prefix `[SOS, ctx]` is encoded once per image and its keys/values are shared by
+    every class (the causal mask means it never sees the class tokens), classes are grouped by prompt length and
+    chunked to `config.text_chunk_tokens`. It equals the official per-image loop; see `tests/reference_cocoop.py`.
+    """
+
+    def __init__(self, config: CoCoOpConfig, clip_model: CLIPModel | None = None):
+        super().__init__(config)
+        self.clip = clip_model if clip_model is not None else CLIPModel(config.clip_config)
+        self.prompt_learner = CoCoOpPromptLearner(config)
+        self.clip.requires_grad_(False)
+        self.gradient_checkpointing = False
+        self.tokenizer = None
+        # Derived from the class names at run time; never saved (rebuilt by set_class_names / from_pretrained).
+        self.register_buffer("prompt_ids", torch.empty(0, 0, dtype=torch.long), persistent=False)
+        self.register_buffer("eos_index", torch.empty(0, dtype=torch.long), persistent=False)
+        self._class_names = None
+        self.post_init()
+
+    # ------------------------------------------------------------------ construction and class names
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip_name_or_path: str,
+        class_names,
+        revision: str | None = None,
+        tokenizer=None,
+        clip_kwargs: dict | None = None,
+        **config_kwargs,
+    ) -> "CoCoOpModel":
+        """
+        Build a CoCoOp model on a CLIP checkpoint (Hub id or local folder) for `class_names`.
+
+        The context starts from the token embeddings of `ctx_init` (official PromptLearner: positions 1..n_ctx of
+        the tokenised words) or, with `ctx_init=None`, from N(0, 0.02).
+        """
+        class_names = validate_class_names(class_names)
+        clip_kwargs = dict(clip_kwargs or {})
+        clip = CLIPModel.from_pretrained(clip_name_or_path, revision=revision, **clip_kwargs)
+        if tokenizer is None:
+            tokenizer = CLIPTokenizer.from_pretrained(clip_name_or_path, revision=revision)
+        config = CoCoOpConfig(
+            clip_config=clip.config.to_dict(),
+            clip_name_or_path=str(clip_name_or_path),
+            clip_revision=revision or getattr(clip.config, "_commit_hash", None),
+            id2label=dict(enumerate(class_names)),
+            label2id={name: i for i, name in enumerate(class_names)},
+            **config_kwargs,
+        )
+        model = cls(config, clip_model=clip)
+        if config.ctx_init is not None:
+            model.init_context_from_words(tokenizer)
+        model.set_class_names(class_names, tokenizer=tokenizer)
+        return model
+
+    @torch.no_grad()
+    def init_context_from_words(self, tokenizer) -> None:
+        """Context := token embeddings of `config.ctx_init` (official: `embedding[0, 1 : 1 + n_ctx]`)."""
+        ids = tokenizer(self.config.ctx_init, add_special_tokens=False)["input_ids"]
+        if len(ids) != self.config.n_ctx:
+            raise ValueError(
+                f"ctx_init {self.config.ctx_init!r} tokenises to {len(ids)} tokens, but n_ctx={self.config.n_ctx}: "
+                "use words that are single tokens of the CLIP vocabulary."
+            )
+        embedding = self.clip.text_model.embeddings.token_embedding.weight
+        self.prompt_learner.ctx.copy_(embedding[torch.tensor(ids, device=embedding.device)])
+
+    def set_class_names(self, class_names, tokenizer=None) -> None:
+        """Swap the class set (base -> new) without touching learned weights; updates `config.id2label`."""
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError(
+                "no tokenizer to build prompts with: pass `tokenizer=` (a CLIPTokenizer) to set_class_names."
+            )
+        encoding = build_prompt_ids(
+            tokenizer,
+            class_names,
+            self.config.prompt_prefix,
+            self.config.n_ctx,
+            self.config.clip_config.text_config.max_position_embeddings,
+        )
+        device = self.prompt_learner.ctx.device
+        # Cut right after the longest EOS: the causal mask means later positions never reach an EOS state.
+        length = int(encoding["eos_index"].max()) + 1
+        self.prompt_ids = encoding["input_ids"][:, :length].to(device)
+        self.eos_index = encoding["eos_index"].to(device)
+        self.tokenizer = tokenizer
+        self._class_names = list(class_names)
+        self.config.id2label = dict(enumerate(self._class_names))
+        self.config.label2id = {name: i for i, name in enumerate(self._class_names)}
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self._class_names
+
+    # ------------------------------------------------------------------ saving and loading
+
+    def load_prompt_learner_state(self, state_dict: dict, source: str = "state dict") -> None:
+        """Load context + meta-net tensors (keys as in `prompt_learner.state_dict()`), checking names and shapes."""
+        expected = self.prompt_learner.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{source}: prompt-learner tensors do not match this model (conditional={self.config.conditional}, "
+                f"n_ctx={self.config.n_ctx}): missing {missing}, unexpected {unexpected}."
+            )
+        for name, tensor in state_dict.items():
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ValueError(
+                    f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, but this CLIP needs "
+                    f"{tuple(expected[name].shape)} (text width {self.config.clip_config.text_config.hidden_size}, "
+                    f"projection dim {self.config.clip_config.projection_dim}): is it for another CLIP?"
+                )
+        self.prompt_learner.load_state_dict(
+            {name: tensor.to(expected[name].dtype) for name, tensor in state_dict.items()}, strict=True
+        )
+
+    def save_pretrained(self, save_directory, adapter_only: bool = False, **kwargs):
+        """
+        Save config, weights (safetensors) and the tokenizer the prompts are built with. With `adapter_only=True`,
+        save only the config and the prompt-learner tensors (a few hundred KB); loading then fetches the base CLIP
+        named by `config.clip_name_or_path` at `config.clip_revision`.
+        """
+        if not adapter_only:
+            result = super().save_pretrained(save_directory, **kwargs)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(save_directory)
+            return result
+        if not self.config.clip_name_or_path:
+            raise ValueError(
+                "adapter_only=True needs config.clip_name_or_path (the base CLIP to load later); this model has none: "
+                "set model.config.clip_name_or_path (and clip_revision) or save the full model."
+            )
+        from safetensors.torch import save_file
+
+        os.makedirs(save_directory, exist_ok=True)
+        config = copy.deepcopy(self.config)
+        config.adapter_only = True
+        if self._auto_class is not None:
+            custom_object_save(self, save_directory, config=config)
+        config.save_pretrained(save_directory)
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self.prompt_learner.state_dict().items()}
+        save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+        return None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load a saved CoCoOp folder or Hub repo (full or adapter-only) and rebuild its class prompts."""
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("revision", "cache_dir", "force_download", "local_files_only", "token", "subfolder")
+            if key in kwargs
+        }
+        config = kwargs.get("config")
+        if not isinstance(config, CoCoOpConfig):
+            config = CoCoOpConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if config.adapter_only:
+            return cls._from_adapter(pretrained_model_name_or_path, config, hub_kwargs, kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        tokenizer = _load_tokenizer(pretrained_model_name_or_path, hub_kwargs, model.config)
+        if tokenizer is not None:
+            model.set_class_names(model.config.class_names, tokenizer=tokenizer)
+        return model
+
+    @classmethod
+    def _from_adapter(cls, path, config: CoCoOpConfig, hub_kwargs: dict, kwargs: dict) -> "CoCoOpModel":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        config = copy.deepcopy(config)
+        config.adapter_only = False
+        clip_keys = ("dtype", "device_map", "cache_dir", "local_files_only", "token")
+        clip_kwargs = {key: kwargs[key] for key in clip_keys if key in kwargs}
+        clip = CLIPModel.from_pretrained(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
+        for field in ("projection_dim",):
+            if getattr(clip.config, field) != getattr(config.clip_config, field):
+                raise ValueError(
+                    f"adapter at {path} was trained for a CLIP with {field}={getattr(config.clip_config, field)}, "
+                    f"but {config.clip_name_or_path} has {getattr(clip.config, field)}."
+                )
+        config.clip_config = clip.config
+        model = cls(config, clip_model=clip)
+        weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
+        try:
+            state = load_file(weights_file)
+        except (SafetensorError, OSError) as error:
+            raise OSError(f"cannot read the prompt-learner weights {weights_file}: {error}") from error
+        model.load_prompt_learner_state(state, source=weights_file)
+        tokenizer = _load_tokenizer(config.clip_name_or_path, {"revision": config.clip_revision}, config)
+        if tokenizer is not None:
+            model.set_class_names(config.class_names, tokenizer=tokenizer)
+        return model.eval()  # as PreTrainedModel.from_pretrained
+
+    # ------------------------------------------------------------------ frozen CLIP
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()  # frozen backbone: no dropout, whatever the wrapper's mode
+        return self
+
+    def _check_pixel_values(self, pixel_values) -> None:
+        vision = self.config.clip_config.vision_config
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        expected = f"(batch, {vision.num_channels}, {vision.image_size}, {vision.image_size})"
+        if pixel_values.dim() != 4:
+            raise ValueError(
+                f"`pixel_values` must have rank 4 {expected}, got shape {tuple(pixel_values.shape)}; "
+                "for one image use pixel_values.unsqueeze(0)."
+            )
+        if pixel_values.shape[1] != vision.num_channels:
+            raise ValueError(
+                f"`pixel_values` must have {vision.num_channels} channels {expected}, got shape "
+                f"{tuple(pixel_values.shape)} (channels-last images need .permute(0, 3, 1, 2))."
+            )
+        if tuple(pixel_values.shape[2:]) != (vision.image_size, vision.image_size):
+            raise ValueError(
+                f"`pixel_values` must be {vision.image_size}x{vision.image_size} {expected}, got shape "
+                f"{tuple(pixel_values.shape)}: resize with the model's processor."
+            )
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected image features `(batch, projection_dim)` from the frozen vision tower."""
+        self._check_pixel_values(pixel_values)
+        features = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+        return features / features.norm(dim=-1, keepdim=True)
+
+    # ------------------------------------------------------------------ text path
+
+    def _encode_prefix(self, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys/values of `[SOS, ctx]` at every layer, `(batch, heads, P, head_dim)`; causal over P."""
+        layers = self.clip.text_model.encoder.layers
+        cache = []
+        hidden = prefix
+        for i, layer in enumerate(layers):
+            query, key, value = _qkv(layer, hidden)
+            cache.append((key, value))
+            if i + 1 < len(layers):  # the last layer's prefix outputs are never read
+                attn = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=layer.self_attn.scale)
+                hidden = _finish_layer(layer, hidden, attn)
+        return cache
+
+    def _encode_suffix(self, prefix_cache, suffix_ids: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
+        """
+        Text features `(batch, classes, projection_dim)` of the class-name tokens `suffix_ids` `(classes, L)`
+        attending to the cached prefix keys/values; `eos` `(classes,)` is each class's EOS position in the suffix.
+        """
+        text = self.clip.text_model
+        batch, _, prefix_len, _ = prefix_cache[0][0].shape
+        classes, length = suffix_ids.shape
+        positions = text.embeddings.position_embedding.weight[prefix_len : prefix_len + length]
+        hidden = text.embeddings.token_embedding(suffix_ids) + positions  # (classes, L, dim)
+        hidden = hidden.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * classes, length, -1)
+        # Suffix token i (absolute position P + i) sees every prefix token and suffix tokens <= i.
+        mask = torch.ones(length, prefix_len + length, dtype=torch.bool, device=hidden.device).tril(prefix_len)
+        for layer, (prefix_key, prefix_value) in zip(text.encoder.layers, prefix_cache):
+            query, key, value = _qkv(layer, hidden)  # (batch * classes, heads, L, head_dim)
+
+            def with_prefix(prefix_part, suffix_part):
+                prefix_part = prefix_part.unsqueeze(1).expand(-1, classes, -1, -1, -1).flatten(0, 1)
+                return torch.cat([prefix_part.to(suffix_part.dtype), suffix_part], dim=2)
+
+            attn = F.scaled_dot_product_attention(
+                query,
+                with_prefix(prefix_key, key),
+                with_prefix(prefix_value, value),
+                attn_mask=mask,
+                scale=layer.self_attn.scale,
+            )
+            hidden = _finish_layer(layer, hidden, attn)
+        hidden = hidden.view(batch, classes, length, -1)
+        pooled = hidden[:, torch.arange(classes, device=hidden.device), eos]  # (batch, classes, dim)
+        return self.clip.text_projection(text.final_layer_norm(pooled))
+
+    def _class_groups(self, batch: int) -> list[tuple[torch.Tensor, int]]:
+        """Class indices per text-tower call and their suffix length, bucketed by length and chunked."""
+        suffix_lengths = (self.eos_index - self.config.n_ctx).tolist()  # tokens after [SOS, ctx], EOS included
+        if self.config.bucket_by_length:
+            buckets = {}
+            for index, length in enumerate(suffix_lengths):
+                buckets.setdefault(length, []).append(index)
+            groups = [(indices, length) for length, indices in sorted(buckets.items())]
+        else:
+            groups = [(list(range(len(suffix_lengths))), max(suffix_lengths))]
+        prefix_len = 1 + self.config.n_ctx
+        chunked = []
+        for indices, length in groups:
+            per_call = max(1, self.config.text_chunk_tokens // (batch * (prefix_len + length)))
+            for start in range(0, len(indices), per_call):
+                chunk = torch.tensor(indices[start : start + per_call], device=self.eos_index.device)
+                chunked.append((chunk, length))
+        return chunked
+
+    def get_text_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """
+        Prompt text features, L2-normalised: `(batch, classes, projection_dim)` for CoCoOp, `(1, classes, ...)`
+        for CoOp (its context does not depend on the image).
+        """
+        if self.prompt_ids.numel() == 0 or self.prompt_ids.device.type == "meta":
+            raise ValueError(
+                "this model has no class prompts: call model.set_class_names(class_names, tokenizer=...) first."
+            )
+        ctx = self.prompt_learner(image_embeds)  # (batch or 1, n_ctx, dim)
+        embeddings = self.clip.text_model.embeddings
+        sos = embeddings.token_embedding(self.prompt_ids[:1, :1]).expand(ctx.shape[0], -1, -1)
+        prefix = torch.cat([sos.to(ctx.dtype), ctx], dim=1)  # (batch, P, dim), P = 1 + n_ctx
+        prefix = prefix + embeddings.position_embedding.weight[: prefix.shape[1]]
+        prefix_cache = self._encode_prefix(prefix)
+        n_ctx = self.config.n_ctx
+        features, order = [], []
+        for chunk, length in self._class_groups(ctx.shape[0]):
+            suffix_ids = self.prompt_ids[chunk, 1 + n_ctx : 1 + n_ctx + length]
+            eos = self.eos_index[chunk] - 1 - n_ctx
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                # Per-chunk checkpoint: only the chunk's features are kept; its activations are recomputed.
+                out = checkpoint(self._encode_suffix, prefix_cache, suffix_ids, eos, use_reentrant=False)
+            else:
+                out = self._encode_suffix(prefix_cache, suffix_ids, eos)
+            features.append(out)
+            order.append(chunk)
+        features = torch.cat(features, dim=1)[:, torch.argsort(torch.cat(order))]  # back to class order
+        return features / features.norm(dim=-1, keepdim=True)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CoCoOpOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch, 3, size, size)`): images from the processor.
+        labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices; gives `loss`.
+        image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`, *optional*): L2-normalised image
+            features from [`~CoCoOpModel.get_image_features`], in place of `pixel_values` (reuse them across class
+            sets).
+        """
+        if kwargs:
+            raise TypeError(f"CoCoOpModel.forward got unexpected arguments: {sorted(kwargs)}.")
+        if (pixel_values is None) == (image_embeds is None):
+            raise ValueError("pass exactly one of `pixel_values` or `image_embeds`.")
+        if image_embeds is None:
+            image_embeds = self.get_image_features(pixel_values)
+        elif image_embeds.dim() != 2 or image_embeds.shape[1] != self.config.clip_config.projection_dim:
+            raise ValueError(
+                f"`image_embeds` must be (batch, {self.config.clip_config.projection_dim}), "
+                f"got shape {tuple(image_embeds.shape)}."
+            )
+        text_embeds = self.get_text_features(image_embeds)  # (batch or 1, classes, proj)
+        logit_scale = self.clip.logit_scale.exp()
+        image_embeds_t = image_embeds.to(text_embeds.dtype)
+        if self.config.conditional:
+            logits = logit_scale * torch.einsum("bd,bcd->bc", image_embeds_t, text_embeds)  # (batch, classes)
+        else:  # CoOp: one text feature per class, shared by all images
+            logits = logit_scale * image_embeds_t @ text_embeds[0].t()
+        loss = None
+        if labels is not None:
+            self._check_labels(labels, logits)
+            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
+        return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds)
+
+    def _check_labels(self, labels, logits) -> None:
+        if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise TypeError(f"`labels` must be an integer tensor of class indices, got {labels!r}.")
+        if labels.shape != logits.shape[:1]:
+            raise ValueError(f"`labels` must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+        bad = (labels < 0) | (labels >= logits.shape[1])
+        if bad.any():
+            raise ValueError(
+                f"`labels` must lie in [0, {logits.shape[1]}) for {logits.shape[1]} classes; "
+                f"got {labels[bad].tolist()[:5]} at positions {bad.nonzero().flatten().tolist()[:5]}."
+            )
+
+
+def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
+    """The tokenizer saved beside the weights or, failing that, the base CLIP's; None (with a warning) if neither."""
+    candidates = [(path, hub_kwargs)]
+    if config.clip_name_or_path:
+        candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
+    for source, source_kwargs in candidates:
+        try:
+            return CLIPTokenizer.from_pretrained(source, **source_kwargs)
+        except (OSError, ValueError, TypeError):
+            continue
+    logger.warning(
+        "No CLIP tokenizer found in %s or its base CLIP %s: the class prompts are not built. Call "
+        "model.set_class_names(class_names, tokenizer=...) before running the model.",
+        path,
+        config.clip_name_or_path,
+    )
+    return None

@@ -1,0 +1,107 @@
+"""Images -> pixel_values; class names -> the prompt token ids CoCoOp reads. The one place prompts are built."""
+
+import torch
+from transformers import BatchEncoding, ProcessorMixin
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+def clean_class_name(name: str) -> str:
+    """Official CoOp/CoCoOp PromptLearner: `name.replace("_", " ")`."""
+    return name.replace("_", " ")
+
+
+def validate_class_names(class_names) -> list[str]:
+    """Return `class_names` as a list of strings; raise on an empty list, a non-string, or a duplicate."""
+    if isinstance(class_names, str):
+        raise TypeError(f"class names must be a list of strings, got the single string {class_names!r}.")
+    try:
+        class_names = list(class_names)
+    except TypeError:
+        raise TypeError(f"class names must be a list of strings, got {type(class_names).__name__}.") from None
+    if not class_names:
+        raise ValueError("class names are empty: pass at least one class name.")
+    seen = {}
+    for index, name in enumerate(class_names):
+        if not isinstance(name, str):
+            raise TypeError(f"class name at index {index} must be a string, got {type(name).__name__}: {name!r}.")
+        if not clean_class_name(name).strip():
+            raise ValueError(f"class name at index {index} is blank ({name!r}).")
+        key = clean_class_name(name).strip()
+        if key in seen:
+            raise ValueError(
+                f"duplicate class name {name!r} at indices {seen[key]} and {index} "
+                "(names are compared after '_' -> ' '): each class needs its own name."
+            )
+        seen[key] = index
+    return class_names
+
+
+def build_prompt_ids(tokenizer, class_names, prompt_prefix: str, n_ctx: int, context_length: int = 77) -> BatchEncoding:
+    """
+    Tokenise the CoCoOp prompts `"{prompt_prefix} {class name}."`, as the official PromptLearner does.
+
+    Returns a `BatchEncoding` with `input_ids` (classes, context_length), padded with the tokenizer's pad token,
+    and `eos_index` (classes,): the position of each prompt's EOS token. Positions 1..n_ctx hold the prefix words,
+    whose embeddings the model replaces with the learned context.
+    """
+    class_names = validate_class_names(class_names)
+    prefix_ids = tokenizer(prompt_prefix, add_special_tokens=False)["input_ids"]
+    if len(prefix_ids) != n_ctx:
+        raise ValueError(
+            f"the context words {prompt_prefix!r} tokenise to {len(prefix_ids)} tokens, but n_ctx={n_ctx}: "
+            "use a ctx_init whose words are single tokens of the CLIP vocabulary."
+        )
+    prompts = [f"{prompt_prefix} {clean_class_name(name)}." for name in class_names]
+    encoded = tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
+    eos_id = tokenizer.eos_token_id
+    for name, ids in zip(class_names, encoded):
+        if len(ids) > context_length:
+            raise ValueError(
+                f"class name {name!r} makes a prompt of {len(ids)} tokens (SOS, {n_ctx} context, name, '.', EOS), "
+                f"over the text context of {context_length}: shorten this name to at most "
+                f"{context_length - n_ctx - 3} name tokens."
+            )
+        if ids[0] != tokenizer.bos_token_id or ids[-1] != eos_id or ids[1 : 1 + n_ctx] != prefix_ids:
+            raise ValueError(f"unexpected tokenisation of the prompt for class {name!r}: {ids}.")
+    input_ids = torch.full((len(encoded), context_length), tokenizer.pad_token_id, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    eos_index = torch.tensor([len(ids) - 1 for ids in encoded], dtype=torch.long)
+    return BatchEncoding({"input_ids": input_ids, "eos_index": eos_index})
+
+
+class CoCoOpProcessor(ProcessorMixin):
+    r"""
+    CLIP image processor + CLIP tokenizer. `processor(images=...)` gives `pixel_values`;
+    [`~CoCoOpProcessor.tokenize_class_names`] gives the prompt token ids [`CoCoOpModel`] reads.
+    """
+
+    attributes = ["image_processor", "tokenizer"]
+    image_processor_class = "CLIPImageProcessor"
+    tokenizer_class = "CLIPTokenizer"
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer)
+
+    def __call__(self, images=None, text=None, return_tensors="pt", **kwargs):
+        if images is None and text is None:
+            raise ValueError("pass `images` (for pixel_values) and/or `text`.")
+        encoding = {}
+        if text is not None:
+            encoding.update(self.tokenizer(text, return_tensors=return_tensors, padding=True, **kwargs))
+        if images is not None:
+            encoding.update(self.image_processor(images, return_tensors=return_tensors))
+        return BatchEncoding(encoding, tensor_type=return_tensors)
+
+    def tokenize_class_names(self, class_names, config) -> BatchEncoding:
+        """Prompt token ids for `class_names` under a [`CoCoOpConfig`] (its context words and text length)."""
+        return build_prompt_ids(
+            self.tokenizer,
+            class_names,
+            config.prompt_prefix,
+            config.n_ctx,
+            config.clip_config.text_config.max_position_embeddings,
+        )

@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny random CLIP, the real CLIP tokenizer (copied into tests/fixtures), real images."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKENIZER_DIR = FIXTURES / "clip-tokenizer"
+
+CLASS_NAMES = ["tench", "goldfish", "great_white_shark", "tiger shark", "hammerhead", "electric ray", "stingray"]
+NEW_CLASS_NAMES = ["cock", "hen", "ostrich", "brambling", "goldfinch", "house finch", "junco", "indigo bunting"]
+
+
+def tiny_clip_config(eos_token_id=49407, hidden=64, projection=48, layers=2, image_size=32) -> CLIPConfig:
+    """A tiny random CLIP that still has the real vocabulary and 77-token text context."""
+    text = dict(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=eos_token_id,
+        pad_token_id=49407,
+        hidden_act="quick_gelu",
+    )
+    vision = dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        hidden_act="quick_gelu",
+    )
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection)
+
+
+def save_tiny_clip(path, eos_token_id=49407, seed=0, **kwargs) -> Path:
+    """Write a tiny random CLIPModel + the real tokenizer + an image processor to `path` (a local 'checkpoint')."""
+    from transformers import CLIPImageProcessor
+
+    torch.manual_seed(seed)
+    model = CLIPModel(tiny_clip_config(eos_token_id=eos_token_id, **kwargs)).eval()
+    model.save_pretrained(path)
+    CLIPTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(path)
+    size = model.config.vision_config.image_size
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(path)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def legacy_clip_dir(tmp_path_factory):
+    """Same shapes, but the legacy `eos_token_id = 2` of the OpenAI Hub configs."""
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-legacy"), eos_token_id=2, seed=1)
+
+
+def random_pixels(batch, size=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size, size, generator=generator)
