@@ -375,6 +375,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         attending to the cached prefix keys/values; `eos` `(classes,)` is each class's EOS position in the suffix.
         """
         text = self.clip.text_model
+        layers = text.encoder.layers
         batch, _, prefix_len, _ = prefix_cache[0][0].shape
         classes, length = suffix_ids.shape
         positions = text.embeddings.position_embedding.weight[prefix_len : prefix_len + length]
@@ -382,35 +383,65 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         hidden = hidden.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * classes, length, -1)
         # Suffix token i (absolute position P + i) sees every prefix token and suffix tokens <= i.
         mask = torch.ones(length, prefix_len + length, dtype=torch.bool, device=hidden.device).tril(prefix_len)
-        for layer, (prefix_key, prefix_value) in zip(text.encoder.layers, prefix_cache):
+        rows = torch.arange(batch * classes, device=hidden.device)
+        eos_rows = eos.repeat(batch)  # EOS position of each (image, class) row
+
+        def with_prefix(prefix_part, suffix_part):  # (batch, heads, P, d) + (batch * classes, heads, L, d)
+            prefix_part = prefix_part.unsqueeze(1).expand(-1, classes, -1, -1, -1).flatten(0, 1)
+            return torch.cat([prefix_part.to(suffix_part.dtype), suffix_part], dim=2)
+
+        for i, (layer, (prefix_key, prefix_value)) in enumerate(zip(layers, prefix_cache, strict=True)):
             query, key, value = _qkv(layer, hidden)  # (batch * classes, heads, L, head_dim)
-
-            def with_prefix(prefix_part, suffix_part):
-                prefix_part = prefix_part.unsqueeze(1).expand(-1, classes, -1, -1, -1).flatten(0, 1)
-                return torch.cat([prefix_part.to(suffix_part.dtype), suffix_part], dim=2)
-
+            layer_mask = mask
+            if i == len(layers) - 1:
+                # Only the EOS state is pooled: the last layer runs its query, MLP and norm on that token alone.
+                query = query[rows, :, eos_rows].unsqueeze(2)  # (batch * classes, heads, 1, head_dim)
+                hidden = hidden[rows, eos_rows].unsqueeze(1)  # (batch * classes, 1, dim)
+                layer_mask = mask[eos_rows].unsqueeze(1).unsqueeze(1)  # (batch * classes, 1, 1, P + L)
             attn = F.scaled_dot_product_attention(
                 query,
                 with_prefix(prefix_key, key),
                 with_prefix(prefix_value, value),
-                attn_mask=mask,
+                attn_mask=layer_mask,
                 scale=layer.self_attn.scale,
             )
             hidden = _finish_layer(layer, hidden, attn)
-        hidden = hidden.view(batch, classes, length, -1)
-        pooled = hidden[:, torch.arange(classes, device=hidden.device), eos]  # (batch, classes, dim)
+        pooled = hidden.view(batch, classes, -1)  # EOS states, (batch, classes, dim)
         return self.clip.text_projection(text.final_layer_norm(pooled))
 
     def _class_groups(self, batch: int) -> list[tuple[torch.Tensor, int]]:
-        """Class indices per text-tower call and their suffix length, bucketed by length and chunked."""
+        """
+        Class indices per text-tower call and their padded suffix length. Classes are grouped by prompt length
+        (`config.bucket_by_length`): lengths are merged where padding a few classes costs less than one more call
+        (a dynamic programme over the sorted lengths); each group is chunked to `config.text_chunk_tokens`.
+        """
         suffix_lengths = (self.eos_index - self.config.n_ctx).tolist()  # tokens after [SOS, ctx], EOS included
+        by_length = {}
+        for index, length in enumerate(suffix_lengths):
+            by_length.setdefault(length, []).append(index)
+        lengths = sorted(by_length)
         if self.config.bucket_by_length:
-            buckets = {}
-            for index, length in enumerate(suffix_lengths):
-                buckets.setdefault(length, []).append(index)
-            groups = [(indices, length) for length, indices in sorted(buckets.items())]
+            # Price of one more text-tower call in prompt tokens: kernel launches dominate small calls on a GPU.
+            call_cost = 4096 if self.eos_index.device.type == "cuda" else 64
+            best = [0.0] + [math.inf] * len(lengths)  # best[j]: cheapest grouping of lengths[:j]
+            cut = [0] * (len(lengths) + 1)
+            for j in range(1, len(lengths) + 1):
+                count = 0
+                for i in range(j, 0, -1):  # group lengths[i-1 : j], padded to lengths[j-1]
+                    count += len(by_length[lengths[i - 1]])
+                    cost = best[i - 1] + batch * count * lengths[j - 1] + call_cost
+                    if cost < best[j]:
+                        best[j], cut[j] = cost, i - 1
+            bounds, j = [], len(lengths)
+            while j > 0:
+                bounds.append((cut[j], j))
+                j = cut[j]
+            groups = [
+                ([index for length in lengths[i:j] for index in by_length[length]], lengths[j - 1])
+                for i, j in reversed(bounds)
+            ]
         else:
-            groups = [(list(range(len(suffix_lengths))), max(suffix_lengths))]
+            groups = [(list(range(len(suffix_lengths))), lengths[-1])]
         prefix_len = 1 + self.config.n_ctx
         chunked = []
         for indices, length in groups:

@@ -39,7 +39,9 @@ def validate_class_names(class_names) -> list[str]:
     return class_names
 
 
-def build_prompt_ids(tokenizer, class_names, prompt_prefix: str, n_ctx: int, context_length: int = 77) -> BatchEncoding:
+def build_prompt_ids(
+    tokenizer, class_names, prompt_prefix: str, n_ctx: int, context_length: int = 77
+) -> BatchEncoding:
     """
     Tokenise the CoCoOp prompts `"{prompt_prefix} {class name}."`, as the official PromptLearner does.
 
@@ -57,7 +59,7 @@ def build_prompt_ids(tokenizer, class_names, prompt_prefix: str, n_ctx: int, con
     prompts = [f"{prompt_prefix} {clean_class_name(name)}." for name in class_names]
     encoded = tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
     eos_id = tokenizer.eos_token_id
-    for name, ids in zip(class_names, encoded):
+    for name, ids in zip(class_names, encoded, strict=True):
         if len(ids) > context_length:
             raise ValueError(
                 f"class name {name!r} makes a prompt of {len(ids)} tokens (SOS, {n_ctx} context, name, '.', EOS), "

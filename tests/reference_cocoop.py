@@ -27,7 +27,9 @@ def full_prompt_ids(model, context_length=None):
     """The official `tokenized_prompts`: (classes, 77) ids, padded, from the model's class prompts."""
     context_length = context_length or model.config.clip_config.text_config.max_position_embeddings
     ids = model.prompt_ids
-    pad = torch.full((ids.shape[0], context_length - ids.shape[1]), int(ids[0, -1]), dtype=ids.dtype, device=ids.device)
+    pad = torch.full(
+        (ids.shape[0], context_length - ids.shape[1]), int(ids[0, -1]), dtype=ids.dtype, device=ids.device
+    )
     return torch.cat([ids, pad], dim=1)
 
 
