@@ -246,31 +246,149 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
 
     def save_pretrained(self, save_directory, adapter_only: bool = False, **kwargs):
         """
-        Save config, weights (safetensors) and the tokenizer the prompts are built with. With `adapter_only=True`,
-        save only the config and the prompt-learner tensors (a few hundred KB); loading then fetches the base CLIP
-        named by `config.clip_name_or_path` at `config.clip_revision`.
+        Save a folder that is complete on its own: config (with `auto_map` and `custom_pipelines`), weights
+        (safetensors), the processor (image processor + the tokenizer the prompts are built with) and the code files,
+        so it loads with `trust_remote_code=True` without this package. With `adapter_only=True` the weights are
+        only the prompt-learner tensors (a few hundred KB); loading then fetches the base CLIP named by
+        `config.clip_name_or_path` at `config.clip_revision`.
         """
         if not adapter_only:
+            _set_sharing_fields(self.config)
             result = super().save_pretrained(save_directory, **kwargs)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(save_directory)
+            self._save_code_and_processor(save_directory)
             return result
         if not self.config.clip_name_or_path:
             raise ValueError(
                 "adapter_only=True needs config.clip_name_or_path (the base CLIP to load later); this model has none: "
                 "set model.config.clip_name_or_path (and clip_revision) or save the full model."
             )
+        if kwargs:
+            raise TypeError(f"save_pretrained(adapter_only=True) takes no other arguments, got {sorted(kwargs)}.")
         from safetensors.torch import save_file
 
         os.makedirs(save_directory, exist_ok=True)
         config = copy.deepcopy(self.config)
         config.adapter_only = True
-        if self._auto_class is not None:
-            custom_object_save(self, save_directory, config=config)
+        _set_sharing_fields(config)
         config.save_pretrained(save_directory)
+        self._save_code_and_processor(save_directory)
         tensors = {name: t.detach().contiguous().cpu() for name, t in self.prompt_learner.state_dict().items()}
         save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
         return None
+
+    def _save_code_and_processor(self, save_directory) -> None:
+        """Copy this file and its sibling imports (pipeline included); save a CoCoOpProcessor beside the weights."""
+        from transformers import CLIPImageProcessor
+
+        from .pipeline_cocoop import CUSTOM_PIPELINES  # noqa: F401  (relative import: the file travels with the code)
+        from .processing_cocoop import CoCoOpProcessor
+
+        custom_object_save(self, save_directory)
+        if self.tokenizer is None:
+            logger.warning("No tokenizer on this model: %s holds no processor files.", save_directory)
+            return
+        image_processor = getattr(self, "_image_processor", None)
+        sources = ((self.name_or_path, None), (self.config.clip_name_or_path, self.config.clip_revision))
+        for source, revision in sources if image_processor is None else ():
+            if not source:
+                continue
+            try:
+                image_processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
+                break
+            except (OSError, ValueError):
+                continue
+        if image_processor is None:
+            logger.warning(
+                "No image processor found in %s or the base CLIP %s: %s holds only the tokenizer; set "
+                "model._image_processor = CLIPImageProcessor(...) before saving to include one.",
+                self.name_or_path,
+                self.config.clip_name_or_path,
+                save_directory,
+            )
+            self.tokenizer.save_pretrained(save_directory)
+            return
+        self._image_processor = image_processor
+        CoCoOpProcessor(
+            image_processor=image_processor,
+            tokenizer=self.tokenizer,
+            prompt_prefix=self.config.prompt_prefix,
+            n_ctx=self.config.n_ctx,
+            context_length=self.config.clip_config.text_config.max_position_embeddings,
+        ).save_pretrained(save_directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        adapter_only: bool = False,
+        model_card=None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        tags: list[str] | None = None,
+        **save_kwargs,
+    ):
+        """
+        Upload a complete folder in one commit: what [`~CoCoOpModel.save_pretrained`] writes (config with
+        `auto_map`, safetensors weights, processor files, code files incl. the pipeline) plus `README.md`.
+
+        The card is `model_card` (a `huggingface_hub.ModelCard` or its text) if given, else the repo's existing
+        CoCoOp card (tag `cocoop`), else one rendered by `modelcard_cocoop.render_model_card` from this model.
+        """
+        import tempfile
+
+        from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+
+        from .modelcard_cocoop import render_model_card
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if model_card is None:
+            try:
+                existing = ModelCard.load(repo_id, token=token)
+                model_card = existing if "cocoop" in (existing.data.tags or []) else None
+            except Exception:  # noqa: BLE001  (no card yet, or an unreadable one: render ours)
+                model_card = None
+        if model_card is None:
+            model_card = render_model_card(
+                base_model=self.config.clip_name_or_path or "openai/clip-vit-base-patch16",
+                base_model_revision=self.config.clip_revision,
+                repo_id=repo_id,
+                class_names=self.class_names,
+                n_ctx=self.config.n_ctx,
+            )
+        elif isinstance(model_card, str):
+            model_card = ModelCard(model_card)
+        elif not isinstance(model_card, ModelCard):
+            raise TypeError(
+                f"`model_card` must be a huggingface_hub.ModelCard or str, got {type(model_card).__name__}."
+            )
+        if tags:
+            model_card.data.tags = list(dict.fromkeys([*(model_card.data.tags or []), *tags]))
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, adapter_only=adapter_only, **save_kwargs)
+            model_card.save(os.path.join(tmp_dir, "README.md"))
+            operations = [
+                CommitOperationAdd(
+                    path_in_repo=os.path.relpath(os.path.join(root, name), tmp_dir),
+                    path_or_fileobj=os.path.join(root, name),
+                )
+                for root, _, names in os.walk(tmp_dir)
+                for name in sorted(names)
+            ]
+            if revision is not None and not revision.startswith("refs/pr"):
+                api.create_branch(repo_id=repo_id, branch=revision, exist_ok=True)
+            return api.create_commit(
+                repo_id=repo_id,
+                operations=operations,
+                commit_message=commit_message or "Upload CoCoOp model",
+                commit_description=commit_description,
+                create_pr=create_pr,
+                revision=revision,
+            )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -300,7 +418,13 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         config.adapter_only = False
         clip_keys = ("dtype", "device_map", "cache_dir", "local_files_only", "token")
         clip_kwargs = {key: kwargs[key] for key in clip_keys if key in kwargs}
-        clip = CLIPModel.from_pretrained(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
+        try:
+            clip = CLIPModel.from_pretrained(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
+        except OSError as error:
+            raise OSError(
+                f"adapter-only CoCoOp folder {path} needs its base CLIP {config.clip_name_or_path!r} at revision "
+                f"{config.clip_revision!r}, which could not be loaded: {error}"
+            ) from error
         for field in ("projection_dim",):
             if getattr(clip.config, field) != getattr(config.clip_config, field):
                 raise ValueError(
@@ -552,3 +676,20 @@ def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
         config.clip_name_or_path,
     )
     return None
+
+
+# Every saved folder loads with trust_remote_code=True alone; the stock image-classification pipeline needs
+# AutoModelForImageClassification in auto_map (TRAPS), the zero-shot pipeline comes from custom_pipelines.
+AUTO_MAP = {
+    "AutoConfig": "configuration_cocoop.CoCoOpConfig",
+    "AutoModel": "modeling_cocoop.CoCoOpModel",
+    "AutoModelForImageClassification": "modeling_cocoop.CoCoOpModel",
+    "AutoProcessor": "processing_cocoop.CoCoOpProcessor",
+}
+
+
+def _set_sharing_fields(config: CoCoOpConfig) -> None:
+    from .pipeline_cocoop import CUSTOM_PIPELINES
+
+    config.auto_map = {**(getattr(config, "auto_map", None) or {}), **AUTO_MAP}
+    config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)

@@ -77,33 +77,73 @@ def build_prompt_ids(
 
 class CoCoOpProcessor(ProcessorMixin):
     r"""
-    CLIP image processor + CLIP tokenizer. `processor(images=...)` gives `pixel_values`;
-    [`~CoCoOpProcessor.tokenize_class_names`] gives the prompt token ids [`CoCoOpModel`] reads.
+    CLIP image processor + CLIP tokenizer, saved in every CoCoOp folder.
+
+    `processor(images=...)` gives `pixel_values`; `processor(class_names=[...])` gives the prompt token ids
+    (`input_ids`, `eos_index`) that [`CoCoOpModel`] reads, built by [`build_prompt_ids`] with the context words
+    stored here (`prompt_prefix`, `n_ctx`, `context_length`, copied from the model's config when the model saves it).
+
+    Args:
+        image_processor ([`CLIPImageProcessor`]): resizes, crops and normalises images.
+        tokenizer ([`CLIPTokenizer`]): the tokenizer the prompts are built with.
+        prompt_prefix (`str`, *optional*): the context words (`config.prompt_prefix`).
+        n_ctx (`int`, *optional*): number of context tokens (`config.n_ctx`).
+        context_length (`int`, *optional*, defaults to 77): the text tower's context.
     """
 
-    attributes = ["image_processor", "tokenizer"]
-    image_processor_class = "CLIPImageProcessor"
-    tokenizer_class = "CLIPTokenizer"
+    # Saved processors always carry their code, so AutoProcessor(..., trust_remote_code=True) loads them anywhere.
+    _auto_class = "AutoProcessor"
 
-    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
-        super().__init__(image_processor, tokenizer)
+    def __init__(
+        self, image_processor=None, tokenizer=None, prompt_prefix=None, n_ctx=None, context_length=77, **kwargs
+    ):
+        if prompt_prefix is not None and (not isinstance(prompt_prefix, str) or not prompt_prefix.strip()):
+            raise ValueError(f"`prompt_prefix` must be a non-empty string of context words, got {prompt_prefix!r}.")
+        if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
+            raise ValueError(f"`n_ctx` must be a positive integer, got {n_ctx!r}.")
+        self.prompt_prefix = prompt_prefix
+        self.n_ctx = n_ctx
+        self.context_length = context_length
+        super().__init__(image_processor, tokenizer, **kwargs)
 
-    def __call__(self, images=None, text=None, return_tensors="pt", **kwargs):
-        if images is None and text is None:
-            raise ValueError("pass `images` (for pixel_values) and/or `text`.")
+    def __call__(self, images=None, text=None, class_names=None, return_tensors="pt", **kwargs):
+        """
+        `images` (PIL images, arrays or tensors) -> `pixel_values`; `class_names` -> prompt `input_ids` and
+        `eos_index` (see [`~CoCoOpProcessor.tokenize_class_names`]); `text` -> plain CLIP `input_ids`.
+        """
+        if images is None and text is None and class_names is None:
+            raise ValueError("pass `images` (for pixel_values), `class_names` (for prompt ids) and/or `text`.")
+        if text is not None and class_names is not None:
+            raise ValueError("pass either `text` or `class_names`: both make `input_ids`.")
         encoding = {}
         if text is not None:
             encoding.update(self.tokenizer(text, return_tensors=return_tensors, padding=True, **kwargs))
+        if class_names is not None:
+            encoding.update(self.tokenize_class_names(class_names))
         if images is not None:
-            encoding.update(self.image_processor(images, return_tensors=return_tensors))
+            try:
+                encoding.update(self.image_processor(images, return_tensors=return_tensors))
+            except (ValueError, TypeError) as error:
+                raise type(error)(
+                    f"cannot process `images` ({type(images).__name__}): {error} Pass PIL images, numpy arrays or "
+                    "torch tensors (or a list of them)."
+                ) from error
         return BatchEncoding(encoding, tensor_type=return_tensors)
 
-    def tokenize_class_names(self, class_names, config) -> BatchEncoding:
-        """Prompt token ids for `class_names` under a [`CoCoOpConfig`] (its context words and text length)."""
-        return build_prompt_ids(
-            self.tokenizer,
-            class_names,
-            config.prompt_prefix,
-            config.n_ctx,
-            config.clip_config.text_config.max_position_embeddings,
-        )
+    def tokenize_class_names(self, class_names, config=None) -> BatchEncoding:
+        """
+        Prompt token ids for `class_names`: `input_ids` (classes, context_length) and `eos_index` (classes,), built by
+        [`build_prompt_ids`] with the context words of `config` (a [`CoCoOpConfig`]) or, without one, this
+        processor's `prompt_prefix` / `n_ctx` / `context_length`.
+        """
+        if config is not None:
+            prompt_prefix, n_ctx = config.prompt_prefix, config.n_ctx
+            context_length = config.clip_config.text_config.max_position_embeddings
+        elif self.prompt_prefix is None or self.n_ctx is None:
+            raise ValueError(
+                "this processor does not know the context words: pass the model's config "
+                "(tokenize_class_names(names, model.config)) or load the processor from a saved CoCoOp folder."
+            )
+        else:
+            prompt_prefix, n_ctx, context_length = self.prompt_prefix, self.n_ctx, self.context_length
+        return build_prompt_ids(self.tokenizer, class_names, prompt_prefix, n_ctx, context_length)

@@ -1,0 +1,263 @@
+"""Model cards for CoCoOp checkpoints: YAML front matter + sections, rendered by `huggingface_hub.ModelCard`.
+
+The template is embedded here (not read from a data file) so that it renders from a wheel install and from a
+folder loaded with `trust_remote_code=True`; `model_cards/cocoop_template.md` is the same text for reading and
+diffing (a test keeps the two identical). This file imports only the standard library and huggingface_hub.
+"""
+
+import math
+from numbers import Real
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+CARD_TAGS = ["cocoop", "prompt-learning", "clip"]
+RECIPE_FIELDS = {
+    "shots": "Shots per class",
+    "seed": "Seed",
+    "epochs": "Epochs",
+    "lr": "Learning rate",
+    "batch_size": "Batch size",
+}
+METRIC_FIELDS = {"base": "Base accuracy", "new": "New accuracy", "hm": "Harmonic mean (H)"}
+CITATION = """@inproceedings{zhou2022cocoop,
+    title={Conditional Prompt Learning for Vision-Language Models},
+    author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
+    booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year={2022},
+    eprint={2203.05557},
+    archivePrefix={arXiv}
+}"""
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022) for the frozen CLIP
+[`{{ base_model }}`](https://huggingface.co/{{ base_model }}){% if base_model_revision %} at revision `{{ base_model_revision }}`{% endif %}.
+A meta-network turns each image's CLIP feature into a bias on {{ n_ctx_text }} learned context vectors, so the
+prompt `[context] {class name}.` adapts to every image; CLIP itself stays frozen. The learned prompts work for
+any class names, including classes never seen in training.
+{% if random_weights %}
+> **Warning: random weights.** The figures on this card were measured with a randomly initialised CLIP, not
+> pretrained weights. They test the code path only and say nothing about CoCoOp's accuracy.
+{% endif %}
+## How to use
+
+With the pipeline (the code is in this repository, hence `trust_remote_code=True`):
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("zero-shot-image-classification", model="{{ repo_id }}", trust_remote_code=True)
+classifier("photo.jpg", candidate_labels=[{{ example_labels }}])
+```
+
+Without `candidate_labels` it uses the classes it was trained on. `hypothesis_template` is not accepted:
+CoCoOp learns its prompt instead of filling in a hand-written one.
+
+With the `cocoop_hf` package installed:
+
+```python
+import torch
+from PIL import Image
+from cocoop_hf import CoCoOpModel, CoCoOpProcessor
+
+model = CoCoOpModel.from_pretrained("{{ repo_id }}")
+processor = CoCoOpProcessor.from_pretrained("{{ repo_id }}")
+model.set_class_names([{{ example_labels }}])  # or keep the trained classes
+inputs = processor(images=Image.open("photo.jpg"), return_tensors="pt")
+with torch.no_grad():
+    probs = model(**inputs).logits.softmax(-1)
+```
+{% if class_names %}
+Trained classes ({{ num_classes }}): {{ class_names }}.
+{% endif %}{% if recipe_rows %}
+## Training recipe
+
+| Setting | Value |
+|---|---|
+{% for name, value in recipe_rows %}| {{ name }} | {{ value }} |
+{% endfor %}{% endif %}{% if result_rows %}
+## Results
+
+Top-1 accuracy (%) in the base-to-new protocol: trained on the base classes, evaluated on base and new classes;
+H is their harmonic mean.{% if random_weights %} **Random CLIP weights: not a measure of CoCoOp's accuracy.**{% endif %}
+
+| Dataset | {{ result_columns | join(" | ") }} |
+|---|{% for _ in result_columns %}---|{% endfor %}
+{% for row in result_rows %}| {{ row | join(" | ") }} |
+{% endfor %}{% endif %}
+## Limitations
+
+- The prompts are tied to the CLIP they were learned for: use them only with `{{ base_model }}`.
+- CoCoOp inherits CLIP's biases and failure modes; check the results on your own data before relying on them.
+- Inference runs the text encoder once per image and class (the prompt depends on the image), so it is slower
+  than plain CLIP for many classes.
+{% if random_weights %}- The figures on this card come from random weights.
+{% endif %}
+## Citation
+
+```bibtex
+{{ citation }}
+```
+"""
+
+
+def _check_fraction(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise TypeError(f"{where} must be a finite number (an accuracy in [0, 1]), got {value!r}.")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"{where} must be an accuracy as a fraction in [0, 1], got {value!r}: divide percents by 100."
+        )
+    return float(value)
+
+
+def _normalise_results(results) -> list[dict]:
+    """Results as a list of `{"dataset", "base", "new", "hm", "random_weights"}`; missing metrics stay absent."""
+    if results is None:
+        return []
+    if isinstance(results, dict):
+        results = [results]
+    if not isinstance(results, (list, tuple)):
+        raise TypeError(f"`results` must be a dict or a list of dicts, got {type(results).__name__}.")
+    rows = []
+    for index, entry in enumerate(results):
+        if not isinstance(entry, dict):
+            raise TypeError(f"`results[{index}]` must be a dict, got {type(entry).__name__}.")
+        unknown = sorted(set(entry) - {"dataset", "base", "new", "hm", "random_weights"})
+        if unknown:
+            raise ValueError(
+                f"`results[{index}]` has unknown keys {unknown}: use dataset, base, new, hm, random_weights."
+            )
+        dataset = entry.get("dataset")
+        if not isinstance(dataset, str) or not dataset:
+            raise ValueError(f"`results[{index}]` needs a non-empty string 'dataset', got {dataset!r}.")
+        row = {"dataset": dataset, "random_weights": bool(entry.get("random_weights", False))}
+        for key in METRIC_FIELDS:
+            if entry.get(key) is not None:
+                row[key] = _check_fraction(entry[key], f"`results[{index}][{key!r}]`")
+        if "hm" not in row and "base" in row and "new" in row:
+            total = row["base"] + row["new"]
+            row["hm"] = 0.0 if total == 0 else 2 * row["base"] * row["new"] / total
+        if any(key in row for key in METRIC_FIELDS):
+            rows.append(row)
+    return rows
+
+
+def _normalise_recipe(recipe) -> list[tuple[str, str]]:
+    if recipe is None:
+        return []
+    if not isinstance(recipe, dict):
+        raise TypeError(f"`recipe` must be a dict (shots, seed, epochs, lr, batch_size, ...), got {recipe!r}.")
+    rows = []
+    for key, value in recipe.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = f"{value:g}"
+        rows.append((RECIPE_FIELDS.get(key, str(key)), str(value)))
+    return rows
+
+
+def render_model_card(
+    *,
+    base_model: str,
+    datasets=None,
+    results=None,
+    recipe: dict | None = None,
+    repo_id: str | None = None,
+    base_model_revision: str | None = None,
+    class_names=None,
+    n_ctx: int | None = None,
+    license: str = "mit",
+    model_name: str | None = None,
+) -> ModelCard:
+    """
+    Render the model card of a CoCoOp checkpoint.
+
+    Args:
+        base_model: Hub id of the frozen CLIP (front matter `base_model`).
+        datasets: dataset id or list of ids trained on (front matter `datasets`).
+        results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "hm": float,
+            "random_weights": bool}`, accuracies as fractions in [0, 1]; any metric may be missing (H is computed
+            from base and new when absent). No metric at all: no results section and no model-index.
+        recipe: training settings, e.g. `{"shots": 16, "seed": 1, "epochs": 10, "lr": 0.002, "batch_size": 1}`;
+            `None` values are left out, extra keys are shown as they are.
+        repo_id: where the card will live; used in the usage snippets (defaults to `"<your-repo-id>"`).
+        base_model_revision: commit of `base_model` the prompts were learned on.
+        class_names: the trained classes (listed on the card, first three used in the snippets).
+        n_ctx: number of learned context tokens.
+        license: SPDX id for the front matter.
+        model_name: title and model-index name (defaults to the repo name).
+    """
+    if not isinstance(base_model, str) or not base_model:
+        raise ValueError(f"`base_model` must be the Hub id of the base CLIP, got {base_model!r}.")
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    if datasets is not None and (
+        not isinstance(datasets, (list, tuple)) or not all(isinstance(d, str) and d for d in datasets)
+    ):
+        raise TypeError(f"`datasets` must be a dataset id or a list of ids, got {datasets!r}.")
+    result_rows = _normalise_results(results)
+    recipe_rows = _normalise_recipe(recipe)
+    repo_id = repo_id or "<your-repo-id>"
+    model_name = model_name or repo_id.split("/")[-1]
+    random_weights = any(row["random_weights"] for row in result_rows)
+
+    eval_results = []
+    for row in result_rows:
+        for key, label in METRIC_FIELDS.items():
+            if key in row:
+                name = f"{label} (%)" + (", random CLIP weights" if row["random_weights"] else "")
+                eval_results.append(
+                    EvalResult(
+                        task_type="zero-shot-image-classification",
+                        dataset_type=row["dataset"],
+                        dataset_name=row["dataset"],
+                        metric_type="accuracy",
+                        metric_name=name,
+                        metric_value=round(100 * row[key], 2),
+                    )
+                )
+    tags = list(CARD_TAGS) + (["random-weights"] if random_weights else [])
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="zero-shot-image-classification",
+        base_model=base_model,
+        datasets=list(datasets) if datasets else None,
+        tags=tags,
+        license=license,
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+    columns = [key for key in METRIC_FIELDS if any(key in row for row in result_rows)]
+    table = [
+        [row["dataset"] + (" (random weights)" if row["random_weights"] else "")]
+        + [f"{100 * row[key]:.2f}" if key in row else "-" for key in columns]
+        for row in result_rows
+    ]
+    names = list(class_names) if class_names else []
+    shown = ", ".join(names[:50]) + (f", ... ({len(names) - 50} more)" if len(names) > 50 else "")
+    examples = names[:3] if names else ["cat", "dog", "car"]
+    return ModelCard.from_template(
+        card_data,
+        template_str=CARD_TEMPLATE,
+        title=model_name,
+        base_model=base_model,
+        base_model_revision=base_model_revision,
+        repo_id=repo_id,
+        n_ctx_text=str(n_ctx) if n_ctx else "a few",
+        random_weights=random_weights,
+        example_labels=", ".join(repr(name).replace("'", '"') for name in examples),
+        class_names=shown,
+        num_classes=len(names),
+        recipe_rows=recipe_rows,
+        result_columns=[METRIC_FIELDS[key] for key in columns],
+        result_rows=table,
+        citation=CITATION,
+    )

@@ -1,0 +1,181 @@
+"""
+`zero-shot-image-classification` with CoCoOp's learned conditional prompts, over any label set.
+
+Reaches users through `custom_pipelines` in each saved config (see `CUSTOM_PIPELINES`), never through
+`PIPELINE_REGISTRY` on import, which would replace the stock pipeline for plain CLIP in the whole process. This file
+may import only torch, PIL, transformers and its sibling files, so that it loads with `trust_remote_code=True`.
+"""
+
+import os
+from contextlib import contextmanager
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from transformers import CLIPImageProcessor, Pipeline
+from transformers.image_utils import load_image
+from transformers.utils import logging
+
+from .processing_cocoop import validate_class_names
+
+
+logger = logging.get_logger(__name__)
+
+PIPELINE_CLASS_NAME = "CoCoOpZeroShotImageClassificationPipeline"
+# Written into every saved config: `pipeline(task, model=<folder or repo id>, trust_remote_code=True)` finds it.
+CUSTOM_PIPELINES = {
+    "zero-shot-image-classification": {
+        "impl": f"pipeline_cocoop.{PIPELINE_CLASS_NAME}",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "type": "multimodal",
+    }
+}
+
+
+def load_pipeline_image(image, timeout=None) -> Image.Image:
+    """A PIL image, local path or http(s) URL -> RGB PIL image; a clear error for anything else."""
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    if isinstance(image, Image.Image):
+        return ImageOps.exif_transpose(image).convert("RGB")
+    if not isinstance(image, str):
+        raise TypeError(
+            f"images must be PIL images, local file paths or http(s) URLs, got {type(image).__name__}: "
+            f"{str(image)[:80]!r}."
+        )
+    if image.startswith(("http://", "https://")):
+        return load_image(image, timeout=timeout)  # transformers' own URL loader
+    if not os.path.isfile(image):
+        raise ValueError(
+            f"image {image[:200]!r} is neither an existing file nor an http(s) URL: pass a PIL image, "
+            "a path to an image file or a URL."
+        )
+    try:
+        with Image.open(image) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image file {image!r}: {error}. Is it an image (JPEG, PNG, ...)?") from error
+
+
+@contextmanager
+def swapped_class_names(model, class_names, tokenizer):
+    """Run `model` on `class_names` with its learned prompts, then restore the trained class set."""
+    if list(class_names) == list(model.class_names or []):
+        yield
+        return
+    saved = (
+        model.prompt_ids,
+        model.eos_index,
+        model._class_names,
+        model.tokenizer,
+        dict(model.config.id2label),
+        dict(model.config.label2id),
+    )
+    try:
+        model.set_class_names(class_names, tokenizer=tokenizer)
+        yield
+    finally:
+        model.prompt_ids, model.eos_index, model._class_names, model.tokenizer = saved[:4]
+        model.config.id2label, model.config.label2id = saved[4], saved[5]
+
+
+class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
+    r"""
+    Zero-shot image classification with a CoCoOp model: each candidate label is read through the learned,
+    image-conditional prompt `[ctx + pi(image)] {label}.`; scores are the softmax over the labels.
+
+    ```python
+    from transformers import pipeline
+
+    classifier = pipeline("zero-shot-image-classification", model="path/or/repo-id", trust_remote_code=True)
+    classifier("photo.jpg", candidate_labels=["cat", "dog"])  # [{"score": ..., "label": ...}, ...], sorted
+    classifier(["a.jpg", "b.jpg"], batch_size=2)  # trained classes (config.id2label); a list per image
+    ```
+
+    Args (call):
+        image: a PIL image, a local path or an http(s) URL, or a list of them.
+        candidate_labels (`list[str]`, *optional*): class names to score; default: the trained classes.
+        top_k (`int`, *optional*): keep the `top_k` best labels (default: all).
+        timeout (`float`, *optional*): seconds to wait for a URL.
+
+    `hypothesis_template` is refused: CoCoOp learns its prompt instead of filling in a hand-written one.
+    """
+
+    _load_processor = False
+    _load_image_processor = None  # optional: falls back to the base CLIP's image processor
+    _load_feature_extractor = False
+    _load_tokenizer = None  # optional: falls back to the model's own tokenizer
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        config = self.model.config
+        if getattr(config, "model_type", None) != "cocoop" or not hasattr(self.model, "set_class_names"):
+            raise ValueError(
+                f"{type(self).__name__} needs a CoCoOp model (config.model_type 'cocoop'), got "
+                f"{type(self.model).__name__} with model_type {getattr(config, 'model_type', None)!r}: use the "
+                "stock pipeline('zero-shot-image-classification') for plain CLIP."
+            )
+        if self.tokenizer is None:
+            self.tokenizer = self.model.tokenizer
+        if self.tokenizer is None:
+            raise ValueError(
+                "no CLIP tokenizer found beside the model or its base CLIP: pass tokenizer=... to pipeline()."
+            )
+        if self.image_processor is None:
+            try:
+                self.image_processor = CLIPImageProcessor.from_pretrained(
+                    config.clip_name_or_path, revision=config.clip_revision
+                )
+            except (OSError, ValueError, TypeError) as error:
+                raise ValueError(
+                    f"no image processor found in the model folder or its base CLIP {config.clip_name_or_path!r} "
+                    f"({error}): pass image_processor=... to pipeline()."
+                ) from error
+
+    def __call__(self, image, candidate_labels=None, **kwargs):
+        if "images" in kwargs:
+            if image is not None:
+                raise ValueError("pass the images once: either positionally or as `images=`, not both.")
+            image = kwargs.pop("images")
+        if image is None:
+            raise ValueError("no image given: pass a PIL image, a local path or a URL (or a list of them).")
+        if isinstance(image, tuple):
+            image = list(image)
+        if isinstance(image, list) and not image:
+            raise ValueError("the list of images is empty: pass at least one image.")
+        return super().__call__(image, candidate_labels=candidate_labels, **kwargs)
+
+    def _sanitize_parameters(
+        self, candidate_labels=None, top_k=None, timeout=None, hypothesis_template=None, **kwargs
+    ):
+        if hypothesis_template is not None:
+            raise ValueError(
+                f"hypothesis_template={hypothesis_template!r} has no meaning for CoCoOp: the prompt is learned "
+                "(context vectors conditioned on each image), not written by hand. Pass only candidate_labels."
+            )
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments: {sorted(kwargs)}.")
+        if candidate_labels is None:
+            labels = list(self.model.class_names or self.model.config.class_names)
+        else:
+            labels = validate_class_names(candidate_labels)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`top_k` must be a positive integer or None (all labels), got {top_k!r}.")
+        return {"timeout": timeout}, {"candidate_labels": labels}, {"candidate_labels": labels, "top_k": top_k}
+
+    def preprocess(self, image, timeout=None):
+        image = load_pipeline_image(image, timeout=timeout)
+        inputs = self.image_processor(images=[image], return_tensors="pt")
+        return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
+
+    def _forward(self, model_inputs, candidate_labels):
+        with swapped_class_names(self.model, candidate_labels, self.tokenizer):
+            logits = self.model(pixel_values=model_inputs["pixel_values"]).logits  # (batch, labels)
+        return {"logits": logits}
+
+    def postprocess(self, model_outputs, candidate_labels, top_k=None):
+        scores = model_outputs["logits"][0].float().softmax(dim=-1).tolist()
+        ranked = sorted(zip(scores, candidate_labels, strict=True), key=lambda pair: -pair[0])
+        if top_k is not None:
+            ranked = ranked[:top_k]
+        return [{"score": score, "label": label} for score, label in ranked]
