@@ -1,0 +1,304 @@
+"""save_pretrained / from_pretrained: full and adapter-only folders, remote code without the package, bad files."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
+
+from cocoop_hf import CoCoOpConfig, CoCoOpModel, CoCoOpPromptLearner
+
+from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, random_pixels, save_tiny_clip, tiny_clip_config
+from .test_modeling import randomize_prompt_learner
+
+
+ADAPTER_FILE = "prompt_learner.safetensors"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_clip_dir):
+    """A CoCoOp model with non-default prompt-learner weights, on the NEW class set (not the from_clip one)."""
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, revision="main")
+    randomize_prompt_learner(model, seed=3)
+    model.set_class_names(NEW_CLASS_NAMES)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def pixel_values():
+    return random_pixels(3, seed=5)
+
+
+@pytest.fixture(scope="module")
+def expected_logits(trained, pixel_values):
+    with torch.no_grad():
+        return trained(pixel_values=pixel_values).logits
+
+
+@pytest.fixture(scope="module")
+def full_dir(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("full")
+    trained.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("adapter")
+    trained.save_pretrained(path, adapter_only=True)
+    return path
+
+
+def assert_same_model(loaded, trained, pixel_values, expected_logits):
+    assert loaded.class_names == NEW_CLASS_NAMES
+    # Non-persistent prompt buffers come back from the meta device as garbage unless rebuilt (TRAPS.md).
+    assert torch.equal(loaded.prompt_ids, trained.prompt_ids)
+    assert torch.equal(loaded.eos_index, trained.eos_index)
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with torch.no_grad():
+        logits = loaded(pixel_values=pixel_values).logits
+    assert torch.equal(logits, expected_logits)
+
+
+# ---------------------------------------------------------------------------------------------- full
+
+
+def test_full_round_trip(full_dir, trained, pixel_values, expected_logits):
+    loaded = CoCoOpModel.from_pretrained(full_dir)
+    assert not loaded.training
+    assert_same_model(loaded, trained, pixel_values, expected_logits)
+    assert loaded.config.conditional and loaded.config.n_ctx == 4
+
+
+def test_full_folder_contents(full_dir):
+    files = set(os.listdir(full_dir))
+    assert {"config.json", "model.safetensors", "modeling_cocoop.py", "configuration_cocoop.py"} <= files
+    assert "vocab.json" in files or "tokenizer.json" in files
+    tensors = load_file(full_dir / "model.safetensors")
+    assert "prompt_learner.ctx" in tensors and "clip.logit_scale" in tensors
+    assert not any("prompt_ids" in key or "eos_index" in key for key in tensors)  # derived, never saved
+    config = json.loads((full_dir / "config.json").read_text())
+    assert config["model_type"] == "cocoop"
+    assert config["auto_map"]["AutoModel"] == "modeling_cocoop.CoCoOpModel"
+    assert config["id2label"] == {str(i): name for i, name in enumerate(NEW_CLASS_NAMES)}
+
+
+def test_full_loads_through_auto_model(full_dir, trained, pixel_values, expected_logits):
+    loaded = AutoModel.from_pretrained(full_dir)
+    assert isinstance(loaded, CoCoOpModel)
+    assert_same_model(loaded, trained, pixel_values, expected_logits)
+
+
+def test_loaded_model_swaps_class_names(full_dir, trained, pixel_values):
+    loaded = CoCoOpModel.from_pretrained(full_dir)
+    loaded.set_class_names(CLASS_NAMES)
+    trained_copy = CoCoOpModel.from_pretrained(full_dir)
+    trained_copy.set_class_names(CLASS_NAMES)
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values=pixel_values).logits, trained_copy(pixel_values=pixel_values).logits)
+    assert loaded.prompt_ids.shape[0] == len(CLASS_NAMES)
+
+
+def test_output_loading_info(full_dir):
+    model, info = CoCoOpModel.from_pretrained(full_dir, output_loading_info=True)
+    assert isinstance(model, CoCoOpModel)
+    assert not info["missing_keys"] and not info["mismatched_keys"] and not info["unexpected_keys"]
+
+
+# ---------------------------------------------------------------------------------------------- adapter-only
+
+
+def test_adapter_round_trip(adapter_dir, trained, pixel_values, expected_logits):
+    loaded = CoCoOpModel.from_pretrained(adapter_dir)
+    assert not loaded.config.adapter_only  # a loaded model is complete
+    assert_same_model(loaded, trained, pixel_values, expected_logits)
+    via_auto = AutoModel.from_pretrained(adapter_dir)
+    assert_same_model(via_auto, trained, pixel_values, expected_logits)
+
+
+def test_adapter_folder_names_base_clip(adapter_dir, tiny_clip_dir):
+    assert not (adapter_dir / "model.safetensors").exists()
+    config = json.loads((adapter_dir / "config.json").read_text())
+    assert config["adapter_only"] is True
+    assert config["clip_name_or_path"] == str(tiny_clip_dir)
+    assert config["clip_revision"] == "main"
+    tensors = load_file(adapter_dir / ADAPTER_FILE)
+    assert set(tensors) == {
+        "ctx",
+        "meta_net.linear1.weight",
+        "meta_net.linear1.bias",
+        "meta_net.linear2.weight",
+        "meta_net.linear2.bias",
+    }
+    artifact = (adapter_dir / ADAPTER_FILE).stat().st_size + (adapter_dir / "config.json").stat().st_size
+    assert artifact < 1_000_000
+
+
+def test_adapter_size_at_vit_b16_width(tmp_path):
+    """The shared artifact at the real CoCoOp ViT-B/16 widths (text 512, projection 512) stays a few hundred KB."""
+    config = CoCoOpConfig(clip_config=tiny_clip_config(hidden=512, projection=512).to_dict())
+    learner = CoCoOpPromptLearner(config)
+    torch.nn.init.normal_(learner.ctx)
+    save_file({name: t.contiguous() for name, t in learner.state_dict().items()}, tmp_path / ADAPTER_FILE)
+    size = (tmp_path / ADAPTER_FILE).stat().st_size
+    assert 100_000 < size < 1_000_000, size  # 4*512 + 512*32+32 + 32*512+512 floats, about 140 KB
+
+
+def test_adapter_needs_base_clip_name(trained, tmp_path):
+    config_name = trained.config.clip_name_or_path
+    try:
+        trained.config.clip_name_or_path = None
+        with pytest.raises(ValueError, match="clip_name_or_path"):
+            trained.save_pretrained(tmp_path, adapter_only=True)
+    finally:
+        trained.config.clip_name_or_path = config_name
+
+
+def test_coop_adapter_round_trip(tiny_clip_dir, tmp_path, pixel_values):
+    coop = randomize_prompt_learner(CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, conditional=False))
+    coop.save_pretrained(tmp_path, adapter_only=True)
+    assert set(load_file(tmp_path / ADAPTER_FILE)) == {"ctx"}
+    loaded = CoCoOpModel.from_pretrained(tmp_path)
+    assert loaded.prompt_learner.meta_net is None
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values=pixel_values).logits, coop(pixel_values=pixel_values).logits)
+
+
+# ---------------------------------------------------------------------------------------------- remote code
+
+HIDDEN_PACKAGE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc
+    import sys
+
+
+    class HideCocoopHf(importlib.abc.MetaPathFinder):
+        # Stands in for "not installed": the editable install's finder would otherwise still find the package.
+        def find_spec(self, name, path=None, target=None):
+            if name == "cocoop_hf" or name.startswith("cocoop_hf."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            return None
+
+
+    sys.meta_path.insert(0, HideCocoopHf())
+    try:
+        import cocoop_hf  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("cocoop_hf is importable here: the remote-code test would prove nothing")
+
+    import torch
+    from transformers import AutoModel
+
+    pixel_values = torch.load(sys.argv[1], weights_only=True)
+    for folder, out in zip(sys.argv[2::2], sys.argv[3::2]):
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(pixel_values=pixel_values).logits
+        torch.save({"logits": logits, "module": type(model).__module__}, out)
+    assert not any(name.split(".")[0] == "cocoop_hf" for name in sys.modules), "cocoop_hf got imported"
+    """
+)
+
+
+def test_remote_code_without_package(full_dir, adapter_dir, pixel_values, expected_logits, tmp_path):
+    """A saved folder loads with AutoModel + trust_remote_code in a Python that cannot import cocoop_hf."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "load.py").write_text(HIDDEN_PACKAGE_SCRIPT)
+    torch.save(pixel_values, work / "pixels.pt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    args = [str(work / "pixels.pt"), str(full_dir), str(work / "full.pt"), str(adapter_dir), str(work / "adapter.pt")]
+    # -I: isolated mode, neither the script's folder nor the current directory (the repo) is on sys.path.
+    result = subprocess.run(
+        [sys.executable, "-I", str(work / "load.py"), *args], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("full", "adapter"):
+        loaded = torch.load(work / f"{name}.pt", weights_only=True)
+        assert loaded["module"].startswith("transformers_modules"), loaded["module"]
+        assert torch.equal(loaded["logits"], expected_logits), name
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+
+
+def copy_folder(source, tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 4])
+def test_truncated_full_weights_raise(full_dir, tmp_path, keep):
+    folder = copy_folder(full_dir, tmp_path, "truncated")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    with pytest.raises(OSError, match=r"model\.safetensors.*truncated or corrupt"):
+        CoCoOpModel.from_pretrained(folder)
+
+
+def test_garbage_full_weights_raise(full_dir, tmp_path):
+    folder = copy_folder(full_dir, tmp_path, "garbage")
+    (folder / "model.safetensors").write_bytes(os.urandom(4096))
+    with pytest.raises(OSError, match=r"model\.safetensors"):
+        CoCoOpModel.from_pretrained(folder)
+
+
+def test_full_weights_missing_tensor_raise(full_dir, tmp_path):
+    """A readable file that lacks tensors must not give a model with those tensors at random init."""
+    folder = copy_folder(full_dir, tmp_path, "missing")
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["prompt_learner.meta_net.linear2.bias"]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"lacks 1 tensor.*prompt_learner\.meta_net\.linear2\.bias"):
+        CoCoOpModel.from_pretrained(folder)
+
+
+def test_full_weights_width_mismatch_raise(full_dir, tmp_path):
+    folder = copy_folder(full_dir, tmp_path, "width")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["prompt_learner.ctx"] = torch.zeros(4, 32)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"prompt_learner\.ctx: checkpoint \(4, 32\) vs model \(4, 64\)"):
+        CoCoOpModel.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("keep", [0.5, 4])
+def test_truncated_adapter_weights_raise(adapter_dir, tmp_path, keep):
+    folder = copy_folder(adapter_dir, tmp_path, "truncated")
+    weights = folder / ADAPTER_FILE
+    data = weights.read_bytes()
+    weights.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    with pytest.raises(OSError, match=r"prompt_learner\.safetensors"):
+        CoCoOpModel.from_pretrained(folder)
+
+
+def test_adapter_missing_tensor_raise(adapter_dir, tmp_path):
+    folder = copy_folder(adapter_dir, tmp_path, "missing")
+    tensors = load_file(folder / ADAPTER_FILE)
+    del tensors["meta_net.linear1.weight"]
+    save_file(tensors, folder / ADAPTER_FILE)
+    with pytest.raises(ValueError, match=r"missing \['meta_net\.linear1\.weight'\]"):
+        CoCoOpModel.from_pretrained(folder)
+
+
+def test_adapter_for_another_clip_width_raise(adapter_dir, tmp_path):
+    """An adapter whose context width does not match its (here: replaced) base CLIP."""
+    narrow_clip = save_tiny_clip(tmp_path / "narrow-clip", hidden=32)
+    folder = copy_folder(adapter_dir, tmp_path, "other-clip")
+    config = json.loads((folder / "config.json").read_text())
+    config["clip_name_or_path"] = str(narrow_clip)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tensor 'ctx' has shape \(4, 64\), but this CLIP needs \(4, 32\)"):
+        CoCoOpModel.from_pretrained(folder)
