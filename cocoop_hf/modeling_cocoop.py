@@ -403,11 +403,38 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             config = CoCoOpConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if config.adapter_only:
             return cls._from_adapter(pretrained_model_name_or_path, config, hub_kwargs, kwargs)
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        from safetensors import SafetensorError
+
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        # Shape mismatches are collected (not raised mid-load) so the error below can name the tensors.
+        allow_mismatch = kwargs.setdefault("ignore_mismatched_sizes", False)
+        kwargs["ignore_mismatched_sizes"] = True
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:
+            raise OSError(
+                f"cannot read the weights (model.safetensors) of {pretrained_model_name_or_path}: {error}; "
+                "the file is truncated or corrupt: save or download it again."
+            ) from error
+        _check_loading_info(pretrained_model_name_or_path, model, loading_info, allow_mismatch)
+        model.clip.requires_grad_(False)  # loading materialises every parameter with requires_grad=True
         tokenizer = _load_tokenizer(pretrained_model_name_or_path, hub_kwargs, model.config)
         if tokenizer is not None:
             model.set_class_names(model.config.class_names, tokenizer=tokenizer)
-        return model
+        return (model, loading_info) if output_loading_info else model
+
+    @classmethod
+    def from_official_checkpoint(cls, checkpoint_path, clip_name_or_path: str, class_names, **kwargs) -> "CoCoOpModel":
+        """
+        Import an official CoOp/CoCoOp prompt-learner checkpoint (Dassl `prompt_learner/model.pth.tar-N`) onto
+        `clip_name_or_path` for `class_names`; see [`~convert_official.from_official_checkpoint`]. The file is read
+        without running any pickled code; `n_ctx` and `conditional` come from its tensors.
+        """
+        from .convert_official import from_official_checkpoint
+
+        return from_official_checkpoint(checkpoint_path, clip_name_or_path, class_names, model_class=cls, **kwargs)
 
     @classmethod
     def _from_adapter(cls, path, config: CoCoOpConfig, hub_kwargs: dict, kwargs: dict) -> "CoCoOpModel":
@@ -657,6 +684,24 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 f"`labels` must lie in [0, {logits.shape[1]}) for {logits.shape[1]} classes; "
                 f"got {labels[bad].tolist()[:5]} at positions {bad.nonzero().flatten().tolist()[:5]}."
             )
+
+
+def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -> None:
+    """Refuse a checkpoint that would leave tensors at random init (missing or of another shape)."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or [])
+    if mismatched and not allow_mismatch:
+        details = "; ".join(f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in mismatched)
+        raise ValueError(
+            f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another CLIP or "
+            f"context (config: text width {model.config.clip_config.text_config.hidden_size}, n_ctx "
+            f"{model.config.n_ctx}): load it with its own config.json."
+        )
+    missing = sorted(loading_info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(
+            f"{path}: the checkpoint lacks {len(missing)} tensor(s) {missing[:8]}; refusing to initialise them at "
+            "random. The weights file is incomplete: save or download it again."
+        )
 
 
 def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
