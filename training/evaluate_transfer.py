@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""
+Evaluate one model on several datasets' class sets: cross-dataset transfer (e.g. ImageNet -> Caltech101, ...) and
+domain generalisation (ImageNet -> ImageNet-V2 / -Sketch / -A / -R, each with its own class list). Works for a
+trained CoCoOp/CoOp folder (--model_name_or_path) and for zero-shot CLIP (--method zeroshot).
+
+    python training/evaluate_transfer.py --model_name_or_path out/cocoop_imagenet --targets targets.yaml \
+        --output_dir out/transfer
+
+targets.yaml lists the target datasets with the data options of run_cocoop.py, e.g.
+
+    targets:
+      - {dataset_display_name: imagenet-a, dataset_name: <hub id>, eval_split: test, class_names_file: a.txt}
+      - {dataset_display_name: dtd, split_file: split_zhou_DescribableTextures.json, image_root: dtd/images}
+
+Each target is evaluated on all its classes; the image features of a target are computed once. Writes
+results.json, results.md and results.png (accuracy per target) into --output_dir.
+"""
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformers import HfArgumentParser
+from transformers.utils import logging
+
+from training.data import DataArguments, ImageTransform, build_transforms, drop_or_raise_corrupt, load_splits
+from training.report import RANDOM_WEIGHTS_NOTE, write_report
+from training.run_cocoop import PREVIOUS_RUN_FILES, ModelArguments, build_model, evaluate_sets, load_metrics
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class TransferArguments:
+    targets: str = field(default=None, metadata={"help": "YAML/JSON file with a `targets` list of data options."})
+    output_dir: str = field(default=None, metadata={"help": "Where results.json / .md / .png go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace results in --output_dir."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
+    use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (autocast)."})
+    seed: int = field(default=1, metadata={"help": "Seed recorded with the results (and used to build a model)."})
+    source_dataset: str | None = field(default=None, metadata={"help": "Dataset the model was trained on (record)."})
+
+
+def _read_mapping(path) -> dict:
+    if not os.path.isfile(path):
+        raise ValueError(f"file {path} does not exist.")
+    with open(path, encoding="utf-8") as handle:
+        if str(path).endswith(".json"):
+            return json.load(handle)
+        import yaml
+
+        return yaml.safe_load(handle)
+
+
+def parse_args(argv=None):
+    parser = HfArgumentParser((ModelArguments, TransferArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        values = _read_mapping(argv.pop(0))
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"config file has unknown arguments {unknown}; see --help for the names.")
+        parser.set_defaults(**values)
+    model_args, transfer_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    if transfer_args.targets is None or transfer_args.output_dir is None:
+        raise ValueError("pass --targets (a YAML/JSON file listing the target datasets) and --output_dir.")
+    if transfer_args.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {transfer_args.mixed_precision!r}.")
+    if model_args.model_name_or_path is None and model_args.method != "zeroshot":
+        raise ValueError(
+            f"--method {model_args.method} needs a trained model: pass --model_name_or_path (or --method zeroshot)."
+        )
+    if isinstance(model_args.ctx_init, str) and model_args.ctx_init.strip().lower() in ("", "none", "null"):
+        model_args.ctx_init = None
+    return model_args, transfer_args
+
+
+def read_targets(path) -> list[DataArguments]:
+    content = _read_mapping(path)
+    targets = content.get("targets") if isinstance(content, dict) else content
+    if not isinstance(targets, list) or not targets:
+        raise ValueError(f"{path} must hold a non-empty list `targets:` of dataset options.")
+    parsed, names = [], set()
+    for index, entry in enumerate(targets):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: target {index} must be a mapping of data options, got {entry!r}.")
+        try:
+            target = DataArguments(**{"num_shots": None, **entry, "protocol": "all"})
+        except TypeError as error:
+            raise ValueError(
+                f"{path}: target {index}: {error} (allowed: the data options of run_cocoop.py)."
+            ) from None
+        if target.display_name in names:
+            raise ValueError(f"{path}: two targets are named {target.display_name!r}: set dataset_display_name.")
+        names.add(target.display_name)
+        parsed.append(target)
+    return parsed
+
+
+def main(argv=None) -> dict:
+    from accelerate import Accelerator
+    from transformers import CLIPImageProcessor
+
+    model_args, args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    previous = [name for name in PREVIOUS_RUN_FILES if (output_dir / name).exists()]
+    if previous and not args.overwrite_output_dir:
+        raise ValueError(f"--output_dir {output_dir} holds previous results {previous}: pass --overwrite_output_dir.")
+    targets = read_targets(args.targets)
+    accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
+    source = model_args.model_name_or_path or model_args.clip_model_name_or_path
+    image_processor = CLIPImageProcessor.from_pretrained(source)
+
+    # Load and check every target before the model runs: a bad target fails fast, not after hours of evaluation.
+    eval_sets = {}
+    for target in targets:
+        _, eval_transform = build_transforms(image_processor, target.image_size)
+        data, class_names = load_splits(target, [target.eval_split], cache_dir=model_args.cache_dir)
+        dataset = data[target.eval_split]
+        if target.max_eval_samples is not None and len(dataset) > target.max_eval_samples:
+            dataset = dataset.shuffle(seed=args.seed).select(range(target.max_eval_samples))
+        if target.verify_images == "all":
+            dataset, _ = drop_or_raise_corrupt(dataset, target.display_name, target.skip_corrupt_images)
+        eval_sets[target.display_name] = (dataset.with_transform(ImageTransform(eval_transform)), class_names)
+
+    first_names = next(iter(eval_sets.values()))[1]
+    model = build_model(model_args, first_names, args.seed).to(accelerator.device)
+    method = model_args.method
+    if model_args.model_name_or_path:
+        method = "cocoop" if model.config.conditional else "coop"
+    evaluation = evaluate_sets(
+        model, eval_sets, accelerator, args.per_device_eval_batch_size, args.dataloader_num_workers, load_metrics()
+    )
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return {}
+    runs = [
+        {"dataset": name, "method": method, "seed": args.seed, "num_shots": None, "metrics": {"all": metrics}}
+        for name, metrics in evaluation.items()
+    ]
+    note = RANDOM_WEIGHTS_NOTE if model_args.random_init_clip else None
+    extra = {
+        "world_size": accelerator.num_processes,
+        "protocol": "transfer",
+        "source_dataset": args.source_dataset,
+        "model": model_args.model_name_or_path or model_args.clip_model_name_or_path,
+        "arguments": {"model": asdict(model_args), "transfer": asdict(args)},
+    }
+    content = write_report(output_dir, runs, note=note, extra=extra)
+    print((output_dir / "results.md").read_text(), flush=True)
+    return content
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Results of CoCoOp runs: results.json, a Markdown table, a PNG bar chart, the model card; seed aggregation.
+
+Aggregate several runs (seeds, methods, datasets) into one table and chart:
+
+    python training/report.py out/cocoop_seed1 out/cocoop_seed2 out/coop_seed1 --output_dir out/summary
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+RESULTS_NAME = "results.json"
+TABLE_NAME = "results.md"
+PLOT_NAME = "results.png"
+CARD_NAME = "README.md"
+RANDOM_WEIGHTS_NOTE = (
+    "MACHINERY DEMO: the CLIP weights are random, so every accuracy below is meaningless; it only shows that "
+    "the pipeline runs end to end."
+)
+# Column order of tables and charts: base-to-new metrics, then single-set (transfer) accuracy.
+COLUMNS = ("base", "new", "H", "all")
+COLUMN_TITLES = {"base": "Base", "new": "New", "H": "H", "all": "Accuracy"}
+
+
+def run_scores(run: dict) -> dict[str, float]:
+    """Accuracy (%) per column of one run entry: base / new / H, or the target set's accuracy ('all')."""
+    scores = {name: metrics["accuracy"] for name, metrics in run["metrics"].items()}
+    if run.get("H") is not None:
+        scores["H"] = run["H"]
+    return {column: scores[column] for column in COLUMNS if column in scores}
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """Group runs by (dataset, method): mean and sample std of every column over seeds."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["dataset"], run["method"]), []).append(run)
+    rows = []
+    for (dataset, method), members in groups.items():
+        per_column = {}
+        for run in members:
+            for column, value in run_scores(run).items():
+                per_column.setdefault(column, []).append(value)
+        stats = {
+            column: {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "n": len(values),
+            }
+            for column, values in per_column.items()
+        }
+        seeds = sorted({run.get("seed") for run in members if run.get("seed") is not None})
+        rows.append({"dataset": dataset, "method": method, "seeds": seeds, "scores": stats})
+    return rows
+
+
+def markdown_table(rows: list[dict], note: str | None = None) -> str:
+    columns = [c for c in COLUMNS if any(c in row["scores"] for row in rows)]
+    lines = []
+    if note:
+        lines += [f"> **{note}**", ""]
+    lines.append("| Dataset | Method | Seeds | " + " | ".join(COLUMN_TITLES[c] for c in columns) + " |")
+    lines.append("|---|---|---|" + "---|" * len(columns))
+    for row in rows:
+        cells = []
+        for column in columns:
+            stat = row["scores"].get(column)
+            if stat is None:
+                cells.append("-")
+            elif stat["n"] > 1:
+                cells.append(f"{stat['mean']:.2f} ± {stat['std']:.2f}")
+            else:
+                cells.append(f"{stat['mean']:.2f}")
+        seeds = ", ".join(str(s) for s in row["seeds"]) or "-"
+        lines.append(f"| {row['dataset']} | {row['method']} | {seeds} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Top-1 accuracy (%); H = 2·Base·New/(Base+New); mean ± sample std over seeds where several.")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows: list[dict], path, note: str | None = None) -> None:
+    """One panel per column (Base / New / H / Accuracy): datasets on x, one bar per method, std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in COLUMNS if any(c in row["scores"] for row in rows)]
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    figure, axes = plt.subplots(1, len(columns), figsize=(max(4.0, 1.2 * len(datasets) + 2) * len(columns), 4))
+    axes = [axes] if len(columns) == 1 else list(axes)
+    width = 0.8 / len(methods)
+    for axis, column in zip(axes, columns, strict=True):
+        for m, method in enumerate(methods):
+            means, stds, xs = [], [], []
+            for d, dataset in enumerate(datasets):
+                row = next((r for r in rows if r["dataset"] == dataset and r["method"] == method), None)
+                if row is not None and column in row["scores"]:
+                    xs.append(d + (m - (len(methods) - 1) / 2) * width)
+                    means.append(row["scores"][column]["mean"])
+                    stds.append(row["scores"][column]["std"])
+            axis.bar(xs, means, width, yerr=stds, capsize=3, label=method)
+        axis.set_title(COLUMN_TITLES[column])
+        axis.set_xticks(range(len(datasets)), datasets, rotation=20)
+        axis.set_ylim(0, 100)
+        axis.set_ylabel("top-1 accuracy (%)")
+    axes[0].legend()
+    if note:
+        figure.suptitle("RANDOM CLIP WEIGHTS: machinery demo, accuracies are meaningless", color="red")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def model_card(
+    rows: list[dict],
+    *,
+    base_model: str,
+    recipe: dict,
+    repo_id=None,
+    class_names=None,
+    n_ctx=None,
+    random_weights=False,
+    base_model_revision=None,
+):
+    """
+    The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (which takes fractions and only
+    base-to-new figures; transfer-only rows are left to results.md).
+    """
+    from cocoop_hf.modelcard_cocoop import render_model_card
+
+    card_results = []
+    for row in rows:
+        scores = row["scores"]
+        if "base" in scores or "new" in scores:
+            entry = {"dataset": f"{row['dataset']} ({row['method']})", "random_weights": random_weights}
+            for column, key in (("base", "base"), ("new", "new"), ("H", "hm")):
+                if column in scores:
+                    entry[key] = scores[column]["mean"] / 100.0
+            card_results.append(entry)
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows)) or None
+    return render_model_card(
+        base_model=base_model,
+        datasets=datasets,
+        results=card_results or None,
+        recipe=recipe,
+        repo_id=repo_id,
+        base_model_revision=base_model_revision,
+        class_names=class_names,
+        n_ctx=n_ctx,
+    )
+
+
+def write_report(output_dir, runs: list[dict], *, note: str | None = None, extra: dict | None = None) -> dict:
+    """Write results.json (runs + aggregate), results.md and results.png; return the JSON content."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(runs)
+    content = {"note": note, **(extra or {}), "runs": runs, "aggregate": rows}
+    (output_dir / RESULTS_NAME).write_text(json.dumps(content, indent=2, default=_json_default))
+    if rows:  # a training-only run (no --do_eval) has nothing to tabulate or plot
+        (output_dir / TABLE_NAME).write_text(markdown_table(rows, note))
+        bar_chart(rows, output_dir / PLOT_NAME, note)
+    return content
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to results.json")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="Run folders (or results.json files) to aggregate.")
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+    runs, notes = [], set()
+    for source in args.inputs:
+        path = Path(source)
+        path = path / RESULTS_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"{source}: no {RESULTS_NAME} found (is it a finished run's output folder?).")
+        content = json.loads(path.read_text())
+        if "runs" not in content:
+            raise ValueError(f"{path} is not a results file of training/run_cocoop.py (no 'runs').")
+        runs.extend(content["runs"])
+        if content.get("note"):
+            notes.add(content["note"])
+    note = " ".join(sorted(notes)) or None
+    content = write_report(args.output_dir, runs, note=note, extra={"sources": [str(s) for s in args.inputs]})
+    print(markdown_table(content["aggregate"], note))
+    return content
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
