@@ -107,14 +107,16 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
     _load_tokenizer = None  # optional: falls back to the model's own tokenizer
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        config = self.model.config
-        if getattr(config, "model_type", None) != "cocoop" or not hasattr(self.model, "set_class_names"):
+        model = kwargs.get("model", args[0] if args else None)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type != "cocoop" or not hasattr(model, "set_class_names"):
             raise ValueError(
                 f"{type(self).__name__} needs a CoCoOp model (config.model_type 'cocoop'), got "
-                f"{type(self.model).__name__} with model_type {getattr(config, 'model_type', None)!r}: use the "
-                "stock pipeline('zero-shot-image-classification') for plain CLIP."
+                f"{type(model).__name__} with model_type {model_type!r}: use the stock "
+                "pipeline('zero-shot-image-classification') for plain CLIP."
             )
+        super().__init__(*args, **kwargs)
+        config = self.model.config
         if self.tokenizer is None:
             self.tokenizer = self.model.tokenizer
         if self.tokenizer is None:

@@ -1,0 +1,115 @@
+"""Model cards: front matter, sections present only with their data, random-weight labels, runnable snippets."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cocoop_hf import render_model_card
+from cocoop_hf.modelcard_cocoop import CARD_TEMPLATE
+
+from .cocoop_sharing import shared_artifacts
+
+
+BASE = "openai/clip-vit-base-patch16"
+RECIPE = {"shots": 16, "seed": 1, "epochs": 10, "lr": 0.002, "batch_size": 1}
+
+
+def front_matter(card) -> dict:
+    return yaml.safe_load(str(card).split("---")[1])
+
+
+def test_full_card():
+    card = render_model_card(
+        base_model=BASE,
+        datasets="cifar10",
+        results={"dataset": "cifar10", "base": 0.9, "new": 0.8, "hm": 0.847},
+        recipe=RECIPE,
+        repo_id="me/cocoop-cifar10",
+        class_names=["airplane", "automobile", "bird"],
+        n_ctx=4,
+    )
+    meta = front_matter(card)
+    assert meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "zero-shot-image-classification"
+    assert meta["base_model"] == BASE and meta["datasets"] == ["cifar10"] and meta["license"] == "mit"
+    assert {"cocoop", "prompt-learning", "clip"} <= set(meta["tags"]) and "random-weights" not in meta["tags"]
+    metrics = meta["model-index"][0]["results"][0]["metrics"]
+    assert [m["value"] for m in metrics] == [90.0, 80.0, 84.7]
+    text = card.text
+    for section in ("## How to use", "## Training recipe", "## Results", "## Limitations", "## Citation"):
+        assert section in text
+    assert "| Shots per class | 16 |" in text and "| Learning rate | 0.002 |" in text
+    assert "| cifar10 | 90.00 | 80.00 | 84.70 |" in text
+    assert "2203.05557" in text and "Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei" in text
+    assert 'pipeline("zero-shot-image-classification", model="me/cocoop-cifar10"' in text
+    assert "random" not in text.lower().replace("randomly initialised", "")
+    assert "None" not in str(card)
+
+
+def test_missing_metrics_omit_sections():
+    card = render_model_card(base_model=BASE)
+    assert "model-index" not in front_matter(card)
+    assert "## Results" not in card.text and "## Training recipe" not in card.text
+    assert "None" not in str(card)
+    partial = render_model_card(
+        base_model=BASE, results={"dataset": "cifar10", "base": 0.5, "new": None}, recipe={"shots": 4, "lr": None}
+    )
+    assert "| Dataset | Base accuracy |" in partial.text and "New accuracy" not in partial.text
+    assert "Learning rate" not in partial.text and "None" not in str(partial)
+    assert [m["value"] for m in front_matter(partial)["model-index"][0]["results"][0]["metrics"]] == [50.0]
+    assert "## Results" not in render_model_card(base_model=BASE, results={"dataset": "cifar10"}).text
+
+
+def test_harmonic_mean_computed():
+    card = render_model_card(base_model=BASE, results={"dataset": "d", "base": 0.6, "new": 0.3})
+    assert "| d | 60.00 | 30.00 | 40.00 |" in card.text
+
+
+def test_random_weights_are_labelled():
+    card = render_model_card(
+        base_model=BASE, results=[{"dataset": "cifar10", "base": 0.2, "new": 0.1, "random_weights": True}]
+    )
+    meta = front_matter(card)
+    assert "random-weights" in meta["tags"]
+    assert all("random CLIP weights" in m["name"] for m in meta["model-index"][0]["results"][0]["metrics"])
+    assert "Warning: random weights" in card.text and "cifar10 (random weights)" in card.text
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"base_model": ""}, ValueError, "base_model"),
+        ({"results": {"dataset": "d", "base": 90.0}}, ValueError, "fraction in \\[0, 1\\]"),
+        ({"results": {"dataset": "d", "base": "high"}}, TypeError, "finite number"),
+        ({"results": {"base": 0.5}}, ValueError, "'dataset'"),
+        ({"results": {"dataset": "d", "accuracy": 0.5}}, ValueError, "unknown keys"),
+        ({"results": "0.9"}, TypeError, "results"),
+        ({"recipe": [16]}, TypeError, "recipe"),
+        ({"datasets": [1]}, TypeError, "datasets"),
+    ],
+)
+def test_bad_input(kwargs, error, match):
+    kwargs = {"base_model": BASE, **kwargs}
+    with pytest.raises(error, match=match):
+        render_model_card(**kwargs)
+
+
+def test_template_file_matches_embedded_template():
+    path = Path(__file__).parents[1] / "model_cards" / "cocoop_template.md"
+    assert path.read_text() == CARD_TEMPLATE
+
+
+def test_card_snippets_run(tmp_path_factory, monkeypatch):
+    """The how-to-use snippets on the card run as written, with the repo id pointing at a saved folder."""
+    shared = shared_artifacts(tmp_path_factory)
+    card = render_model_card(base_model=BASE, repo_id=str(shared.full_dir), class_names=["cat", "dog", "car"])
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(shared.images["red"].parent)
+    (shared.images["red"].parent / "photo.jpg").write_bytes(shared.images["red"].read_bytes())
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "model-card-snippet", "exec"), namespace)
+    assert namespace["probs"].shape == (1, 3)
