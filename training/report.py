@@ -131,6 +131,7 @@ def model_card(
     n_ctx=None,
     random_weights=False,
     base_model_revision=None,
+    model_name=None,
 ):
     """
     The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (which takes fractions and only
@@ -157,6 +158,7 @@ def model_card(
         base_model_revision=base_model_revision,
         class_names=class_names,
         n_ctx=n_ctx,
+        model_name=model_name,
     )
 
 

@@ -559,6 +559,7 @@ def main(argv=None, callbacks=None) -> dict:
         class_names=names[train_task],
         n_ctx=model.config.n_ctx,
         random_weights=bool(random_note),
+        model_name=training_args.hub_model_id or Path(training_args.output_dir).resolve().name,
     )
     card.save(Path(training_args.output_dir) / CARD_NAME)
     if random_note:
