@@ -11,6 +11,7 @@ from cocoop_hf import CoCoOpModel
 from cocoop_hf.convert_official import from_official_checkpoint, load_official_state_dict, main
 
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, random_pixels
+from .test_modeling import single_thread  # noqa: F401  (autouse fixture)
 
 
 CALLS = []
@@ -75,9 +76,9 @@ def write_dassl_checkpoint(path, state_dict, **extra):
     return path
 
 
-def model_with_tensors(clip_dir, class_names, state_dict, **config_kwargs):
+def model_with_tensors(clip_dir, class_names, state_dict, tokenizer, **config_kwargs):
     """The expected result: the same tensors copied straight into a fresh model."""
-    model = CoCoOpModel.from_clip(str(clip_dir), class_names, **config_kwargs)
+    model = CoCoOpModel.from_clip(str(clip_dir), class_names, tokenizer=tokenizer, **config_kwargs)
     with torch.no_grad():
         for name, parameter in model.prompt_learner.named_parameters():
             parameter.copy_(state_dict[name].float())
@@ -105,16 +106,16 @@ def test_weights_only_refuses_real_dassl_file(cocoop_checkpoint):
         torch.load(path, weights_only=True)
 
 
-def test_import_cocoop_checkpoint(cocoop_checkpoint, tiny_clip_dir, caplog):
+def test_import_cocoop_checkpoint(cocoop_checkpoint, tiny_clip_dir, caplog, tokenizer):
     path, state = cocoop_checkpoint
     with caplog.at_level(logging.INFO, logger="cocoop_hf.convert_official"):
-        model = CoCoOpModel.from_official_checkpoint(path, str(tiny_clip_dir), NEW_CLASS_NAMES)
+        model = CoCoOpModel.from_official_checkpoint(path, str(tiny_clip_dir), NEW_CLASS_NAMES, tokenizer=tokenizer)
     assert "torch.optim.lr_scheduler.CosineAnnealingLR" in caplog.text  # stubbed, never built
     assert model.config.conditional and model.config.n_ctx == 4 and model.config.meta_net_reduction == 16
     assert model.class_names == NEW_CLASS_NAMES
     assert model.prompt_learner.ctx.dtype == torch.float32
     assert torch.equal(model.prompt_learner.ctx.detach(), state["ctx"].float())
-    assert_same_logits(model, model_with_tensors(tiny_clip_dir, NEW_CLASS_NAMES, state))
+    assert_same_logits(model, model_with_tensors(tiny_clip_dir, NEW_CLASS_NAMES, state, tokenizer))
 
 
 def test_load_official_state_dict_keeps_only_prompt_learner(cocoop_checkpoint):
@@ -125,26 +126,28 @@ def test_load_official_state_dict_keeps_only_prompt_learner(cocoop_checkpoint):
         assert tensor.dtype == torch.float16 and torch.equal(tensor, state[key])
 
 
-def test_import_coop_checkpoint(tiny_clip_dir, tmp_path):
+def test_import_coop_checkpoint(tiny_clip_dir, tmp_path, tokenizer):
     """Official CoOp recipe: 16 context tokens from random init, no meta-net."""
     state = official_state_dict(n_ctx=16, conditional=False, seed=4)
     path = write_dassl_checkpoint(tmp_path / "model.pth.tar-50", state)
-    model = from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES)
+    model = from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
     assert not model.config.conditional and model.prompt_learner.meta_net is None
     assert model.config.n_ctx == 16 and model.config.prompt_prefix == " ".join(["X"] * 16)
-    expected = model_with_tensors(tiny_clip_dir, CLASS_NAMES, state, conditional=False, ctx_init=None, n_ctx=16)
+    expected = model_with_tensors(
+        tiny_clip_dir, CLASS_NAMES, state, tokenizer, conditional=False, ctx_init=None, n_ctx=16
+    )
     assert_same_logits(model, expected)
 
 
-def test_import_bare_state_dict(tiny_clip_dir, tmp_path):
+def test_import_bare_state_dict(tiny_clip_dir, tmp_path, tokenizer):
     """A file holding only tensors loads through plain weights_only loading."""
     state = official_state_dict(seed=6)
     torch.save(state, tmp_path / "bare.pth")
-    model = from_official_checkpoint(tmp_path / "bare.pth", str(tiny_clip_dir), CLASS_NAMES)
-    assert_same_logits(model, model_with_tensors(tiny_clip_dir, CLASS_NAMES, state))
+    model = from_official_checkpoint(tmp_path / "bare.pth", str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
+    assert_same_logits(model, model_with_tensors(tiny_clip_dir, CLASS_NAMES, state, tokenizer))
 
 
-def test_malicious_pickle_is_not_executed(tiny_clip_dir, tmp_path, caplog):
+def test_malicious_pickle_is_not_executed(tiny_clip_dir, tmp_path, caplog, tokenizer):
     marker = tmp_path / "executed"
     state = official_state_dict(seed=7)
     path = write_dassl_checkpoint(
@@ -156,10 +159,10 @@ def test_malicious_pickle_is_not_executed(tiny_clip_dir, tmp_path, caplog):
     )
     CALLS.clear()
     with caplog.at_level(logging.INFO, logger="cocoop_hf.convert_official"):
-        model = from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES)
+        model = from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
     assert not marker.exists() and CALLS == []
     assert "record_call" in caplog.text and "system" in caplog.text and "eval" in caplog.text
-    assert_same_logits(model, model_with_tensors(tiny_clip_dir, CLASS_NAMES, state))
+    assert_same_logits(model, model_with_tensors(tiny_clip_dir, CLASS_NAMES, state, tokenizer))
     # Control: plain unpickling of such a file does call the named global, so the assertions above can fail.
     control = write_dassl_checkpoint(tmp_path / "control.pth.tar-1", state, recorder=CallsOnLoad(record_call, "ctl"))
     torch.load(control, weights_only=False, map_location="cpu")
@@ -167,36 +170,36 @@ def test_malicious_pickle_is_not_executed(tiny_clip_dir, tmp_path, caplog):
     CALLS.clear()
 
 
-def test_class_specific_context_unsupported(tiny_clip_dir, tmp_path):
+def test_class_specific_context_unsupported(tiny_clip_dir, tmp_path, tokenizer):
     state = official_state_dict(conditional=False)
     state["ctx"] = torch.zeros(len(CLASS_NAMES), 16, 64, dtype=torch.float16)
     path = write_dassl_checkpoint(tmp_path / "csc.pth.tar-50", state)
     with pytest.raises(ValueError, match=r"'ctx' has shape \(7, 16, 64\), a class-specific context.*not supported"):
-        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES)
+        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
 
 
-def test_width_mismatch(tiny_clip_dir, tmp_path):
+def test_width_mismatch(tiny_clip_dir, tmp_path, tokenizer):
     """A ViT-B/16 checkpoint (text width 512) on a CLIP of text width 64."""
     state = official_state_dict(width=512, projection=512, hidden=32)
     path = write_dassl_checkpoint(tmp_path / "vitb16.pth.tar-10", state)
     with pytest.raises(ValueError, match=r"vitb16\.pth\.tar-10: tensor 'ctx' has shape \(4, 512\).*\(4, 64\)"):
-        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES)
+        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
 
 
-def test_partial_meta_net(tiny_clip_dir, tmp_path):
+def test_partial_meta_net(tiny_clip_dir, tmp_path, tokenizer):
     state = official_state_dict()
     del state["meta_net.linear2.bias"]
     path = write_dassl_checkpoint(tmp_path / "partial.pth.tar-10", state)
     with pytest.raises(ValueError, match=r"missing \['meta_net\.linear2\.bias'\]"):
-        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES)
+        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
 
 
-def test_contradicting_arguments(cocoop_checkpoint, tiny_clip_dir):
+def test_contradicting_arguments(cocoop_checkpoint, tiny_clip_dir, tokenizer):
     path, _ = cocoop_checkpoint
     with pytest.raises(ValueError, match=r"conditional=False was passed, but the checkpoint's tensors imply"):
-        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, conditional=False)
+        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, conditional=False, tokenizer=tokenizer)
     with pytest.raises(ValueError, match=r"n_ctx=8 was passed"):
-        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, n_ctx=8)
+        from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, n_ctx=8, tokenizer=tokenizer)
 
 
 def test_bad_files(tmp_path):
@@ -217,7 +220,7 @@ def test_bad_files(tmp_path):
 
 
 @pytest.mark.parametrize("adapter_only", [False, True], ids=["full", "adapter"])
-def test_command_line(cocoop_checkpoint, tiny_clip_dir, tmp_path, adapter_only):
+def test_command_line(cocoop_checkpoint, tiny_clip_dir, tmp_path, adapter_only, tokenizer):
     path, state = cocoop_checkpoint
     names_file = tmp_path / "classnames.txt"
     names_file.write_text("\n".join(NEW_CLASS_NAMES) + "\n\n")
@@ -228,7 +231,7 @@ def test_command_line(cocoop_checkpoint, tiny_clip_dir, tmp_path, adapter_only):
     assert (output_dir / ("prompt_learner.safetensors" if adapter_only else "model.safetensors")).exists()
     loaded = CoCoOpModel.from_pretrained(output_dir)
     assert loaded.class_names == NEW_CLASS_NAMES
-    assert_same_logits(loaded, model_with_tensors(tiny_clip_dir, NEW_CLASS_NAMES, state))
+    assert_same_logits(loaded, model_with_tensors(tiny_clip_dir, NEW_CLASS_NAMES, state, tokenizer))
 
 
 def test_command_line_json_class_names_and_help(cocoop_checkpoint, tiny_clip_dir, tmp_path, capsys):

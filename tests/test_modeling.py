@@ -27,6 +27,15 @@ TRAINABLE = {
 RTOL = 1e-5  # fp32, relative to the largest reference logit
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors: on a shared 2-core CPU one intra-op thread is ~10x faster than two (no oversubscription)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_prompt_learner(model, seed=0, std=0.3):
     """Non-trivial context and meta-net so that a wrong bias, position or mask shows in the logits."""
     generator = torch.Generator().manual_seed(seed)
@@ -43,12 +52,12 @@ def assert_close_relative(actual, expected, rtol=RTOL):
 
 
 @pytest.fixture(scope="module")
-def models(tiny_clip_dir, legacy_clip_dir):
+def models(tiny_clip_dir, legacy_clip_dir, tokenizer):
     """Randomised CoCoOp and CoOp models on the current and the legacy (eos_token_id=2) tiny CLIP."""
     built = {}
     for clip_name, clip_dir in (("current", tiny_clip_dir), ("legacy", legacy_clip_dir)):
         for conditional in (True, False):
-            model = CoCoOpModel.from_clip(str(clip_dir), CLASS_NAMES, conditional=conditional)
+            model = CoCoOpModel.from_clip(str(clip_dir), CLASS_NAMES, conditional=conditional, tokenizer=tokenizer)
             built[clip_name, conditional] = randomize_prompt_learner(model, seed=int(conditional))
     return built
 
@@ -59,12 +68,15 @@ def configure(model, mode):
     elif mode == "chunked":
         model.config.text_chunk_tokens = 1  # one class per text-tower call
     elif mode == "chunked_some":
-        model.config.text_chunk_tokens = 3 * 12  # a few classes per call at batch 3
+        model.config.text_chunk_tokens = 70  # two short classes per call at batch 3: 2 x 3 x (1 + 4 + 6) tokens
     elif mode == "gc_flag":
         model.gradient_checkpointing = True
     elif mode == "gc_enable":
         model.gradient_checkpointing_enable()
         assert model.gradient_checkpointing, "gradient_checkpointing_enable() did not set the flag the text path reads"
+    elif mode == "ac_enable":  # the name transformers 5 recommends
+        model.activation_checkpointing_enable()
+        assert model.gradient_checkpointing, "activation_checkpointing_enable() did not set the flag"
     else:
         assert mode == "default"
     return model
@@ -124,7 +136,7 @@ def test_fast_path_matches_reference(get_model, conditional, class_set, batch):
     check_against_reference(model, batch)
 
 
-@pytest.mark.parametrize("mode", ["no_bucket", "chunked", "chunked_some", "gc_flag", "gc_enable"])
+@pytest.mark.parametrize("mode", ["no_bucket", "chunked", "chunked_some", "gc_flag", "gc_enable", "ac_enable"])
 @pytest.mark.parametrize("conditional", [True, False], ids=["cocoop", "coop"])
 def test_fast_path_matches_reference_in_every_mode(get_model, conditional, mode):
     model = configure(get_model(conditional=conditional), mode)
@@ -177,7 +189,7 @@ def test_image_embeds_input_equals_pixel_values(models):
 def test_zero_shot_identity(request, clip_fixture, conditional, tokenizer):
     """ctx = embeddings of "a photo of a", meta-net output 0 => CLIP's own zero-shot logits."""
     clip_dir = request.getfixturevalue(clip_fixture)
-    model = CoCoOpModel.from_clip(str(clip_dir), NEW_CLASS_NAMES, conditional=conditional)
+    model = CoCoOpModel.from_clip(str(clip_dir), NEW_CLASS_NAMES, conditional=conditional, tokenizer=tokenizer)
     if conditional:
         with torch.no_grad():
             model.prompt_learner.meta_net.linear2.weight.zero_()
@@ -231,9 +243,9 @@ def test_clip_stays_in_eval_mode(get_model):
     assert not any(module.training for module in model.modules())
 
 
-def test_from_clip_keeps_clip_weights(tiny_clip_dir):
+def test_from_clip_keeps_clip_weights(tiny_clip_dir, tokenizer):
     """Nothing of the CLIP is re-initialised: every tensor equals the checkpoint file's."""
-    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES)
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
     saved = load_file(tiny_clip_dir / "model.safetensors")
     ours = model.clip.state_dict()
     assert set(saved) <= set(ours)
@@ -245,16 +257,16 @@ def test_from_clip_keeps_clip_weights(tiny_clip_dir):
 
 
 def test_context_initialised_from_words(tiny_clip_dir, tokenizer):
-    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, ctx_init="a_photo of a")
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, ctx_init="a_photo of a", tokenizer=tokenizer)
     ids = tokenizer("a photo of a", add_special_tokens=False)["input_ids"]
     embedding = model.clip.text_model.embeddings.token_embedding.weight
     assert torch.equal(model.prompt_learner.ctx.detach(), embedding[ids])
     assert model.config.n_ctx == 4
 
 
-def test_random_context_init(tiny_clip_dir):
+def test_random_context_init(tiny_clip_dir, tokenizer):
     torch.manual_seed(0)
-    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, ctx_init=None, n_ctx=6)
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, ctx_init=None, n_ctx=6, tokenizer=tokenizer)
     assert model.config.prompt_prefix == "X X X X X X"
     assert model.prompt_learner.ctx.shape == (6, 64)
     assert 0.01 < model.prompt_learner.ctx.std().item() < 0.03  # N(0, 0.02)
@@ -293,13 +305,13 @@ def test_set_class_names_keeps_weights(get_model):
         (["cat", 3], TypeError, "index 1 must be a string"),
     ],
 )
-def test_bad_class_names(get_model, tiny_clip_dir, names, error, match):
+def test_bad_class_names(get_model, tiny_clip_dir, names, error, match, tokenizer):
     model = get_model()
     with pytest.raises(error, match=match):
         model.set_class_names(names)
     assert model.class_names == CLASS_NAMES  # unchanged after the refusal
     with pytest.raises(error, match=match):
-        CoCoOpModel.from_clip(str(tiny_clip_dir), names)
+        CoCoOpModel.from_clip(str(tiny_clip_dir), names, tokenizer=tokenizer)
 
 
 def test_class_name_too_long(get_model, tokenizer):
@@ -365,9 +377,9 @@ def test_inputs_exactly_one_of_pixels_or_embeds(models):
         model(pixel_values=random_pixels(1), input_ids=torch.zeros(1, 3, dtype=torch.long))
 
 
-def test_ctx_init_inconsistent_with_n_ctx(tiny_clip_dir):
+def test_ctx_init_inconsistent_with_n_ctx(tiny_clip_dir, tokenizer):
     with pytest.raises(ValueError, match=r"`n_ctx`=3 is inconsistent with `ctx_init`='a photo of a'"):
-        CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, n_ctx=3)
+        CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, n_ctx=3, tokenizer=tokenizer)
 
 
 def test_prompt_learner_state_width_mismatch(get_model):
@@ -379,3 +391,26 @@ def test_prompt_learner_state_width_mismatch(get_model):
     del state["ctx"]
     with pytest.raises(ValueError, match=r"missing \['ctx'\]"):
         model.load_prompt_learner_state(state, source="my.ckpt")
+
+
+def test_gradient_checkpointing_is_used(get_model, monkeypatch):
+    """With the flag on and gradients enabled, the text path runs through torch.utils.checkpoint."""
+    from cocoop_hf import modeling_cocoop
+
+    calls = []
+
+    def spy(function, *args, **kwargs):
+        calls.append(function)
+        return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_cocoop, "checkpoint", spy)
+    model = get_model()
+    model(pixel_values=random_pixels(1))
+    assert not calls
+    model.gradient_checkpointing_enable()
+    model(pixel_values=random_pixels(1)).logits.sum().backward()
+    assert calls
+    calls.clear()
+    with torch.no_grad():
+        model(pixel_values=random_pixels(1))
+    assert not calls

@@ -15,16 +15,16 @@ from transformers import AutoModel
 from cocoop_hf import CoCoOpConfig, CoCoOpModel, CoCoOpPromptLearner
 
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, random_pixels, save_tiny_clip, tiny_clip_config
-from .test_modeling import randomize_prompt_learner
+from .test_modeling import randomize_prompt_learner, single_thread  # noqa: F401
 
 
 ADAPTER_FILE = "prompt_learner.safetensors"
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_clip_dir):
+def trained(tiny_clip_dir, tokenizer):
     """A CoCoOp model with non-default prompt-learner weights, on the NEW class set (not the from_clip one)."""
-    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, revision="main")
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, revision="main", tokenizer=tokenizer)
     randomize_prompt_learner(model, seed=3)
     model.set_class_names(NEW_CLASS_NAMES)
     return model.eval()
@@ -65,6 +65,13 @@ def assert_same_model(loaded, trained, pixel_values, expected_logits):
     with torch.no_grad():
         logits = loaded(pixel_values=pixel_values).logits
     assert torch.equal(logits, expected_logits)
+    # Still only the prompt learner trains, and CLIP stays in eval mode, after loading.
+    trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
+    assert trainable == {name for name, p in trained.named_parameters() if p.requires_grad}
+    assert len(trainable) == (5 if loaded.config.conditional else 1)
+    loaded.train()
+    assert not any(module.training for module in loaded.clip.modules())
+    loaded.eval()
 
 
 # ---------------------------------------------------------------------------------------------- full
@@ -97,12 +104,15 @@ def test_full_loads_through_auto_model(full_dir, trained, pixel_values, expected
 
 
 def test_loaded_model_swaps_class_names(full_dir, trained, pixel_values):
+    """After loading, a new class set gives what the original model gives for it."""
     loaded = CoCoOpModel.from_pretrained(full_dir)
     loaded.set_class_names(CLASS_NAMES)
-    trained_copy = CoCoOpModel.from_pretrained(full_dir)
-    trained_copy.set_class_names(CLASS_NAMES)
-    with torch.no_grad():
-        assert torch.equal(loaded(pixel_values=pixel_values).logits, trained_copy(pixel_values=pixel_values).logits)
+    trained.set_class_names(CLASS_NAMES)
+    try:
+        with torch.no_grad():
+            assert torch.equal(loaded(pixel_values=pixel_values).logits, trained(pixel_values=pixel_values).logits)
+    finally:
+        trained.set_class_names(NEW_CLASS_NAMES)
     assert loaded.prompt_ids.shape[0] == len(CLASS_NAMES)
 
 
@@ -161,8 +171,10 @@ def test_adapter_needs_base_clip_name(trained, tmp_path):
         trained.config.clip_name_or_path = config_name
 
 
-def test_coop_adapter_round_trip(tiny_clip_dir, tmp_path, pixel_values):
-    coop = randomize_prompt_learner(CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, conditional=False))
+def test_coop_adapter_round_trip(tiny_clip_dir, tmp_path, pixel_values, tokenizer):
+    coop = randomize_prompt_learner(
+        CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, conditional=False, tokenizer=tokenizer)
+    )
     coop.save_pretrained(tmp_path, adapter_only=True)
     assert set(load_file(tmp_path / ADAPTER_FILE)) == {"ctx"}
     loaded = CoCoOpModel.from_pretrained(tmp_path)
@@ -216,7 +228,12 @@ def test_remote_code_without_package(full_dir, adapter_dir, pixel_values, expect
     (work / "load.py").write_text(HIDDEN_PACKAGE_SCRIPT)
     torch.save(pixel_values, work / "pixels.pt")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    env.update(
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
+        TRANSFORMERS_VERBOSITY="error",
+    )
     args = [str(work / "pixels.pt"), str(full_dir), str(work / "full.pt"), str(adapter_dir), str(work / "adapter.pt")]
     # -I: isolated mode, neither the script's folder nor the current directory (the repo) is on sys.path.
     result = subprocess.run(
