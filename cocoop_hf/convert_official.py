@@ -17,6 +17,7 @@ import _compat_pickle
 import argparse
 import io
 import json
+import logging as std_logging
 import pickle
 import types
 from pathlib import Path
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.set_verbosity_info()
+    std_logging.basicConfig(level=std_logging.INFO, format="%(message)s")  # a script: show this module's progress
     config_kwargs = {} if args.ctx_init is None else {"ctx_init": args.ctx_init}
     model = from_official_checkpoint(
         args.checkpoint, args.clip, read_class_names(args.class_names_file), revision=args.revision, **config_kwargs

@@ -1,5 +1,6 @@
 """Official CoOp/CoCoOp (Dassl) checkpoints: safe loading, import, shape checks, the command line."""
 
+import collections
 import logging
 import os
 import pickle
@@ -53,6 +54,9 @@ def official_state_dict(n_ctx=4, width=64, projection=48, hidden=3, conditional=
     # Class-dependent buffers of the training class set: ignored on import.
     state["token_prefix"] = randn(n_train_classes, 1, width)
     state["token_suffix"] = randn(n_train_classes, 77 - 1 - n_ctx, width)
+    # Like Module.state_dict(): an OrderedDict carrying `_metadata`.
+    state = collections.OrderedDict(state)
+    state._metadata = collections.OrderedDict({"": {"version": 1}})
     return state
 
 
@@ -252,3 +256,15 @@ def test_command_line_json_class_names_and_help(cocoop_checkpoint, tiny_clip_dir
     assert exit_info.value.code == 0 and "--adapter_only" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(path)])  # missing required arguments
+
+
+def test_malicious_object_inside_state_dict(tmp_path):
+    """A global planted among the tensors is neither called nor accepted as a tensor."""
+    state = official_state_dict(seed=8)
+    state["ctx"] = CallsOnLoad(record_call, "in state_dict")
+    path = tmp_path / "evil-state.pth.tar-1"
+    torch.save({"state_dict": state, "epoch": 1}, path)
+    CALLS.clear()
+    with pytest.raises(ValueError, match=r"state_dict entry 'ctx' is <not loaded: .*record_call>, not a tensor"):
+        load_official_state_dict(path)
+    assert CALLS == []
