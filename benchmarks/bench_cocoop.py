@@ -59,12 +59,26 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("eval", "train")
 MiB = 2**20
 
-# Agreement tolerances on max |ours - ref| / max |ref| (logits) and the same for the prompt-learner gradients of
-# the first training step. fp32: the issue's 1e-5 for logits; gradients flow back through every text layer and a
-# sum over classes, so they get 1e-4. Half precision: both paths round differently (different op order, padded vs
-# unpadded matmul shapes), so the bound is the one autocast itself allows (bf16 has 8 significand bits, fp16 11).
-LOGIT_TOL = {"fp32": 1e-5, "bf16": 3e-2, "fp16": 1e-2}
-GRAD_TOL = {"fp32": 1e-4, "bf16": 1e-1, "fp16": 5e-2}
+# Agreement rules. fp32: max |ours - ref| / max |ref| <= 1e-5 on the logits (the issue's bound) and <= 1e-4 on the
+# prompt-learner gradients of the first training step (they sum over every class and flow back through every text
+# layer). Half precision (autocast): both paths round, differently (other op order, unpadded shapes), so a fixed
+# bound on ours-vs-ref is either loose or flaky (measured on CPU, ViT-B/16 shape, bf16: 2.6e-2). The rule instead:
+# ours' error against the fp32 reference logits may be at most twice the reference's own error at that dtype, or
+# HALF_FLOOR, whichever is larger. Half-precision gradients only have to miss no path (relative difference <= 0.5;
+# a gradient that does not flow gives 1.0); the fp32 rows are the tight check of the backward pass.
+LOGIT_TOL_FP32 = 1e-5
+GRAD_TOL = {"fp32": 1e-4, "bf16": 0.5, "fp16": 0.5}
+HALF_FLOOR = {"bf16": 1e-2, "fp16": 2e-3}
+
+
+def tolerance_rule(dtype: str) -> str:
+    if dtype == "fp32":
+        return f"logits {LOGIT_TOL_FP32:g} x max|ref|, grads {GRAD_TOL['fp32']:g} x max|grad ref|"
+    return (
+        f"logit error vs fp32 ref <= max(2 x ref {dtype} error, {HALF_FLOOR[dtype]:g}); "
+        f"grads {GRAD_TOL[dtype]:g} x max|grad ref|"
+    )
+
 
 # Issue 5 targets: label, device type, the row they read (fields that must match), what they read, bound.
 TARGETS = (
@@ -218,11 +232,11 @@ PRESETS = {
         *_rows(["mid"], [10], [8], ["fp32"], MODES),
         RowSpec("mid", 100, 8, "fp32", "eval", ref_batch=4),
         RowSpec("mid", 100, 8, "fp32", "train", ref_batch=2),
-        RowSpec("mid", 1000, 8, "fp32", "eval", ref_batch=1, repeats=1),
+        RowSpec("mid", 1000, 2, "fp32", "eval", ref_batch=1, repeats=1, warmup=1),
     ],
     # One H100 (80 GB), under 7 minutes with the reference rows: vit-b16 in bf16 and fp16 at 50 and 1000 classes,
-    # fp32 at 100. Reference batches stay where its padded activations fit (about 14 GB per image for a bf16
-    # training step at 1000 classes).
+    # fp32 at 100. Reference batches stay where its padded activations fit (about 32 GB per image for a bf16
+    # training step at 1000 classes, see estimate_reference_bytes).
     "gpu": [
         *[
             row
@@ -231,7 +245,7 @@ PRESETS = {
                 RowSpec("vit-b16", 50, 64, dtype, "eval", ref_batch=32),
                 RowSpec("vit-b16", 50, 32, dtype, "train", ref_batch=16),
                 RowSpec("vit-b16", 1000, 64, dtype, "eval", ref_batch=8),
-                RowSpec("vit-b16", 1000, 32, dtype, "train", ref_batch=2, checkpointing=True),
+                RowSpec("vit-b16", 1000, 32, dtype, "train", ref_batch=1, checkpointing=True),
             )
         ],
         RowSpec("vit-b16", 100, 32, "fp32", "eval", ref_batch=16),
@@ -408,11 +422,13 @@ def estimate_reference_bytes(clip_config: CLIPConfig, classes: int, batch: int, 
         text.num_attention_heads,
         text.max_position_embeddings,
     )
-    element = 4 if dtype == "fp32" else 2
     tokens = classes * context
-    if mode == "eval":
-        return tokens * (6 * width + 2 * inner + heads * context) * element
-    return batch * text.num_hidden_layers * tokens * (10 * width + 3 * inner + heads * context) * element
+    if mode == "eval":  # fp32 residual stream, a few (tokens, width) tensors, the MLP and the attention scores live
+        return tokens * (8 * width + 2 * inner + heads * context) * 4
+    # Saved for backward per token and layer, in bytes: fp32 residual / layer norms, q k v, attention output, MLP
+    # input and output and quick_gelu's operands (about 68 x width under autocast, 112 x width in fp32) + scores.
+    per_token = (112 * width + 4 * heads * context) if dtype == "fp32" else (68 * width + 2 * heads * context)
+    return batch * text.num_hidden_layers * tokens * per_token
 
 
 # ---------------------------------------------------------------------------------------------- one row
@@ -431,8 +447,9 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
         "max_abs_diff": None,
         "max_rel_diff": None,
         "grad_rel_diff": None,
-        "logit_tol": LOGIT_TOL[spec.dtype],
-        "grad_tol": GRAD_TOL[spec.dtype],
+        "ours_err_vs_fp32": None,  # half precision: max |logits - fp32 reference| / max |fp32 reference|
+        "ref_err_vs_fp32": None,
+        "tolerance": tolerance_rule(spec.dtype),
         "pass": None,
         "note": "",
     }
@@ -464,7 +481,7 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
     ref = _Runner(model, "ref", spec.mode, spec.dtype, pixel_values[:rb], labels[:rb], initial)
 
     # Reference first: its first call is both the agreement run and a warm-up.
-    ref_logits = ref_grads = None
+    ref_logits = ref_grads = truth = None
     estimate = estimate_reference_bytes(model.config.clip_config, spec.classes, rb, spec.mode, spec.dtype)
     available = _available_bytes(device)
     if args.skip_reference:
@@ -478,9 +495,12 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
             ref.reset()
             ref_logits = ref(step=False)
             ref_grads = ref.gradients() if spec.mode == "train" else None
+            if spec.dtype != "fp32":  # the yardstick for both half-precision paths: the reference in fp32
+                with torch.no_grad():
+                    truth = reference_logits(model, pixel_values=pixel_values[:rb])
             _sync(device)
         except torch.OutOfMemoryError:
-            ref_logits = ref_grads = None
+            ref_logits = ref_grads = truth = None
             row["note"] = f"reference out of memory at ref batch {rb}"
             model.zero_grad(set_to_none=True)
             gc.collect()
@@ -504,10 +524,15 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
         abs_a, rel_a = _relative_diff(ours_logits, ref_logits)
         abs_b, rel_b = _relative_diff(ours_batch_logits, ref_logits)
         row["max_abs_diff"], row["max_rel_diff"] = max(abs_a, abs_b), max(rel_a, rel_b)
-        passed = row["max_rel_diff"] <= row["logit_tol"]
+        if truth is None:
+            passed = row["max_rel_diff"] <= LOGIT_TOL_FP32
+        else:
+            row["ref_err_vs_fp32"] = _relative_diff(ref_logits, truth)[1]
+            row["ours_err_vs_fp32"] = max(_relative_diff(x, truth)[1] for x in (ours_logits, ours_batch_logits))
+            passed = row["ours_err_vs_fp32"] <= max(2 * row["ref_err_vs_fp32"], HALF_FLOOR[spec.dtype])
         if ref_grads is not None:
             row["grad_rel_diff"] = max(_relative_diff(ours_grads[n], ref_grads[n])[1] for n in ref_grads)
-            passed = passed and row["grad_rel_diff"] <= row["grad_tol"]
+            passed = passed and row["grad_rel_diff"] <= GRAD_TOL[spec.dtype]
         row["pass"] = "PASS" if passed else "FAIL"
         try:
             ref_times, row["ref_peak_mib"] = _time_steps(ref, max(warmup - 1, 0), repeats, device)
@@ -575,6 +600,11 @@ def environment(device: torch.device) -> dict:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "cocoop_hf"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        if commit and dirty:
+            commit += " + uncommitted changes in cocoop_hf/"
     return {
         "device": name,
         "device_type": device.type,
@@ -592,6 +622,7 @@ def environment(device: torch.device) -> dict:
             else "CPU proxy: peak RSS rise over the path's start, sampled every 2 ms after malloc_trim (+-10%)"
         ),
         "weights": "random (no pretrained CLIP): speed and agreement only, no accuracy",
+        "fp32": "IEEE fp32 matmuls and convolutions (TF32 off)",
     }
 
 
@@ -608,7 +639,7 @@ def _fmt(value, spec=".1f"):
 def format_table(rows: list[dict]) -> str:
     header = (
         "model", "classes", "batch", "ref b", "dtype", "mode", "ckpt", "ref img/s", "ours img/s", "ratio",
-        "ref MiB", "ours MiB", "rel diff", "grad diff", "pass",
+        "ref MiB", "ours MiB", "rel diff", "grad diff", "vs fp32 ours/ref", "pass",
     )  # fmt: skip
     lines = [header]
     for r in rows:
@@ -618,6 +649,7 @@ def format_table(rows: list[dict]) -> str:
                 "on" if r["checkpointing"] else "-", _fmt(r["ref_img_s"], ".2f"), _fmt(r["ours_img_s"], ".2f"),
                 _fmt(r["ratio"], ".1f") + ("x" if r["ratio"] is not None else ""), _fmt(r["ref_peak_mib"], ".0f"),
                 _fmt(r["ours_peak_mib"], ".0f"), _fmt(r["max_rel_diff"], ".1e"), _fmt(r["grad_rel_diff"], ".1e"),
+                "-" if r["ours_err_vs_fp32"] is None else f"{r['ours_err_vs_fp32']:.1e}/{r['ref_err_vs_fp32']:.1e}",
                 r["pass"] or "n/a",
             )
         )  # fmt: skip
@@ -662,6 +694,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per path; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per path (the agreement run counts)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU); default: torch's choice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--skip-reference", action="store_true", help="time ours only (no ratio, no check)")
@@ -669,7 +702,7 @@ def parse_args(argv=None):
     parser.add_argument("--vision-time", action="store_true", help="time our image tower alone (eval rows)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    for name in ("repeats", "ref_batch"):
+    for name in ("repeats", "ref_batch", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
@@ -680,6 +713,17 @@ def parse_args(argv=None):
             if value < 1:
                 parser.error(f"--{name} values must be >= 1, got {value}.")
     return parser, args
+
+
+def strict_fp32() -> None:
+    """
+    fp32 rows mean IEEE fp32 on CUDA too: cuDNN convolutions default to TF32 there, which makes the patch embedding
+    of two batch sizes differ by ~1e-3 and would fail the 1e-5 check for a reason that is not ours.
+    """
+    # The legacy flags on purpose: after the newer `fp32_precision` setters, reading `cudnn.allow_tf32` (as other
+    # code may) raises "mix of the legacy and new APIs" in torch 2.14.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -726,6 +770,10 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     preset, specs = build_specs(parser, args, device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        strict_fp32()
     env = environment(device)
     print(f"# CoCoOp benchmark, preset {preset}: {env['device']}; torch {env['torch']}, transformers "
           f"{env['transformers']}, {env['date']}; commit {env['commit']}")  # fmt: skip

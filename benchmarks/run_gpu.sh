@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one command, from the repository root of a bare GPU machine:
+#
+#   bash benchmarks/run_gpu.sh                 # --preset gpu (one H100/H200, < 7 minutes)
+#   bash benchmarks/run_gpu.sh --preset smoke  # seconds: tiny model, checks the setup
+#
+# Arguments, if any, replace `--preset gpu`. Writes bench_gpu.json and bench_gpu.log to $OUT if set, else to
+# outputs/bench/. Needs python3 with torch (CUDA build) and transformers >= 5.24; an older transformers is shadowed
+# by a carried wheel .whl/transformers-5.24*.whl (see benchmarks/README.md). Exit status: the benchmark's (1 when
+# a row's paths disagree).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+OUT_DIR="${OUT:-outputs/bench}"
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/bench_gpu.log"
+: >"$LOG"
+
+say() { echo "$@" | tee -a "$LOG"; }
+
+transformers_ok() {
+    "$PYTHON" - <<'EOF'
+import sys
+try:
+    import transformers
+except ImportError:
+    sys.exit(1)
+major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+sys.exit(0 if (major, minor) >= (5, 24) else 1)
+EOF
+}
+
+if ! transformers_ok; then
+    wheel=$(ls .whl/transformers-5.2[4-9]*.whl .whl/transformers-5.[3-9]*.whl 2>/dev/null | head -n 1 || true)
+    if [ -z "$wheel" ]; then
+        say "error: $PYTHON has no transformers >= 5.24 and no wheel .whl/transformers-5.24*.whl to carry;" \
+            "see benchmarks/README.md (GPU machine)."
+        exit 2
+    fi
+    say "# installing $wheel into /tmp/site (no deps: torch, tokenizers, huggingface_hub come from the machine)"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$wheel" 2>&1 | tee -a "$LOG"
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# The package from this checkout, without installing it.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export TOKENIZERS_PARALLELISM=false
+
+if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG" || true
+fi
+"$PYTHON" -c "import torch, transformers, cocoop_hf; print('# torch', torch.__version__, 'cuda', torch.version.cuda,
+'available', torch.cuda.is_available(), '| transformers', transformers.__version__, transformers.__file__)" \
+    2>&1 | tee -a "$LOG"
+
+if [ "$#" -gt 0 ]; then
+    args=("$@")
+else
+    args=(--preset gpu)
+fi
+set +e
+"$PYTHON" benchmarks/bench_cocoop.py "${args[@]}" --output "$OUT_DIR/bench_gpu.json" 2>&1 | tee -a "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+say "# exit status $status; results in $OUT_DIR/bench_gpu.json, log in $LOG"
+exit "$status"
