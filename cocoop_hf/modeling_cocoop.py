@@ -142,6 +142,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         self.register_buffer("prompt_ids", torch.empty(0, 0, dtype=torch.long), persistent=False)
         self.register_buffer("eos_index", torch.empty(0, dtype=torch.long), persistent=False)
         self._class_names = None
+        self._suffix_encoder = self._encode_suffix  # replaced by a compiled version in compile_text_path()
         self.post_init()
 
     # ------------------------------------------------------------------ construction and class names
@@ -560,6 +561,14 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         pooled = hidden.view(batch, classes, -1)  # EOS states, (batch, classes, dim)
         return self.clip.text_projection(text.final_layer_norm(pooled))
 
+    def compile_text_path(self, **compile_kwargs) -> None:
+        """
+        Opt in to `torch.compile` for the per-class text path (fuses norms, activations and residuals). Shapes vary
+        with the class groups, so `dynamic=True` is the default. Numerics stay within fp32 rounding of the eager path.
+        """
+        compile_kwargs.setdefault("dynamic", True)
+        self._suffix_encoder = torch.compile(self._encode_suffix, **compile_kwargs)
+
     def _class_groups(self, batch: int) -> list[tuple[torch.Tensor, int]]:
         """
         Class indices per text-tower call and their padded suffix length. Classes are grouped by prompt length
@@ -624,9 +633,9 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             eos = self.eos_index[chunk] - 1 - n_ctx
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 # Per-chunk checkpoint: only the chunk's features are kept; its activations are recomputed.
-                out = checkpoint(self._encode_suffix, prefix_cache, suffix_ids, eos, use_reentrant=False)
+                out = checkpoint(self._suffix_encoder, prefix_cache, suffix_ids, eos, use_reentrant=False)
             else:
-                out = self._encode_suffix(prefix_cache, suffix_ids, eos)
+                out = self._suffix_encoder(prefix_cache, suffix_ids, eos)
             features.append(out)
             order.append(chunk)
         features = torch.cat(features, dim=1)[:, torch.argsort(torch.cat(order))]  # back to class order
@@ -690,7 +699,9 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
     """Refuse a checkpoint that would leave tensors at random init (missing or of another shape)."""
     mismatched = sorted(loading_info.get("mismatched_keys") or [])
     if mismatched and not allow_mismatch:
-        details = "; ".join(f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in mismatched)
+        details = "; ".join(
+            f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in mismatched
+        )
         raise ValueError(
             f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another CLIP or "
             f"context (config: text width {model.config.clip_config.text_config.hidden_size}, n_ctx "
