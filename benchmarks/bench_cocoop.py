@@ -381,19 +381,27 @@ def _relative_diff(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]
     return abs_diff, abs_diff / max(ref.abs().max().item(), 1e-30)
 
 
-def _time_steps(runner: _Runner, warmup: int, repeats: int, device) -> tuple[list[float], float | None]:
-    runner.reset()
-    with PeakMemory(device) as memory:
-        for _ in range(warmup):
-            runner()
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            runner()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    return times, memory.peak_mib
+def _timed(runner: _Runner, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    runner()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _time_interleaved(runners: list[_Runner], repeats: int, device) -> list[list[float]]:
+    """
+    Seconds per step of each runner, their steps interleaved (A B, B A, A B, ...): on a shared machine, load from
+    other processes then falls on both paths alike instead of on whichever ran during a busy spell.
+    """
+    for runner in runners:
+        runner.reset()  # training steps of both paths move the same weights; values do not change the time
+    times = [[] for _ in runners]
+    for i in range(repeats):
+        order = range(len(runners)) if i % 2 == 0 else reversed(range(len(runners)))
+        for j in order:
+            times[j].append(_timed(runners[j], device))
+    return times
 
 
 def _available_bytes(device: torch.device) -> int | None:
@@ -463,13 +471,7 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
 
     model.set_class_names(load_class_names(spec.classes), tokenizer=tokenizer)
     model.train(spec.mode == "train")
-    if spec.checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable()
-        if not model.gradient_checkpointing:
-            raise RuntimeError("activation/gradient_checkpointing_enable() did not set model.gradient_checkpointing.")
-    else:
-        model.gradient_checkpointing = False
+    _set_checkpointing(model, spec.checkpointing)
     generator = torch.Generator().manual_seed(args.seed)
     vision = model.config.clip_config.vision_config
     pixel_values = torch.randn(spec.batch, 3, vision.image_size, vision.image_size, generator=generator).to(device)
@@ -480,7 +482,7 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
     ours_check = _Runner(model, "ours", spec.mode, spec.dtype, pixel_values[:rb], labels[:rb], initial)
     ref = _Runner(model, "ref", spec.mode, spec.dtype, pixel_values[:rb], labels[:rb], initial)
 
-    # Reference first: its first call is both the agreement run and a warm-up.
+    # Reference first: its first call is the agreement run, a warm-up and the measure of its peak memory.
     ref_logits = ref_grads = truth = None
     estimate = estimate_reference_bytes(model.config.clip_config, spec.classes, rb, spec.mode, spec.dtype)
     available = _available_bytes(device)
@@ -493,7 +495,9 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
     else:
         try:
             ref.reset()
-            ref_logits = ref(step=False)
+            with PeakMemory(device) as memory:
+                ref_logits = ref(step=False)
+            row["ref_peak_mib"] = memory.peak_mib
             ref_grads = ref.gradients() if spec.mode == "train" else None
             if spec.dtype != "fp32":  # the yardstick for both half-precision paths: the reference in fp32
                 with torch.no_grad():
@@ -502,23 +506,25 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
         except torch.OutOfMemoryError:
             ref_logits = ref_grads = truth = None
             row["note"] = f"reference out of memory at ref batch {rb}"
-            model.zero_grad(set_to_none=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            _free(model, device)
 
-    # Ours on the reference's images (logits and, for training, the first step's gradients), then on its own batch.
+    # Ours on the reference's images (logits and, for training, the first step's gradients), then on its own batch
+    # (that first step is a warm-up and the measure of its peak memory).
     try:
         ours_check.reset()
         ours_logits = ours_check(step=False)
         ours_grads = ours_check.gradients() if spec.mode == "train" else None
         ours.reset()
-        ours_batch_logits = ours(step=False)[:rb]  # the first step at our batch size, from the same weights
-        ours_times, row["ours_peak_mib"] = _time_steps(ours, max(warmup - 1, 0), repeats, device)
+        with PeakMemory(device) as memory:
+            ours_batch_logits = ours(step=False)[:rb]  # from the same weights as the reference's first step
+            for _ in range(max(warmup - 1, 0)):
+                ours()
+        row["ours_peak_mib"] = memory.peak_mib
     except torch.OutOfMemoryError as error:
         row.update({"pass": "ERROR", "note": f"ours out of memory: {str(error).splitlines()[0]}"})
+        _free(model, device)
+        _set_checkpointing(model, False)
         return row
-    row["ours_img_s"] = spec.batch / statistics.median(ours_times)
 
     if ref_logits is not None:
         abs_a, rel_a = _relative_diff(ours_logits, ref_logits)
@@ -534,22 +540,56 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
             row["grad_rel_diff"] = max(_relative_diff(ours_grads[n], ref_grads[n])[1] for n in ref_grads)
             passed = passed and row["grad_rel_diff"] <= GRAD_TOL[spec.dtype]
         row["pass"] = "PASS" if passed else "FAIL"
-        try:
-            ref_times, row["ref_peak_mib"] = _time_steps(ref, max(warmup - 1, 0), repeats, device)
-            row["ref_img_s"] = rb / statistics.median(ref_times)
-            row["ratio"] = row["ours_img_s"] / row["ref_img_s"]
-        except torch.OutOfMemoryError:
-            row["note"] = f"reference out of memory while timing at ref batch {rb} (agreement was checked)"
     else:
         row["pass"] = "SKIP"
+
+    ours_times = None
+    if ref_logits is not None:
+        try:
+            ref.reset()
+            for _ in range(max(warmup - 1, 0)):
+                ref()
+            ref_times, ours_times = _time_interleaved([ref, ours], repeats, device)
+            row["ref_img_s"] = rb / statistics.median(ref_times)
+        except torch.OutOfMemoryError:
+            row["note"] = f"reference out of memory while timing at ref batch {rb} (agreement was checked)"
+            ours_times = None
+            _free(model, device)
+    if ours_times is None:
+        (ours_times,) = _time_interleaved([ours], repeats, device)
+    row["ours_img_s"] = spec.batch / statistics.median(ours_times)
+    if row["ref_img_s"] is not None:
+        row["ratio"] = row["ours_img_s"] / row["ref_img_s"]
     if args.vision_time and spec.mode == "eval":
         row["ours_vision_share"] = _vision_share(
             model, pixel_values, spec, device, repeats, statistics.median(ours_times)
         )
     if args.profile:
         row["profile"] = profile_ours(ours, device)
-    model.gradient_checkpointing = False
+    _set_checkpointing(model, False)
     return row
+
+
+def _free(model, device) -> None:
+    """After an out-of-memory error: drop gradients and cached blocks so the next run starts clean."""
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _set_checkpointing(model, enabled: bool) -> None:
+    """Gradient checkpointing on or off through the public API (`activation_*` in transformers >= 5.24)."""
+    if enabled == bool(model.gradient_checkpointing):
+        return
+    if enabled:
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    else:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+    if bool(model.gradient_checkpointing) != enabled:
+        raise RuntimeError(
+            f"checkpointing {'enable' if enabled else 'disable'} did not change model.gradient_checkpointing."
+        )
 
 
 def _vision_share(model, pixel_values, spec, device, repeats, ours_seconds) -> float:

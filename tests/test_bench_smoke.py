@@ -84,3 +84,19 @@ def test_bad_arguments_are_rejected(bench):
         bench.main(["--preset", "smoke", "--models", "tiny"])
     with pytest.raises(ValueError, match="--classes"):
         bench.load_class_names(1001)
+
+
+def test_checkpointing_rows_reach_the_model_and_still_agree(bench, tmp_path, monkeypatch):
+    calls = []
+    original = modeling_cocoop.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_cocoop, "checkpoint", counting_checkpoint)
+    code, result = _run(bench, tmp_path, "--modes", "train", "--checkpointing")
+    assert code == 0
+    row = result["rows"][0]
+    assert row["checkpointing"] is True and row["pass"] == "PASS" and row["grad_rel_diff"] <= 1e-4
+    assert calls, "ours never called torch.utils.checkpoint in a --checkpointing training row"
