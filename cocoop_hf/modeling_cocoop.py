@@ -249,9 +249,11 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         """
         Save a folder that is complete on its own: config (with `auto_map` and `custom_pipelines`), weights
         (safetensors), the processor (image processor + the tokenizer the prompts are built with) and the code files,
-        so it loads with `trust_remote_code=True` without this package. With `adapter_only=True` the weights are
-        only the prompt-learner tensors (a few hundred KB); loading then fetches the base CLIP named by
-        `config.clip_name_or_path` at `config.clip_revision`.
+        so it loads with `trust_remote_code=True` without this package. With `adapter_only=True` the folder holds
+        only config.json, the prompt-learner tensors (`prompt_learner.safetensors`, ~140 KB at ViT-B/16 widths),
+        `processor_config.json` (prompt settings + image processor config, no tokenizer files) and the code files:
+        ~240 KB in all at ViT-B/16. Loading then takes CLIP and its tokenizer from the base CLIP named by
+        `config.clip_name_or_path` at `config.clip_revision` (Hub id or folder, through the HF cache).
         """
         if not adapter_only:
             _set_sharing_fields(self.config)
@@ -272,32 +274,43 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         config.adapter_only = True
         _set_sharing_fields(config)
         config.save_pretrained(save_directory)
-        self._save_code_and_processor(save_directory)
+        self._save_code_and_processor(save_directory, adapter_only=True)
         tensors = {name: t.detach().contiguous().cpu() for name, t in self.prompt_learner.state_dict().items()}
         save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
         return None
 
-    def _save_code_and_processor(self, save_directory) -> None:
-        """Copy this file and its sibling imports (pipeline included); save a CoCoOpProcessor beside the weights."""
-        from transformers import CLIPImageProcessor
-
+    def _save_code_and_processor(self, save_directory, adapter_only: bool = False) -> None:
+        """
+        Copy this file and its sibling imports (pipeline included); save a CoCoOpProcessor beside the weights. An
+        adapter-only folder gets only `processor_config.json` (prompt settings + image processor config, ~1 KB): no
+        tokenizer files (3.6 MB for CLIP), which `CoCoOpProcessor.from_pretrained` takes from the base CLIP.
+        """
         from .pipeline_cocoop import CUSTOM_PIPELINES  # noqa: F401  (relative import: the file travels with the code)
         from .processing_cocoop import CoCoOpProcessor
 
         custom_object_save(self, save_directory)
+        prompt_settings = {
+            "prompt_prefix": self.config.prompt_prefix,
+            "n_ctx": self.config.n_ctx,
+            "context_length": self.config.clip_config.text_config.max_position_embeddings,
+        }
+        if adapter_only:
+            image_processor = self._find_image_processor()
+            if image_processor is None:
+                logger.warning(
+                    "No image processor found in %s or the base CLIP %s: %s holds none. CoCoOpProcessor and the "
+                    "zero-shot pipeline load it from the base CLIP; the stock image-classification pipeline needs "
+                    "image_processor=... (or set model._image_processor = CLIPImageProcessor(...) before saving).",
+                    self.name_or_path,
+                    self.config.clip_name_or_path,
+                    save_directory,
+                )
+            CoCoOpProcessor.save_adapter_config(save_directory, image_processor, **prompt_settings)
+            return
         if self.tokenizer is None:
             logger.warning("No tokenizer on this model: %s holds no processor files.", save_directory)
             return
-        image_processor = getattr(self, "_image_processor", None)
-        sources = ((self.name_or_path, None), (self.config.clip_name_or_path, self.config.clip_revision))
-        for source, revision in sources if image_processor is None else ():
-            if not source:
-                continue
-            try:
-                image_processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
-                break
-            except (OSError, ValueError):
-                continue
+        image_processor = self._find_image_processor()
         if image_processor is None:
             logger.warning(
                 "No image processor found in %s or the base CLIP %s: %s holds only the tokenizer; set "
@@ -308,14 +321,26 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             )
             self.tokenizer.save_pretrained(save_directory)
             return
+        CoCoOpProcessor(image_processor=image_processor, tokenizer=self.tokenizer, **prompt_settings).save_pretrained(
+            save_directory
+        )
+
+    def _find_image_processor(self):
+        """The image processor to save: the one set on the model, else this model's folder's, else the base CLIP's."""
+        from transformers import CLIPImageProcessor
+
+        image_processor = getattr(self, "_image_processor", None)
+        sources = ((self.name_or_path, None), (self.config.clip_name_or_path, self.config.clip_revision))
+        for source, revision in sources if image_processor is None else ():
+            if not source:
+                continue
+            try:
+                image_processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
+                break
+            except (OSError, ValueError):
+                continue
         self._image_processor = image_processor
-        CoCoOpProcessor(
-            image_processor=image_processor,
-            tokenizer=self.tokenizer,
-            prompt_prefix=self.config.prompt_prefix,
-            n_ctx=self.config.n_ctx,
-            context_length=self.config.clip_config.text_config.max_position_embeddings,
-        ).save_pretrained(save_directory)
+        return image_processor
 
     def push_to_hub(
         self,
@@ -334,7 +359,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
     ):
         """
         Upload a complete folder in one commit: what [`~CoCoOpModel.save_pretrained`] writes (config with
-        `auto_map`, safetensors weights, processor files, code files incl. the pipeline) plus `README.md`.
+        `auto_map`, safetensors weights, processor files, code files incl. the pipeline) plus `README.md`. With
+        `adapter_only=True`: config, `prompt_learner.safetensors`, `processor_config.json` and the code files.
 
         The card is `model_card` (a `huggingface_hub.ModelCard` or its text) if given, else the repo's existing
         CoCoOp card (tag `cocoop`), else one rendered by `modelcard_cocoop.render_model_card` from this model.
@@ -717,12 +743,16 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
 
 def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
     """The tokenizer saved beside the weights or, failing that, the base CLIP's; None (with a warning) if neither."""
+    from .processing_cocoop import CoCoOpProcessor
+
     candidates = [(path, hub_kwargs)]
     if config.clip_name_or_path:
         candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
+    vocab_size = config.clip_config.text_config.vocab_size
     for source, source_kwargs in candidates:
         try:
-            return CLIPTokenizer.from_pretrained(source, **source_kwargs)
+            # Checked: a folder without tokenizer files gives a silent 2-token tokenizer otherwise.
+            return CoCoOpProcessor.load_clip_tokenizer(source, vocab_size, **source_kwargs)
         except (OSError, ValueError, TypeError):
             continue
     logger.warning(

@@ -1,8 +1,11 @@
 """Images -> pixel_values; class names -> the prompt token ids CoCoOp reads. The one place prompts are built."""
 
+import json
+import os
+
 import torch
 from transformers import BatchEncoding, ProcessorMixin
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 
 
 logger = logging.get_logger(__name__)
@@ -93,6 +96,8 @@ class CoCoOpProcessor(ProcessorMixin):
 
     # Saved processors always carry their code, so AutoProcessor(..., trust_remote_code=True) loads them anywhere.
     _auto_class = "AutoProcessor"
+    # Arguments of from_pretrained that locate files in a repo (the base CLIP gets all but `revision`/`subfolder`).
+    _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
     def __init__(
         self, image_processor=None, tokenizer=None, prompt_prefix=None, n_ctx=None, context_length=77, **kwargs
@@ -105,6 +110,116 @@ class CoCoOpProcessor(ProcessorMixin):
         self.n_ctx = n_ctx
         self.context_length = context_length
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """
+        Load from a CoCoOp folder or Hub repo. A full folder holds the tokenizer and image processor. An adapter-only
+        folder (`adapter_only: true` in its config.json) holds only the prompt settings and, usually, the image
+        processor config: the tokenizer (and a missing image processor) come from the base CLIP named by
+        `clip_name_or_path` at `clip_revision`, through the same cache and offline rules as the model.
+        """
+        base = cls._adapter_base_clip(pretrained_model_name_or_path, kwargs)
+        if base is None:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from transformers import CLIPImageProcessor
+
+        base_name, base_revision, config = base
+        # The base CLIP is another repo: its own revision, no subfolder; the access and cache arguments carry over.
+        base_kwargs = {
+            key: kwargs[key] for key in cls._HUB_KWARGS if key in kwargs and key not in ("revision", "subfolder")
+        }
+        processor_dict, instantiation_kwargs = cls.get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        text_config = config.get("clip_config", {}).get("text_config", {})
+        n_ctx = config.get("n_ctx")
+        # Same rule as CoCoOpConfig.prompt_prefix (this file may not import the config: it travels alone).
+        processor_dict.setdefault("prompt_prefix", config.get("ctx_init") or " ".join(["X"] * (n_ctx or 0)) or None)
+        processor_dict.setdefault("n_ctx", n_ctx)
+        processor_dict.setdefault("context_length", text_config.get("max_position_embeddings", 77))
+        vocab_size = text_config.get("vocab_size", 49408)  # CLIPTextConfig's default
+        try:
+            tokenizer = cls.load_clip_tokenizer(base_name, vocab_size, revision=base_revision, **base_kwargs)
+            image_config = processor_dict.get("image_processor")
+            if isinstance(image_config, dict):  # saved with the adapter, from the base CLIP's image processor
+                image_class = cls.get_possibly_dynamic_module(
+                    image_config.get("image_processor_type", "CLIPImageProcessor")
+                )
+                image_processor = image_class.from_dict(image_config)
+            else:
+                image_processor = CLIPImageProcessor.from_pretrained(base_name, revision=base_revision, **base_kwargs)
+        except OSError as error:
+            raise OSError(
+                f"adapter-only CoCoOp folder {pretrained_model_name_or_path} takes its tokenizer from the base CLIP "
+                f"{base_name!r} at revision {base_revision!r}, which could not be loaded: {error}"
+            ) from error
+        return cls.from_args_and_dict([image_processor, tokenizer], processor_dict, **instantiation_kwargs)
+
+    @classmethod
+    def _adapter_base_clip(cls, path, kwargs: dict):
+        """`(clip_name_or_path, clip_revision, config dict)` when `path` is an adapter-only CoCoOp folder, else None."""
+        if os.path.isfile(str(path)):
+            return None
+        hub_kwargs = {key: kwargs[key] for key in cls._HUB_KWARGS if kwargs.get(key) is not None}
+        try:
+            config_file = cached_file(
+                path,
+                "config.json",
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **hub_kwargs,
+            )
+        except OSError:
+            return None  # not a folder or repo we can read: the stock loader gives its own message
+        if config_file is None:
+            return None
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+        if config.get("model_type") != "cocoop" or not config.get("adapter_only"):
+            return None
+        if not config.get("clip_name_or_path"):
+            raise ValueError(
+                f"{path} is an adapter-only CoCoOp folder without `clip_name_or_path` in its config.json: the "
+                "tokenizer comes from the base CLIP, so add its Hub id or path (and `clip_revision`)."
+            )
+        return config["clip_name_or_path"], config.get("clip_revision"), config
+
+    @staticmethod
+    def load_clip_tokenizer(name_or_path, vocab_size: int, **kwargs):
+        """
+        `CLIPTokenizer.from_pretrained`, checked: where no tokenizer files exist, transformers 5 silently builds a
+        2-token tokenizer. Raise `OSError` instead when the vocabulary does not match the text tower's `vocab_size`.
+        """
+        from transformers import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(name_or_path, **kwargs)
+        if len(tokenizer) != vocab_size:
+            raise OSError(
+                f"no usable CLIP tokenizer in {name_or_path} (revision {kwargs.get('revision')!r}): it has "
+                f"{len(tokenizer)} tokens, but the text tower has vocab_size {vocab_size}; are the tokenizer files "
+                "(vocab.json + merges.txt or tokenizer.json) there?"
+            )
+        return tokenizer
+
+    @staticmethod
+    def save_adapter_config(save_directory, image_processor, prompt_prefix: str, n_ctx: int, context_length: int):
+        """
+        Write the `processor_config.json` of an adapter-only folder: prompt settings and the image processor config
+        (a few KB; the stock image-classification pipeline reads it), no tokenizer files. `from_pretrained` takes the
+        tokenizer from the base CLIP.
+        """
+        processor_dict = {
+            "auto_map": {"AutoProcessor": f"processing_cocoop.{CoCoOpProcessor.__name__}"},
+            "processor_class": CoCoOpProcessor.__name__,
+            "prompt_prefix": prompt_prefix,
+            "n_ctx": n_ctx,
+            "context_length": context_length,
+        }
+        if image_processor is not None:
+            processor_dict["image_processor"] = image_processor.to_dict()
+        path = os.path.join(save_directory, "processor_config.json")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(processor_dict, indent=2, sort_keys=True) + "\n")
+        return path
 
     def __call__(self, images=None, text=None, class_names=None, return_tensors="pt", **kwargs):
         """

@@ -21,6 +21,11 @@ from .conftest import CLASS_NAMES, random_pixels, save_tiny_clip
 CLIP_REPO = "openai-test/tiny-clip"
 FULL_REPO = "cocoop-test/tiny-cocoop"
 ADAPTER_REPO = "cocoop-test/tiny-cocoop-adapter"
+# Processor files of a full folder, and of an adapter-only one (prompt settings + image processor config; the
+# tokenizer, 3.6 MB, comes from the base CLIP).
+PROCESSOR_FILES = {"processor_config.json", "tokenizer.json", "tokenizer_config.json"}
+ADAPTER_PROCESSOR_FILES = {"processor_config.json"}
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"}
 _CACHE = {}
 
 
@@ -112,6 +117,22 @@ NO_PACKAGE_SCRIPT = textwrap.dedent(
     out["processor_class"] = type(processor).__name__
     out["processor_prompt_ids_shape"] = list(processor(class_names=["cat", "dog"])["input_ids"].shape)
     out["processor_pixel_shape"] = list(processor(images=Image.open(image_path))["pixel_values"].shape)
+    # The adapter repo holds no tokenizer: AutoProcessor takes it from the base CLIP (id + revision) in the cache.
+    adapter_processor = AutoProcessor.from_pretrained(adapter_repo, trust_remote_code=True)
+    out["adapter_processor_class"] = type(adapter_processor).__name__
+    out["adapter_processor_settings"] = [adapter_processor.prompt_prefix, adapter_processor.n_ctx]
+    out["adapter_processor_tokenizer"] = adapter_processor.tokenizer.name_or_path
+    out["adapter_processor_prompt_ids_equal"] = bool(
+        torch.equal(
+            adapter_processor(class_names=["cat", "dog"])["input_ids"], processor(class_names=["cat", "dog"])["input_ids"]
+        )
+    )
+    out["adapter_processor_pixels_equal"] = bool(
+        torch.equal(
+            adapter_processor(images=Image.open(image_path))["pixel_values"],
+            processor(images=Image.open(image_path))["pixel_values"],
+        )
+    )
     zero_shot = pipeline("zero-shot-image-classification", model=full_repo, trust_remote_code=True)
     out["zero_shot"] = zero_shot(image_path, candidate_labels=["cat", "dog", "car"])
     out["zero_shot_trained"] = zero_shot(image_path)
@@ -121,6 +142,9 @@ NO_PACKAGE_SCRIPT = textwrap.dedent(
     out["image_classification"] = pipeline("image-classification", model=full_repo, trust_remote_code=True)(
         image_path, top_k=3
     )
+    out["image_classification_adapter"] = pipeline(
+        "image-classification", model=adapter_repo, trust_remote_code=True
+    )(image_path, top_k=3)
     for key, call in (
         ("no_trust_model", lambda: AutoModel.from_pretrained(full_repo, trust_remote_code=False)),
         ("no_trust_pipeline", lambda: pipeline("zero-shot-image-classification", model=full_repo)),

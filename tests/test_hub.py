@@ -9,13 +9,23 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
+from PIL import Image
 from transformers.dynamic_module_utils import get_relative_import_files
 
 import cocoop_hf
 from cocoop_hf import CoCoOpModel, CoCoOpProcessor
 from cocoop_hf.modeling_cocoop import AUTO_MAP
 
-from .cocoop_sharing import ADAPTER_REPO, CLIP_REPO, FULL_REPO, no_package_results, shared_artifacts
+from .cocoop_sharing import (
+    ADAPTER_PROCESSOR_FILES,
+    ADAPTER_REPO,
+    CLIP_REPO,
+    FULL_REPO,
+    PROCESSOR_FILES,
+    TOKENIZER_FILES,
+    no_package_results,
+    shared_artifacts,
+)
 
 
 REQUIRED_CODE = {
@@ -25,7 +35,6 @@ REQUIRED_CODE = {
     "pipeline_cocoop.py",
     "modelcard_cocoop.py",
 }
-PROCESSOR_FILES = {"processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 
 
 def code_files() -> set[str]:
@@ -58,8 +67,9 @@ def offline_cache(shared, monkeypatch):
 def test_saved_folder_is_complete(shared, kind):
     folder = shared.full_dir if kind == "full" else shared.adapter_dir
     weights = {"model.safetensors"} if kind == "full" else {"prompt_learner.safetensors"}
+    processor_files = PROCESSOR_FILES if kind == "full" else ADAPTER_PROCESSOR_FILES
     assert REQUIRED_CODE <= code_files()
-    assert set(os.listdir(folder)) == {"config.json"} | weights | PROCESSOR_FILES | code_files()
+    assert set(os.listdir(folder)) == {"config.json"} | weights | processor_files | code_files()
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoProcessor"}
@@ -69,11 +79,15 @@ def test_saved_folder_is_complete(shared, kind):
     processor = json.loads((folder / "processor_config.json").read_text())
     assert processor["auto_map"]["AutoProcessor"] == "processing_cocoop.CoCoOpProcessor"
     assert (processor["prompt_prefix"], processor["n_ctx"]) == (shared.model.config.prompt_prefix, 4)
+    assert processor["image_processor"]["crop_size"] == {"height": 32, "width": 32}  # the base CLIP's
 
 
 def test_adapter_folder_is_small(shared):
     size = (shared.adapter_dir / "prompt_learner.safetensors").stat().st_size
     assert size < (shared.full_dir / "model.safetensors").stat().st_size / 10
+    assert not TOKENIZER_FILES & set(os.listdir(shared.adapter_dir))
+    total = sum(path.stat().st_size for path in shared.adapter_dir.iterdir())
+    assert total < 300_000, total  # code files (~100 KB) included; the tokenizer alone would be 3.6 MB
 
 
 # ---------------------------------------------------------------------------------------------- download path
@@ -89,6 +103,20 @@ def test_from_pretrained_by_repo_id_offline(shared, offline_cache):
             )
     processor = CoCoOpProcessor.from_pretrained(FULL_REPO)
     assert processor(class_names=["cat"])["input_ids"].shape == (1, 77)
+
+
+def test_adapter_processor_by_repo_id_offline(shared, offline_cache):
+    """The adapter repo has no tokenizer: the processor takes the base CLIP's (by id + revision, from the cache)."""
+    full = CoCoOpProcessor.from_pretrained(FULL_REPO)
+    adapter = CoCoOpProcessor.from_pretrained(ADAPTER_REPO)
+    clip_snapshot = offline_cache / "models--openai-test--tiny-clip" / "snapshots" / ("c1" * 20)
+    assert adapter.tokenizer.name_or_path in (CLIP_REPO, str(clip_snapshot))
+    assert (adapter.prompt_prefix, adapter.n_ctx, adapter.context_length) == (full.prompt_prefix, 4, 77)
+    names = ["cat", "great_white_shark"]
+    assert torch.equal(adapter(class_names=names)["input_ids"], full(class_names=names)["input_ids"])
+    assert adapter.image_processor.to_dict() == full.image_processor.to_dict()
+    image = Image.open(shared.images["red"])
+    assert torch.equal(adapter(images=image)["pixel_values"], full(images=image)["pixel_values"])
 
 
 def test_adapter_resolves_base_clip_by_id_and_revision(shared, offline_cache):
@@ -121,6 +149,10 @@ def test_remote_code_without_package(shared, remote):
     assert remote["processor_class"] == "CoCoOpProcessor"
     assert remote["processor_prompt_ids_shape"] == [2, 77]
     assert remote["processor_pixel_shape"] == [1, 3, 32, 32]
+    assert remote["adapter_processor_class"] == "CoCoOpProcessor"
+    assert remote["adapter_processor_settings"] == [shared.model.config.prompt_prefix, 4]
+    assert remote["adapter_processor_tokenizer"].endswith(("tiny-clip", "c1" * 20))
+    assert remote["adapter_processor_prompt_ids_equal"] and remote["adapter_processor_pixels_equal"]
 
 
 def test_remote_pipelines_by_repo_id(shared, remote):
@@ -132,6 +164,7 @@ def test_remote_pipelines_by_repo_id(shared, remote):
     assert [item["label"] for item in remote["image_classification"]] == [
         item["label"] for item in remote["zero_shot_trained"][:3]
     ]
+    assert remote["image_classification_adapter"] == remote["image_classification"]
 
 
 def test_trust_remote_code_missing_gives_transformers_message(remote):
@@ -208,9 +241,15 @@ def test_push_to_hub_adapter_only_and_given_card(shared, monkeypatch):
     shared.model.push_to_hub("me/tiny-adapter", adapter_only=True, model_card=card, commit_message="adapter")
     (commit,) = hub.commits
     assert commit["commit_message"] == "adapter"
-    expected = {"config.json", "prompt_learner.safetensors", "README.md"} | PROCESSOR_FILES | code_files()
+    expected = {"config.json", "prompt_learner.safetensors", "README.md"} | ADAPTER_PROCESSOR_FILES | code_files()
     assert set(commit["files"]) == expected
-    assert json.loads(commit["files"]["config.json"])["adapter_only"] is True
+    config = json.loads(commit["files"]["config.json"])
+    assert (config["adapter_only"], config["clip_name_or_path"], config["clip_revision"]) == (
+        True,
+        CLIP_REPO,
+        "c1" * 20,
+    )
+    assert sum(len(data) for name, data in commit["files"].items() if name != "README.md") < 300_000
     assert commit["files"]["README.md"].decode() == str(card)
 
 

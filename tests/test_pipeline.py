@@ -1,5 +1,10 @@
 """The CoCoOp zero-shot pipeline and the stock image-classification pipeline, from a saved folder."""
 
+import json
+import os
+import shutil
+
+import huggingface_hub
 import pytest
 import torch
 from PIL import Image
@@ -7,7 +12,7 @@ from transformers import pipeline
 
 from cocoop_hf.pipeline_cocoop import CoCoOpZeroShotImageClassificationPipeline
 
-from .cocoop_sharing import shared_artifacts
+from .cocoop_sharing import ADAPTER_REPO, TOKENIZER_FILES, shared_artifacts
 from .conftest import NEW_CLASS_NAMES
 
 
@@ -67,16 +72,46 @@ def test_device_argument(shared):
     assert len(pipe(str(shared.images["red"]), candidate_labels=["a", "b"])) == 2
 
 
-def test_adapter_folder_pipeline(shared, zero_shot, monkeypatch):
-    import huggingface_hub
-
+@pytest.fixture
+def offline_cache(shared, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    pipe = pipeline("zero-shot-image-classification", model=str(shared.adapter_dir), trust_remote_code=True)
-    labels = ["cat", "dog"]
-    assert pipe(str(shared.images["red"]), candidate_labels=labels) == zero_shot(
-        str(shared.images["red"]), candidate_labels=labels
+    return shared.hub_cache
+
+
+@pytest.mark.parametrize("by", ["folder", "repo id"])
+def test_adapter_pipelines(shared, zero_shot, offline_cache, by):
+    """An adapter folder holds no tokenizer: both pipelines still work, the tokenizer coming from the base CLIP."""
+    assert not TOKENIZER_FILES & set(os.listdir(shared.adapter_dir))
+    model = str(shared.adapter_dir) if by == "folder" else ADAPTER_REPO
+    pipe = pipeline("zero-shot-image-classification", model=model, trust_remote_code=True)
+    assert pipe.tokenizer is pipe.model.tokenizer and pipe.tokenizer.name_or_path.endswith(("tiny-clip", "c1" * 20))
+    image, labels = str(shared.images["red"]), ["cat", "dog"]
+    assert pipe(image, candidate_labels=labels) == zero_shot(image, candidate_labels=labels)
+    assert pipe(image) == zero_shot(image)
+    classifier = pipeline("image-classification", model=model, trust_remote_code=True)
+    full = pipeline("image-classification", model=str(shared.full_dir), trust_remote_code=True)
+    assert classifier(image, top_k=3) == full(image, top_k=3)
+
+
+def test_adapter_without_image_processor_config(shared, zero_shot, offline_cache, tmp_path):
+    """No image processor in the adapter folder: the zero-shot pipeline takes the base CLIP's; the stock one says so."""
+    folder = tmp_path / "adapter"
+    shutil.copytree(shared.adapter_dir, folder)
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    del processor_config["image_processor"]
+    (folder / "processor_config.json").write_text(json.dumps(processor_config))
+    pipe = pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True)
+    settings = [{k: v for k, v in p.image_processor.to_dict().items() if k != "auto_map"} for p in (pipe, zero_shot)]
+    assert settings[0] == settings[1]
+    image = str(shared.images["blue"])
+    assert pipe(image, candidate_labels=["cat", "dog"]) == zero_shot(image, candidate_labels=["cat", "dog"])
+    with pytest.raises(OSError, match="image processor"):
+        pipeline("image-classification", model=str(folder), trust_remote_code=True)
+    classifier = pipeline(
+        "image-classification", model=str(folder), trust_remote_code=True, image_processor=pipe.image_processor
     )
+    assert len(classifier(image, top_k=2)) == 2
 
 
 def test_image_classification_pipeline(shared, zero_shot):

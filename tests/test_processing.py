@@ -1,5 +1,10 @@
 """CoCoOpProcessor: images -> pixel_values, class names -> the model's prompt ids, save / load."""
 
+import json
+import os
+import shutil
+
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -8,7 +13,7 @@ from transformers import AutoProcessor, CLIPImageProcessor, CLIPTokenizer
 
 from cocoop_hf import CoCoOpModel, CoCoOpProcessor, build_prompt_ids
 
-from .cocoop_sharing import no_package_results, shared_artifacts
+from .cocoop_sharing import CLIP_REPO, TOKENIZER_FILES, no_package_results, shared_artifacts
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES
 
 
@@ -72,6 +77,60 @@ def test_auto_processor_without_package(tmp_path_factory):
     assert result["package_importable"] is False
     assert result["processor_class"] == "CoCoOpProcessor"
     assert result["processor_prompt_ids_shape"] == [2, 77]
+
+
+# ---------------------------------------------------------------------------------------------- adapter folders
+
+
+@pytest.fixture
+def offline_cache(shared, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return shared.hub_cache
+
+
+def copy_adapter(shared, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(shared.adapter_dir, folder)
+    return folder
+
+
+def assert_same_processor(loaded, processor):
+    assert type(loaded).__name__ == "CoCoOpProcessor"
+    assert (loaded.prompt_prefix, loaded.n_ctx, loaded.context_length) == (processor.prompt_prefix, 4, 77)
+    assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    names = NEW_CLASS_NAMES + ["great_white_shark"]
+    assert torch.equal(loaded(class_names=names)["input_ids"], processor(class_names=names)["input_ids"])
+    image = Image.new("RGB", (40, 30), (255, 0, 0))
+    assert torch.equal(loaded(images=image)["pixel_values"], processor(images=image)["pixel_values"])
+
+
+def test_adapter_folder_processor_takes_tokenizer_from_base_clip(shared, processor, offline_cache):
+    assert not TOKENIZER_FILES & set(os.listdir(shared.adapter_dir))
+    loaded = CoCoOpProcessor.from_pretrained(shared.adapter_dir)
+    assert loaded.tokenizer.name_or_path.endswith(("tiny-clip", "c1" * 20))  # the base CLIP at its revision
+    assert_same_processor(loaded, processor)
+    assert_same_processor(AutoProcessor.from_pretrained(shared.adapter_dir, trust_remote_code=True), processor)
+
+
+def test_adapter_folder_without_processor_config(shared, processor, offline_cache, tmp_path):
+    """Prompt settings then come from config.json, the image processor from the base CLIP."""
+    folder = copy_adapter(shared, tmp_path)
+    (folder / "processor_config.json").unlink()
+    assert_same_processor(CoCoOpProcessor.from_pretrained(folder), processor)
+
+
+def test_adapter_folder_with_missing_base_clip(shared, offline_cache, tmp_path):
+    folder = copy_adapter(shared, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["clip_revision"] = "d" * 40  # not in the cache
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(OSError, match=f"base CLIP '{CLIP_REPO}' at revision '{'d' * 40}'"):
+        CoCoOpProcessor.from_pretrained(folder)
+    config["clip_name_or_path"] = None
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="without `clip_name_or_path`"):
+        CoCoOpProcessor.from_pretrained(folder)
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
-from cocoop_hf import CoCoOpConfig, CoCoOpModel, CoCoOpPromptLearner
+from cocoop_hf import CoCoOpConfig, CoCoOpModel
 
-from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, random_pixels, save_tiny_clip, tiny_clip_config
+from .conftest import CLASS_NAMES, FIXTURES, NEW_CLASS_NAMES, random_pixels, save_tiny_clip
 from .test_modeling import randomize_prompt_learner, single_thread  # noqa: F401
 
 
@@ -97,6 +97,19 @@ def test_full_folder_contents(full_dir):
     assert config["id2label"] == {str(i): name for i, name in enumerate(NEW_CLASS_NAMES)}
 
 
+def test_full_folder_without_tokenizer_files_uses_base_clip(
+    full_dir, trained, pixel_values, expected_logits, tmp_path
+):
+    """transformers builds a silent 2-token tokenizer from a folder without tokenizer files: never use it."""
+    folder = copy_folder(full_dir, tmp_path, "no-tokenizer")
+    for name in os.listdir(folder):
+        if name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            (folder / name).unlink()
+    loaded = CoCoOpModel.from_pretrained(folder)
+    assert len(loaded.tokenizer) == 49408
+    assert_same_model(loaded, trained, pixel_values, expected_logits)
+
+
 def test_full_loads_through_auto_model(full_dir, trained, pixel_values, expected_logits):
     loaded = AutoModel.from_pretrained(full_dir)
     assert isinstance(loaded, CoCoOpModel)
@@ -147,18 +160,54 @@ def test_adapter_folder_names_base_clip(adapter_dir, tiny_clip_dir):
         "meta_net.linear2.weight",
         "meta_net.linear2.bias",
     }
-    artifact = (adapter_dir / ADAPTER_FILE).stat().st_size + (adapter_dir / "config.json").stat().st_size
-    assert artifact < 1_000_000
+    assert_small_adapter_folder(adapter_dir)
 
 
-def test_adapter_size_at_vit_b16_width(tmp_path):
-    """The shared artifact at the real CoCoOp ViT-B/16 widths (text 512, projection 512) stays a few hundred KB."""
-    config = CoCoOpConfig(clip_config=tiny_clip_config(hidden=512, projection=512).to_dict())
-    learner = CoCoOpPromptLearner(config)
-    torch.nn.init.normal_(learner.ctx)
-    save_file({name: t.contiguous() for name, t in learner.state_dict().items()}, tmp_path / ADAPTER_FILE)
+def assert_small_adapter_folder(folder) -> int:
+    """Config, prompt-learner weights, processor_config.json and code: no tokenizer files, < 300 KB in all."""
+    files = set(os.listdir(folder))
+    assert {"config.json", ADAPTER_FILE, "processor_config.json", "modeling_cocoop.py"} <= files
+    others = files - {"config.json", ADAPTER_FILE, "processor_config.json"}
+    assert all(name.endswith(".py") for name in others), others  # no vocab.json, merges.txt, tokenizer*.json
+    assert (folder / "processor_config.json").stat().st_size < 4_000
+    total = sum((folder / name).stat().st_size for name in files)
+    assert total < 300_000, total
+    return total
+
+
+def test_adapter_folder_at_vit_b16_widths(tmp_path, monkeypatch):
+    """At the real ViT-B/16 widths (text 512, projection 512) the weights are ~140 KB and the folder < 300 KB."""
+    import huggingface_hub
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # nothing to fetch: all set below
+    clip_config = CLIPConfig.from_pretrained(FIXTURES / "clip-vit-base-patch16")  # the real config.json
+    config = CoCoOpConfig(
+        clip_config=clip_config.to_dict(),
+        clip_name_or_path="openai/clip-vit-base-patch16",
+        clip_revision="main",
+        id2label=dict(enumerate(CLASS_NAMES)),
+        label2id={name: i for i, name in enumerate(CLASS_NAMES)},
+    )
+    with torch.device("meta"):  # the 150M CLIP parameters are never allocated
+        model = CoCoOpModel(config)
+    model.prompt_learner.to_empty(device="cpu")
+    for parameter in model.prompt_learner.parameters():
+        torch.nn.init.normal_(parameter, std=0.02)
+    model._image_processor = CLIPImageProcessor()  # 224 px, as the base CLIP's
+    model.save_pretrained(tmp_path, adapter_only=True)
+    tensors = load_file(tmp_path / ADAPTER_FILE)
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    assert shapes == {
+        "ctx": (4, 512),
+        "meta_net.linear1.weight": (32, 512),
+        "meta_net.linear1.bias": (32,),
+        "meta_net.linear2.weight": (512, 32),
+        "meta_net.linear2.bias": (512,),
+    }
     size = (tmp_path / ADAPTER_FILE).stat().st_size
-    assert 100_000 < size < 1_000_000, size  # 4*512 + 512*32+32 + 32*512+512 floats, about 140 KB
+    assert 4 * (4 * 512 + 2 * 512 * 32 + 32 + 512) <= size < 300_000, size  # ~140 KB of fp32
+    assert_small_adapter_folder(tmp_path)
 
 
 def test_adapter_needs_base_clip_name(trained, tmp_path):
