@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import CLIPModel, CLIPTokenizer, PreTrainedModel
+from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_cocoop import CoCoOpConfig
-from .processing_cocoop import build_prompt_ids, validate_class_names
+from .processing_cocoop import CoCoOpProcessor, build_prompt_ids, validate_class_names
 
 
 logger = logging.get_logger(__name__)
@@ -167,7 +167,9 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         clip_kwargs = dict(clip_kwargs or {})
         clip = CLIPModel.from_pretrained(clip_name_or_path, revision=revision, **clip_kwargs)
         if tokenizer is None:
-            tokenizer = CLIPTokenizer.from_pretrained(clip_name_or_path, revision=revision)
+            tokenizer = CoCoOpProcessor.load_clip_tokenizer(
+                clip_name_or_path, clip.config.text_config.vocab_size, revision=revision
+            )
         config = CoCoOpConfig(
             clip_config=clip.config.to_dict(),
             clip_name_or_path=str(clip_name_or_path),
@@ -286,7 +288,6 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         tokenizer files (3.6 MB for CLIP), which `CoCoOpProcessor.from_pretrained` takes from the base CLIP.
         """
         from .pipeline_cocoop import CUSTOM_PIPELINES  # noqa: F401  (relative import: the file travels with the code)
-        from .processing_cocoop import CoCoOpProcessor
 
         custom_object_save(self, save_directory)
         prompt_settings = {
@@ -743,8 +744,6 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
 
 def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
     """The tokenizer saved beside the weights or, failing that, the base CLIP's; None (with a warning) if neither."""
-    from .processing_cocoop import CoCoOpProcessor
-
     candidates = [(path, hub_kwargs)]
     if config.clip_name_or_path:
         candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))

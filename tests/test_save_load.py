@@ -368,3 +368,14 @@ def test_adapter_for_another_clip_width_raise(adapter_dir, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"tensor 'ctx' has shape \(4, 64\), but this CLIP needs \(4, 32\)"):
         CoCoOpModel.from_pretrained(folder)
+
+
+def test_from_clip_without_tokenizer_files_names_the_clip(tmp_path):
+    """transformers builds a 2-token tokenizer from a folder without tokenizer files: from_clip must refuse it."""
+    from .conftest import save_tiny_clip
+
+    clip_dir = save_tiny_clip(tmp_path / "clip")
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (clip_dir / name).unlink(missing_ok=True)
+    with pytest.raises(OSError, match="no usable CLIP tokenizer"):
+        CoCoOpModel.from_clip(str(clip_dir), CLASS_NAMES)
