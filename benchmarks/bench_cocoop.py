@@ -551,6 +551,7 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
                 ref()
             ref_times, ours_times = _time_interleaved([ref, ours], repeats, device)
             row["ref_img_s"] = rb / statistics.median(ref_times)
+            row["ref_times_s"] = [round(t, 6) for t in ref_times]
         except torch.OutOfMemoryError:
             row["note"] = f"reference out of memory while timing at ref batch {rb} (agreement was checked)"
             ours_times = None
@@ -558,6 +559,7 @@ def run_row(model, info: dict, spec: RowSpec, device: torch.device, args, tokeni
     if ours_times is None:
         (ours_times,) = _time_interleaved([ours], repeats, device)
     row["ours_img_s"] = spec.batch / statistics.median(ours_times)
+    row["ours_times_s"] = [round(t, 6) for t in ours_times]
     if row["ref_img_s"] is not None:
         row["ratio"] = row["ours_img_s"] / row["ref_img_s"]
     if args.vision_time and spec.mode == "eval":
@@ -734,7 +736,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per path; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per path (the agreement run counts)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU); default: torch's choice")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads; default: 1 for --preset cpu, else torch's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--skip-reference", action="store_true", help="time ours only (no ratio, no check)")
@@ -810,6 +812,10 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     preset, specs = build_specs(parser, args, device)
+    if args.threads is None and preset == "cpu":
+        # On this shared 2-core machine a 2-thread run slows 10-50x whenever another process takes a core (seen:
+        # tiny/100 eval from 0.035 s to 1.6-2.7 s per step), which turns ratios into noise; one thread is steady.
+        args.threads = 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
