@@ -740,6 +740,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--skip-reference", action="store_true", help="time ours only (no ratio, no check)")
+    parser.add_argument(
+        "--compile", action="store_true", help="ours with the opt-in model.compile_text_path() (torch.compile)"
+    )
     parser.add_argument("--profile", action="store_true", help="add torch.profiler's top ops of ours per row")
     parser.add_argument("--vision-time", action="store_true", help="time our image tower alone (eval rows)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -821,6 +824,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         strict_fp32()
     env = environment(device)
+    env["ours_compiled"] = bool(args.compile)
     print(f"# CoCoOp benchmark, preset {preset}: {env['device']}; torch {env['torch']}, transformers "
           f"{env['transformers']}, {env['date']}; commit {env['commit']}")  # fmt: skip
     print(f"# weights: {env['weights']}; memory: {env['memory']}")
@@ -839,6 +843,8 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             models[spec.model] = build_model(spec.model, device, seed=args.seed)
+            if args.compile:  # the reference does not use the compiled function: only ours changes
+                models[spec.model][0].compile_text_path()
             print(f"# model {spec.model}: {models[spec.model][1]['shape']} ({models[spec.model][1]['config_source']})")
         model, info = models[spec.model]
         if progress is not None:
