@@ -92,10 +92,25 @@ def _qkv(layer, hidden: torch.Tensor):
     return tuple(_split_heads(proj(x), attn.num_heads) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
 
 
-def _finish_layer(layer, hidden: torch.Tensor, attn_heads: torch.Tensor) -> torch.Tensor:
-    """Output projection, residual, MLP, residual: the rest of `CLIPEncoderLayer.forward`."""
-    hidden = hidden + layer.self_attn.out_proj(_merge_heads(attn_heads))
+def _finish_layer(layer, hidden: torch.Tensor, attn_output: torch.Tensor) -> torch.Tensor:
+    """Output projection, residual, MLP, residual: the rest of `CLIPEncoderLayer.forward` (heads already merged)."""
+    hidden = hidden + layer.self_attn.out_proj(attn_output)
     return hidden + layer.mlp(layer.layer_norm2(hidden))
+
+
+# Class suffixes are 1-14 tokens: attention kernels tile queries by 64, so one suffix per (image, head) would leave most
+# of every tile empty and launch one block per class. Several suffixes share one "packed" sequence instead, under a
+# block-diagonal causal mask; positions are already in the embeddings, so packing changes no number.
+PACKED_SUFFIX_TOKENS = 64
+
+
+def _packed_suffix_mask(length: int, pack: int, prefix_len: int, device) -> torch.Tensor:
+    """`(pack * L, P + pack * L)` bool: each suffix token sees the whole prefix and the earlier tokens of its class."""
+    index = torch.arange(pack * length, device=device)
+    same_class = (index // length)[:, None] == (index // length)[None, :]
+    causal = (index % length)[None, :] <= (index % length)[:, None]
+    prefix = torch.ones(pack * length, prefix_len, dtype=torch.bool, device=device)
+    return torch.cat([prefix, same_class & causal], dim=1)
 
 
 class CoCoOpPreTrainedModel(PreTrainedModel):
@@ -545,7 +560,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             cache.append((key, value))
             if i + 1 < len(layers):  # the last layer's prefix outputs are never read
                 attn = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=layer.self_attn.scale)
-                hidden = _finish_layer(layer, hidden, attn)
+                hidden = _finish_layer(layer, hidden, _merge_heads(attn))
         return cache
 
     def _encode_suffix(self, prefix_cache, suffix_ids: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
@@ -555,28 +570,33 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         """
         text = self.clip.text_model
         layers = text.encoder.layers
-        batch, _, prefix_len, _ = prefix_cache[0][0].shape
+        batch, heads, prefix_len, head_dim = prefix_cache[0][0].shape
         classes, length = suffix_ids.shape
+        pack = min(classes, max(1, PACKED_SUFFIX_TOKENS // length))  # class suffixes per packed sequence
+        padding = -classes % pack  # repeat the last class to fill the last pack; its outputs are dropped
+        suffix_ids = torch.cat([suffix_ids, suffix_ids[-1:].expand(padding, -1)])
+        eos = torch.cat([eos, eos[-1:].expand(padding)])
+        packs = suffix_ids.shape[0] // pack
         positions = text.embeddings.position_embedding.weight[prefix_len : prefix_len + length]
-        hidden = text.embeddings.token_embedding(suffix_ids) + positions  # (classes, L, dim)
-        hidden = hidden.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * classes, length, -1)
-        # Suffix token i (absolute position P + i) sees every prefix token and suffix tokens <= i.
-        mask = torch.ones(length, prefix_len + length, dtype=torch.bool, device=hidden.device).tril(prefix_len)
-        rows = torch.arange(batch * classes, device=hidden.device)
-        eos_rows = eos.repeat(batch)  # EOS position of each (image, class) row
+        hidden = text.embeddings.token_embedding(suffix_ids) + positions  # (classes + padding, L, dim)
+        hidden = hidden.view(1, packs, pack * length, -1).expand(batch, -1, -1, -1).flatten(0, 1)
+        mask = _packed_suffix_mask(length, pack, prefix_len, hidden.device)  # (pack * L, P + pack * L)
+        # Position of each class's EOS token inside its packed sequence, per (image, pack) row.
+        eos_positions = (torch.arange(pack, device=eos.device) * length + eos.view(packs, pack)).repeat(batch, 1)
 
-        def with_prefix(prefix_part, suffix_part):  # (batch, heads, P, d) + (batch * classes, heads, L, d)
-            prefix_part = prefix_part.unsqueeze(1).expand(-1, classes, -1, -1, -1).flatten(0, 1)
+        def with_prefix(prefix_part, suffix_part):  # (batch, heads, P, d) + (batch * packs, heads, pack * L, d)
+            prefix_part = prefix_part.unsqueeze(1).expand(-1, packs, -1, -1, -1).flatten(0, 1)
             return torch.cat([prefix_part.to(suffix_part.dtype), suffix_part], dim=2)
 
         for i, (layer, (prefix_key, prefix_value)) in enumerate(zip(layers, prefix_cache, strict=True)):
-            query, key, value = _qkv(layer, hidden)  # (batch * classes, heads, L, head_dim)
+            query, key, value = _qkv(layer, hidden)  # (batch * packs, heads, pack * L, head_dim)
             layer_mask = mask
             if i == len(layers) - 1:
                 # Only the EOS state is pooled: the last layer runs its query, MLP and norm on that token alone.
-                query = query[rows, :, eos_rows].unsqueeze(2)  # (batch * classes, heads, 1, head_dim)
-                hidden = hidden[rows, eos_rows].unsqueeze(1)  # (batch * classes, 1, dim)
-                layer_mask = mask[eos_rows].unsqueeze(1).unsqueeze(1)  # (batch * classes, 1, 1, P + L)
+                index = eos_positions[:, None, :, None].expand(-1, heads, -1, head_dim)
+                query = torch.gather(query, 2, index)  # (batch * packs, heads, pack, head_dim)
+                hidden = torch.gather(hidden, 1, eos_positions[..., None].expand(-1, -1, hidden.shape[-1]))
+                layer_mask = mask[eos_positions].unsqueeze(1)  # (batch * packs, 1, pack, P + pack * L)
             attn = F.scaled_dot_product_attention(
                 query,
                 with_prefix(prefix_key, key),
@@ -584,8 +604,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 attn_mask=layer_mask,
                 scale=layer.self_attn.scale,
             )
-            hidden = _finish_layer(layer, hidden, attn)
-        pooled = hidden.view(batch, classes, -1)  # EOS states, (batch, classes, dim)
+            hidden = _finish_layer(layer, hidden, _merge_heads(attn))
+        pooled = hidden.reshape(batch, packs * pack, -1)[:, :classes]  # EOS states, (batch, classes, dim)
         return self.clip.text_projection(text.final_layer_norm(pooled))
 
     def compile_text_path(self, **compile_kwargs) -> None:
