@@ -384,3 +384,16 @@ def test_two_process_run_matches_single_process_files(tmp_path, e2e_run):
     # The distributed evaluation equals a single-process evaluation of the same weights.
     again = main(argv(tmp_path / "eval", "--model_name_or_path", str(output_dir), train=False))
     assert again["runs"][0]["metrics"] == results["runs"][0]["metrics"]
+
+
+def test_classification_metric_values():
+    """The shipped evaluate module: accuracy and Dassl's macro-F1 (over classes present in the references)."""
+    from training.run_cocoop import load_metrics
+
+    (metric,) = load_metrics()
+    scores = metric.compute(predictions=[0, 1, 1, 1, 0, 3], references=[0, 0, 1, 1, 2, 2])
+    assert scores["accuracy"] == pytest.approx(100 * 3 / 6)
+    # F1 per class: 0 -> 2*1/(2+1+1) = 0.5, 1 -> 2*2/(4+1+0) = 0.8, 2 -> 0 (class 3 is absent from the references)
+    assert scores["macro_f1"] == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
+    with pytest.raises(ValueError, match="empty evaluation set"):
+        metric.compute(predictions=[], references=[])

@@ -302,10 +302,10 @@ class CoCoOpTrainer(Trainer):
 
 
 def load_metrics():
-    """Accuracy and macro-F1 as local `evaluate` modules (shipped in training/metrics: no Hub access)."""
+    """Accuracy and macro-F1 as one local `evaluate` module (shipped in training/metrics: no Hub access)."""
     import evaluate
 
-    return [evaluate.load(str(METRICS_DIR / name)) for name in ("accuracy", "macro_f1")]
+    return [evaluate.load(str(METRICS_DIR / "classification"))]
 
 
 @torch.no_grad()
