@@ -414,3 +414,23 @@ def test_gradient_checkpointing_is_used(get_model, monkeypatch):
     with torch.no_grad():
         model(pixel_values=random_pixels(1))
     assert not calls
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_packed_suffixes_with_a_padded_last_pack_match_reference(tiny_clip_dir, tokenizer, conditional):
+    """Many classes of one prompt length: several suffixes share a packed sequence and the last pack is padded."""
+    from cocoop_hf.modeling_cocoop import PACKED_SUFFIX_TOKENS
+
+    candidates = [f"object number {i}" for i in range(300)]
+    lengths = [len(tokenizer(name)["input_ids"]) for name in candidates]
+    common = max(set(lengths), key=lengths.count)
+    names = [name for name, length in zip(candidates, lengths, strict=True) if length == common][:47]
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), names, conditional=conditional, tokenizer=tokenizer)
+    randomize_prompt_learner(model, seed=5)
+    suffix_lengths = set((model.eos_index - model.config.n_ctx).tolist())
+    assert len(suffix_lengths) == 1, suffix_lengths  # one bucket, so the packing below is what runs
+    pack = PACKED_SUFFIX_TOKENS // suffix_lengths.pop()
+    assert 1 < pack < len(names) and len(names) % pack != 0, "the test must exercise a padded last pack"
+    pixels = random_pixels(2)
+    with torch.no_grad():
+        assert_close_relative(model(pixel_values=pixels).logits, reference_logits(model, pixel_values=pixels))
