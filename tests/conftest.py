@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
@@ -72,3 +73,19 @@ def legacy_clip_dir(tmp_path_factory):
 def random_pixels(batch, size=32, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A saved tiny CoCoOp (full and adapter), a Hub-layout cache and image files, built once per session."""
+    from .cocoop_sharing import shared_artifacts
+
+    return shared_artifacts(tmp_path_factory)
+
+
+@pytest.fixture
+def offline_cache(shared, monkeypatch):
+    """The Hub-layout cache of `shared` as HF_HUB_CACHE, with HF_HUB_OFFLINE set: loads by repo id, no network."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return shared.hub_cache

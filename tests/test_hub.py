@@ -24,7 +24,6 @@ from .cocoop_sharing import (
     PROCESSOR_FILES,
     TOKENIZER_FILES,
     no_package_results,
-    shared_artifacts,
 )
 
 
@@ -44,20 +43,8 @@ def code_files() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_artifacts(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def remote(tmp_path_factory):
     return no_package_results(tmp_path_factory)
-
-
-@pytest.fixture
-def offline_cache(shared, monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return shared.hub_cache
 
 
 # ---------------------------------------------------------------------------------------------- saved folders

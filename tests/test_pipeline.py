@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 
-import huggingface_hub
 import pytest
 import torch
 from PIL import Image
@@ -12,13 +11,8 @@ from transformers import pipeline
 
 from cocoop_hf.pipeline_cocoop import CoCoOpZeroShotImageClassificationPipeline
 
-from .cocoop_sharing import ADAPTER_REPO, TOKENIZER_FILES, shared_artifacts
+from .cocoop_sharing import ADAPTER_REPO, TOKENIZER_FILES
 from .conftest import NEW_CLASS_NAMES
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +64,6 @@ def test_device_argument(shared):
     pipe = pipeline("zero-shot-image-classification", model=str(shared.full_dir), trust_remote_code=True, device="cpu")
     assert pipe.device.type == "cpu"
     assert len(pipe(str(shared.images["red"]), candidate_labels=["a", "b"])) == 2
-
-
-@pytest.fixture
-def offline_cache(shared, monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return shared.hub_cache
 
 
 @pytest.mark.parametrize("by", ["folder", "repo id"])

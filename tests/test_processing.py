@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -13,13 +12,8 @@ from transformers import AutoProcessor, CLIPImageProcessor, CLIPTokenizer
 
 from cocoop_hf import CoCoOpModel, CoCoOpProcessor, build_prompt_ids
 
-from .cocoop_sharing import CLIP_REPO, TOKENIZER_FILES, no_package_results, shared_artifacts
+from .cocoop_sharing import CLIP_REPO, TOKENIZER_FILES, no_package_results
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +74,6 @@ def test_auto_processor_without_package(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------- adapter folders
-
-
-@pytest.fixture
-def offline_cache(shared, monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return shared.hub_cache
 
 
 def copy_adapter(shared, tmp_path):
