@@ -35,11 +35,9 @@ CARD_TEMPLATE = """---
 
 # {{ title }}
 
-Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022) for the frozen CLIP
+{{ method_intro }} for the frozen CLIP
 [`{{ base_model }}`](https://huggingface.co/{{ base_model }}){% if base_model_revision %} at revision `{{ base_model_revision }}`{% endif %}.
-A meta-network turns each image's CLIP feature into a bias on {{ n_ctx_text }} learned context vectors, so the
-prompt `[context] {class name}.` adapts to every image; CLIP itself stays frozen. The learned prompts work for
-any class names, including classes never seen in training.
+{{ method_detail }}
 {% if random_weights %}
 > **Warning: random weights.** The figures on this card were measured with a randomly initialised CLIP, not
 > pretrained weights. They test the code path only and say nothing about CoCoOp's accuracy.
@@ -163,6 +161,28 @@ def _normalise_recipe(recipe) -> list[tuple[str, str]]:
     return rows
 
 
+# What the card says the prompts are, per training method (`training/run_cocoop.py --method`).
+METHOD_TEXT = {
+    "cocoop": (
+        "Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022)",
+        "A meta-network turns each image's CLIP feature into a bias on {n_ctx} learned context vectors, so the "
+        "prompt `[context] {{class name}}.` adapts to every image; CLIP itself stays frozen. The learned prompts work "
+        "for any class names, including classes never seen in training.",
+    ),
+    "coop": (
+        "Prompts learned with **CoOp** (Context Optimization, Zhou et al., IJCV 2022), packaged as a CoCoOp model "
+        "without meta-network",
+        "{n_ctx} learned context vectors, the same for every image, form the prompt `[context] {{class name}}.`; "
+        "CLIP itself stays frozen. The learned prompts work for any class names.",
+    ),
+    "zeroshot": (
+        "The **zero-shot CLIP** baseline, packaged as a CoCoOp model",
+        "Nothing is learned: the context is the hand-written prompt's words and the meta-network adds nothing, so the "
+        "model classifies exactly as CLIP with the prompt `a photo of a {{class name}}.` (or the given words).",
+    ),
+}
+
+
 def render_model_card(
     *,
     base_model: str,
@@ -175,6 +195,7 @@ def render_model_card(
     n_ctx: int | None = None,
     license: str = "mit",
     model_name: str | None = None,
+    method: str = "cocoop",
 ) -> ModelCard:
     """
     Render the model card of a CoCoOp checkpoint.
@@ -193,7 +214,10 @@ def render_model_card(
         n_ctx: number of learned context tokens.
         license: SPDX id for the front matter.
         model_name: title and model-index name (defaults to the repo name).
+        method: `"cocoop"`, `"coop"` or `"zeroshot"`: what the card says the prompts are.
     """
+    if method not in METHOD_TEXT:
+        raise ValueError(f"`method` must be one of {sorted(METHOD_TEXT)}, got {method!r}.")
     if not isinstance(base_model, str) or not base_model:
         raise ValueError(f"`base_model` must be the Hub id of the base CLIP, got {base_model!r}.")
     if isinstance(datasets, str):
@@ -251,7 +275,8 @@ def render_model_card(
         base_model=base_model,
         base_model_revision=base_model_revision,
         repo_id=repo_id,
-        n_ctx_text=str(n_ctx) if n_ctx else "a few",
+        method_intro=METHOD_TEXT[method][0],
+        method_detail=METHOD_TEXT[method][1].format(n_ctx=str(n_ctx) if n_ctx else "a few"),
         random_weights=random_weights,
         example_labels=", ".join(repr(name).replace("'", '"') for name in examples),
         class_names=shown,

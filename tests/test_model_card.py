@@ -113,3 +113,15 @@ def test_card_snippets_run(tmp_path_factory, monkeypatch):
     for block in blocks:
         exec(compile(block, "model-card-snippet", "exec"), namespace)
     assert namespace["probs"].shape == (1, 3)
+
+
+def test_card_names_the_training_method():
+    cocoop = render_model_card(base_model=BASE, n_ctx=4).text
+    coop = render_model_card(base_model=BASE, n_ctx=4, method="coop").text
+    zeroshot = render_model_card(base_model=BASE, n_ctx=4, method="zeroshot").text
+    assert "learned with **CoCoOp**" in cocoop and "bias on 4 learned context vectors" in cocoop
+    assert "learned with **CoOp**" in coop and "meta-network turns" not in coop
+    assert "zero-shot CLIP" in zeroshot and "Nothing is learned" in zeroshot and "learned with" not in zeroshot
+    assert "`[context] {class name}.`" in coop
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        render_model_card(base_model=BASE, method="maple")

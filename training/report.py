@@ -132,6 +132,7 @@ def model_card(
     random_weights=False,
     base_model_revision=None,
     model_name=None,
+    method="cocoop",
 ):
     """
     The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (which takes fractions and only
@@ -159,6 +160,7 @@ def model_card(
         class_names=class_names,
         n_ctx=n_ctx,
         model_name=model_name,
+        method=method,
     )
 
 

@@ -560,6 +560,7 @@ def main(argv=None, callbacks=None) -> dict:
         n_ctx=model.config.n_ctx,
         random_weights=bool(random_note),
         model_name=training_args.hub_model_id or Path(training_args.output_dir).resolve().name,
+        method=model_args.method,
     )
     card.save(Path(training_args.output_dir) / CARD_NAME)
     if random_note:
