@@ -5,28 +5,23 @@ official `trainers/cocoop.py` (PromptLearner, TextEncoder, CustomCLIP). This fil
 transformers and its sibling files, so that it loads with `trust_remote_code=True`.
 """
 
-import copy
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import CLIPModel, PreTrainedModel
+from transformers import BatchEncoding, CLIPModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.dynamic_module_utils import custom_object_save
-from transformers.utils import ModelOutput, cached_file, logging
+from transformers.utils import ModelOutput, logging
 
 from .configuration_cocoop import CoCoOpConfig
 from .processing_cocoop import CoCoOpProcessor, build_prompt_ids, validate_class_names
+from .sharing_cocoop import load_model, push_model_to_hub, save_model
 
 
 logger = logging.get_logger(__name__)
-
-ADAPTER_WEIGHTS_NAME = "prompt_learner.safetensors"
-PROMPT_LEARNER_PREFIX = "prompt_learner."
 
 
 @dataclass
@@ -211,24 +206,38 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         embedding = self.clip.text_model.embeddings.token_embedding.weight
         self.prompt_learner.ctx.copy_(embedding[torch.tensor(ids, device=embedding.device)])
 
-    def set_class_names(self, class_names, tokenizer=None) -> None:
-        """Swap the class set (base -> new) without touching learned weights; updates `config.id2label`."""
+    def class_prompts(self, class_names, tokenizer=None) -> BatchEncoding:
+        """
+        Prompt token ids for `class_names` with this model's context words: `input_ids` (classes, 77) and
+        `eos_index` (classes,), what `CoCoOpProcessor(class_names=...)` gives. Pass them to `forward` or
+        `get_text_features` to use another class set for one call; the model is not changed.
+        """
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if tokenizer is None:
-            raise ValueError(
-                "no tokenizer to build prompts with: pass `tokenizer=` (a CLIPTokenizer) to set_class_names."
-            )
-        encoding = build_prompt_ids(
+            raise ValueError("no tokenizer to build prompts with: pass `tokenizer=` (a CLIPTokenizer).")
+        return build_prompt_ids(
             tokenizer,
             class_names,
             self.config.prompt_prefix,
             self.config.n_ctx,
             self.config.clip_config.text_config.max_position_embeddings,
         )
+
+    def set_class_names(self, class_names, tokenizer=None) -> None:
+        """
+        Change the class set the model holds (used when `forward` gets no class prompts), keeping the learned
+        weights; updates `config.id2label`. To score another class set for one call, pass its prompts to `forward`
+        instead: this method changes the model for every caller.
+        """
+        class_names = validate_class_names(class_names)  # a list: a generator would be consumed by the check
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError(
+                "no tokenizer to build prompts with: pass `tokenizer=` (a CLIPTokenizer) to set_class_names."
+            )
+        encoding = self.class_prompts(class_names, tokenizer=tokenizer)
         device = self.prompt_learner.ctx.device
-        # Cut right after the longest EOS: the causal mask means later positions never reach an EOS state.
-        length = int(encoding["eos_index"].max()) + 1
-        self.prompt_ids = encoding["input_ids"][:, :length].to(device)
+        self.prompt_ids = encoding["input_ids"].to(device)
         self.eos_index = encoding["eos_index"].to(device)
         self.tokenizer = tokenizer
         self._class_names = list(class_names)
@@ -239,7 +248,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
     def class_names(self) -> list[str] | None:
         return self._class_names
 
-    # ------------------------------------------------------------------ saving and loading
+    # ------------------------------------------------------------------ saving and loading (sharing_cocoop.py)
 
     def load_prompt_learner_state(self, state_dict: dict, source: str = "state dict") -> None:
         """Load context + meta-net tensors (keys as in `prompt_learner.state_dict()`), checking names and shapes."""
@@ -253,266 +262,64 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             )
         for name, tensor in state_dict.items():
             if tuple(tensor.shape) != tuple(expected[name].shape):
-                raise ValueError(
-                    f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, but this CLIP needs "
-                    f"{tuple(expected[name].shape)} (text width {self.config.clip_config.text_config.hidden_size}, "
-                    f"projection dim {self.config.clip_config.projection_dim}): is it for another CLIP?"
-                )
+                shape = tuple(tensor.shape)
+                raise ValueError(f"{source}: tensor {name!r} has shape {shape}, {self._expected_shape(name)}")
         self.prompt_learner.load_state_dict(
             {name: tensor.to(expected[name].dtype) for name, tensor in state_dict.items()}, strict=True
+        )
+
+    def _expected_shape(self, name: str) -> str:
+        """Why this model expects the shape it does for prompt-learner tensor `name`, for error messages."""
+        config = self.config
+        shape = tuple(self.prompt_learner.state_dict()[name].shape)
+        if name == "ctx":
+            width = config.clip_config.text_config.hidden_size
+            return f"but this CLIP needs {shape} (n_ctx={config.n_ctx}, text width {width})."
+        hidden = config.clip_config.projection_dim // config.meta_net_reduction
+        return (
+            f"but this model needs {shape}: its meta-net maps the image feature (projection_dim "
+            f"{config.clip_config.projection_dim}) to {hidden} hidden units (meta_net_reduction="
+            f"{config.meta_net_reduction}) and then to the text width {config.clip_config.text_config.hidden_size}. "
+            "Set meta_net_reduction to the value the tensors were trained with, or use the CLIP they belong to."
         )
 
     def save_pretrained(self, save_directory, adapter_only: bool = False, **kwargs):
         """
         Save a folder that is complete on its own: config (with `auto_map` and `custom_pipelines`), weights
-        (safetensors), the processor (image processor + the tokenizer the prompts are built with) and the code files,
-        so it loads with `trust_remote_code=True` without this package. With `adapter_only=True` the folder holds
-        only config.json, the prompt-learner tensors (`prompt_learner.safetensors`, ~140 KB at ViT-B/16 widths),
-        `processor_config.json` (prompt settings + image processor config, no tokenizer files) and the code files:
-        ~240 KB in all at ViT-B/16. Loading then takes CLIP and its tokenizer from the base CLIP named by
-        `config.clip_name_or_path` at `config.clip_revision` (Hub id or folder, through the HF cache).
+        (safetensors), the processor (image processor + the tokenizer the prompts are built with) and the code files
+        that loading and running need, so it loads with `trust_remote_code=True` without this package. With
+        `adapter_only=True` the folder holds only config.json, the prompt-learner tensors
+        (`prompt_learner.safetensors`, ~140 KB at ViT-B/16 widths, with a fingerprint of the base CLIP),
+        `processor_config.json` (prompt settings + image processor config, no tokenizer files) and the code files.
+        Loading then takes CLIP and its tokenizer from the base CLIP named by `config.clip_name_or_path` at
+        `config.clip_revision`, or from an already-loaded CLIP (`from_pretrained(folder, clip_model=clip)`).
         """
-        if not adapter_only:
-            _set_sharing_fields(self.config)
-            result = super().save_pretrained(save_directory, **kwargs)
-            self._save_code_and_processor(save_directory)
-            return result
-        if not self.config.clip_name_or_path:
-            raise ValueError(
-                "adapter_only=True needs config.clip_name_or_path (the base CLIP to load later); this model has none: "
-                "set model.config.clip_name_or_path (and clip_revision) or save the full model."
-            )
-        if kwargs:
-            raise TypeError(f"save_pretrained(adapter_only=True) takes no other arguments, got {sorted(kwargs)}.")
-        from safetensors.torch import save_file
+        return save_model(self, save_directory, adapter_only=adapter_only, **kwargs)
 
-        os.makedirs(save_directory, exist_ok=True)
-        config = copy.deepcopy(self.config)
-        config.adapter_only = True
-        _set_sharing_fields(config)
-        config.save_pretrained(save_directory)
-        self._save_code_and_processor(save_directory, adapter_only=True)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.prompt_learner.state_dict().items()}
-        save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
-        return None
-
-    def _save_code_and_processor(self, save_directory, adapter_only: bool = False) -> None:
+    def push_to_hub(self, repo_id: str, **kwargs):
         """
-        Copy this file and its sibling imports (pipeline included); save a CoCoOpProcessor beside the weights. An
-        adapter-only folder gets only `processor_config.json` (prompt settings + image processor config, ~1 KB): no
-        tokenizer files (3.6 MB for CLIP), which `CoCoOpProcessor.from_pretrained` takes from the base CLIP.
+        Upload a complete folder in one commit: what [`~CoCoOpModel.save_pretrained`] writes plus `README.md`.
+        Keywords: `adapter_only`, `model_card` (a `huggingface_hub.ModelCard` or its text; default: the repo's
+        existing CoCoOp card, else one rendered from this model), `commit_message`, `commit_description`, `private`,
+        `token`, `revision`, `create_pr`, `tags`, and `save_pretrained` arguments.
         """
-        from .pipeline_cocoop import CUSTOM_PIPELINES  # noqa: F401  (relative import: the file travels with the code)
+        return push_model_to_hub(self, repo_id, **kwargs)
 
-        custom_object_save(self, save_directory)
-        prompt_settings = {
-            "prompt_prefix": self.config.prompt_prefix,
-            "n_ctx": self.config.n_ctx,
-            "context_length": self.config.clip_config.text_config.max_position_embeddings,
-        }
-        if adapter_only:
-            image_processor = self._find_image_processor()
-            if image_processor is None:
-                logger.warning(
-                    "No image processor found in %s or the base CLIP %s: %s holds none. CoCoOpProcessor and the "
-                    "zero-shot pipeline load it from the base CLIP; the stock image-classification pipeline needs "
-                    "image_processor=... (or set model._image_processor = CLIPImageProcessor(...) before saving).",
-                    self.name_or_path,
-                    self.config.clip_name_or_path,
-                    save_directory,
-                )
-            CoCoOpProcessor.save_adapter_config(save_directory, image_processor, **prompt_settings)
-            return
-        if self.tokenizer is None:
-            logger.warning("No tokenizer on this model: %s holds no processor files.", save_directory)
-            return
-        image_processor = self._find_image_processor()
-        if image_processor is None:
-            logger.warning(
-                "No image processor found in %s or the base CLIP %s: %s holds only the tokenizer; set "
-                "model._image_processor = CLIPImageProcessor(...) before saving to include one.",
-                self.name_or_path,
-                self.config.clip_name_or_path,
-                save_directory,
-            )
-            self.tokenizer.save_pretrained(save_directory)
-            return
-        CoCoOpProcessor(image_processor=image_processor, tokenizer=self.tokenizer, **prompt_settings).save_pretrained(
-            save_directory
-        )
-
-    def _find_image_processor(self):
-        """The image processor to save: the one set on the model, else this model's folder's, else the base CLIP's."""
-        from transformers import CLIPImageProcessor
-
-        image_processor = getattr(self, "_image_processor", None)
-        sources = ((self.name_or_path, None), (self.config.clip_name_or_path, self.config.clip_revision))
-        for source, revision in sources if image_processor is None else ():
-            if not source:
-                continue
-            try:
-                image_processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
-                break
-            except (OSError, ValueError):
-                continue
-        self._image_processor = image_processor
-        return image_processor
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        adapter_only: bool = False,
-        model_card=None,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        tags: list[str] | None = None,
-        **save_kwargs,
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *model_args, clip_model: CLIPModel | None = None, **kwargs
     ):
         """
-        Upload a complete folder in one commit: what [`~CoCoOpModel.save_pretrained`] writes (config with
-        `auto_map`, safetensors weights, processor files, code files incl. the pipeline) plus `README.md`. With
-        `adapter_only=True`: config, `prompt_learner.safetensors`, `processor_config.json` and the code files.
+        Load a saved CoCoOp folder or Hub repo (full or adapter-only) and rebuild its class prompts.
 
-        The card is `model_card` (a `huggingface_hub.ModelCard` or its text) if given, else the repo's existing
-        CoCoOp card (tag `cocoop`), else one rendered by `modelcard_cocoop.render_model_card` from this model.
+        `clip_model`: for an adapter-only folder, an already-loaded `CLIPModel` to put it on instead of loading the
+        base CLIP again: several adapters then share one backbone in memory (its parameters are not copied). The
+        adapter's recorded fingerprint of its base CLIP must match (else ValueError; `allow_other_clip=True` loads
+        anyway with a warning).
         """
-        import tempfile
-
-        from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
-
-        from .modelcard_cocoop import render_model_card
-
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        if model_card is None:
-            try:
-                existing = ModelCard.load(repo_id, token=token)
-                model_card = existing if "cocoop" in (existing.data.tags or []) else None
-            except Exception:  # noqa: BLE001  (no card yet, or an unreadable one: render ours)
-                model_card = None
-        if model_card is None:
-            model_card = render_model_card(
-                base_model=self.config.clip_name_or_path or "openai/clip-vit-base-patch16",
-                base_model_revision=self.config.clip_revision,
-                repo_id=repo_id,
-                class_names=self.class_names,
-                n_ctx=self.config.n_ctx,
-            )
-        elif isinstance(model_card, str):
-            model_card = ModelCard(model_card)
-        elif not isinstance(model_card, ModelCard):
-            raise TypeError(
-                f"`model_card` must be a huggingface_hub.ModelCard or str, got {type(model_card).__name__}."
-            )
-        if tags:
-            model_card.data.tags = list(dict.fromkeys([*(model_card.data.tags or []), *tags]))
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            self.save_pretrained(tmp_dir, adapter_only=adapter_only, **save_kwargs)
-            model_card.save(os.path.join(tmp_dir, "README.md"))
-            operations = [
-                CommitOperationAdd(
-                    path_in_repo=os.path.relpath(os.path.join(root, name), tmp_dir),
-                    path_or_fileobj=os.path.join(root, name),
-                )
-                for root, _, names in os.walk(tmp_dir)
-                for name in sorted(names)
-            ]
-            if revision is not None and not revision.startswith("refs/pr"):
-                api.create_branch(repo_id=repo_id, branch=revision, exist_ok=True)
-            return api.create_commit(
-                repo_id=repo_id,
-                operations=operations,
-                commit_message=commit_message or "Upload CoCoOp model",
-                commit_description=commit_description,
-                create_pr=create_pr,
-                revision=revision,
-            )
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load a saved CoCoOp folder or Hub repo (full or adapter-only) and rebuild its class prompts."""
-        hub_kwargs = {
-            key: kwargs[key]
-            for key in ("revision", "cache_dir", "force_download", "local_files_only", "token", "subfolder")
-            if key in kwargs
-        }
-        config = kwargs.get("config")
-        if not isinstance(config, CoCoOpConfig):
-            config = CoCoOpConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        if config.adapter_only:
-            return cls._from_adapter(pretrained_model_name_or_path, config, hub_kwargs, kwargs)
-        from safetensors import SafetensorError
-
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        # Shape mismatches are collected (not raised mid-load) so the error below can name the tensors.
-        allow_mismatch = kwargs.setdefault("ignore_mismatched_sizes", False)
-        kwargs["ignore_mismatched_sizes"] = True
-        try:
-            model, loading_info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-            )
-        except SafetensorError as error:
-            raise OSError(
-                f"cannot read the weights (model.safetensors) of {pretrained_model_name_or_path}: {error}; "
-                "the file is truncated or corrupt: save or download it again."
-            ) from error
-        _check_loading_info(pretrained_model_name_or_path, model, loading_info, allow_mismatch)
-        model.clip.requires_grad_(False)  # loading materialises every parameter with requires_grad=True
-        tokenizer = _load_tokenizer(pretrained_model_name_or_path, hub_kwargs, model.config)
-        if tokenizer is not None:
-            model.set_class_names(model.config.class_names, tokenizer=tokenizer)
-        return (model, loading_info) if output_loading_info else model
-
-    @classmethod
-    def from_official_checkpoint(cls, checkpoint_path, clip_name_or_path: str, class_names, **kwargs) -> "CoCoOpModel":
-        """
-        Import an official CoOp/CoCoOp prompt-learner checkpoint (Dassl `prompt_learner/model.pth.tar-N`) onto
-        `clip_name_or_path` for `class_names`; see [`~convert_official.from_official_checkpoint`]. The file is read
-        without running any pickled code; `n_ctx` and `conditional` come from its tensors.
-        """
-        from .convert_official import from_official_checkpoint
-
-        return from_official_checkpoint(checkpoint_path, clip_name_or_path, class_names, model_class=cls, **kwargs)
-
-    @classmethod
-    def _from_adapter(cls, path, config: CoCoOpConfig, hub_kwargs: dict, kwargs: dict) -> "CoCoOpModel":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        config = copy.deepcopy(config)
-        config.adapter_only = False
-        clip_keys = ("dtype", "device_map", "cache_dir", "local_files_only", "token")
-        clip_kwargs = {key: kwargs[key] for key in clip_keys if key in kwargs}
-        try:
-            clip = CLIPModel.from_pretrained(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
-        except OSError as error:
-            raise OSError(
-                f"adapter-only CoCoOp folder {path} needs its base CLIP {config.clip_name_or_path!r} at revision "
-                f"{config.clip_revision!r}, which could not be loaded: {error}"
-            ) from error
-        for field in ("projection_dim",):
-            if getattr(clip.config, field) != getattr(config.clip_config, field):
-                raise ValueError(
-                    f"adapter at {path} was trained for a CLIP with {field}={getattr(config.clip_config, field)}, "
-                    f"but {config.clip_name_or_path} has {getattr(clip.config, field)}."
-                )
-        config.clip_config = clip.config
-        model = cls(config, clip_model=clip)
-        weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
-        try:
-            state = load_file(weights_file)
-        except (SafetensorError, OSError) as error:
-            raise OSError(f"cannot read the prompt-learner weights {weights_file}: {error}") from error
-        model.load_prompt_learner_state(state, source=weights_file)
-        tokenizer = _load_tokenizer(config.clip_name_or_path, {"revision": config.clip_revision}, config)
-        if tokenizer is not None:
-            model.set_class_names(config.class_names, tokenizer=tokenizer)
-        return model.eval()  # as PreTrainedModel.from_pretrained
+        return load_model(
+            cls, super().from_pretrained, pretrained_model_name_or_path, *model_args, clip_model=clip_model, **kwargs
+        )
 
     # ------------------------------------------------------------------ frozen CLIP
 
@@ -541,6 +348,14 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 f"`pixel_values` must be {vision.image_size}x{vision.image_size} {expected}, got shape "
                 f"{tuple(pixel_values.shape)}: resize with the model's processor."
             )
+        if not pixel_values.dtype.is_floating_point:
+            # uint8 / int images would run through the vision tower as raw 0..255 values: silently wrong.
+            raise TypeError(
+                f"`pixel_values` must be floating point (normalised by the model's processor), got dtype "
+                f"{pixel_values.dtype}: pass the processor's output, not raw image bytes."
+            )
+        if pixel_values.shape[0] == 0:
+            raise ValueError("`pixel_values` holds no image (batch size 0): pass at least one image.")
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised projected image features `(batch, projection_dim)` from the frozen vision tower."""
@@ -616,20 +431,20 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         compile_kwargs.setdefault("dynamic", True)
         self._suffix_encoder = torch.compile(self._encode_suffix, **compile_kwargs)
 
-    def _class_groups(self, batch: int) -> list[tuple[torch.Tensor, int]]:
+    def _class_groups(self, eos_index: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, int]]:
         """
         Class indices per text-tower call and their padded suffix length. Classes are grouped by prompt length
         (`config.bucket_by_length`): lengths are merged where padding a few classes costs less than one more call
         (a dynamic programme over the sorted lengths); each group is chunked to `config.text_chunk_tokens`.
         """
-        suffix_lengths = (self.eos_index - self.config.n_ctx).tolist()  # tokens after [SOS, ctx], EOS included
+        suffix_lengths = (eos_index - self.config.n_ctx).tolist()  # tokens after [SOS, ctx], EOS included
         by_length = {}
         for index, length in enumerate(suffix_lengths):
             by_length.setdefault(length, []).append(index)
         lengths = sorted(by_length)
         if self.config.bucket_by_length:
             # Price of one more text-tower call in prompt tokens: kernel launches dominate small calls on a GPU.
-            call_cost = 4096 if self.eos_index.device.type == "cuda" else 64
+            call_cost = 4096 if eos_index.device.type == "cuda" else 64
             best = [0.0] + [math.inf] * len(lengths)  # best[j]: cheapest grouping of lengths[:j]
             cut = [0] * (len(lengths) + 1)
             for j in range(1, len(lengths) + 1):
@@ -654,30 +469,47 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         for indices, length in groups:
             per_call = max(1, self.config.text_chunk_tokens // (batch * (prefix_len + length)))
             for start in range(0, len(indices), per_call):
-                chunk = torch.tensor(indices[start : start + per_call], device=self.eos_index.device)
+                chunk = torch.tensor(indices[start : start + per_call], device=eos_index.device)
                 chunked.append((chunk, length))
         return chunked
 
-    def get_text_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
+    def _prompts(self, input_ids: torch.Tensor | None, eos_index: torch.Tensor | None):
+        """The class prompts of this call: the given ones (checked), else the class set the model holds."""
+        if input_ids is None and eos_index is None:
+            if self.prompt_ids.numel() == 0 or self.prompt_ids.device.type == "meta":
+                raise ValueError(
+                    "this model holds no class prompts: pass class prompts (input_ids and eos_index from "
+                    "CoCoOpProcessor(class_names=...) or model.class_prompts(names)), or call "
+                    "model.set_class_names(class_names, tokenizer=...) first."
+                )
+            return self.prompt_ids, self.eos_index
+        _check_class_prompts(input_ids, eos_index, self.config)
+        device = self.prompt_learner.ctx.device
+        return input_ids.to(device), eos_index.to(device)
+
+    def get_text_features(
+        self,
+        image_embeds: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        eos_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """
         Prompt text features, L2-normalised: `(batch, classes, projection_dim)` for CoCoOp, `(1, classes, ...)`
-        for CoOp (its context does not depend on the image).
+        for CoOp (its context does not depend on the image). `input_ids` / `eos_index`: class prompts for this call
+        (see `forward`); default: the class set the model holds.
         """
-        if self.prompt_ids.numel() == 0 or self.prompt_ids.device.type == "meta":
-            raise ValueError(
-                "this model has no class prompts: call model.set_class_names(class_names, tokenizer=...) first."
-            )
+        prompt_ids, eos_index = self._prompts(input_ids, eos_index)
         ctx = self.prompt_learner(image_embeds)  # (batch or 1, n_ctx, dim)
         embeddings = self.clip.text_model.embeddings
-        sos = embeddings.token_embedding(self.prompt_ids[:1, :1]).expand(ctx.shape[0], -1, -1)
+        sos = embeddings.token_embedding(prompt_ids[:1, :1]).expand(ctx.shape[0], -1, -1)
         prefix = torch.cat([sos.to(ctx.dtype), ctx], dim=1)  # (batch, P, dim), P = 1 + n_ctx
         prefix = prefix + embeddings.position_embedding.weight[: prefix.shape[1]]
         prefix_cache = self._encode_prefix(prefix)
         n_ctx = self.config.n_ctx
         features, order = [], []
-        for chunk, length in self._class_groups(ctx.shape[0]):
-            suffix_ids = self.prompt_ids[chunk, 1 + n_ctx : 1 + n_ctx + length]
-            eos = self.eos_index[chunk] - 1 - n_ctx
+        for chunk, length in self._class_groups(eos_index, ctx.shape[0]):
+            suffix_ids = prompt_ids[chunk, 1 + n_ctx : 1 + n_ctx + length]
+            eos = eos_index[chunk] - 1 - n_ctx
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 # Per-chunk checkpoint: only the chunk's features are kept; its activations are recomputed.
                 out = checkpoint(self._suffix_encoder, prefix_cache, suffix_ids, eos, use_reentrant=False)
@@ -695,28 +527,27 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        input_ids: torch.Tensor | None = None,
+        eos_index: torch.Tensor | None = None,
     ) -> CoCoOpOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch, 3, size, size)`): images from the processor.
-        labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices; gives `loss`.
-        image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`, *optional*): L2-normalised image
-            features from [`~CoCoOpModel.get_image_features`], in place of `pixel_values` (reuse them across class
-            sets).
+        labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices; gives `loss`. Any integer dtype.
+        image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`, *optional*): image features from
+            [`~CoCoOpModel.get_image_features`], in place of `pixel_values` (reuse them across class sets). They are
+            L2-normalised here, as the official code normalises the image feature before the meta-net reads it.
+        input_ids (`torch.LongTensor` of shape `(classes, length)`, *optional*): class prompts for this call only,
+            with `eos_index` (`torch.LongTensor` of shape `(classes,)`): what `CoCoOpProcessor(class_names=...)`
+            or [`~CoCoOpModel.class_prompts`] returns. Without them the model uses the class set it holds
+            (`set_class_names`, `config.id2label`). The model is never changed by a forward.
         """
-        if kwargs:
-            raise TypeError(f"CoCoOpModel.forward got unexpected arguments: {sorted(kwargs)}.")
         if (pixel_values is None) == (image_embeds is None):
             raise ValueError("pass exactly one of `pixel_values` or `image_embeds`.")
         if image_embeds is None:
             image_embeds = self.get_image_features(pixel_values)
-        elif image_embeds.dim() != 2 or image_embeds.shape[1] != self.config.clip_config.projection_dim:
-            raise ValueError(
-                f"`image_embeds` must be (batch, {self.config.clip_config.projection_dim}), "
-                f"got shape {tuple(image_embeds.shape)}."
-            )
-        text_embeds = self.get_text_features(image_embeds)  # (batch or 1, classes, proj)
+        else:
+            image_embeds = _normalised_image_embeds(image_embeds, self.config, self.prompt_learner.ctx.dtype)
+        text_embeds = self.get_text_features(image_embeds, input_ids, eos_index)  # (batch or 1, classes, proj)
         logit_scale = self.clip.logit_scale.exp()
         image_embeds_t = image_embeds.to(text_embeds.dtype)
         if self.config.conditional:
@@ -725,76 +556,83 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             logits = logit_scale * image_embeds_t @ text_embeds[0].t()
         loss = None
         if labels is not None:
-            self._check_labels(labels, logits)
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
+            labels = _checked_labels(labels, logits)
+            loss = F.cross_entropy(logits.float(), labels)
         return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds)
 
-    def _check_labels(self, labels, logits) -> None:
-        if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise TypeError(f"`labels` must be an integer tensor of class indices, got {labels!r}.")
-        if labels.shape != logits.shape[:1]:
-            raise ValueError(f"`labels` must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
-        bad = (labels < 0) | (labels >= logits.shape[1])
-        if bad.any():
-            raise ValueError(
-                f"`labels` must lie in [0, {logits.shape[1]}) for {logits.shape[1]} classes; "
-                f"got {labels[bad].tolist()[:5]} at positions {bad.nonzero().flatten().tolist()[:5]}."
-            )
+
+# ---------------------------------------------------------------------------------------------- input checks
 
 
-def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -> None:
-    """Refuse a checkpoint that would leave tensors at random init (missing or of another shape)."""
-    mismatched = sorted(loading_info.get("mismatched_keys") or [])
-    if mismatched and not allow_mismatch:
-        details = "; ".join(
-            f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in mismatched
+def _normalised_image_embeds(image_embeds, config: CoCoOpConfig, dtype: torch.dtype) -> torch.Tensor:
+    """`image_embeds` checked, in the model's float dtype, L2-normalised (raw CLIP features are accepted)."""
+    projection_dim = config.clip_config.projection_dim
+    if not isinstance(image_embeds, torch.Tensor) or not image_embeds.dtype.is_floating_point:
+        found = image_embeds.dtype if isinstance(image_embeds, torch.Tensor) else type(image_embeds).__name__
+        raise TypeError(
+            f"`image_embeds` must be a floating-point torch.Tensor (batch, {projection_dim}), got {found}."
         )
+    if image_embeds.dim() != 2 or image_embeds.shape[1] != projection_dim:
+        raise ValueError(f"`image_embeds` must be (batch, {projection_dim}), got shape {tuple(image_embeds.shape)}.")
+    if image_embeds.shape[0] == 0:
+        raise ValueError("`image_embeds` holds no image (batch size 0): pass at least one feature row.")
+    if image_embeds.dtype == torch.float64:
+        image_embeds = image_embeds.to(dtype)  # the frozen towers are float32 (or lower): match them
+    norms = image_embeds.float().norm(dim=-1, keepdim=True)
+    if not torch.isfinite(norms).all() or (norms == 0).any():
+        bad = (~torch.isfinite(norms) | (norms == 0)).flatten().nonzero().flatten().tolist()
+        raise ValueError(f"`image_embeds` rows {bad[:5]} are zero or not finite: they have no direction to compare.")
+    # Features of get_image_features are unit-norm already and pass unchanged (bit-equal to the pixel path);
+    # raw CLIP features (norms ~10) are normalised here, as the official code does before the meta-net.
+    if (norms - 1).abs().max() <= 1e-3:
+        return image_embeds
+    return image_embeds / norms.to(image_embeds.dtype)
+
+
+def _check_class_prompts(input_ids, eos_index, config: CoCoOpConfig) -> None:
+    """Class prompts given to forward: shapes, dtypes and EOS positions that the text path can read."""
+    help_text = "pass both, as CoCoOpProcessor(class_names=...) or model.class_prompts(class_names) returns them"
+    if input_ids is None or eos_index is None:
+        missing = "eos_index" if eos_index is None else "input_ids"
+        raise ValueError(f"class prompts need `input_ids` and `eos_index`, `{missing}` is missing: {help_text}.")
+    for name, tensor, rank in (("input_ids", input_ids, 2), ("eos_index", eos_index, 1)):
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
+            found = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise TypeError(f"`{name}` must be an integer torch.Tensor, got {found}: {help_text}.")
+        if tensor.dim() != rank:
+            raise ValueError(f"`{name}` must have rank {rank}, got shape {tuple(tensor.shape)}: {help_text}.")
+    classes, length = input_ids.shape
+    if classes == 0 or eos_index.shape[0] != classes:
         raise ValueError(
-            f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another CLIP or "
-            f"context (config: text width {model.config.clip_config.text_config.hidden_size}, n_ctx "
-            f"{model.config.n_ctx}): load it with its own config.json."
+            f"`input_ids` {tuple(input_ids.shape)} and `eos_index` {tuple(eos_index.shape)} must describe the same "
+            f"non-empty set of classes: {help_text}."
         )
-    missing = sorted(loading_info.get("missing_keys") or [])
-    if missing:
+    context = config.clip_config.text_config.max_position_embeddings
+    lowest = config.n_ctx + 2  # SOS, the context, at least one name or '.' token, then EOS
+    bad = (eos_index < lowest) | (eos_index >= min(length, context))
+    if length > context or bad.any():
         raise ValueError(
-            f"{path}: the checkpoint lacks {len(missing)} tensor(s) {missing[:8]}; refusing to initialise them at "
-            "random. The weights file is incomplete: save or download it again."
+            f"class prompts do not fit this model: `input_ids` has {length} positions (at most {context}) and each "
+            f"`eos_index` must lie in [{lowest}, {min(length, context)}) (after SOS and {config.n_ctx} context "
+            f"tokens); got {eos_index[bad].tolist()[:5]} for classes {bad.nonzero().flatten().tolist()[:5]}. "
+            f"Build them with this model's processor or model.class_prompts(class_names)."
         )
-
-
-def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
-    """The tokenizer saved beside the weights or, failing that, the base CLIP's; None (with a warning) if neither."""
-    candidates = [(path, hub_kwargs)]
-    if config.clip_name_or_path:
-        candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
     vocab_size = config.clip_config.text_config.vocab_size
-    for source, source_kwargs in candidates:
-        try:
-            # Checked: a folder without tokenizer files gives a silent 2-token tokenizer otherwise.
-            return CoCoOpProcessor.load_clip_tokenizer(source, vocab_size, **source_kwargs)
-        except (OSError, ValueError, TypeError):
-            continue
-    logger.warning(
-        "No CLIP tokenizer found in %s or its base CLIP %s: the class prompts are not built. Call "
-        "model.set_class_names(class_names, tokenizer=...) before running the model.",
-        path,
-        config.clip_name_or_path,
-    )
-    return None
+    if (input_ids < 0).any() or (input_ids >= vocab_size).any():
+        raise ValueError(f"`input_ids` hold token ids outside the vocabulary [0, {vocab_size}).")
 
 
-# Every saved folder loads with trust_remote_code=True alone; the stock image-classification pipeline needs
-# AutoModelForImageClassification in auto_map (TRAPS), the zero-shot pipeline comes from custom_pipelines.
-AUTO_MAP = {
-    "AutoConfig": "configuration_cocoop.CoCoOpConfig",
-    "AutoModel": "modeling_cocoop.CoCoOpModel",
-    "AutoModelForImageClassification": "modeling_cocoop.CoCoOpModel",
-    "AutoProcessor": "processing_cocoop.CoCoOpProcessor",
-}
-
-
-def _set_sharing_fields(config: CoCoOpConfig) -> None:
-    from .pipeline_cocoop import CUSTOM_PIPELINES
-
-    config.auto_map = {**(getattr(config, "auto_map", None) or {}), **AUTO_MAP}
-    config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
+def _checked_labels(labels, logits) -> torch.Tensor:
+    """Labels as int64 on the logits' device (any integer dtype is accepted), checked against the classes."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"`labels` must be an integer tensor of class indices, got {labels!r}.")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"`labels` must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+    labels = labels.to(device=logits.device, dtype=torch.long)
+    bad = (labels < 0) | (labels >= logits.shape[1])
+    if bad.any():
+        raise ValueError(
+            f"`labels` must lie in [0, {logits.shape[1]}) for {logits.shape[1]} classes; "
+            f"got {labels[bad].tolist()[:5]} at positions {bad.nonzero().flatten().tolist()[:5]}."
+        )
+    return labels

@@ -7,7 +7,8 @@ may import only torch, PIL, transformers and its sibling files, so that it loads
 """
 
 import os
-from contextlib import contextmanager
+import threading
+from collections import OrderedDict
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import CLIPImageProcessor, Pipeline
@@ -20,6 +21,8 @@ from .processing_cocoop import validate_class_names
 logger = logging.get_logger(__name__)
 
 PIPELINE_CLASS_NAME = "CoCoOpZeroShotImageClassificationPipeline"
+# Label sets whose prompt ids a pipeline keeps (tokenising 1,000 labels costs ~50 ms; a server sees few label sets).
+PROMPT_CACHE_SIZE = 32
 # Written into every saved config: `pipeline(task, model=<folder or repo id>, trust_remote_code=True)` finds it.
 CUSTOM_PIPELINES = {
     "zero-shot-image-classification": {
@@ -57,28 +60,6 @@ def load_pipeline_image(image, timeout=None) -> Image.Image:
         raise ValueError(f"cannot read image file {image!r}: {error}. Is it an image (JPEG, PNG, ...)?") from error
 
 
-@contextmanager
-def swapped_class_names(model, class_names, tokenizer):
-    """Run `model` on `class_names` with its learned prompts, then restore the trained class set."""
-    if list(class_names) == list(model.class_names or []):
-        yield
-        return
-    saved = (
-        model.prompt_ids,
-        model.eos_index,
-        model._class_names,
-        model.tokenizer,
-        dict(model.config.id2label),
-        dict(model.config.label2id),
-    )
-    try:
-        model.set_class_names(class_names, tokenizer=tokenizer)
-        yield
-    finally:
-        model.prompt_ids, model.eos_index, model._class_names, model.tokenizer = saved[:4]
-        model.config.id2label, model.config.label2id = saved[4], saved[5]
-
-
 class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
     r"""
     Zero-shot image classification with a CoCoOp model: each candidate label is read through the learned,
@@ -109,13 +90,15 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type != "cocoop" or not hasattr(model, "set_class_names"):
+        if model_type != "cocoop" or not hasattr(model, "class_prompts"):
             raise ValueError(
                 f"{type(self).__name__} needs a CoCoOp model (config.model_type 'cocoop'), got "
                 f"{type(model).__name__} with model_type {model_type!r}: use the stock "
                 "pipeline('zero-shot-image-classification') for plain CLIP."
             )
         super().__init__(*args, **kwargs)
+        self._prompt_cache = OrderedDict()  # tuple(labels) -> {"input_ids", "eos_index"}
+        self._prompt_cache_lock = threading.Lock()
         config = self.model.config
         if self.tokenizer is None:
             self.tokenizer = self.model.tokenizer
@@ -171,9 +154,26 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
 
     def _forward(self, model_inputs, candidate_labels):
-        with swapped_class_names(self.model, candidate_labels, self.tokenizer):
-            logits = self.model(pixel_values=model_inputs["pixel_values"]).logits  # (batch, labels)
+        # The labels' prompts are an input of this call: the model (shared by every caller) is never changed.
+        prompts = self._class_prompts(candidate_labels)
+        logits = self.model(pixel_values=model_inputs["pixel_values"], **prompts).logits  # (batch, labels)
         return {"logits": logits}
+
+    def _class_prompts(self, labels) -> dict:
+        """Prompt ids of `labels` on the model's device, built once per label set (thread-safe cache)."""
+        key = tuple(labels)
+        with self._prompt_cache_lock:
+            prompts = self._prompt_cache.get(key)
+            if prompts is not None:
+                self._prompt_cache.move_to_end(key)
+                return prompts
+        encoding = self.model.class_prompts(list(labels), tokenizer=self.tokenizer)
+        prompts = {name: encoding[name].to(self.model.device) for name in ("input_ids", "eos_index")}
+        with self._prompt_cache_lock:
+            self._prompt_cache[key] = prompts
+            while len(self._prompt_cache) > PROMPT_CACHE_SIZE:
+                self._prompt_cache.popitem(last=False)
+        return prompts
 
     def postprocess(self, model_outputs, candidate_labels, top_k=None):
         scores = model_outputs["logits"][0].float().softmax(dim=-1).tolist()

@@ -3,8 +3,9 @@ A plain reference of the paper's math, run the way the official code runs it (tr
 over images; for each image, every class prompt padded to the full 77-token context goes through the text tower
 with an explicit causal mask; text feature = projection of the final-layer-norm state at EOS.
 
-Written from the paper and the official code, independent of cocoop_hf's batched text path. Used by the tests and
-by benchmarks/bench_cocoop.py.
+Written from the paper and the official code, independent of cocoop_hf: it reads the prompt learner's tensors by
+name and computes the meta-net itself (official `meta_net`: Linear -> ReLU -> Linear), uses CLIP's own modules for the
+frozen towers, and takes the class prompts as arguments. Used by the tests and by benchmarks/bench_cocoop.py.
 """
 
 import torch
@@ -23,36 +24,48 @@ def reference_text_features(model, prompt_embeds, eos_index):
     return model.clip.text_projection(pooled)
 
 
-def full_prompt_ids(model, context_length=None):
-    """The official `tokenized_prompts`: (classes, 77) ids, padded, from the model's class prompts."""
-    context_length = context_length or model.config.clip_config.text_config.max_position_embeddings
-    ids = model.prompt_ids
-    pad = torch.full(
-        (ids.shape[0], context_length - ids.shape[1]), int(ids[0, -1]), dtype=ids.dtype, device=ids.device
-    )
-    return torch.cat([ids, pad], dim=1)
+def full_prompt_ids(prompt_ids, eos_index, context_length=77):
+    """The official `tokenized_prompts`: (classes, 77) ids, everything after each EOS padded with the EOS id."""
+    eos_id = prompt_ids[0, eos_index[0]]
+    ids = torch.full((prompt_ids.shape[0], context_length), int(eos_id), dtype=prompt_ids.dtype)
+    for row, end in enumerate(eos_index.tolist()):
+        ids[row, : end + 1] = prompt_ids[row, : end + 1]
+    return ids.to(prompt_ids.device)
 
 
-def reference_logits(model, pixel_values=None, image_embeds=None):
+def reference_meta_net(state: dict, image_feature):
+    """Official meta_net: linear1 -> ReLU -> linear2, from the tensors (vis_dim,) -> (ctx_dim,)."""
+    hidden = image_feature @ state["meta_net.linear1.weight"].t() + state["meta_net.linear1.bias"]
+    hidden = torch.clamp(hidden, min=0)
+    return hidden @ state["meta_net.linear2.weight"].t() + state["meta_net.linear2.bias"]
+
+
+def reference_logits(model, prompt_ids, eos_index, pixel_values=None, image_embeds=None):
     """Official CustomCLIP.forward with its per-image loop; returns (batch, classes) logits."""
     clip = model.clip
     if image_embeds is None:
         image_features = clip.get_image_features(pixel_values=pixel_values).pooler_output
         image_embeds = image_features / image_features.norm(dim=-1, keepdim=True)
-    prompt_ids = full_prompt_ids(model)
-    eos_index = model.eos_index
+    context_length = model.config.clip_config.text_config.max_position_embeddings
+    prompt_ids = full_prompt_ids(prompt_ids, eos_index, context_length)
     n_ctx = model.config.n_ctx
     token_embeds = clip.text_model.embeddings.token_embedding(prompt_ids)  # (classes, 77, dim)
     prefix, suffix = token_embeds[:, :1], token_embeds[:, 1 + n_ctx :]  # official token_prefix / token_suffix
-    learner = model.prompt_learner
-    ctx = learner.ctx
+    state = dict(model.prompt_learner.named_parameters())  # tensors by name: no prompt-learner code runs
+    ctx = state["ctx"]
+    conditional = "meta_net.linear1.weight" in state
     logit_scale = clip.logit_scale.exp()
     logits = []
     for imf in image_embeds:
-        ctx_i = ctx if learner.meta_net is None else ctx + learner.meta_net(imf.unsqueeze(0))  # (n_ctx, dim)
+        ctx_i = ctx + reference_meta_net(state, imf) if conditional else ctx  # (n_ctx, dim): same bias per token
         ctx_i = ctx_i.unsqueeze(0).expand(prompt_ids.shape[0], -1, -1)
         prompts = torch.cat([prefix, ctx_i.to(prefix.dtype), suffix], dim=1)  # (classes, 77, dim)
-        text_features = reference_text_features(model, prompts, eos_index)
+        text_features = reference_text_features(model, prompts, eos_index.to(prompts.device))
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)
         logits.append(logit_scale * imf.to(text_features.dtype) @ text_features.t())
     return torch.stack(logits)
+
+
+def held_prompts(model):
+    """The class prompts a model holds (set_class_names), as reference_logits takes them."""
+    return model.prompt_ids, model.eos_index

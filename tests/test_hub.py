@@ -14,7 +14,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 import cocoop_hf
 from cocoop_hf import CoCoOpModel, CoCoOpProcessor
-from cocoop_hf.modeling_cocoop import AUTO_MAP
+from cocoop_hf.sharing_cocoop import AUTO_MAP
 
 from .cocoop_sharing import (
     ADAPTER_PROCESSOR_FILES,
@@ -27,12 +27,13 @@ from .cocoop_sharing import (
 )
 
 
+# Exactly the code that loading and running need: no checkpoint converter, no card renderer.
 REQUIRED_CODE = {
     "configuration_cocoop.py",
     "modeling_cocoop.py",
     "processing_cocoop.py",
     "pipeline_cocoop.py",
-    "modelcard_cocoop.py",
+    "sharing_cocoop.py",
 }
 
 
@@ -55,7 +56,7 @@ def test_saved_folder_is_complete(shared, kind):
     folder = shared.full_dir if kind == "full" else shared.adapter_dir
     weights = {"model.safetensors"} if kind == "full" else {"prompt_learner.safetensors"}
     processor_files = PROCESSOR_FILES if kind == "full" else ADAPTER_PROCESSOR_FILES
-    assert REQUIRED_CODE <= code_files()
+    assert code_files() == REQUIRED_CODE
     assert set(os.listdir(folder)) == {"config.json"} | weights | processor_files | code_files()
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP

@@ -1,0 +1,412 @@
+"""
+Saving, loading, adapters and Hub upload of a CoCoOp model: functions that take the model (or its class) as an
+argument, so this file never imports `modeling_cocoop.py`. `CoCoOpModel.save_pretrained` / `from_pretrained` /
+`push_to_hub` are thin methods that call these. This file travels with the code of every saved folder (it is what
+loading needs), so it may import only torch, transformers, safetensors and its sibling files.
+"""
+
+import copy
+import json
+import os
+
+import torch
+from transformers import CLIPModel, PreTrainedModel
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import cached_file, logging
+
+from .configuration_cocoop import CoCoOpConfig
+from .pipeline_cocoop import CUSTOM_PIPELINES
+from .processing_cocoop import CoCoOpProcessor
+
+
+logger = logging.get_logger(__name__)
+
+ADAPTER_WEIGHTS_NAME = "prompt_learner.safetensors"
+# Every saved folder loads with trust_remote_code=True alone; the stock image-classification pipeline needs
+# AutoModelForImageClassification in auto_map, the zero-shot pipeline comes from custom_pipelines.
+AUTO_MAP = {
+    "AutoConfig": "configuration_cocoop.CoCoOpConfig",
+    "AutoModel": "modeling_cocoop.CoCoOpModel",
+    "AutoModelForImageClassification": "modeling_cocoop.CoCoOpModel",
+    "AutoProcessor": "processing_cocoop.CoCoOpProcessor",
+}
+# Arguments of from_pretrained that locate files of the CoCoOp folder or repo.
+HUB_KWARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token", "subfolder")
+# Arguments that also apply to loading the base CLIP of an adapter.
+CLIP_KWARGS = ("dtype", "device_map", "cache_dir", "local_files_only", "token")
+
+# ---------------------------------------------------------------------------------------------- base-CLIP fingerprint
+
+# An adapter's tensors only mean something on the CLIP it was trained on; another CLIP of the same widths (other
+# weights, other depth) would load silently. The adapter records a few weight samples of its base and is checked on load.
+# Samples, not a hash: the same CLIP loaded in fp16 or bf16 must still match.
+_FINGERPRINT_TENSORS = (
+    "logit_scale",
+    "text_projection.weight",
+    "visual_projection.weight",
+    "text_model.embeddings.token_embedding.weight",
+    "vision_model.embeddings.patch_embedding.weight",
+)
+_FINGERPRINT_SAMPLES = 16
+_FINGERPRINT_RTOL = 2e-2  # bf16 keeps 8 bits of mantissa (relative error <= 2^-8); another CLIP differs by O(1)
+
+
+def clip_fingerprint(clip: CLIPModel) -> dict:
+    """Depths, widths and evenly spaced weight samples of `clip` (plain JSON data)."""
+    config = clip.config
+    fingerprint = {
+        "text_layers": config.text_config.num_hidden_layers,
+        "vision_layers": config.vision_config.num_hidden_layers,
+        "text_width": config.text_config.hidden_size,
+        "vision_width": config.vision_config.hidden_size,
+        "projection_dim": config.projection_dim,
+        "samples": {},
+    }
+    parameters = dict(clip.named_parameters())
+    if any(parameter.device.type == "meta" for parameter in parameters.values()):
+        return fingerprint  # a CLIP not materialised (built on the meta device): shapes only
+    # The last text layer too: a CLIP that differs only in its top layers still differs there.
+    last_layer = f"text_model.encoder.layers.{config.text_config.num_hidden_layers - 1}.mlp.fc2.weight"
+    for name in (*_FINGERPRINT_TENSORS, last_layer):
+        flat = parameters[name].detach().reshape(-1)
+        index = torch.linspace(0, flat.numel() - 1, min(_FINGERPRINT_SAMPLES, flat.numel())).round().long()
+        fingerprint["samples"][name] = [float(value) for value in flat[index.to(flat.device)].float().cpu()]
+    return fingerprint
+
+
+def fingerprint_differences(expected: dict, clip: CLIPModel) -> list[str]:
+    """What differs between a recorded fingerprint and `clip` (empty when they match within bf16 rounding)."""
+    actual = clip_fingerprint(clip)
+    differences = [
+        f"{key}: adapter's base {expected[key]}, this CLIP {actual[key]}"
+        for key in expected
+        if key != "samples" and expected[key] != actual.get(key)
+    ]
+    for name, values in expected.get("samples", {}).items():
+        mine = actual["samples"].get(name)
+        if mine is None or len(mine) != len(values):
+            differences.append(f"{name}: missing or of another size")
+            continue
+        scale = max(max(abs(v) for v in values), 1e-12)
+        if max(abs(a - b) for a, b in zip(values, mine, strict=True)) > _FINGERPRINT_RTOL * scale:
+            differences.append(f"{name}: other weights")
+    return differences
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def set_sharing_fields(config: CoCoOpConfig) -> None:
+    config.auto_map = {**(getattr(config, "auto_map", None) or {}), **AUTO_MAP}
+    config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
+
+
+def save_model(model, save_directory, adapter_only: bool = False, **kwargs):
+    """See `CoCoOpModel.save_pretrained`."""
+    if not adapter_only:
+        set_sharing_fields(model.config)
+        result = PreTrainedModel.save_pretrained(model, save_directory, **kwargs)
+        _save_code_and_processor(model, save_directory)
+        return result
+    if not model.config.clip_name_or_path:
+        raise ValueError(
+            "adapter_only=True needs config.clip_name_or_path (the base CLIP to load later); this model has none: "
+            "set model.config.clip_name_or_path (and clip_revision) or save the full model."
+        )
+    if kwargs:
+        raise TypeError(f"save_pretrained(adapter_only=True) takes no other arguments, got {sorted(kwargs)}.")
+    from safetensors.torch import save_file
+
+    os.makedirs(save_directory, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.adapter_only = True
+    set_sharing_fields(config)
+    config.save_pretrained(save_directory)
+    _save_code_and_processor(model, save_directory, adapter_only=True)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.prompt_learner.state_dict().items()}
+    metadata = {"format": "pt", "clip_fingerprint": json.dumps(clip_fingerprint(model.clip))}
+    save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata=metadata)
+    return None
+
+
+def _save_code_and_processor(model, save_directory, adapter_only: bool = False) -> None:
+    """
+    Copy the model's code files (modeling and the sibling files it imports); save a CoCoOpProcessor beside the
+    weights. An adapter-only folder gets only `processor_config.json` (prompt settings + image processor config,
+    ~1 KB): no tokenizer files (3.6 MB for CLIP), which `CoCoOpProcessor.from_pretrained` takes from the base CLIP.
+    """
+    custom_object_save(model, save_directory)
+    prompt_settings = {
+        "prompt_prefix": model.config.prompt_prefix,
+        "n_ctx": model.config.n_ctx,
+        "context_length": model.config.clip_config.text_config.max_position_embeddings,
+    }
+    image_processor = _find_image_processor(model)
+    if adapter_only:
+        if image_processor is None:
+            logger.warning(
+                "No image processor found in %s or the base CLIP %s: %s holds none. CoCoOpProcessor and the "
+                "zero-shot pipeline load it from the base CLIP; the stock image-classification pipeline needs "
+                "image_processor=... (or set model._image_processor = CLIPImageProcessor(...) before saving).",
+                model.name_or_path,
+                model.config.clip_name_or_path,
+                save_directory,
+            )
+        CoCoOpProcessor.save_adapter_config(save_directory, image_processor, **prompt_settings)
+        return
+    if model.tokenizer is None:
+        logger.warning("No tokenizer on this model: %s holds no processor files.", save_directory)
+        return
+    if image_processor is None:
+        logger.warning(
+            "No image processor found in %s or the base CLIP %s: %s holds only the tokenizer; set "
+            "model._image_processor = CLIPImageProcessor(...) before saving to include one.",
+            model.name_or_path,
+            model.config.clip_name_or_path,
+            save_directory,
+        )
+        model.tokenizer.save_pretrained(save_directory)
+        return
+    CoCoOpProcessor(image_processor=image_processor, tokenizer=model.tokenizer, **prompt_settings).save_pretrained(
+        save_directory
+    )
+
+
+def _find_image_processor(model):
+    """The image processor to save: the one set on the model, else this model's folder's, else the base CLIP's."""
+    from transformers import CLIPImageProcessor
+
+    image_processor = getattr(model, "_image_processor", None)
+    sources = ((model.name_or_path, None), (model.config.clip_name_or_path, model.config.clip_revision))
+    for source, revision in sources if image_processor is None else ():
+        if not source:
+            continue
+        try:
+            image_processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
+            break
+        except (OSError, ValueError):
+            continue
+    model._image_processor = image_processor
+    return image_processor
+
+
+def push_model_to_hub(
+    model,
+    repo_id: str,
+    *,
+    adapter_only: bool = False,
+    model_card=None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    tags: list[str] | None = None,
+    **save_kwargs,
+):
+    """See `CoCoOpModel.push_to_hub`."""
+    import tempfile
+
+    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if model_card is None:
+        try:
+            existing = ModelCard.load(repo_id, token=token)
+            model_card = existing if "cocoop" in (existing.data.tags or []) else None
+        except Exception:  # noqa: BLE001  (no card yet, or an unreadable one: render ours)
+            model_card = None
+    if model_card is None:
+        model_card = _render_card(model, repo_id)
+    elif isinstance(model_card, str):
+        model_card = ModelCard(model_card)
+    elif not isinstance(model_card, ModelCard):
+        raise TypeError(f"`model_card` must be a huggingface_hub.ModelCard or str, got {type(model_card).__name__}.")
+    if tags:
+        model_card.data.tags = list(dict.fromkeys([*(model_card.data.tags or []), *tags]))
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        save_model(model, tmp_dir, adapter_only=adapter_only, **save_kwargs)
+        model_card.save(os.path.join(tmp_dir, "README.md"))
+        operations = [
+            CommitOperationAdd(
+                path_in_repo=os.path.relpath(os.path.join(root, name), tmp_dir),
+                path_or_fileobj=os.path.join(root, name),
+            )
+            for root, _, names in os.walk(tmp_dir)
+            for name in sorted(names)
+        ]
+        if revision is not None and not revision.startswith("refs/pr"):
+            api.create_branch(repo_id=repo_id, branch=revision, exist_ok=True)
+        return api.create_commit(
+            repo_id=repo_id,
+            operations=operations,
+            commit_message=commit_message or "Upload CoCoOp model",
+            commit_description=commit_description,
+            create_pr=create_pr,
+            revision=revision,
+        )
+
+
+def _render_card(model, repo_id: str):
+    # The card renderer is part of the installed package, not of the code saved with a model (absolute import, in a
+    # try block: transformers' remote-code import check skips it, and saved folders do not ship the renderer).
+    try:
+        from cocoop_hf.modelcard_cocoop import render_model_card
+    except ImportError:
+        raise ValueError(
+            f"no model card for {repo_id}: rendering one needs the cocoop-hf package (pip install cocoop-hf); "
+            "or pass model_card=... (a huggingface_hub.ModelCard or its text)."
+        ) from None
+    return render_model_card(
+        base_model=model.config.clip_name_or_path or "openai/clip-vit-base-patch16",
+        base_model_revision=model.config.clip_revision,
+        repo_id=repo_id,
+        class_names=model.class_names,
+        n_ctx=model.config.n_ctx,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_model(model_class, load_full, path, *model_args, clip_model: CLIPModel | None = None, **kwargs):
+    """
+    See `CoCoOpModel.from_pretrained`. `load_full` is `PreTrainedModel.from_pretrained` bound to `model_class` (the
+    stock loader, for full folders).
+    """
+    hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+    allow_other_clip = kwargs.pop("allow_other_clip", False)
+    config = kwargs.get("config")
+    if not isinstance(config, CoCoOpConfig):
+        config = CoCoOpConfig.from_pretrained(path, **hub_kwargs)
+    if config.adapter_only:
+        return _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, allow_other_clip)
+    if clip_model is not None:
+        raise ValueError(
+            f"{path} is a full CoCoOp folder (it holds its own CLIP): `clip_model=` is for adapter-only folders "
+            "(saved with save_pretrained(..., adapter_only=True)). Load it without clip_model=."
+        )
+    from safetensors import SafetensorError
+
+    output_loading_info = kwargs.pop("output_loading_info", False)
+    # Shape mismatches are collected (not raised mid-load) so the error below can name the tensors.
+    allow_mismatch = kwargs.setdefault("ignore_mismatched_sizes", False)
+    kwargs["ignore_mismatched_sizes"] = True
+    try:
+        model, loading_info = load_full(path, *model_args, output_loading_info=True, **kwargs)
+    except SafetensorError as error:
+        raise OSError(
+            f"cannot read the weights (model.safetensors) of {path}: {error}; "
+            "the file is truncated or corrupt: save or download it again."
+        ) from error
+    _check_loading_info(path, model, loading_info, allow_mismatch)
+    model.clip.requires_grad_(False)  # loading materialises every parameter with requires_grad=True
+    tokenizer = _load_tokenizer(path, hub_kwargs, model.config)
+    if tokenizer is not None:
+        model.set_class_names(model.config.class_names, tokenizer=tokenizer)
+    return (model, loading_info) if output_loading_info else model
+
+
+def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, allow_other_clip):
+    from safetensors import SafetensorError, safe_open
+
+    config = copy.deepcopy(config)
+    config.adapter_only = False
+    weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
+    try:
+        with safe_open(weights_file, framework="pt") as weights:
+            metadata = weights.metadata() or {}
+            state = {name: weights.get_tensor(name) for name in weights.keys()}  # noqa: SIM118  (safe_open API)
+    except (SafetensorError, OSError) as error:
+        raise OSError(f"cannot read the prompt-learner weights {weights_file}: {error}") from error
+    if clip_model is None:
+        clip_kwargs = {key: kwargs[key] for key in CLIP_KWARGS if key in kwargs}
+        try:
+            clip_model = CLIPModel.from_pretrained(
+                config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs
+            )
+        except OSError as error:
+            raise OSError(
+                f"adapter-only CoCoOp folder {path} needs its base CLIP {config.clip_name_or_path!r} at revision "
+                f"{config.clip_revision!r}, which could not be loaded: {error}"
+            ) from error
+        base = repr(config.clip_name_or_path)
+    elif not isinstance(clip_model, CLIPModel):
+        raise TypeError(f"`clip_model` must be a transformers CLIPModel, got {type(clip_model).__name__}.")
+    else:
+        base = "the given clip_model"
+    if clip_model.config.projection_dim != config.clip_config.projection_dim:
+        raise ValueError(
+            f"adapter at {path} was trained for a CLIP with projection_dim={config.clip_config.projection_dim}, "
+            f"but {base} has {clip_model.config.projection_dim}."
+        )
+    config.clip_config = clip_model.config
+    model = model_class(config, clip_model=clip_model)
+    model.load_prompt_learner_state(state, source=weights_file)  # shapes first: their message is the most precise
+    _check_fingerprint(path, metadata, clip_model, base, allow_other_clip)
+    tokenizer = _load_tokenizer(config.clip_name_or_path, {"revision": config.clip_revision}, config)
+    if tokenizer is not None:
+        model.set_class_names(config.class_names, tokenizer=tokenizer)
+    return model.eval()  # as PreTrainedModel.from_pretrained
+
+
+def _check_fingerprint(path, metadata: dict, clip: CLIPModel, base: str, allow_other_clip: bool) -> None:
+    recorded = metadata.get("clip_fingerprint")
+    if recorded is None:  # adapters saved before fingerprints existed
+        logger.warning(
+            "%s records no fingerprint of its base CLIP: cannot check that %s is the right one.", path, base
+        )
+        return
+    differences = fingerprint_differences(json.loads(recorded), clip)
+    if not differences:
+        return
+    message = (
+        f"adapter at {path} was trained on another CLIP than {base}: {'; '.join(differences)}. Its prompts would "
+        "give wrong logits on this CLIP."
+    )
+    if not allow_other_clip:
+        raise ValueError(message + " Load its own base CLIP, or pass allow_other_clip=True to load it anyway.")
+    logger.warning("%s Loading anyway (allow_other_clip=True).", message)
+
+
+def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -> None:
+    """Refuse a checkpoint that would leave tensors at random init (missing or of another shape)."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or [])
+    if mismatched and not allow_mismatch:
+        details = "; ".join(
+            f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in mismatched
+        )
+        raise ValueError(
+            f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another CLIP or "
+            f"context (config: text width {model.config.clip_config.text_config.hidden_size}, n_ctx "
+            f"{model.config.n_ctx}): load it with its own config.json."
+        )
+    missing = sorted(loading_info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(
+            f"{path}: the checkpoint lacks {len(missing)} tensor(s) {missing[:8]}; refusing to initialise them at "
+            "random. The weights file is incomplete: save or download it again."
+        )
+
+
+def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
+    """The tokenizer saved beside the weights or, failing that, the base CLIP's; None (with a warning) if neither."""
+    candidates = [(path, hub_kwargs)]
+    if config.clip_name_or_path:
+        candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
+    vocab_size = config.clip_config.text_config.vocab_size
+    for source, source_kwargs in candidates:
+        try:
+            # Checked: a folder without tokenizer files gives a silent 2-token tokenizer otherwise.
+            return CoCoOpProcessor.load_clip_tokenizer(source, vocab_size, **source_kwargs)
+        except (OSError, ValueError, TypeError):
+            continue
+    logger.warning(
+        "No CLIP tokenizer found in %s or its base CLIP %s: the class prompts are not built. Call "
+        "model.set_class_names(class_names, tokenizer=...) before running the model.",
+        path,
+        config.clip_name_or_path,
+    )
+    return None
