@@ -57,7 +57,7 @@ def adapter_dir(trained, tmp_path_factory):
 
 def assert_same_model(loaded, trained, pixel_values, expected_logits):
     assert loaded.class_names == NEW_CLASS_NAMES
-    # Non-persistent prompt buffers come back from the meta device as garbage unless rebuilt (TRAPS.md).
+    # Non-persistent prompt buffers come back from the meta device as garbage unless rebuilt after loading.
     assert torch.equal(loaded.prompt_ids, trained.prompt_ids)
     assert torch.equal(loaded.eos_index, trained.eos_index)
     for name, tensor in trained.state_dict().items():
@@ -379,3 +379,69 @@ def test_from_clip_without_tokenizer_files_names_the_clip(tmp_path):
         (clip_dir / name).unlink(missing_ok=True)
     with pytest.raises(OSError, match="no usable CLIP tokenizer"):
         CoCoOpModel.from_clip(str(clip_dir), CLASS_NAMES)
+
+
+# ---------------------------------------------------------------------------------------------- adapters on one CLIP
+
+
+def test_two_adapters_share_one_loaded_clip(trained, adapter_dir, tiny_clip_dir, tmp_path, pixel_values):
+    """A server holds one backbone and many adapters: the CLIP's parameters are the same tensors in memory."""
+    from transformers import CLIPModel
+
+    other = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, tokenizer=trained.tokenizer)
+    randomize_prompt_learner(other, seed=11)
+    other.save_pretrained(tmp_path / "other", adapter_only=True)
+    with torch.no_grad():
+        own_logits = (trained(pixel_values=pixel_values).logits, other(pixel_values=pixel_values).logits)
+
+    clip = CLIPModel.from_pretrained(tiny_clip_dir)
+    first = CoCoOpModel.from_pretrained(adapter_dir, clip_model=clip)
+    second = CoCoOpModel.from_pretrained(tmp_path / "other", clip_model=clip)
+    assert first.clip is clip and second.clip is clip
+    shared_pointers = {p.data_ptr() for p in clip.parameters()}
+    assert {p.data_ptr() for p in first.clip.parameters()} == shared_pointers
+    assert {p.data_ptr() for p in second.clip.parameters()} == shared_pointers
+    assert first.class_names == NEW_CLASS_NAMES and second.class_names == CLASS_NAMES
+    with torch.no_grad():
+        logits = (first(pixel_values=pixel_values).logits, second(pixel_values=pixel_values).logits)
+    # Same weights, same computation as the models they were saved from.
+    torch.testing.assert_close(logits[0], own_logits[0], rtol=0, atol=0)
+    torch.testing.assert_close(logits[1], own_logits[1], rtol=0, atol=0)
+    assert not clip.text_projection.weight.requires_grad  # frozen, as in every CoCoOp model
+
+
+def test_adapter_onto_another_clip_of_the_same_shapes_is_refused(adapter_dir, tmp_path, pixel_values):
+    """Same widths, other weights (or depth): the adapter's fingerprint of its base CLIP does not match."""
+    from transformers import CLIPModel
+
+    other_weights = CLIPModel.from_pretrained(save_tiny_clip(tmp_path / "seed7", seed=7))
+    with pytest.raises(ValueError, match=r"trained on another CLIP than the given clip_model: .*other weights"):
+        CoCoOpModel.from_pretrained(adapter_dir, clip_model=other_weights)
+    deeper = CLIPModel.from_pretrained(save_tiny_clip(tmp_path / "deeper", layers=3))
+    with pytest.raises(ValueError, match=r"text_layers: adapter's base 2, this CLIP 3"):
+        CoCoOpModel.from_pretrained(adapter_dir, clip_model=deeper)
+    # The same holds when the base CLIP named in config.json was replaced by another one.
+    folder = copy_folder(adapter_dir, tmp_path, "renamed-base")
+    config = json.loads((folder / "config.json").read_text())
+    config["clip_name_or_path"] = str(tmp_path / "seed7")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"allow_other_clip=True"):
+        CoCoOpModel.from_pretrained(folder)
+    loaded = CoCoOpModel.from_pretrained(folder, allow_other_clip=True)  # asked for: loads, with a warning
+    assert loaded.clip.config.text_config.num_hidden_layers == 2
+
+
+def test_adapter_fingerprint_survives_half_precision(adapter_dir, tiny_clip_dir, pixel_values):
+    """The same base CLIP loaded in bf16 still matches (samples compared within bf16 rounding)."""
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(tiny_clip_dir, dtype=torch.bfloat16)
+    model = CoCoOpModel.from_pretrained(adapter_dir, clip_model=clip)
+    assert model.clip.dtype == torch.bfloat16
+
+
+def test_clip_model_for_a_full_folder_is_refused(full_dir, tiny_clip_dir):
+    from transformers import CLIPModel
+
+    with pytest.raises(ValueError, match="full CoCoOp folder .*adapter-only"):
+        CoCoOpModel.from_pretrained(full_dir, clip_model=CLIPModel.from_pretrained(tiny_clip_dir))
