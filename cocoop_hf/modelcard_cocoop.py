@@ -6,9 +6,11 @@ diffing (a test keeps the two identical). This file imports only the standard li
 """
 
 import math
+import os
 from numbers import Real
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 
 CARD_TAGS = ["cocoop", "prompt-learning", "clip"]
@@ -19,7 +21,9 @@ RECIPE_FIELDS = {
     "lr": "Learning rate",
     "batch_size": "Batch size",
 }
-METRIC_FIELDS = {"base": "Base accuracy", "new": "New accuracy", "hm": "Harmonic mean (H)"}
+# Key (as in training/report.py results.json runs) -> the title every table, chart and model-index entry shows.
+# Accuracies and H are in percent everywhere, as the evaluation reports them.
+METRIC_FIELDS = {"base": "Base accuracy (%)", "new": "New accuracy (%)", "H": "H, harmonic mean (%)"}
 CITATION = """@inproceedings{zhou2022cocoop,
     title={Conditional Prompt Learning for Vision-Language Models},
     author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
@@ -36,11 +40,11 @@ CARD_TEMPLATE = """---
 # {{ title }}
 
 {{ method_intro }} for the frozen CLIP
-[`{{ base_model }}`](https://huggingface.co/{{ base_model }}){% if base_model_revision %} at revision `{{ base_model_revision }}`{% endif %}.
+{% if base_model_is_hub_id %}[`{{ base_model }}`](https://huggingface.co/{{ base_model }}){% else %}`{{ base_model }}` (a local folder){% endif %}{% if base_model_revision %} at revision `{{ base_model_revision }}`{% endif %}.
 {{ method_detail }}
 {% if random_weights %}
-> **Warning: random weights.** The figures on this card were measured with a randomly initialised CLIP, not
-> pretrained weights. They test the code path only and say nothing about CoCoOp's accuracy.
+> **Warning: random weights.** This model was built on a randomly initialised CLIP, not pretrained weights. It
+> tests the code path only; any figure on this card says nothing about CoCoOp's accuracy.
 {% endif %}
 ## How to use
 
@@ -82,7 +86,7 @@ Trained classes ({{ num_classes }}): {{ class_names }}.
 ## Results
 
 Top-1 accuracy (%) in the base-to-new protocol: trained on the base classes, evaluated on base and new classes;
-H is their harmonic mean.{% if random_weights %} **Random CLIP weights: not a measure of CoCoOp's accuracy.**{% endif %}
+H = 2·Base·New/(Base+New) is their harmonic mean.{% if random_weights %} **Random CLIP weights: not a measure of CoCoOp's accuracy.**{% endif %}
 
 | Dataset | {{ result_columns | join(" | ") }} |
 |---|{% for _ in result_columns %}---|{% endfor %}
@@ -94,7 +98,7 @@ H is their harmonic mean.{% if random_weights %} **Random CLIP weights: not a me
 - CoCoOp inherits CLIP's biases and failure modes; check the results on your own data before relying on them.
 - Inference runs the text encoder once per image and class (the prompt depends on the image), so it is slower
   than plain CLIP for many classes.
-{% if random_weights %}- The figures on this card come from random weights.
+{% if random_weights %}- The CLIP weights are random: the model classifies nothing meaningfully.
 {% endif %}
 ## Citation
 
@@ -104,18 +108,25 @@ H is their harmonic mean.{% if random_weights %} **Random CLIP weights: not a me
 """
 
 
-def _check_fraction(value, where: str) -> float:
+def _check_percent(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise TypeError(f"{where} must be a finite number (an accuracy in [0, 1]), got {value!r}.")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"{where} must be an accuracy as a fraction in [0, 1], got {value!r}: divide percents by 100."
-        )
+        raise TypeError(f"{where} must be a finite number (an accuracy in percent, 0 to 100), got {value!r}.")
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{where} must be an accuracy in percent, in [0, 100], got {value!r}.")
     return float(value)
 
 
+def is_hub_repo_id(name: str) -> bool:
+    """Whether `name` can only mean a Hub repo: a valid repo id that is not a folder here."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not os.path.isdir(name)
+
+
 def _normalise_results(results) -> list[dict]:
-    """Results as a list of `{"dataset", "base", "new", "hm", "random_weights"}`; missing metrics stay absent."""
+    """Results as a list of `{"dataset", "base", "new", "H", "random_weights"}`; missing metrics stay absent."""
     if results is None:
         return []
     if isinstance(results, dict):
@@ -126,10 +137,10 @@ def _normalise_results(results) -> list[dict]:
     for index, entry in enumerate(results):
         if not isinstance(entry, dict):
             raise TypeError(f"`results[{index}]` must be a dict, got {type(entry).__name__}.")
-        unknown = sorted(set(entry) - {"dataset", "base", "new", "hm", "random_weights"})
+        unknown = sorted(set(entry) - {"dataset", "base", "new", "H", "random_weights"})
         if unknown:
             raise ValueError(
-                f"`results[{index}]` has unknown keys {unknown}: use dataset, base, new, hm, random_weights."
+                f"`results[{index}]` has unknown keys {unknown}: use dataset, base, new, H, random_weights."
             )
         dataset = entry.get("dataset")
         if not isinstance(dataset, str) or not dataset:
@@ -137,10 +148,10 @@ def _normalise_results(results) -> list[dict]:
         row = {"dataset": dataset, "random_weights": bool(entry.get("random_weights", False))}
         for key in METRIC_FIELDS:
             if entry.get(key) is not None:
-                row[key] = _check_fraction(entry[key], f"`results[{index}][{key!r}]`")
-        if "hm" not in row and "base" in row and "new" in row:
+                row[key] = _check_percent(entry[key], f"`results[{index}][{key!r}]`")
+        if "H" not in row and "base" in row and "new" in row:
             total = row["base"] + row["new"]
-            row["hm"] = 0.0 if total == 0 else 2 * row["base"] * row["new"] / total
+            row["H"] = 0.0 if total == 0 else 2 * row["base"] * row["new"] / total
         if any(key in row for key in METRIC_FIELDS):
             rows.append(row)
     return rows
@@ -196,16 +207,19 @@ def render_model_card(
     license: str = "mit",
     model_name: str | None = None,
     method: str = "cocoop",
+    random_weights: bool = False,
 ) -> ModelCard:
     """
     Render the model card of a CoCoOp checkpoint.
 
     Args:
-        base_model: Hub id of the frozen CLIP (front matter `base_model`).
+        base_model: Hub id of the frozen CLIP (linked, and front matter `base_model`), or the local folder it was
+            loaded from (named, not linked, and no `base_model` in the front matter: it is not on the Hub).
         datasets: dataset id or list of ids trained on (front matter `datasets`).
-        results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "hm": float,
-            "random_weights": bool}`, accuracies as fractions in [0, 1]; any metric may be missing (H is computed
-            from base and new when absent). No metric at all: no results section and no model-index.
+        results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "H": float,
+            "random_weights": bool}`: base and new accuracy and their harmonic mean H, in percent (0 to 100) as in
+            the `results.json` of `training/run_cocoop.py`; any metric may be missing (H is computed from base and
+            new when absent). No metric at all: no results section and no model-index.
         recipe: training settings, e.g. `{"shots": 16, "seed": 1, "epochs": 10, "lr": 0.002, "batch_size": 1}`;
             `None` values are left out, extra keys are shown as they are.
         repo_id: where the card will live; used in the usage snippets (defaults to `"<your-repo-id>"`).
@@ -215,11 +229,14 @@ def render_model_card(
         license: SPDX id for the front matter.
         model_name: title and model-index name (defaults to the repo name).
         method: `"cocoop"`, `"coop"` or `"zeroshot"`: what the card says the prompts are.
+        random_weights: the model runs on random CLIP weights (a demo): the card warns and is tagged, with or
+            without results. A result row with `random_weights` implies it.
     """
     if method not in METHOD_TEXT:
         raise ValueError(f"`method` must be one of {sorted(METHOD_TEXT)}, got {method!r}.")
     if not isinstance(base_model, str) or not base_model:
-        raise ValueError(f"`base_model` must be the Hub id of the base CLIP, got {base_model!r}.")
+        raise ValueError(f"`base_model` must be the Hub id (or local folder) of the base CLIP, got {base_model!r}.")
+    base_model_is_hub_id = is_hub_repo_id(base_model)
     if isinstance(datasets, str):
         datasets = [datasets]
     if datasets is not None and (
@@ -230,13 +247,15 @@ def render_model_card(
     recipe_rows = _normalise_recipe(recipe)
     repo_id = repo_id or "<your-repo-id>"
     model_name = model_name or repo_id.split("/")[-1]
-    random_weights = any(row["random_weights"] for row in result_rows)
+    random_weights = bool(random_weights) or any(row["random_weights"] for row in result_rows)
+    for row in result_rows:
+        row["random_weights"] = row["random_weights"] or random_weights
 
     eval_results = []
     for row in result_rows:
         for key, label in METRIC_FIELDS.items():
             if key in row:
-                name = f"{label} (%)" + (", random CLIP weights" if row["random_weights"] else "")
+                name = label + (", random CLIP weights" if row["random_weights"] else "")
                 eval_results.append(
                     EvalResult(
                         task_type="zero-shot-image-classification",
@@ -244,14 +263,14 @@ def render_model_card(
                         dataset_name=row["dataset"],
                         metric_type="accuracy",
                         metric_name=name,
-                        metric_value=round(100 * row[key], 2),
+                        metric_value=round(row[key], 2),
                     )
                 )
     tags = list(CARD_TAGS) + (["random-weights"] if random_weights else [])
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="zero-shot-image-classification",
-        base_model=base_model,
+        base_model=base_model if base_model_is_hub_id else None,
         datasets=list(datasets) if datasets else None,
         tags=tags,
         license=license,
@@ -262,7 +281,7 @@ def render_model_card(
     columns = [key for key in METRIC_FIELDS if any(key in row for row in result_rows)]
     table = [
         [row["dataset"] + (" (random weights)" if row["random_weights"] else "")]
-        + [f"{100 * row[key]:.2f}" if key in row else "-" for key in columns]
+        + [f"{row[key]:.2f}" if key in row else "-" for key in columns]
         for row in result_rows
     ]
     names = list(class_names) if class_names else []
@@ -273,6 +292,7 @@ def render_model_card(
         template_str=CARD_TEMPLATE,
         title=model_name,
         base_model=base_model,
+        base_model_is_hub_id=base_model_is_hub_id,
         base_model_revision=base_model_revision,
         repo_id=repo_id,
         method_intro=METHOD_TEXT[method][0],

@@ -265,6 +265,9 @@ def _render_card(model, repo_id: str):
         repo_id=repo_id,
         class_names=model.class_names,
         n_ctx=model.config.n_ctx,
+        method="cocoop" if model.config.conditional else "coop",
+        # Set by the training scripts on models built on a randomly initialised CLIP: the card must say so.
+        random_weights=bool(getattr(model.config, "random_clip_weights", False)),
     )
 
 

@@ -15,30 +15,26 @@ CLASS_NAMES = ["tench", "goldfish", "great_white_shark", "tiger shark", "hammerh
 NEW_CLASS_NAMES = ["cock", "hen", "ostrich", "brambling", "goldfinch", "house finch", "junco", "indigo bunting"]
 
 
-def tiny_clip_config(eos_token_id=49407, hidden=64, projection=48, layers=2, image_size=32) -> CLIPConfig:
-    """A tiny random CLIP that still has the real vocabulary and 77-token text context."""
-    text = dict(
-        vocab_size=49408,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=eos_token_id,
-        pad_token_id=49407,
-        hidden_act="quick_gelu",
-    )
-    vision = dict(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=8,
-        hidden_act="quick_gelu",
-    )
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection)
+def tiny_clip_config(eos_token_id=None, hidden=None, projection=None, layers=None, image_size=None) -> CLIPConfig:
+    """
+    The tiny random CLIP of the tests, the demo and the benchmark, `training/demo/tiny-clip/config.json` (real
+    vocabulary and 77-token text context; width 64 with MLP 128, 2 layers, 4 heads, 32 px images in 8 px patches,
+    projection 48), with any argument given replacing its value in both towers (`hidden` also sets the MLP to 2x).
+    """
+    config = CLIPConfig.from_pretrained(Path(__file__).parents[1] / "training" / "demo" / "tiny-clip").to_dict()
+    text, vision = config["text_config"], config["vision_config"]
+    for tower in (text, vision):
+        if hidden is not None:
+            tower.update(hidden_size=hidden, intermediate_size=2 * hidden)
+        if layers is not None:
+            tower["num_hidden_layers"] = layers
+    if eos_token_id is not None:
+        text["eos_token_id"] = eos_token_id
+    if image_size is not None:
+        vision["image_size"] = image_size
+    if projection is not None:
+        config["projection_dim"] = projection
+    return CLIPConfig.from_dict(config)
 
 
 def save_tiny_clip(path, eos_token_id=49407, seed=0, **kwargs) -> Path:

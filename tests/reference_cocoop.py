@@ -27,10 +27,9 @@ def reference_text_features(model, prompt_embeds, eos_index):
 def full_prompt_ids(prompt_ids, eos_index, context_length=77):
     """The official `tokenized_prompts`: (classes, 77) ids, everything after each EOS padded with the EOS id."""
     eos_id = prompt_ids[0, eos_index[0]]
-    ids = torch.full((prompt_ids.shape[0], context_length), int(eos_id), dtype=prompt_ids.dtype)
-    for row, end in enumerate(eos_index.tolist()):
-        ids[row, : end + 1] = prompt_ids[row, : end + 1]
-    return ids.to(prompt_ids.device)
+    padded = torch.nn.functional.pad(prompt_ids, (0, context_length - prompt_ids.shape[1]))
+    after_eos = torch.arange(context_length, device=padded.device) > eos_index.to(padded.device)[:, None]
+    return padded.masked_fill(after_eos, eos_id)  # on the ids' device, no per-class loop
 
 
 def reference_meta_net(state: dict, image_feature):

@@ -5,12 +5,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import CLIPConfig
 
 from cocoop_hf import modeling_cocoop
 
+from .conftest import FIXTURES, tiny_clip_config
+
 
 BENCH_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cocoop.py"
-TINY_ARGS = ["--models", "tiny", "--classes", "2", "--batch", "2", "--repeats", "1", "--warmup", "0", "--no-progress"]
+TINY_ARGS = ["--models", "tiny", "--classes", "2", "--batch", "2", "--repeats", "1", "--warmup", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,6 @@ def test_benchmark_runs_and_paths_agree(bench, tmp_path):
         assert row["ours_peak_mib"] is not None and row["ref_peak_mib"] is not None
     assert rows[1]["grad_rel_diff"] <= 1e-4
     assert result["environment"]["transformers"] and result["environment"]["torch"]
-    assert {t["status"] for t in result["targets"]} == {"not measured"}  # tiny rows measure no target of issue 5
 
 
 def test_agreement_check_fails_on_a_relative_error_of_5e_5(bench, tmp_path, monkeypatch):
@@ -100,3 +103,46 @@ def test_checkpointing_rows_reach_the_model_and_still_agree(bench, tmp_path, mon
     row = result["rows"][0]
     assert row["checkpointing"] is True and row["pass"] == "PASS" and row["grad_rel_diff"] <= 1e-4
     assert calls, "ours never called torch.utils.checkpoint in a --checkpointing training row"
+
+
+def test_reference_out_of_memory_skips_the_row_and_ours_out_of_memory_fails_it(bench, tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(bench, "reference_logits", out_of_memory)
+    code, result = _run(bench, tmp_path, "--modes", "eval")
+    row = result["rows"][0]
+    assert code == 0 and row["pass"] == "SKIP" and "reference out of memory" in row["note"]
+    assert row["ours_img_s"] > 0 and row["ref_img_s"] is None and row["ratio"] is None and row["max_rel_diff"] is None
+
+    monkeypatch.undo()
+    monkeypatch.setattr(modeling_cocoop.CoCoOpModel, "forward", out_of_memory)
+    code, result = _run(bench, tmp_path, "--modes", "eval")
+    assert code == 1 and result["failed"] == 1
+    assert result["rows"][0]["pass"] == "ERROR" and "out of memory" in result["rows"][0]["note"]
+
+
+def test_models_come_from_the_repository_config_files(bench):
+    # One tiny CLIP (training/demo/tiny-clip/config.json) for tests, demo and benchmark, with the values every test
+    # was written for; one ViT-B/16 config (tests/fixtures/clip-vit-base-patch16).
+    tiny = tiny_clip_config()
+    assert bench.clip_config_for("tiny").to_dict() == tiny.to_dict()
+    text, vision = tiny.text_config, tiny.vision_config
+    for tower in (text, vision):
+        assert (tower.hidden_size, tower.intermediate_size, tower.num_hidden_layers) == (64, 128, 2)
+        assert (tower.num_attention_heads, tower.hidden_act) == (4, "quick_gelu")
+    assert (vision.image_size, vision.patch_size, tiny.projection_dim) == (32, 8, 48)
+    assert (text.vocab_size, text.max_position_embeddings) == (49408, 77)
+    assert (text.bos_token_id, text.eos_token_id, text.pad_token_id) == (49406, 49407, 49407)
+    assert tiny_clip_config(eos_token_id=2, hidden=32).text_config.to_dict() == {
+        **text.to_dict(),
+        "eos_token_id": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+    }
+    vit = bench.clip_config_for("vit-b16")
+    assert vit.to_dict() == CLIPConfig.from_pretrained(FIXTURES / "clip-vit-base-patch16").to_dict()
+    assert (vit.text_config.hidden_size, vit.vision_config.hidden_size, vit.vision_config.patch_size) == (512, 768, 16)
+    mid = bench.clip_config_for("mid")
+    assert (mid.text_config.hidden_size, mid.vision_config.hidden_size, mid.vision_config.image_size) == (256, 384, 96)
+    assert mid.text_config.eos_token_id == text.eos_token_id and mid.text_config.vocab_size == 49408

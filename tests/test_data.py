@@ -13,9 +13,9 @@ from training.data import (
     DataArguments,
     ImageTransform,
     build_transforms,
+    class_names_per_task,
     drop_or_raise_corrupt,
     few_shot_indices,
-    harmonic_mean,
     load_splits,
     select_few_shot,
     subsample_classes,
@@ -102,11 +102,6 @@ def test_subsample_classes_is_the_official_rule():
         subsample_classes([0, 1], "half")
 
 
-def test_harmonic_mean():
-    assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
-    assert harmonic_mean(0.0, 0.0) == 0.0
-
-
 # ------------------------------------------------------------------------------------------- transforms
 
 
@@ -155,7 +150,8 @@ def test_eval_pipeline_is_identical_with_workers():
 def test_load_splits_reads_classlabel_names():
     data, names = load_splits(demo_args(), ["train", "test"])
     assert names == CIFAR10
-    assert data["train"].column_names == ["image", "label"] and len(data["train"]) == 200
+    assert data["train"].column_names == ["image", "label", "source_row"] and len(data["train"]) == 200
+    assert data["train"]["source_row"] == list(range(200))
     assert isinstance(data["train"][0]["image"], Image.Image)
 
 
@@ -242,7 +238,139 @@ def test_corrupt_images_are_named_or_skipped(tmp_path):
     rows.append({"img": {"bytes": _png()[:40], "path": "truncated.png"}, "label": 1})
     path = _write_parquet(tmp_path / "corrupt.parquet", rows, ClassLabel(names=["a", "b"]))
     data, _ = load_splits(DataArguments(train_file=path, image_column="img"), ["train"])
-    with pytest.raises(ValueError, match=r"1 corrupt image\(s\) in train: truncated\.png \(row 3\)"):
+    with pytest.raises(ValueError, match=r"1 corrupt image\(s\) in train: truncated\.png \(row 3 of split 'train'\)"):
         drop_or_raise_corrupt(data["train"], "train", skip=False, disable_progress=True)
     kept, skipped = drop_or_raise_corrupt(data["train"], "train", skip=True, disable_progress=True)
     assert skipped == 1 and len(kept) == 3
+
+
+# ------------------------------------------------------------------------------------------- class-name files
+
+
+def _int_label_file(tmp_path, num_classes=3, per_class=2):
+    from datasets import Value
+
+    rows = [
+        {"img": {"bytes": _png(), "path": f"{i}.png"}, "label": i % num_classes}
+        for i in range(num_classes * per_class)
+    ]
+    return _write_parquet(tmp_path / "ints.parquet", rows, Value("int64"))
+
+
+def test_class_names_file_may_be_a_json_list(tmp_path):
+    path = _int_label_file(tmp_path)
+    for name, text in (("names.json", '["tench", "goldfish", "great white shark"]'),
+                       ("names.txt", '[\n  "tench",\n  "goldfish",\n  "great white shark"\n]\n')):  # fmt: skip
+        names_file = tmp_path / name
+        names_file.write_text(text)
+        _, names = load_splits(
+            DataArguments(train_file=path, image_column="img", class_names_file=str(names_file)), ["train"]
+        )
+        assert names == ["tench", "goldfish", "great white shark"]
+    for text, message in (('["tench", "goldfish",', "looks like JSON but does not parse"),
+                          ('{"0": "tench"}', "must hold a list of non-empty strings"),
+                          ('["tench", 3, "x"]', "must hold a list of non-empty strings")):  # fmt: skip
+        names_file = tmp_path / "bad.json"
+        names_file.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_splits(
+                DataArguments(train_file=path, image_column="img", class_names_file=str(names_file)), ["train"]
+            )
+
+
+def test_class_names_file_must_fit_the_labels(tmp_path):
+    from datasets import ClassLabel, Value
+
+    names_file = tmp_path / "names.txt"
+    # Integer labels 0..2: four names are one too many, two too few.
+    path = _int_label_file(tmp_path)
+    names_file.write_text("a\nb\nc\nd\n")
+    with pytest.raises(ValueError, match=r"has 4 class names, but the data has 3 classes.*\['d'\]"):
+        load_splits(DataArguments(train_file=path, image_column="img", class_names_file=str(names_file)), ["train"])
+    names_file.write_text("a\nb\n")
+    with pytest.raises(ValueError, match=r"2 class names, but the data has at least 3 classes"):
+        load_splits(DataArguments(train_file=path, image_column="img", class_names_file=str(names_file)), ["train"])
+    # A ClassLabel of 2 classes and a names file of 3.
+    rows = [{"img": {"bytes": _png(), "path": f"{i}.png"}, "label": i % 2} for i in range(4)]
+    classlabel = _write_parquet(tmp_path / "cl.parquet", rows, ClassLabel(names=["x", "y"]))
+    names_file.write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match=r"has 3 class names, but the data has 2 classes \(the ClassLabel"):
+        load_splits(
+            DataArguments(train_file=classlabel, image_column="img", class_names_file=str(names_file)), ["train"]
+        )
+    names_file.write_text("a\nb\n")
+    assert load_splits(
+        DataArguments(train_file=classlabel, image_column="img", class_names_file=str(names_file)), ["train"]
+    )[1] == ["a", "b"]
+    # String labels: a name no label uses is a class the data does not have.
+    rows = [{"img": {"bytes": _png(), "path": f"{i}.png"}, "label": name} for i, name in enumerate(["cat", "dog"])]
+    strings = _write_parquet(tmp_path / "strings.parquet", rows, Value("string"))
+    names_file.write_text("dog\ncat\nbird\n")
+    with pytest.raises(ValueError, match=r"has 3 class names, but the data has 2 distinct labels.*\['bird'\]"):
+        load_splits(DataArguments(train_file=strings, image_column="img", class_names_file=str(names_file)), ["train"])
+
+
+def test_a_name_in_both_base_and_new_is_an_error():
+    names = ["cat", "dog", "crane", "bird", "crane", "fish"]
+    relabels = {task: subsample_classes(range(6), task) for task in ("base", "new")}
+    with pytest.raises(
+        ValueError, match=r"\['crane'\] are in both the base and the new classes.*\{'crane': \[2, 4\]\}"
+    ):
+        class_names_per_task(names, relabels)
+    names[4] = "crane (machine)"
+    assert class_names_per_task(names, relabels) == {
+        "base": ["cat", "dog", "crane"],
+        "new": ["bird", "crane (machine)", "fish"],
+    }
+    assert class_names_per_task(["a", "a"], {"all": {0: 0, 1: 1}}) == {"all": ["a", "a"]}
+
+
+# ------------------------------------------------------------------------------------------- files and rows
+
+
+def test_train_and_eval_files_with_different_columns_are_named(tmp_path):
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    rows = [{"img": {"bytes": _png(), "path": f"{i}.png"}, "label": i % 2} for i in range(4)]
+    train = _write_parquet(tmp_path / "train.parquet", rows, ClassLabel(names=["a", "b"]))
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    renamed = [{"image": row["img"], "label": row["label"]} for row in rows]
+    Dataset.from_list(renamed, features=features).to_parquet(str(tmp_path / "test.parquet"))
+    args = DataArguments(train_file=train, eval_file=str(tmp_path / "test.parquet"), image_column="img")
+    with pytest.raises(ValueError) as error:
+        load_splits(args, ["train", "test"])
+    message = str(error.value)
+    assert "image column 'img' is not in split 'test'" in message and "test.parquet" in message
+    assert "train.parquet): ['img', 'label']" in message and "test.parquet): ['image', 'label']" in message
+    assert "--image_column" in message
+    # Each file alone loads; with the same columns both load together.
+    assert len(load_splits(args, ["train"])[0]["train"]) == 4
+
+
+def test_train_and_eval_files_need_two_split_names(tmp_path):
+    args = demo_args(eval_split="train")
+    with pytest.raises(
+        ValueError, match="are both split 'train': give --train_split and --eval_split different names"
+    ):
+        load_splits(args, ["train"])
+
+
+def test_corrupt_image_is_reported_by_its_row_in_the_file(tmp_path):
+    from datasets import ClassLabel
+
+    rows = [{"img": {"bytes": _png(), "path": f"ok{i}.png"}, "label": i % 2} for i in range(10)]
+    rows[7] = {"img": {"bytes": _png()[:40], "path": "truncated.png"}, "label": 1}
+    path = _write_parquet(tmp_path / "corrupt.parquet", rows, ClassLabel(names=["a", "b"]))
+    data, _ = load_splits(DataArguments(train_file=path, image_column="img"), ["train"])
+    subset = data["train"].select([9, 7, 1]).shuffle(seed=0)  # a few-shot subset: the bad image is not at index 7
+    with pytest.raises(ValueError, match=r"truncated\.png \(row 7 of split 'train'\)"):
+        drop_or_raise_corrupt(subset, "train", skip=False, disable_progress=True)
+    kept, skipped = drop_or_raise_corrupt(subset, "train", skip=True, disable_progress=True)
+    assert skipped == 1 and sorted(kept["source_row"]) == [1, 9]
+    # Without file names (bytes only), the row still tells which image.
+    rows[7] = {"img": {"bytes": _png()[:40], "path": None}, "label": 1}
+    path = _write_parquet(tmp_path / "nameless.parquet", rows, ClassLabel(names=["a", "b"]))
+    data, _ = load_splits(DataArguments(train_file=path, image_column="img"), ["train"])
+    with pytest.raises(ValueError, match=r"in train: row 7 of split 'train':"):
+        drop_or_raise_corrupt(data["train"].select([7]), "train", skip=False, disable_progress=True)

@@ -24,7 +24,7 @@ def test_full_card():
     card = render_model_card(
         base_model=BASE,
         datasets="cifar10",
-        results={"dataset": "cifar10", "base": 0.9, "new": 0.8, "hm": 0.847},
+        results={"dataset": "cifar10", "base": 90.0, "new": 80.0, "H": 84.7},
         recipe=RECIPE,
         repo_id="me/cocoop-cifar10",
         class_names=["airplane", "automobile", "bird"],
@@ -54,22 +54,22 @@ def test_missing_metrics_omit_sections():
     assert "## Results" not in card.text and "## Training recipe" not in card.text
     assert "None" not in str(card)
     partial = render_model_card(
-        base_model=BASE, results={"dataset": "cifar10", "base": 0.5, "new": None}, recipe={"shots": 4, "lr": None}
+        base_model=BASE, results={"dataset": "cifar10", "base": 50.0, "new": None}, recipe={"shots": 4, "lr": None}
     )
-    assert "| Dataset | Base accuracy |" in partial.text and "New accuracy" not in partial.text
+    assert "| Dataset | Base accuracy (%) |" in partial.text and "New accuracy" not in partial.text
     assert "Learning rate" not in partial.text and "None" not in str(partial)
     assert [m["value"] for m in front_matter(partial)["model-index"][0]["results"][0]["metrics"]] == [50.0]
     assert "## Results" not in render_model_card(base_model=BASE, results={"dataset": "cifar10"}).text
 
 
 def test_harmonic_mean_computed():
-    card = render_model_card(base_model=BASE, results={"dataset": "d", "base": 0.6, "new": 0.3})
+    card = render_model_card(base_model=BASE, results={"dataset": "d", "base": 60.0, "new": 30.0})
     assert "| d | 60.00 | 30.00 | 40.00 |" in card.text
 
 
 def test_random_weights_are_labelled():
     card = render_model_card(
-        base_model=BASE, results=[{"dataset": "cifar10", "base": 0.2, "new": 0.1, "random_weights": True}]
+        base_model=BASE, results=[{"dataset": "cifar10", "base": 20.0, "new": 10.0, "random_weights": True}]
     )
     meta = front_matter(card)
     assert "random-weights" in meta["tags"]
@@ -81,7 +81,9 @@ def test_random_weights_are_labelled():
     "kwargs, error, match",
     [
         ({"base_model": ""}, ValueError, "base_model"),
-        ({"results": {"dataset": "d", "base": 90.0}}, ValueError, "fraction in \\[0, 1\\]"),
+        ({"results": {"dataset": "d", "base": 101.0}}, ValueError, "in percent, in \\[0, 100\\]"),
+        ({"results": {"dataset": "d", "base": -0.5}}, ValueError, "in percent, in \\[0, 100\\]"),
+        ({"results": {"dataset": "d", "hm": 50.0}}, ValueError, "unknown keys \\['hm'\\]: use dataset, base, new, H"),
         ({"results": {"dataset": "d", "base": "high"}}, TypeError, "finite number"),
         ({"results": {"base": 0.5}}, ValueError, "'dataset'"),
         ({"results": {"dataset": "d", "accuracy": 0.5}}, ValueError, "unknown keys"),
@@ -125,3 +127,44 @@ def test_card_names_the_training_method():
     assert "`[context] {class name}.`" in coop
     with pytest.raises(ValueError, match="`method` must be one of"):
         render_model_card(base_model=BASE, method="maple")
+
+
+def test_random_weights_without_results_are_labelled():
+    card = render_model_card(base_model=BASE, random_weights=True)
+    assert "random-weights" in front_matter(card)["tags"] and "Warning: random weights" in card.text
+    assert "random-weights" not in front_matter(render_model_card(base_model=BASE))["tags"]
+
+
+def test_local_clip_folder_is_named_not_linked(tmp_path):
+    local = tmp_path / "my-clip"
+    local.mkdir()
+    for path in (str(local), "training/demo/tiny-clip", "./clip"):
+        card = render_model_card(base_model=path)
+        assert "huggingface.co/" + path not in card.text and "https://huggingface.co/." not in card.text
+        assert f"`{path}` (a local folder)" in card.text
+        assert "base_model" not in front_matter(card)
+    hub = render_model_card(base_model=BASE)
+    assert f"[`{BASE}`](https://huggingface.co/{BASE})" in hub.text and front_matter(hub)["base_model"] == BASE
+
+
+def test_local_single_word_folder_is_not_a_hub_id(tmp_path, monkeypatch):
+    (tmp_path / "clip-b16").mkdir()
+    monkeypatch.chdir(tmp_path)
+    card = render_model_card(base_model="clip-b16")
+    assert "huggingface.co/clip-b16" not in card.text and "base_model" not in front_matter(card)
+    monkeypatch.chdir(tmp_path.parent)
+    assert front_matter(render_model_card(base_model="clip-b16"))["base_model"] == "clip-b16"
+
+
+def test_card_and_results_table_name_h_alike():
+    """results.json runs, results.md and the card: one key (`H`), one unit (percent), one column title."""
+    from training.report import aggregate, markdown_table, model_card
+
+    run = {"dataset": "d", "method": "cocoop", "seed": 1, "H": 2 * 80 * 60 / 140,
+           "metrics": {"base": {"accuracy": 80.0}, "new": {"accuracy": 60.0}}}  # fmt: skip
+    rows = aggregate([run])
+    table = markdown_table(rows)
+    card = model_card(rows, base_model=BASE, recipe={}).text
+    header = "Base accuracy (%) | New accuracy (%) | H, harmonic mean (%) |"
+    assert header in table and header in card
+    assert "| 80.00 | 60.00 | 68.57 |" in table and "| d (cocoop) | 80.00 | 60.00 | 68.57 |" in card

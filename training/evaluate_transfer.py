@@ -17,25 +17,28 @@ Each target is evaluated on all its classes; the image features of a target are 
 results.json, results.md and results.png (accuracy per target) into --output_dir.
 """
 
-import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-if __package__ in (None, ""):
+if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
+from training.cli import ModelArguments, parse_config_and_flags, read_structured_file, setup_logging
 from training.data import DataArguments, ImageTransform, build_transforms, drop_or_raise_corrupt, load_splits
-from training.report import RANDOM_WEIGHTS_NOTE, write_report
-from training.run_cocoop import PREVIOUS_RUN_FILES, ModelArguments, build_model, evaluate_sets, load_metrics
+from training.evaluation import evaluate_sets, load_metrics
+from training.modeling_setup import build_model, has_random_weights
+from training.report import PLOT_NAME, RANDOM_WEIGHTS_NOTE, RESULTS_NAME, TABLE_NAME, write_report
 
 
 logger = logging.get_logger(__name__)
+
+# What this script writes: an --output_dir holding any of them needs --overwrite_output_dir.
+OUTPUT_FILES = (RESULTS_NAME, TABLE_NAME, PLOT_NAME)
 
 
 @dataclass
@@ -51,28 +54,10 @@ class TransferArguments:
     source_dataset: str | None = field(default=None, metadata={"help": "Dataset the model was trained on (record)."})
 
 
-def _read_mapping(path) -> dict:
-    if not os.path.isfile(path):
-        raise ValueError(f"file {path} does not exist.")
-    with open(path, encoding="utf-8") as handle:
-        if str(path).endswith(".json"):
-            return json.load(handle)
-        import yaml
-
-        return yaml.safe_load(handle)
-
-
 def parse_args(argv=None):
+    """(model, transfer) arguments from flags, or from a JSON/YAML file first and flags overriding it."""
     parser = HfArgumentParser((ModelArguments, TransferArguments))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        values = _read_mapping(argv.pop(0))
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"config file has unknown arguments {unknown}; see --help for the names.")
-        parser.set_defaults(**values)
-    model_args, transfer_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    model_args, transfer_args = parse_config_and_flags(parser, argv)
     if transfer_args.targets is None or transfer_args.output_dir is None:
         raise ValueError("pass --targets (a YAML/JSON file listing the target datasets) and --output_dir.")
     if transfer_args.mixed_precision not in ("no", "fp16", "bf16"):
@@ -81,13 +66,11 @@ def parse_args(argv=None):
         raise ValueError(
             f"--method {model_args.method} needs a trained model: pass --model_name_or_path (or --method zeroshot)."
         )
-    if isinstance(model_args.ctx_init, str) and model_args.ctx_init.strip().lower() in ("", "none", "null"):
-        model_args.ctx_init = None
     return model_args, transfer_args
 
 
 def read_targets(path) -> list[DataArguments]:
-    content = _read_mapping(path)
+    content = read_structured_file(path, "--targets file")
     targets = content.get("targets") if isinstance(content, dict) else content
     if not isinstance(targets, list) or not targets:
         raise ValueError(f"{path} must hold a non-empty list `targets:` of dataset options.")
@@ -109,16 +92,22 @@ def read_targets(path) -> list[DataArguments]:
 
 
 def main(argv=None) -> dict:
+    import logging as std_logging
+
     from accelerate import Accelerator
     from transformers import CLIPImageProcessor
 
     model_args, args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    previous = [name for name in PREVIOUS_RUN_FILES if (output_dir / name).exists()]
+    previous = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
     if previous and not args.overwrite_output_dir:
-        raise ValueError(f"--output_dir {output_dir} holds previous results {previous}: pass --overwrite_output_dir.")
+        raise ValueError(
+            f"--output_dir {output_dir} holds previous results {previous}: pass --overwrite_output_dir to replace "
+            "them, or another --output_dir."
+        )
     targets = read_targets(args.targets)
     accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
+    setup_logging(logger.name, std_logging.INFO if accelerator.is_main_process else std_logging.WARNING)
     source = model_args.model_name_or_path or model_args.clip_model_name_or_path
     image_processor = CLIPImageProcessor.from_pretrained(source)
 
@@ -149,7 +138,7 @@ def main(argv=None) -> dict:
         {"dataset": name, "method": method, "seed": args.seed, "num_shots": None, "metrics": {"all": metrics}}
         for name, metrics in evaluation.items()
     ]
-    note = RANDOM_WEIGHTS_NOTE if model_args.random_init_clip else None
+    note = RANDOM_WEIGHTS_NOTE if has_random_weights(model, model_args) else None
     extra = {
         "world_size": accelerator.num_processes,
         "protocol": "transfer",
@@ -158,7 +147,9 @@ def main(argv=None) -> dict:
         "arguments": {"model": asdict(model_args), "transfer": asdict(args)},
     }
     content = write_report(output_dir, runs, note=note, extra=extra)
-    print((output_dir / "results.md").read_text(), flush=True)
+    if note:
+        print("\n" + "=" * 100 + f"\n{note}\n" + "=" * 100, flush=True)
+    print((output_dir / TABLE_NAME).read_text(), flush=True)
     return content
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
+
 
 logger = logging.get_logger(__name__)
 
@@ -25,13 +27,14 @@ RANDOM_WEIGHTS_NOTE = (
     "MACHINERY DEMO: the CLIP weights are random, so every accuracy below is meaningless; it only shows that "
     "the pipeline runs end to end."
 )
-# Column order of tables and charts: base-to-new metrics, then single-set (transfer) accuracy.
+# Column order of tables and charts: base-to-new metrics, then single-set (transfer) accuracy. A run's `H` (percent,
+# as the accuracies) is titled as on the model card, so the two tables read the same.
 COLUMNS = ("base", "new", "H", "all")
-COLUMN_TITLES = {"base": "Base", "new": "New", "H": "H", "all": "Accuracy"}
+COLUMN_TITLES = {**METRIC_FIELDS, "all": "Accuracy (%)"}
 
 
 def run_scores(run: dict) -> dict[str, float]:
-    """Accuracy (%) per column of one run entry: base / new / H, or the target set's accuracy ('all')."""
+    """Percent per column of one run entry: base / new accuracy and H, or the target set's accuracy ('all')."""
     scores = {name: metrics["accuracy"] for name, metrics in run["metrics"].items()}
     if run.get("H") is not None:
         scores["H"] = run["H"]
@@ -82,7 +85,9 @@ def markdown_table(rows: list[dict], note: str | None = None) -> str:
         seeds = ", ".join(str(s) for s in row["seeds"]) or "-"
         lines.append(f"| {row['dataset']} | {row['method']} | {seeds} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Top-1 accuracy (%); H = 2·Base·New/(Base+New); mean ± sample std over seeds where several.")
+    lines.append(
+        "Top-1 accuracy (%); H = 2·Base·New/(Base+New), their harmonic mean; mean ± sample std over seeds where several."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -135,8 +140,8 @@ def model_card(
     method="cocoop",
 ):
     """
-    The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (which takes fractions and only
-    base-to-new figures; transfer-only rows are left to results.md).
+    The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json; only
+    base-to-new figures: transfer-only rows are left to results.md).
     """
     from cocoop_hf.modelcard_cocoop import render_model_card
 
@@ -145,9 +150,9 @@ def model_card(
         scores = row["scores"]
         if "base" in scores or "new" in scores:
             entry = {"dataset": f"{row['dataset']} ({row['method']})", "random_weights": random_weights}
-            for column, key in (("base", "base"), ("new", "new"), ("H", "hm")):
+            for column in METRIC_FIELDS:
                 if column in scores:
-                    entry[key] = scores[column]["mean"] / 100.0
+                    entry[column] = scores[column]["mean"]
             card_results.append(entry)
     datasets = list(dict.fromkeys(row["dataset"] for row in rows)) or None
     return render_model_card(
@@ -161,6 +166,7 @@ def model_card(
         n_ctx=n_ctx,
         model_name=model_name,
         method=method,
+        random_weights=random_weights,
     )
 
 

@@ -1,0 +1,105 @@
+"""Evaluation of one model over several class sets: image features once per dataset, predictions per class set,
+accuracy and macro-F1 (percent), and the base-to-new harmonic mean H.
+
+Official reference: Dassl `SimpleTrainer.test` + `evaluation/evaluator.py` `Classification` (accuracy and macro-F1
+in percent); CoCoOp paper, Table 1 (H = 2 * base * new / (base + new), of the accuracies in percent).
+"""
+
+from pathlib import Path
+
+import torch
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+
+
+def load_metrics():
+    """Accuracy and macro-F1 (percent) as one local `evaluate` module (shipped in training/metrics: no Hub access)."""
+    import evaluate
+
+    return [evaluate.load(str(METRICS_DIR / "classification"))]
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """H = 2BN / (B + N), the base-to-new summary of the CoCoOp paper, in the unit of its inputs (percent here)."""
+    return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+
+
+@torch.no_grad()
+def extract_image_features(model, dataset, accelerator, batch_size: int, num_workers: int, desc: str):
+    """Normalised image features and labels of `dataset`, computed once (sharded over processes, then gathered)."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import default_data_collator
+
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator)
+    loader = accelerator.prepare_data_loader(loader)
+    features, labels = [], []
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process):
+        with accelerator.autocast():
+            embeds = model.get_image_features(batch["pixel_values"])
+        embeds, batch_labels = accelerator.gather_for_metrics((embeds.float().contiguous(), batch["labels"]))
+        features.append(embeds.cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(features), torch.cat(labels)
+
+
+@torch.no_grad()
+def predict(model, image_embeds, class_names, accelerator, batch_size: int, desc: str) -> torch.Tensor:
+    """
+    Predicted class per image feature among `class_names` (images sharded over processes, then gathered). The
+    prompts of the class set are an input of each forward call: the model's own class set is left as it is.
+    """
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    prompts = model.class_prompts(list(class_names))
+    prompts = {name: tensor.to(accelerator.device) for name, tensor in prompts.items()}
+    mine = list(range(accelerator.process_index, len(image_embeds), accelerator.num_processes))
+    results = []
+    starts = range(0, len(mine), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not accelerator.is_local_main_process):
+        index = mine[start : start + batch_size]
+        with accelerator.autocast():
+            logits = model(image_embeds=image_embeds[index].to(accelerator.device), **prompts).logits
+        results.extend(zip(index, logits.argmax(-1).tolist(), strict=True))
+    if accelerator.num_processes > 1:
+        results = gather_object(results)
+    predictions = torch.empty(len(image_embeds), dtype=torch.long)
+    for index, prediction in results:
+        predictions[index] = prediction
+    return predictions
+
+
+def evaluate_sets(model, eval_sets: dict, accelerator, batch_size: int, num_workers: int, metrics=None) -> dict:
+    """
+    `eval_sets`: name -> (dataset with the eval transform, class names). Returns name -> metrics (accuracy and
+    macro_f1 in percent, num_samples, num_classes). The images of a set are encoded once; sets that share a dataset
+    object share its features. The model comes back as it went in (class set, prompts, train/eval mode).
+    """
+    metrics = metrics if metrics is not None else load_metrics()
+    was_training = model.training
+    model.eval()
+    features = {}
+    results = {}
+    try:
+        for name, (dataset, class_names) in eval_sets.items():
+            key = id(dataset)
+            if key not in features:
+                features[key] = extract_image_features(
+                    model, dataset, accelerator, batch_size, num_workers, f"Encoding {name}"
+                )
+            embeds, labels = features[key]
+            predictions = predict(model, embeds, class_names, accelerator, batch_size, f"Classifying {name}")
+            scores = {}
+            for metric in metrics:
+                scores.update(metric.compute(predictions=predictions.tolist(), references=labels.tolist()))
+            scores.update(num_samples=len(labels), num_classes=len(class_names))
+            results[name] = scores
+            logger.info("%s: %s", name, scores)
+    finally:
+        model.train(was_training)
+    return results
