@@ -90,7 +90,11 @@ def test_base_to_new_run_writes_results_table_plot_and_card(e2e_run):
     assert "| cifar10-demo | cocoop | 1 |" in table and f"{run['H']:.2f}" in table and "MACHINERY DEMO" in table
     assert (output_dir / "results.png").read_bytes()[:4] == b"\x89PNG"
     card = (output_dir / "README.md").read_text()
-    assert "random weights" in card.lower() and "base_model:" in card and f"{100 * base['accuracy'] / 100:.2f}" in card
+    assert (
+        "random weights" in card.lower()
+        and "base_model:" not in card
+        and f"{100 * base['accuracy'] / 100:.2f}" in card
+    )
     # Few-shot: 2 shots of each of the 10 classes drawn (Dassl samples before subsampling); 5 base classes trained.
     saved = json.loads((output_dir / "fewshot_indices.json").read_text())
     assert len(saved["indices"]) == 20 and saved["num_shots"] == 2 and saved["seed"] == 1
@@ -335,30 +339,32 @@ def _env():
 
 
 def test_resume_after_sigkill_gives_the_same_prompt_learner(tmp_path):
-    common = ["--num_train_epochs", "2", "--save_strategy", "epoch"]
+    """Killed after a checkpoint in the middle of an epoch (5 steps an epoch, saves every 3), then resumed."""
+    common = ["--num_train_epochs", "2", "--save_strategy", "steps", "--save_steps", "3"]
     main(argv(tmp_path / "straight", *common, evaluate=False))
     killed = tmp_path / "killed"
     script = tmp_path / "kill.py"
     script.write_text(KILL_AFTER_FIRST_SAVE.format(repo=str(REPO)))
     process = subprocess.run(
         [sys.executable, str(script), *argv(killed, *common, evaluate=False)],
-        env=_env(),
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},  # the same torch threads
         capture_output=True,
         text=True,
     )
     assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
-    assert [p.name for p in killed.glob("checkpoint-*")] == ["checkpoint-5"]
+    assert [p.name for p in killed.glob("checkpoint-*")] == ["checkpoint-3"]
     assert not (killed / "model.safetensors").exists()
     main(argv(killed, *common, "--resume_from_checkpoint", "latest", evaluate=False))
     straight, resumed = prompt_learner_state(tmp_path / "straight"), prompt_learner_state(killed)
     assert straight.keys() == resumed.keys() and len(straight) == 5
+    # Not bit-identical: another process may sum in another order with 2 threads (seen: 3e-8). A resume that
+    # mistimes the augmentation RNG or the data order ends ~2e-3 away.
     for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
-    # Not trivially equal: training moved the weights away from their initial values.
-    initial = prompt_learner_state(killed / "checkpoint-5")
-    assert not torch.equal(
-        initial["prompt_learner.meta_net.linear2.weight"], resumed["prompt_learner.meta_net.linear2.weight"]
-    )
+        torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0, msg=key)
+    # Not trivially equal: training moved the weights away from the checkpoint's.
+    initial = load_file(str(killed / "checkpoint-3" / "prompt_learner.safetensors"))
+    moved = resumed["prompt_learner.meta_net.linear2.weight"] - initial["meta_net.linear2.weight"]
+    assert moved.abs().max() > 1e-4
 
 
 def _free_port():

@@ -4,6 +4,7 @@ Official reference: Dassl `DatasetBase.generate_fewshot_dataset` and CoOp `datas
 `OxfordPets.subsample_classes` / `read_split`; CoCoOp configs `vit_b16_c4_ep10_batch1_ctxv1.yaml` (INPUT section).
 """
 
+import hashlib
 import io
 import json
 import math
@@ -110,12 +111,29 @@ class DataArguments:
 
 
 def _read_class_names_file(path) -> list[str]:
+    """Class names in label order: a JSON list of strings (as the checkpoint converter reads) or one name per line."""
     if not os.path.isfile(path):
         raise ValueError(f"--class_names_file {path} does not exist.")
-    with open(path, encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith(".json") or text.lstrip().startswith("["):
+        # Read line by line, a JSON list would give names such as `[`, `"tench",` and `]`.
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"--class_names_file {path} looks like JSON but does not parse ({error}): give a JSON list of "
+                "names, or a text file with one name per line."
+            ) from None
+        if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
+            raise ValueError(
+                f"--class_names_file {path}: a JSON class-name file must hold a list of non-empty strings, got "
+                f"{str(names)[:100]}."
+            )
+        names = [name.strip() for name in names]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
-        raise ValueError(f"--class_names_file {path} holds no class names (one per line expected).")
+        raise ValueError(f"--class_names_file {path} holds no class names (one per line, or a JSON list, expected).")
     return names
 
 
@@ -148,7 +166,9 @@ def _load_split_file(args: DataArguments, splits):
                 f"{len(missing)} of {len(paths)} images of split {split!r} in {args.split_file} do not exist under "
                 f"--image_root {args.image_root}, e.g. {missing[:3]}: check --image_root."
             )
-        datasets_[split] = Dataset.from_dict({"image": paths, "label": labels}).cast_column("image", Image())
+        datasets_[split] = Dataset.from_dict({"image": paths, "label": labels}, split=split).cast_column(
+            "image", Image()
+        )
     class_names = [names[i] for i in sorted(names)] if sorted(names) == list(range(len(names))) else None
     if class_names is None:
         raise ValueError(f"{args.split_file}: labels must be 0..n-1, got {sorted(names)[:10]}...")
@@ -157,22 +177,30 @@ def _load_split_file(args: DataArguments, splits):
 
 def load_splits(args: DataArguments, splits, cache_dir=None):
     """
-    The requested splits as `datasets.Dataset`s with columns `image` (decoded to PIL) and `label` (int class
-    index), plus the class names in label order. Raises before any training on missing columns or bad labels.
+    The requested splits as `datasets.Dataset`s with columns `image` (decoded to PIL), `label` (int class index) and
+    `source_row` (the row in the split as loaded, for messages about single images), plus the class names in label
+    order. Raises before any training on missing columns, bad labels or class names that do not fit the labels.
     """
     from datasets import ClassLabel, DatasetDict, load_dataset
 
     splits = list(dict.fromkeys(splits))
+    sources = {}  # split -> the file it was read from, for messages
     if args.split_file is not None:
         loaded, split_names = _load_split_file(args, splits)
         image_column, label_column = "image", "label"
         features_names = split_names
+        names_source = f"--split_file {args.split_file}"
     else:
         if args.train_file or args.eval_file:
             data_files = {}
             if args.train_file:
                 data_files[args.train_split] = args.train_file
             if args.eval_file:
+                if args.train_file and args.eval_split == args.train_split and args.eval_file != args.train_file:
+                    raise ValueError(
+                        f"--train_file {args.train_file} and --eval_file {args.eval_file} are both split "
+                        f"{args.train_split!r}: give --train_split and --eval_split different names."
+                    )
                 data_files[args.eval_split] = args.eval_file
             for path in data_files.values():
                 if not os.path.isfile(path):
@@ -184,40 +212,114 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
                     f"got {sorted(data_files.values())}."
                 )
             builder = _DATA_FILE_BUILDERS[next(iter(suffixes))]
-            dataset = load_dataset(builder, data_files=data_files, cache_dir=cache_dir)
+            missing = [split for split in splits if split not in data_files]
+            if missing:
+                raise ValueError(f"split(s) {missing} not found; the dataset has splits {sorted(data_files)}.")
+            # One file at a time: files whose columns differ would otherwise fail inside `datasets` with a CastError.
+            loaded = {
+                split: load_dataset(builder, data_files={split: data_files[split]}, cache_dir=cache_dir)[split]
+                for split in splits
+            }
+            sources = {split: data_files[split] for split in splits}
         else:
             dataset = load_dataset(
                 args.dataset_name, args.dataset_config_name, data_dir=args.data_dir, cache_dir=cache_dir
             )
-        if not isinstance(dataset, DatasetDict):
-            raise ValueError(f"expected a dataset with splits, got {type(dataset).__name__}.")
-        missing = [split for split in splits if split not in dataset]
-        if missing:
-            raise ValueError(f"split(s) {missing} not found; the dataset has splits {sorted(dataset)}.")
-        loaded = {split: dataset[split] for split in splits}
+            if not isinstance(dataset, DatasetDict):
+                raise ValueError(f"expected a dataset with splits, got {type(dataset).__name__}.")
+            missing = [split for split in splits if split not in dataset]
+            if missing:
+                raise ValueError(f"split(s) {missing} not found; the dataset has splits {sorted(dataset)}.")
+            loaded = {split: dataset[split] for split in splits}
         image_column, label_column = args.image_column, args.label_column
-        features_names = None
+        _check_columns(loaded, sources, image_column, label_column)
+        features_names, names_source = None, None
         for split, ds in loaded.items():
-            for kind, column in (("image", image_column), ("label", label_column)):
-                if column not in ds.column_names:
-                    raise ValueError(
-                        f"{kind} column {column!r} is not in split {split!r}; its columns are {ds.column_names}: "
-                        f"pass --{kind}_column."
-                    )
-        label_feature = loaded[splits[0]].features[label_column]
-        if isinstance(label_feature, ClassLabel):
-            features_names = list(label_feature.names)
+            label_feature = ds.features[label_column]
+            if not isinstance(label_feature, ClassLabel):
+                continue
+            if features_names is None:
+                features_names, names_source = list(label_feature.names), f"the ClassLabel of split {split!r}"
+            elif list(label_feature.names) != features_names:
+                raise ValueError(
+                    f"the label columns of the splits name different classes: {names_source} has "
+                    f"{len(features_names)} ({features_names[:5]}...), that of split {split!r} has "
+                    f"{len(label_feature.names)} ({list(label_feature.names)[:5]}...). Use one class list for all "
+                    "splits, or pass --class_names_file."
+                )
 
-    class_names = _read_class_names_file(args.class_names_file) if args.class_names_file else features_names
+    file_names = _read_class_names_file(args.class_names_file) if args.class_names_file else None
+    if file_names is not None and features_names is not None and len(file_names) != len(features_names):
+        raise ValueError(
+            f"--class_names_file {args.class_names_file} has {len(file_names)} class names, but the data has "
+            f"{len(features_names)} classes ({names_source}): give exactly one name per class, in label order."
+        )
+    class_names = file_names if file_names is not None else features_names
+    string_labels = {
+        split: _is_string(ds.features[label_column]) for split, ds in loaded.items() if label_column in ds.features
+    }
     result = {}
     for split, ds in loaded.items():
-        result[split] = _normalise_columns(ds, split, image_column, label_column, class_names, args.image_root)
+        ds = _normalise_columns(ds, split, image_column, label_column, class_names, args.image_root)
+        result[split] = ds.add_column(SOURCE_ROW_COLUMN, list(range(len(ds))))
     if class_names is None:
         raise ValueError(
             f"the label column {label_column!r} holds class indices but no class names were found (no ClassLabel "
             "feature): pass --class_names_file with one name per line, in label order."
         )
+    if file_names is not None and features_names is None:
+        _check_names_fit_labels(args.class_names_file, file_names, result, string_labels)
     return result, class_names
+
+
+SOURCE_ROW_COLUMN = "source_row"
+
+
+def _is_string(feature) -> bool:
+    from datasets import Value
+
+    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+
+
+def _check_columns(loaded: dict, sources: dict, image_column: str, label_column: str) -> None:
+    """Every split has the image and label columns; if only some files have one, name the columns of each file."""
+    for kind, column in (("image", image_column), ("label", label_column)):
+        lacking = [split for split, ds in loaded.items() if column not in ds.column_names]
+        if not lacking:
+            continue
+        split = lacking[0]
+        where = f" (file {sources[split]})" if split in sources else ""
+        message = f"{kind} column {column!r} is not in split {split!r}; its columns are {loaded[split].column_names}"
+        having = [name for name in loaded if name not in lacking]
+        if not having:
+            raise ValueError(f"{message}{where}: pass --{kind}_column.")
+        per_split = "; ".join(
+            f"{name}" + (f" ({sources[name]})" if name in sources else "") + f": {ds.column_names}"
+            for name, ds in loaded.items()
+        )
+        raise ValueError(
+            f"{message}{where}, while split(s) {having} have it. The splits must use the same column names, since "
+            f"--image_column and --label_column apply to all of them; their columns are {per_split}. Rename the "
+            "columns of one file to match the other."
+        )
+
+
+def _check_names_fit_labels(path, names: list[str], data: dict, string_labels: dict) -> None:
+    """A names file for integer (or string) labels names exactly the classes of the data: no more, no fewer."""
+    used = set()
+    for ds in data.values():
+        used.update(ds["label"])
+    if any(string_labels.values()):
+        # String labels were looked up in the names file; names no label uses are classes the data does not have.
+        count, what = len(used), "distinct labels"
+    else:
+        count, what = max(used) + 1 if used else 0, "classes (integer labels 0 .. max)"
+    if count != len(names):
+        unused = [name for index, name in enumerate(names) if index not in used][:5]
+        raise ValueError(
+            f"--class_names_file {path} has {len(names)} class names, but the data has {count} {what}; names no "
+            f"label uses include {unused}. Give exactly one name per class of the data, in label order."
+        )
 
 
 def _normalise_columns(ds, split, image_column, label_column, class_names, image_root):
@@ -237,7 +339,7 @@ def _normalise_columns(ds, split, image_column, label_column, class_names, image
             "pass the right --image_column."
         )
     label_feature = ds.features[label_column]
-    if isinstance(label_feature, Value) and label_feature.dtype in ("string", "large_string"):
+    if _is_string(label_feature):
         if class_names is None:
             raise ValueError(
                 f"labels in column {label_column!r} of split {split!r} are strings (e.g. {ds[0][label_column]!r}), "
@@ -263,7 +365,8 @@ def _normalise_columns(ds, split, image_column, label_column, class_names, image
         if bad:
             raise ValueError(
                 f"labels {bad[:5]} of split {split!r} are not class indices in [0, {len(class_names)}) for the "
-                f"{len(class_names)} class names: check --class_names_file / --label_column."
+                f"{len(class_names)} class names, but the data has at least {max(bad) + 1} classes: check "
+                "--class_names_file / --label_column."
             )
     if image_column != "image":
         ds = ds.rename_column(image_column, "image")
@@ -300,33 +403,104 @@ def select_few_shot(labels, num_shots: int, seed: int) -> list[int]:
     return chosen
 
 
-def few_shot_indices(labels, num_shots: int, seed: int, output_dir, split: str, overwrite: bool) -> list[int]:
+def label_fingerprint(labels) -> str:
+    """sha256 of the label sequence: tells apart datasets of the same size whose rows differ (e.g. reshuffled)."""
+    return hashlib.sha256(json.dumps([int(label) for label in labels]).encode()).hexdigest()
+
+
+def dataset_identity(args: DataArguments) -> dict:
+    """What the training rows come from: Hub id / local folder, config, data_dir, or the local files (absolute)."""
+
+    def local(path):
+        return str(Path(path).resolve()) if path else None
+
+    name = args.dataset_name
+    identity = {
+        "dataset_name": local(name) if name and os.path.isdir(name) else name,
+        "dataset_config_name": args.dataset_config_name,
+        "data_dir": args.data_dir,
+        "train_file": local(args.train_file),
+        "split_file": local(args.split_file),
+    }
+    return {key: value for key, value in identity.items() if value is not None}
+
+
+def few_shot_indices(
+    labels, num_shots: int, seed: int, output_dir, split: str, overwrite: bool, dataset: dict | None = None
+) -> list[int]:
     """
-    Few-shot indices, saved as `output_dir/fewshot_indices.json` and reused when that file matches (re-run, resume):
-    a file made with another K, seed, split or dataset size raises unless `overwrite`.
+    Few-shot indices, saved as `output_dir/fewshot_indices.json` with what they were drawn from (the dataset's
+    identity, split, K, seed, row count and a sha256 of the label sequence) and reused only when all of it matches
+    (re-run, resume). A file drawn from anything else raises, naming what differs; with `overwrite` the indices are
+    drawn again (with a warning). Indices of another dataset of the same size would give some classes more than K
+    images and others fewer: never reused silently.
     """
     path = Path(output_dir) / FEWSHOT_INDICES_NAME if output_dir else None
-    meta = {"num_shots": num_shots, "seed": seed, "split": split, "num_rows": len(labels)}
+    meta = {
+        "dataset": dataset,
+        "split": split,
+        "num_shots": num_shots,
+        "seed": seed,
+        "num_rows": len(labels),
+        "labels_sha256": label_fingerprint(labels),
+    }
     if path is not None and path.is_file():
-        saved = json.loads(path.read_text())
-        if {key: saved.get(key) for key in meta} == meta:
-            indices = saved["indices"]
-            if all(isinstance(i, int) and 0 <= i < len(labels) for i in indices):
-                logger.info("Reusing the few-shot indices saved in %s.", path)
-                return indices
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict):
+            differences = [f"{path} is not a JSON object"]
+        else:
+            differences = [
+                f"{key} {saved.get(key)!r} there, {value!r} here"
+                for key, value in meta.items()
+                if saved.get(key) != value
+            ]
+            indices = saved.get("indices")
+            if not differences and not (
+                isinstance(indices, list) and all(isinstance(i, int) and 0 <= i < len(labels) for i in indices)
+            ):
+                differences = [f"its indices are not row numbers below {len(labels)}"]
+        if not differences:
+            logger.info("Reusing the few-shot indices saved in %s.", path)
+            return indices
         if not overwrite:
             raise ValueError(
-                f"{path} holds few-shot indices for { ({key: saved.get(key) for key in meta}) }, not {meta}: use "
-                "another --output_dir or pass --overwrite_output_dir to draw them again."
+                f"{path} was not drawn from this training data: {'; '.join(differences)}. Use another --output_dir, "
+                "or pass --overwrite_output_dir to draw the few-shot images again."
             )
+        logger.warning("--overwrite_output_dir: drawing the few-shot images again (%s).", "; ".join(differences))
     indices = select_few_shot(labels, num_shots, seed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**meta, "indices": indices}))
+        staging = path.with_name(path.name + ".tmp")
+        staging.write_text(json.dumps({**meta, "indices": indices}), encoding="utf-8")
+        os.replace(staging, path)  # a crash never leaves a half-written file that a resume would read
     return indices
 
 
 # ---------------------------------------------------------------------------------------------- base / new
+
+
+def warn_if_training_split_is_evaluated(args: DataArguments) -> None:
+    """Training and evaluating on the same images is allowed (e.g. a smoke test) but must not pass unnoticed."""
+    two_files = args.split_file is None and args.train_file and args.eval_file
+    same_file = two_files and os.path.realpath(args.train_file) == os.path.realpath(args.eval_file)
+    if args.train_split == args.eval_split and (same_file or not two_files):
+        logger.warning(
+            "--train_split and --eval_split are both %r: the evaluation includes the training images, so its "
+            "accuracy is optimistic.",
+            args.train_split,
+        )
+    elif same_file:
+        logger.warning(
+            "--train_file and --eval_file are the same file %s (splits %r and %r): the evaluation includes the "
+            "training images, so its accuracy is optimistic.",
+            args.train_file,
+            args.train_split,
+            args.eval_split,
+        )
 
 
 def subsample_classes(labels, subsample: str) -> dict[int, int]:
@@ -345,9 +519,22 @@ def subsample_classes(labels, subsample: str) -> dict[int, int]:
     return {old: new for new, old in enumerate(selected)}
 
 
-def harmonic_mean(base: float, new: float) -> float:
-    """H = 2BN / (B + N), the base-to-new summary of the CoCoOp paper."""
-    return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+def class_names_per_task(class_names: list[str], relabels: dict) -> dict[str, list[str]]:
+    """
+    Names of the classes of each task (`base`/`new` or `all`) from the relabelling of `subsample_classes`. A name in
+    both base and new is an error: the "new" class would have been trained on.
+    """
+    names = {task: [class_names[old] for old in relabel] for task, relabel in relabels.items()}
+    if "base" in names and "new" in names:
+        shared = sorted(set(names["base"]) & set(names["new"]))
+        if shared:
+            olds = [*relabels["base"], *relabels["new"]]
+            labels = {name: [old for old in olds if class_names[old] == name] for name in shared[:5]}
+            raise ValueError(
+                f"class name(s) {shared[:5]} are in both the base and the new classes (labels {labels}), so the new "
+                "classes are not all new: give every class a distinct name (--class_names_file or the ClassLabel)."
+            )
+    return names
 
 
 def select_labels(ds, relabel: dict[int, int], indices=None):
@@ -361,18 +548,25 @@ def select_labels(ds, relabel: dict[int, int], indices=None):
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _describe(image_value, index) -> str:
+def _describe(image_value, row, split) -> str:
+    """Where a bad image is: its file name (when the dataset stored one) and its row in the split as loaded."""
     path = image_value.get("path") if isinstance(image_value, dict) else None
-    return f"{path} (row {index})" if path else f"row {index}"
+    where = f"row {row}" + (f" of split '{split}'" if split else "")
+    return f"{path} ({where})" if path else where
 
 
 def find_corrupt_images(ds, desc="Checking images", disable_progress=False) -> list[tuple[int, str]]:
-    """Fully decode every image of `ds` (column `image`); return [(row, file name)] of those that fail."""
+    """
+    Fully decode every image of `ds` (column `image`); return [(position in `ds`, description)] of those that fail.
+    The description names the row in the split as loaded (`source_row`, kept through few-shot and class selection),
+    not the position in this subset, which the user cannot look up.
+    """
     from datasets import Image
     from PIL import Image as PILImage
     from tqdm.auto import tqdm
 
     raw = ds.cast_column("image", Image(decode=False))
+    rows = raw[SOURCE_ROW_COLUMN] if SOURCE_ROW_COLUMN in raw.column_names else range(len(raw))
     bad = []
     for index in tqdm(range(len(raw)), desc=desc, disable=disable_progress):
         value = raw[index]["image"]
@@ -381,7 +575,7 @@ def find_corrupt_images(ds, desc="Checking images", disable_progress=False) -> l
             with PILImage.open(source) as image:
                 image.load()
         except Exception as error:  # any decoder failure means the file is unusable
-            bad.append((index, f"{_describe(value, index)}: {type(error).__name__}: {error}"))
+            bad.append((index, f"{_describe(value, rows[index], ds.split)}: {type(error).__name__}: {error}"))
     return bad
 
 

@@ -11,10 +11,7 @@ H = 2BN/(B+N). Writes results.json, results.md, results.png and README.md (model
 Distributed: `torchrun --nproc_per_node N training/run_cocoop.py ...` (or `accelerate launch`).
 """
 
-import json
 import math
-import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,30 +21,38 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
 
+from training import cli
+from training.checkpoints import (
+    MANIFEST_NAME,
+    LeanCheckpointTrainer,
+    finish_output_dir,
+    prepare_output_dir,
+    resolve_resume_checkpoint,
+    resume_requested,
+)
+from training.cli import ModelArguments, parse_config_and_flags
 from training.data import (
     DataArguments,
     ImageTransform,
     build_transforms,
+    class_names_per_task,
+    dataset_identity,
     drop_or_raise_corrupt,
     few_shot_indices,
-    harmonic_mean,
     load_splits,
     select_labels,
     subsample_classes,
+    warn_if_training_split_is_evaluated,
 )
+from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
+from training.modeling_setup import build_model, has_random_weights
 from training.report import CARD_NAME, RANDOM_WEIGHTS_NOTE, aggregate, model_card, write_report
 
 
 logger = logging.get_logger(__name__)
-
-METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-METHODS = ("cocoop", "coop", "zeroshot")
-PREVIOUS_RUN_FILES = ("results.json", "trainer_state.json", "model.safetensors", "config.json", "all_results.json")
 
 # Official CoCoOp recipe (configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml + Dassl defaults): the script's
 # defaults, so a run without a config file follows the paper. A config file or flags override them.
@@ -66,42 +71,22 @@ RECIPE_DEFAULTS = {
 
 
 @dataclass
-class ModelArguments:
-    """Which CLIP, which method, which prompt."""
-
-    clip_model_name_or_path: str = field(
-        default="openai/clip-vit-base-patch16", metadata={"help": "Hub id or local folder of the frozen CLIP."}
-    )
-    clip_revision: str | None = field(default=None, metadata={"help": "Revision (commit) of the CLIP."})
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A trained CoCoOp/CoOp folder or repo to start from (e.g. evaluation only)."}
-    )
-    method: str = field(
-        default="cocoop",
-        metadata={"help": "'cocoop' (meta-net), 'coop' (conditional=False) or 'zeroshot' (CLIP, no training)."},
-    )
-    n_ctx: int | None = field(default=None, metadata={"help": "Context tokens (default: word count of ctx_init)."})
-    ctx_init: str | None = field(
-        default="a photo of a", metadata={"help": "Words the context starts from; 'none' for a random context."}
-    )
-    meta_net_reduction: int = field(default=16, metadata={"help": "Meta-net hidden width = projection_dim // this."})
-    random_init_clip: bool = field(
-        default=False,
-        metadata={
-            "help": "Build the CLIP from its config.json with RANDOM weights (demo/CI without weights): every "
-            "accuracy is then meaningless, and the outputs say so."
-        },
-    )
-    random_init_seed: int = field(default=0, metadata={"help": "Seed of the random CLIP weights."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for Hub downloads."})
-
-
-@dataclass
 class RunArguments:
     """Script options that TrainingArguments lacks."""
 
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow an --output_dir that holds a previous run (its checkpoints go)."}
+        default=False,
+        metadata={
+            "help": "Allow an --output_dir that is not empty: the outputs of a previous run there (checkpoints "
+            "included) are deleted first; other files are kept, except those the run writes over."
+        },
+    )
+    save_adapter_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Save the final model adapter-only (config + prompt learner, ~240 KB at ViT-B/16; loading takes "
+            "CLIP from --clip_model_name_or_path) instead of complete with its CLIP. Checkpoints are always lean."
+        },
     )
     sgd_momentum: float = field(default=0.9, metadata={"help": "SGD momentum (official: 0.9)."})
     lr_schedule: str = field(
@@ -123,110 +108,31 @@ def parse_args(argv=None):
     """(model, data, training, run) arguments from flags, or from a JSON/YAML file first and flags overriding it."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, RunArguments))
     parser.set_defaults(**RECIPE_DEFAULTS)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        config_path = argv.pop(0)
-        if not os.path.isfile(config_path):
-            raise ValueError(f"config file {config_path} does not exist.")
-        with open(config_path, encoding="utf-8") as handle:
-            if config_path.endswith(".json"):
-                values = json.load(handle)
-            else:
-                import yaml
-
-                values = yaml.safe_load(handle)
-        if not isinstance(values, dict):
-            raise ValueError(f"config file {config_path} must hold a mapping of argument names to values.")
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"config file {config_path} has unknown arguments {unknown}; see --help for the names.")
-        parser.set_defaults(**values)
-    model_args, data_args, training_args, run_args = parser.parse_args_into_dataclasses(
-        args=argv, look_for_args_file=False
-    )
-    if model_args.method not in METHODS:
-        raise ValueError(f"--method must be one of {METHODS}, got {model_args.method!r}.")
+    model_args, data_args, training_args, run_args = parse_config_and_flags(parser, argv)
     if model_args.method == "zeroshot" and training_args.do_train:
         raise ValueError("--method zeroshot has nothing to train: drop --do_train (zero-shot CLIP is evaluated only).")
     if run_args.lr_schedule not in ("dassl_cosine", "hf"):
         raise ValueError(f"--lr_schedule must be 'dassl_cosine' or 'hf', got {run_args.lr_schedule!r}.")
     if run_args.lr_schedule == "dassl_cosine" and training_args.max_steps > 0:
         raise ValueError("--max_steps does not fit the per-epoch Dassl schedule: use --num_train_epochs.")
-    if isinstance(model_args.ctx_init, str) and model_args.ctx_init.strip().lower() in ("", "none", "null"):
-        model_args.ctx_init = None
+    if training_args.do_train and training_args.do_eval:
+        warn_if_training_split_is_evaluated(data_args)
     return model_args, data_args, training_args, run_args
 
 
 def check_output_dir(training_args, run_args) -> None:
-    """A previous run in --output_dir is an error unless resuming or --overwrite_output_dir (then checkpoints go)."""
-    output_dir = Path(training_args.output_dir)
-    if not output_dir.is_dir():
-        return
-    previous = [name for name in PREVIOUS_RUN_FILES if (output_dir / name).exists()]
-    checkpoints = sorted(p.name for p in output_dir.glob("checkpoint-*"))
-    if not (previous or checkpoints) or training_args.resume_from_checkpoint:
-        return
-    if not run_args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {output_dir} holds a previous run ({', '.join(previous + checkpoints[:3])}): pass "
-            "--overwrite_output_dir to replace it, --resume_from_checkpoint to continue it, or another --output_dir."
-        )
-    for name in checkpoints:
-        shutil.rmtree(output_dir / name)
-    logger.warning("--overwrite_output_dir: replacing the previous run in %s.", output_dir)
+    """
+    Refuse an --output_dir holding files this script did not write, or (unless resuming) a previous run, before
+    anything is written; with --overwrite_output_dir delete the previous run's outputs (see training/checkpoints.py).
+    """
+    resume = resume_requested(training_args.resume_from_checkpoint)
+    # One process checks and cleans the folder; the others wait for it (the Trainer writes from process 0 too).
+    with training_args.main_process_first(local=training_args.save_on_each_node, desc="checking --output_dir"):
+        if training_args.should_save:
+            prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
 
 
 # ---------------------------------------------------------------------------------------------- model
-
-
-def build_model(model_args: ModelArguments, class_names, seed: int):
-    """CoCoOpModel for `class_names` (CoOp: conditional=False; zero-shot: CoOp with the context of ctx_init)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from cocoop_hf import CoCoOpConfig, CoCoOpModel
-
-    if model_args.model_name_or_path:
-        model = CoCoOpModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-        model.set_class_names(class_names)
-        return model
-    if model_args.method == "zeroshot" and model_args.ctx_init is None:
-        raise ValueError("--method zeroshot needs the prompt words: pass --ctx_init (e.g. 'a photo of a').")
-    method_kwargs = dict(
-        n_ctx=model_args.n_ctx,
-        ctx_init=model_args.ctx_init,
-        conditional=model_args.method == "cocoop",
-        meta_net_reduction=model_args.meta_net_reduction,
-    )
-    path = model_args.clip_model_name_or_path
-    if not model_args.random_init_clip:
-        set_seed(seed)  # meta-net (and a random context) are drawn from the training seed
-        return CoCoOpModel.from_clip(
-            path,
-            class_names,
-            revision=model_args.clip_revision,
-            clip_kwargs={"cache_dir": model_args.cache_dir},
-            **method_kwargs,
-        )
-    clip_config = CLIPConfig.from_pretrained(path, revision=model_args.clip_revision)
-    set_seed(model_args.random_init_seed)
-    clip_state = CLIPModel(clip_config).state_dict()  # random weights, the same for every training seed
-    tokenizer = CLIPTokenizer.from_pretrained(path, revision=model_args.clip_revision)
-    config = CoCoOpConfig(
-        clip_config=clip_config.to_dict(),
-        clip_name_or_path=str(path),
-        clip_revision=model_args.clip_revision,
-        id2label=dict(enumerate(class_names)),
-        label2id={name: i for i, name in enumerate(class_names)},
-        **method_kwargs,
-    )
-    set_seed(seed)
-    model = CoCoOpModel(config)
-    model.clip.load_state_dict(clip_state)
-    if config.ctx_init is not None:
-        model.init_context_from_words(tokenizer)
-    model.set_class_names(class_names, tokenizer=tokenizer)
-    return model
 
 
 def check_trainable(model) -> list[str]:
@@ -260,8 +166,11 @@ class DasslCosineSchedule:
         return self.epoch_lr(step // self.steps_per_epoch) / self.base_lr
 
 
-class CoCoOpTrainer(Trainer):
-    """Trainer with the official optimiser: SGD (momentum, weight decay on every trainable tensor) + Dassl LR."""
+class CoCoOpTrainer(LeanCheckpointTrainer):
+    """
+    Trainer with the official optimiser: SGD (momentum, weight decay on every trainable tensor) + Dassl LR; lean,
+    crash-safe checkpoints that resume exactly (training/checkpoints.py).
+    """
 
     def __init__(self, *args, run_args: RunArguments | None = None, **kwargs):
         self.run_args = run_args or RunArguments()
@@ -298,86 +207,6 @@ class CoCoOpTrainer(Trainer):
         return self.lr_scheduler
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-
-
-def load_metrics():
-    """Accuracy and macro-F1 as one local `evaluate` module (shipped in training/metrics: no Hub access)."""
-    import evaluate
-
-    return [evaluate.load(str(METRICS_DIR / "classification"))]
-
-
-@torch.no_grad()
-def extract_image_features(model, dataset, accelerator, batch_size: int, num_workers: int, desc: str):
-    """Normalised image features and labels of `dataset`, computed once (sharded over processes, then gathered)."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-    from transformers import default_data_collator
-
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator)
-    loader = accelerator.prepare_data_loader(loader)
-    features, labels = [], []
-    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process):
-        with accelerator.autocast():
-            embeds = model.get_image_features(batch["pixel_values"])
-        embeds, batch_labels = accelerator.gather_for_metrics((embeds.float().contiguous(), batch["labels"]))
-        features.append(embeds.cpu())
-        labels.append(batch_labels.cpu())
-    return torch.cat(features), torch.cat(labels)
-
-
-@torch.no_grad()
-def predict(model, image_embeds, class_names, accelerator, batch_size: int, desc: str) -> torch.Tensor:
-    """Predicted class per image feature for `class_names` (images sharded over processes, then gathered)."""
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
-    model.set_class_names(class_names)
-    mine = list(range(accelerator.process_index, len(image_embeds), accelerator.num_processes))
-    results = []
-    starts = range(0, len(mine), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not accelerator.is_local_main_process):
-        index = mine[start : start + batch_size]
-        with accelerator.autocast():
-            logits = model(image_embeds=image_embeds[index].to(accelerator.device)).logits
-        results.extend(zip(index, logits.argmax(-1).tolist(), strict=True))
-    if accelerator.num_processes > 1:
-        results = gather_object(results)
-    predictions = torch.empty(len(image_embeds), dtype=torch.long)
-    for index, prediction in results:
-        predictions[index] = prediction
-    return predictions
-
-
-def evaluate_sets(model, eval_sets: dict, accelerator, batch_size: int, num_workers: int, metrics=None) -> dict:
-    """
-    `eval_sets`: name -> (dataset with the eval transform, class names). Returns name -> metrics. The images of a
-    set are encoded once; sets that share a dataset object share its features.
-    """
-    metrics = metrics if metrics is not None else load_metrics()
-    was_training = model.training
-    model.eval()
-    features = {}
-    results = {}
-    for name, (dataset, class_names) in eval_sets.items():
-        key = id(dataset)
-        if key not in features:
-            features[key] = extract_image_features(
-                model, dataset, accelerator, batch_size, num_workers, f"Encoding {name}"
-            )
-        embeds, labels = features[key]
-        predictions = predict(model, embeds, class_names, accelerator, batch_size, f"Classifying {name}")
-        scores = {}
-        for metric in metrics:
-            scores.update(metric.compute(predictions=predictions.tolist(), references=labels.tolist()))
-        scores.update(num_samples=len(labels), num_classes=len(class_names))
-        results[name] = scores
-        logger.info("%s: %s", name, scores)
-    model.train(was_training)
-    return results
-
-
 # ---------------------------------------------------------------------------------------------- hub
 
 
@@ -392,7 +221,7 @@ def push_folder_to_hub(folder, training_args, commit_message: str) -> str:
     operations = [
         CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
         for path in sorted(folder.iterdir())
-        if path.is_file() and path.name != "training_args.bin"
+        if path.is_file() and path.name not in ("training_args.bin", MANIFEST_NAME)  # local bookkeeping
     ]
     api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
     return repo_id
@@ -402,18 +231,11 @@ def push_folder_to_hub(folder, training_args, commit_message: str) -> str:
 
 
 def setup_logging(training_args) -> None:
-    """As transformers' example scripts: this script's loggers at INFO on the main process, transformers passive."""
+    """This script's logger and the `training` modules' at INFO on the main process; transformers as configured."""
     import logging as std_logging
 
     log_level = training_args.get_process_log_level()
-    script_logger = std_logging.getLogger("training")
-    if not script_logger.handlers:
-        handler = std_logging.StreamHandler(sys.stdout)
-        handler.setFormatter(std_logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%H:%M:%S"))
-        script_logger.addHandler(handler)
-    script_logger.setLevel(std_logging.INFO if training_args.should_log else log_level)
-    logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_explicit_format()
+    cli.setup_logging(logger.name, std_logging.INFO if training_args.should_log else log_level, log_level)
 
 
 def main(argv=None, callbacks=None) -> dict:
@@ -455,11 +277,12 @@ def main(argv=None, callbacks=None) -> dict:
                 training_args.output_dir,
                 data_args.train_split,
                 run_args.overwrite_output_dir,
+                dataset=dataset_identity(data_args),
             )
     present = label_source["label"] if train_indices is None else [label_source["label"][i] for i in train_indices]
     tasks = {"base": "base", "new": "new"} if data_args.protocol == "base_to_new" else {"all": "all"}
     relabels = {task: subsample_classes(present, subsample) for task, subsample in tasks.items()}
-    names = {task: [class_names[old] for old in relabel] for task, relabel in relabels.items()}
+    names = class_names_per_task(class_names, relabels)
     train_task = "base" if data_args.protocol == "base_to_new" else "all"
 
     train_dataset, skipped = None, {}
@@ -482,6 +305,13 @@ def main(argv=None, callbacks=None) -> dict:
             eval_sets[task] = (dataset.with_transform(ImageTransform(eval_transform, relabel)), names[task])
 
     model = build_model(model_args, names[train_task], training_args.seed)
+    if random_note is None and has_random_weights(model):  # a saved model trained on random CLIP weights
+        random_note = RANDOM_WEIGHTS_NOTE
+    if run_args.save_adapter_only and random_note:
+        raise ValueError(
+            "--save_adapter_only: this model's CLIP has random weights, and an adapter-only folder would load the "
+            f"CLIP {model.config.clip_name_or_path} instead; save the full model (drop --save_adapter_only)."
+        )
     trainable = check_trainable(model)
     trainer = CoCoOpTrainer(
         model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks, run_args=run_args
@@ -489,23 +319,16 @@ def main(argv=None, callbacks=None) -> dict:
     accelerator = trainer.accelerator
     if training_args.do_train:
         logger.info("Trainable tensors: %s", trainable)
-        resume = training_args.resume_from_checkpoint
-        if isinstance(resume, str) and resume.lower() in ("true", "latest"):
-            resume = get_last_checkpoint(training_args.output_dir)
-            if resume is None:
-                raise ValueError(f"--resume_from_checkpoint latest: no checkpoint-* in {training_args.output_dir}.")
+        # "latest": the newest checkpoint whose writing finished (an interrupted one is skipped).
+        resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
         trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
     model = accelerator.unwrap_model(trainer.model)
 
     if trainer.is_world_process_zero():
-        from cocoop_hf import CoCoOpProcessor
-
-        CoCoOpProcessor(image_processor=image_processor, tokenizer=model.tokenizer).save_pretrained(
-            training_args.output_dir
-        )
-        if not training_args.do_train:
-            model.save_pretrained(training_args.output_dir)
+        # The checkpoints hold the prompt learner only; the output is a model that loads on its own (with its CLIP,
+        # or adapter-only with --save_adapter_only) and its processor, with the image processor this run used.
+        model._image_processor = image_processor
+        model.save_pretrained(training_args.output_dir, adapter_only=run_args.save_adapter_only)
 
     evaluation = {}
     if training_args.do_eval:
@@ -515,8 +338,8 @@ def main(argv=None, callbacks=None) -> dict:
             accelerator,
             training_args.per_device_eval_batch_size,
             training_args.dataloader_num_workers,
+            load_metrics(),
         )
-        model.set_class_names(names[train_task])
     accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
@@ -563,6 +386,7 @@ def main(argv=None, callbacks=None) -> dict:
         method=model_args.method,
     )
     card.save(Path(training_args.output_dir) / CARD_NAME)
+    finish_output_dir(training_args.output_dir)  # after the last file: a later run can tell them from the user's
     if random_note:
         print("\n" + "=" * 100 + f"\n{random_note}\n" + "=" * 100, flush=True)
     if evaluation:
