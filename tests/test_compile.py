@@ -6,7 +6,7 @@ import torch
 from cocoop_hf import CoCoOpModel
 
 from .conftest import CLASS_NAMES, random_pixels
-from .reference_cocoop import reference_logits
+from .reference_cocoop import held_prompts, reference_logits
 
 
 RTOL = 1e-5  # fp32, relative to the largest reference logit
@@ -21,7 +21,7 @@ def test_compiled_text_path_equals_reference(tiny_clip_dir, tokenizer, condition
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
     pixels, labels = random_pixels(2), torch.tensor([0, 3])
 
-    reference = reference_logits(model, pixel_values=pixels)
+    reference = reference_logits(model, *held_prompts(model), pixel_values=pixels)
     torch.nn.functional.cross_entropy(reference, labels).backward()
     expected_grads = {name: p.grad.clone() for name, p in model.prompt_learner.named_parameters()}
     model.zero_grad()
