@@ -1,10 +1,78 @@
 """CoCoOp configuration: data only, no torch."""
 
+import os
+from collections.abc import Mapping
+
 from transformers import CLIPConfig, PretrainedConfig
 from transformers.utils import logging
 
 
 logger = logging.get_logger(__name__)
+
+
+# The fields `CoCoOpConfig.__init__` checks (beyond `clip_config`).
+_CHECKED_FIELDS = (
+    "n_ctx",
+    "ctx_init",
+    "meta_net_reduction",
+    "conditional",
+    "clip_name_or_path",
+    "clip_revision",
+    "adapter_only",
+    "text_chunk_tokens",
+    "bucket_by_length",
+    "id2label",
+    "label2id",
+)
+
+
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _check_int(field: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{field}` must be a positive integer, got {_shown(value)}.")
+
+
+def _checked_id2label(id2label) -> dict[int, str]:
+    """`id2label` as `{0: name, 1: name, ...}`; JSON keys ("0", "1", ...) become ints, as transformers does."""
+    if not isinstance(id2label, Mapping):
+        raise ValueError(
+            f"`id2label` must be a mapping from class index to class name, got {_shown(id2label)}: pass "
+            'dict(enumerate(class_names)) (in config.json: {"0": "name", "1": ...}).'
+        )
+    checked = {}
+    for key, name in id2label.items():
+        if isinstance(key, str) and key.isascii() and key.isdigit():
+            index = int(key)
+        elif isinstance(key, int) and not isinstance(key, bool):
+            index = key
+        else:
+            raise ValueError(f"`id2label` keys must be class indices 0, 1, ..., got the key {_shown(key)}.")
+        if index in checked:
+            raise ValueError(f"`id2label` has the class index {index} twice (keys {key!r} and another spelling).")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"`id2label[{index}]` must be a non-empty class name, got {_shown(name)}.")
+        checked[index] = name
+    if sorted(checked) != list(range(len(checked))):
+        missing = sorted(set(range(len(checked))) - set(checked))
+        extra = sorted(set(checked) - set(range(len(checked))))
+        raise ValueError(
+            f"`id2label` keys must be exactly 0..{len(checked) - 1} (one per class, labels are positions), got "
+            f"{_shown(sorted(checked), 200)}: missing {missing}, unexpected {extra}."
+        )
+    names = {}
+    for index in range(len(checked)):
+        first = names.setdefault(checked[index], index)
+        if first != index:
+            raise ValueError(
+                f"`id2label` names class {first} and class {index} both {checked[index]!r}: each class needs its own "
+                "name (label2id could not map both)."
+            )
+    return {index: checked[index] for index in range(len(checked))}
 
 
 class CoCoOpConfig(PretrainedConfig):
@@ -31,6 +99,10 @@ class CoCoOpConfig(PretrainedConfig):
         bucket_by_length (`bool`, *optional*, defaults to `True`): group classes of equal prompt length so no
             class is padded. A speed knob, not math.
         id2label / label2id: the class names (prompts are built from `id2label`, with `_` read as a space).
+            `id2label` maps every index 0..n-1 to a non-empty name (JSON's string keys "0", "1", ... are read as
+            ints); `label2id` is derived from it when not given and must be its inverse when given.
+
+    Integers must be `int` and flags `bool` (a config.json saying `"4"` or `"false"` is refused, not coerced).
     """
 
     model_type = "cocoop"
@@ -59,6 +131,24 @@ class CoCoOpConfig(PretrainedConfig):
             raise TypeError(f"`clip_config` must be a CLIPConfig or a dict, got {type(clip_config).__name__}.")
         self.clip_config = clip_config
 
+        # A config.json edited by hand can say "4" or "false": Python would read "false" as true. Check types first.
+        if n_ctx is not None:
+            _check_int("n_ctx", n_ctx)
+        for field, value in (("meta_net_reduction", meta_net_reduction), ("text_chunk_tokens", text_chunk_tokens)):
+            _check_int(field, value)
+        for field, value in (
+            ("conditional", conditional),
+            ("adapter_only", adapter_only),
+            ("bucket_by_length", bucket_by_length),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{field}` must be True or False (a JSON boolean), got {_shown(value)}.")
+        if isinstance(clip_name_or_path, os.PathLike):
+            clip_name_or_path = os.fspath(clip_name_or_path)
+        for field, value in (("clip_name_or_path", clip_name_or_path), ("clip_revision", clip_revision)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"`{field}` must be a non-empty string or None, got {_shown(value)}.")
+
         if ctx_init is not None:
             if not isinstance(ctx_init, str) or not ctx_init.strip():
                 raise ValueError(f"`ctx_init` must be a non-empty string of words or None, got {ctx_init!r}.")
@@ -73,34 +163,70 @@ class CoCoOpConfig(PretrainedConfig):
             n_ctx = n_words
         elif n_ctx is None:
             n_ctx = 4
-        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
-            raise ValueError(f"`n_ctx` must be a positive integer, got {n_ctx!r}.")
         max_positions = self.clip_config.text_config.max_position_embeddings
         if n_ctx + 3 > max_positions:
             raise ValueError(
                 f"`n_ctx`={n_ctx} leaves no room for a class name in the {max_positions}-token text context "
                 f"(needs SOS, name, '.', EOS): use n_ctx <= {max_positions - 3}."
             )
-        if not isinstance(meta_net_reduction, int) or meta_net_reduction < 1:
-            raise ValueError(f"`meta_net_reduction` must be a positive integer, got {meta_net_reduction!r}.")
         if self.clip_config.projection_dim // meta_net_reduction < 1:
             raise ValueError(
                 f"`meta_net_reduction`={meta_net_reduction} exceeds projection_dim="
                 f"{self.clip_config.projection_dim}: the meta-net hidden width would be 0."
             )
-        if not isinstance(text_chunk_tokens, int) or text_chunk_tokens < 1:
-            raise ValueError(f"`text_chunk_tokens` must be a positive integer, got {text_chunk_tokens!r}.")
+        if kwargs.get("id2label") is not None:
+            kwargs["id2label"] = _checked_id2label(kwargs["id2label"])
+            expected = {name: i for i, name in kwargs["id2label"].items()}
+            if kwargs.get("label2id") is None:
+                kwargs["label2id"] = expected
+            elif not isinstance(kwargs["label2id"], Mapping) or dict(kwargs["label2id"]) != expected:
+                raise ValueError(
+                    f"`label2id` must be the inverse of `id2label` ({_shown(expected, 200)}), got "
+                    f"{_shown(kwargs['label2id'], 200)}: pass label2id=None to derive it."
+                )
+        elif kwargs.get("label2id") is not None:
+            raise ValueError("`label2id` was given without `id2label`: pass id2label (the class names by index).")
 
         self.n_ctx = n_ctx
         self.ctx_init = ctx_init
         self.meta_net_reduction = meta_net_reduction
-        self.conditional = bool(conditional)
+        self.conditional = conditional
         self.clip_name_or_path = clip_name_or_path
         self.clip_revision = clip_revision
-        self.adapter_only = bool(adapter_only)
+        self.adapter_only = adapter_only
         self.text_chunk_tokens = text_chunk_tokens
-        self.bucket_by_length = bool(bucket_by_length)
+        self.bucket_by_length = bucket_by_length
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "CoCoOpConfig":
+        """`PretrainedConfig.from_pretrained`; a bad value in the file is reported with the file's path."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (ValueError, TypeError) as error:
+            path = str(pretrained_model_name_or_path)
+            if os.path.isdir(path):
+                source = os.path.join(path, kwargs.get("subfolder") or "", "config.json")
+            else:
+                source = path if os.path.isfile(path) else f"config.json of {path}"
+            raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}") from error
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "CoCoOpConfig":
+        """
+        `PretrainedConfig.from_dict`, but overrides of CoCoOp fields (`from_pretrained(path, n_ctx=...)`) go
+        through `__init__` and its checks; the stock method would set them afterwards, unchecked.
+        """
+        overrides = {key: kwargs.pop(key) for key in _CHECKED_FIELDS if key in kwargs}
+        if overrides:
+            config_dict = dict(config_dict)
+            # Derived fields follow the override instead of contradicting it.
+            if overrides.get("ctx_init") is not None and "n_ctx" not in overrides:
+                config_dict.pop("n_ctx", None)
+            if "id2label" in overrides and "label2id" not in overrides:
+                config_dict.pop("label2id", None)
+            config_dict.update(overrides)
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def prompt_prefix(self) -> str:

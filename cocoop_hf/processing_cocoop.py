@@ -2,6 +2,7 @@
 
 import json
 import os
+import unicodedata
 
 import torch
 from transformers import BatchEncoding, ProcessorMixin
@@ -16,10 +17,60 @@ def clean_class_name(name: str) -> str:
     return name.replace("_", " ")
 
 
+# CLIP's pre-tokeniser pattern ('s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+), whose unmatched
+# whitespace is dropped; stdlib `re` has no \p{...}, so the pieces are found by Unicode category.
+_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
+# Oniguruma's Unicode \s (what the tokenizers library matches): not str.isspace, which also takes U+001C..U+001F.
+_SPACE_CATEGORIES = ("Zs", "Zl", "Zp")
+
+
+def _char_kind(char: str) -> str:
+    if char in "\t\n\v\f\r\x85" or unicodedata.category(char) in _SPACE_CATEGORIES:
+        return "space"
+    return {"L": "letter", "N": "number"}.get(unicodedata.category(char)[0], "other")
+
+
+def class_name_key(name: str) -> tuple[str, ...]:
+    """
+    The words CLIP's tokenizer makes of `name` in a prompt (`"... {name}."`): two names with the same key get the
+    same token ids, hence the same prompt and the same logits. Follows `CLIPTokenizer` (tokenizer.json of
+    openai/clip-vit-base-patch16): official `"_"` -> `" "`, then NFC, lowercase, and the pre-tokeniser split, which
+    drops whitespace. So `"Cat"`, `"cat"`, `"CAT "`, `"cat_dog"`/`"cat  dog"` and `"t-shirt"`/`"t - shirt"` collide.
+    """
+    # Lowercased one character at a time, like the tokenizers library: str.lower() would write a final sigma.
+    text = "".join(char.lower() for char in unicodedata.normalize("NFC", clean_class_name(name) + "."))
+    pieces, i = [], 0
+    while i < len(text):
+        kind = _char_kind(text[i])
+        contraction = next((c for c in _CONTRACTIONS if text.startswith(c, i)), None)
+        if contraction is not None:
+            end = i + len(contraction)
+        elif kind == "space":
+            i += 1
+            continue
+        elif kind == "number":
+            end = i + 1  # [\p{N}]: one digit per piece
+        else:  # a run of letters, or a run of other characters
+            end = i + 1
+            while end < len(text) and _char_kind(text[end]) == kind:
+                end += 1
+        pieces.append(text[i:end])
+        i = end
+    return tuple(pieces)
+
+
 def validate_class_names(class_names) -> list[str]:
-    """Return `class_names` as a list of strings; raise on an empty list, a non-string, or a duplicate."""
+    """
+    Return `class_names` as a list of strings; raise on an empty list, a non-string, a blank name, or two names the
+    CLIP tokenizer cannot tell apart ([`class_name_key`]: they would get identical prompts and logits).
+    """
     if isinstance(class_names, str):
         raise TypeError(f"class names must be a list of strings, got the single string {class_names!r}.")
+    if isinstance(class_names, dict):
+        raise TypeError(
+            "class names must be a list of strings in label order, got a dict: pass "
+            "[id2label[i] for i in range(len(id2label))]."
+        )
     try:
         class_names = list(class_names)
     except TypeError:
@@ -30,13 +81,15 @@ def validate_class_names(class_names) -> list[str]:
     for index, name in enumerate(class_names):
         if not isinstance(name, str):
             raise TypeError(f"class name at index {index} must be a string, got {type(name).__name__}: {name!r}.")
-        if not clean_class_name(name).strip():
+        key = class_name_key(name)
+        if key == (".",):
             raise ValueError(f"class name at index {index} is blank ({name!r}).")
-        key = clean_class_name(name).strip()
         if key in seen:
+            first = seen[key]
             raise ValueError(
-                f"duplicate class name {name!r} at indices {seen[key]} and {index} "
-                "(names are compared after '_' -> ' '): each class needs its own name."
+                f"duplicate class name {name!r} at index {index}: the CLIP tokenizer reads it as the same words as "
+                f"{class_names[first]!r} at index {first} (it ignores case and spacing; '_' is a space, as in the "
+                "official code), so both would get identical prompts and logits. Give each class a distinct name."
             )
         seen[key] = index
     return class_names
@@ -53,6 +106,11 @@ def build_prompt_ids(
     whose embeddings the model replaces with the learned context.
     """
     class_names = validate_class_names(class_names)
+    if not isinstance(prompt_prefix, str) or not prompt_prefix.strip():
+        raise ValueError(f"`prompt_prefix` must be a non-empty string of context words, got {prompt_prefix!r}.")
+    for field, value, minimum in (("n_ctx", n_ctx, 1), ("context_length", context_length, 4)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`{field}` must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
     prefix_ids = tokenizer(prompt_prefix, add_special_tokens=False)["input_ids"]
     if len(prefix_ids) != n_ctx:
         raise ValueError(
@@ -61,21 +119,41 @@ def build_prompt_ids(
         )
     prompts = [f"{prompt_prefix} {clean_class_name(name)}." for name in class_names]
     encoded = tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id}
     eos_id = tokenizer.eos_token_id
-    for name, ids in zip(class_names, encoded, strict=True):
+    seen = {}
+    for index, (name, ids) in enumerate(zip(class_names, encoded, strict=True)):
         if len(ids) > context_length:
             raise ValueError(
                 f"class name {name!r} makes a prompt of {len(ids)} tokens (SOS, {n_ctx} context, name, '.', EOS), "
                 f"over the text context of {context_length}: shorten this name to at most "
                 f"{context_length - n_ctx - 3} name tokens."
             )
+        if special & set(ids[1:-1]):
+            # The text tower pools at the EOS token: one inside the name would end the prompt there.
+            raise ValueError(
+                f"class name {name!r} (index {index}) contains the tokenizer's start or end token "
+                f"({tokenizer.bos_token!r} / {tokenizer.eos_token!r}): remove it from the name."
+            )
         if ids[0] != tokenizer.bos_token_id or ids[-1] != eos_id or ids[1 : 1 + n_ctx] != prefix_ids:
             raise ValueError(f"unexpected tokenisation of the prompt for class {name!r}: {ids}.")
+        first = seen.setdefault(tuple(ids), index)
+        if first != index:
+            raise ValueError(
+                f"duplicate class name {name!r} at index {index}: it tokenises to the same prompt ids as "
+                f"{class_names[first]!r} at index {first}, so both would get identical logits. Give each class a "
+                "distinct name."
+            )
     input_ids = torch.full((len(encoded), context_length), tokenizer.pad_token_id, dtype=torch.long)
     for row, ids in enumerate(encoded):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     eos_index = torch.tensor([len(ids) - 1 for ids in encoded], dtype=torch.long)
     return BatchEncoding({"input_ids": input_ids, "eos_index": eos_index})
+
+
+def _naming(error: Exception, source: str) -> Exception:
+    """`error` (a ValueError or TypeError) again, its message prefixed with where the bad value came from."""
+    return (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}")
 
 
 class CoCoOpProcessor(ProcessorMixin):
@@ -105,7 +183,12 @@ class CoCoOpProcessor(ProcessorMixin):
         if prompt_prefix is not None and (not isinstance(prompt_prefix, str) or not prompt_prefix.strip()):
             raise ValueError(f"`prompt_prefix` must be a non-empty string of context words, got {prompt_prefix!r}.")
         if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
-            raise ValueError(f"`n_ctx` must be a positive integer, got {n_ctx!r}.")
+            raise ValueError(f"`n_ctx` must be a positive integer, got {n_ctx!r} ({type(n_ctx).__name__}).")
+        if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 4:
+            raise ValueError(
+                "`context_length` must be the text tower's context, an integer >= 4 (77 for CLIP), got "
+                f"{context_length!r} ({type(context_length).__name__})."
+            )
         self.prompt_prefix = prompt_prefix
         self.n_ctx = n_ctx
         self.context_length = context_length
@@ -121,7 +204,10 @@ class CoCoOpProcessor(ProcessorMixin):
         """
         base = cls._adapter_base_clip(pretrained_model_name_or_path, kwargs)
         if base is None:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            try:
+                return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            except (ValueError, TypeError) as error:
+                raise _naming(error, f"processor files of {pretrained_model_name_or_path}") from error
         from transformers import CLIPImageProcessor
 
         base_name, base_revision, config = base
@@ -152,7 +238,10 @@ class CoCoOpProcessor(ProcessorMixin):
                 f"adapter-only CoCoOp folder {pretrained_model_name_or_path} takes its tokenizer from the base CLIP "
                 f"{base_name!r} at revision {base_revision!r}, which could not be loaded: {error}"
             ) from error
-        return cls.from_args_and_dict([image_processor, tokenizer], processor_dict, **instantiation_kwargs)
+        try:
+            return cls.from_args_and_dict([image_processor, tokenizer], processor_dict, **instantiation_kwargs)
+        except (ValueError, TypeError) as error:
+            raise _naming(error, f"processor settings of {pretrained_model_name_or_path}") from error
 
     @classmethod
     def _adapter_base_clip(cls, path, kwargs: dict):
@@ -173,8 +262,14 @@ class CoCoOpProcessor(ProcessorMixin):
         if config_file is None:
             return None
         with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-        if config.get("model_type") != "cocoop" or not config.get("adapter_only"):
+            try:
+                config = json.load(f)
+            except ValueError as error:
+                raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+        if not isinstance(config, dict) or config.get("model_type") != "cocoop":
+            return None
+        cls._check_raw_config(config, config_file)
+        if not config.get("adapter_only"):
             return None
         if not config.get("clip_name_or_path"):
             raise ValueError(
@@ -182,6 +277,37 @@ class CoCoOpProcessor(ProcessorMixin):
                 "tokenizer comes from the base CLIP, so add its Hub id or path (and `clip_revision`)."
             )
         return config["clip_name_or_path"], config.get("clip_revision"), config
+
+    @staticmethod
+    def _check_raw_config(config: dict, config_file) -> None:
+        """
+        Check the fields of a CoCoOp config.json that this processor reads as raw JSON (same rules as
+        `CoCoOpConfig`, which this file may not import: it travels alone): a string "false" would read as true.
+        """
+
+        def fail(field, value, expected):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise ValueError(f"{config_file}: `{field}` must be {expected}, got {shown} ({type(value).__name__}).")
+
+        if not isinstance(config.get("adapter_only", False), bool):
+            fail("adapter_only", config["adapter_only"], "true or false (a JSON boolean)")
+        n_ctx = config.get("n_ctx")
+        if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
+            fail("n_ctx", n_ctx, "a positive integer")
+        ctx_init = config.get("ctx_init")
+        if ctx_init is not None and (not isinstance(ctx_init, str) or not ctx_init.strip()):
+            fail("ctx_init", ctx_init, "a non-empty string of words or null")
+        for field in ("clip_name_or_path", "clip_revision"):
+            if config.get(field) is not None and not isinstance(config[field], str):
+                fail(field, config[field], "a string or null")
+        clip_config = config.get("clip_config", {})
+        if not isinstance(clip_config, dict) or not isinstance(clip_config.get("text_config", {}), dict):
+            fail("clip_config", clip_config, "a JSON object with a `text_config` object")
+        text_config = clip_config.get("text_config", {})
+        for field in ("max_position_embeddings", "vocab_size"):
+            value = text_config.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                fail(f"clip_config.text_config.{field}", value, "a positive integer")
 
     @staticmethod
     def load_clip_tokenizer(name_or_path, vocab_size: int, **kwargs):

@@ -1,5 +1,7 @@
 """CoCoOpConfig: defaults, validation with clear messages, serialisation."""
 
+import json
+
 import pytest
 from transformers import AutoConfig, CLIPConfig
 
@@ -87,3 +89,97 @@ def test_legacy_eos_survives_round_trip(tmp_path):
     config = CoCoOpConfig(clip_config=tiny_clip_config(eos_token_id=2).to_dict())
     config.save_pretrained(tmp_path)
     assert CoCoOpConfig.from_pretrained(tmp_path).clip_config.text_config.eos_token_id == 2
+
+
+# ------------------------------------------------------------------------------- hand-written config.json files
+
+
+def write_config(folder, **changes):
+    """A config.json as a person might edit it: the saved tiny config with `changes` (None deletes a key)."""
+    config = make().to_dict()
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"n_ctx": "4"}, r"`n_ctx` must be a positive integer, got '4' \(str\)"),
+        ({"n_ctx": "4", "ctx_init": None}, r"`n_ctx` must be a positive integer, got '4' \(str\)"),
+        ({"n_ctx": 4.0}, r"`n_ctx` must be a positive integer, got 4.0 \(float\)"),
+        ({"adapter_only": "false"}, r"`adapter_only` must be True or False \(a JSON boolean\), got 'false' \(str\)"),
+        ({"conditional": "no"}, r"`conditional` must be True or False .*got 'no' \(str\)"),
+        ({"conditional": 0}, r"`conditional` must be True or False .*got 0 \(int\)"),
+        ({"bucket_by_length": "true"}, r"`bucket_by_length` must be True or False .*got 'true' \(str\)"),
+        ({"meta_net_reduction": True}, r"`meta_net_reduction` must be a positive integer, got True \(bool\)"),
+        ({"meta_net_reduction": -4}, r"`meta_net_reduction` must be a positive integer, got -4 \(int\)"),
+        ({"text_chunk_tokens": "131072"}, r"`text_chunk_tokens` must be a positive integer, got '131072' \(str\)"),
+        ({"clip_revision": 5}, r"`clip_revision` must be a non-empty string or None, got 5 \(int\)"),
+        ({"clip_name_or_path": ""}, r"`clip_name_or_path` must be a non-empty string or None, got ''"),
+        ({"id2label": ["cat", "dog"]}, r"`id2label` must be a mapping .*got \['cat', 'dog'\] \(list\)"),
+        ({"id2label": {"0": "a", "1": "b", "3": "c"}}, r"`id2label` keys must be exactly 0..2 .*missing \[2\]"),
+        (
+            {"id2label": {"1": "a", "2": "b"}},
+            r"`id2label` keys must be exactly 0..1 .*missing \[0\], unexpected \[2\]",
+        ),
+        ({"id2label": {"0": "a", "one": "b"}}, r"`id2label` keys must be class indices .*got the key 'one'"),
+        ({"id2label": {"0": "a", "-1": "b"}}, r"`id2label` keys must be class indices .*got the key '-1'"),
+        ({"id2label": {"0": "a", "1": ""}}, r"`id2label\[1\]` must be a non-empty class name, got ''"),
+        ({"id2label": {"0": "a", "1": 7}}, r"`id2label\[1\]` must be a non-empty class name, got 7 \(int\)"),
+        ({"id2label": {"0": "cat", "1": "cat"}, "label2id": None}, r"`id2label` names class 0 and class 1 both 'cat'"),
+        ({"id2label": {"0": "a", "1": "b"}, "label2id": {"a": 0, "b": 0}}, r"`label2id` must be the inverse"),
+    ],
+)
+def test_bad_config_json_names_file_field_and_value(tmp_path, changes, match):
+    """Values a hand-edited config.json may hold: refused with the file, the field, the value and what is right."""
+    folder = write_config(tmp_path / "model", **changes)
+    with pytest.raises(ValueError, match=match) as caught:
+        CoCoOpConfig.from_pretrained(folder)
+    assert str(caught.value).startswith(f"{folder / 'config.json'}: ")
+    with pytest.raises(ValueError, match=match):  # the Auto class reads the same file through from_dict
+        AutoConfig.from_pretrained(folder)
+
+
+def test_json_id2label_keys_become_ints_and_label2id_follows(tmp_path):
+    folder = write_config(tmp_path / "model", id2label={"0": "cat", "1": "dog"}, label2id=None)
+    config = CoCoOpConfig.from_pretrained(folder)
+    assert config.id2label == {0: "cat", 1: "dog"} and config.label2id == {"cat": 0, "dog": 1}
+    assert config.class_names == ["cat", "dog"]
+    # Keys in any order are put in label order.
+    assert make(id2label={1: "dog", 0: "cat"}).class_names == ["cat", "dog"]
+
+
+def test_id2label_from_a_generator_is_refused_not_emptied():
+    names = (name for name in CLASS_NAMES)
+    with pytest.raises(ValueError, match=r"`id2label` must be a mapping .*\(generator\).*dict\(enumerate"):
+        make(id2label=names)
+    config = make(id2label=dict(enumerate(name for name in CLASS_NAMES)))
+    assert config.class_names == CLASS_NAMES and config.label2id == {n: i for i, n in enumerate(CLASS_NAMES)}
+
+
+def test_label2id_without_id2label():
+    with pytest.raises(ValueError, match="`label2id` was given without `id2label`"):
+        make(label2id={"cat": 0})
+
+
+def test_from_pretrained_overrides_are_checked(tmp_path):
+    """`from_pretrained(path, field=...)` goes through the same checks; derived fields follow the override."""
+    folder = write_config(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"`adapter_only` must be True or False .*got 'false' \(str\)"):
+        CoCoOpConfig.from_pretrained(folder, adapter_only="false")
+    config = CoCoOpConfig.from_pretrained(folder, ctx_init="a photo")
+    assert (config.ctx_init, config.n_ctx) == ("a photo", 2)  # was left at the file's n_ctx=4
+    config = CoCoOpConfig.from_pretrained(folder, id2label={0: "cat", 1: "dog"})
+    assert config.label2id == {"cat": 0, "dog": 1}
+    config, unused = CoCoOpConfig.from_pretrained(folder, conditional=False, foo=1, return_unused_kwargs=True)
+    assert config.conditional is False and unused == {"foo": 1}
+
+
+def test_clip_name_or_path_may_be_a_path_object(tmp_path):
+    assert make(clip_name_or_path=tmp_path).clip_name_or_path == str(tmp_path)

@@ -2,18 +2,21 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tokenizers import normalizers
 from transformers import AutoProcessor, CLIPImageProcessor, CLIPTokenizer
 
 from cocoop_hf import CoCoOpModel, CoCoOpProcessor, build_prompt_ids
+from cocoop_hf.processing_cocoop import class_name_key, clean_class_name, validate_class_names
 
 from .cocoop_sharing import CLIP_REPO, TOKENIZER_FILES, no_package_results
-from .conftest import CLASS_NAMES, NEW_CLASS_NAMES
+from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, TOKENIZER_DIR
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,12 @@ def test_class_names_match_the_model_prompts(shared, processor):
 def test_images_and_class_names_together_feed_the_model(shared, processor):
     inputs = processor(images=Image.new("RGB", (32, 32)), class_names=CLASS_NAMES)
     assert set(inputs) == {"pixel_values", "input_ids", "eos_index"}
-    assert shared.model(pixel_values=inputs["pixel_values"]).logits.shape == (1, len(CLASS_NAMES))
+    with torch.no_grad():
+        held = shared.model(pixel_values=inputs["pixel_values"]).logits  # the class set the model holds
+        given = shared.model(**inputs).logits  # the same names, as prompts from the processor
+        other = shared.model(**processor(images=Image.new("RGB", (32, 32)), class_names=NEW_CLASS_NAMES)).logits
+    assert held.shape == (1, len(CLASS_NAMES)) and other.shape == (1, len(NEW_CLASS_NAMES))
+    torch.testing.assert_close(given, held, rtol=0, atol=1e-5)
 
 
 def test_save_load_round_trip(processor, tmp_path):
@@ -142,3 +150,158 @@ def test_without_context_words(tokenizer):
         bare(class_names=["cat"])
     with pytest.raises(ValueError, match="n_ctx"):
         CoCoOpProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer, prompt_prefix="a b", n_ctx=0)
+
+
+# ------------------------------------------------------------------------------ class names the tokenizer merges
+
+# Names chosen to probe each step of CLIPTokenizer's normaliser and pre-tokeniser (NFC, whitespace, lowercase one
+# character at a time, the split pattern with its contractions, digits one by one, runs of punctuation) and the
+# prompt's closing "." (which joins trailing punctuation).
+TRICKY_NAMES = [
+    *["Cat", "cat", "CAT ", " cat", "cat\n", "catdog", "cat_dog", "cat dog", "cat  dog", "cat\tdog", "cat\u00a0dog"],
+    *["cat\u2003dog", "cat\x1cdog", "cat\u200bdog", "cat.", "cat .", "cat. ", "cat..", "cat!", "cat !", "cat!."],
+    *["t-shirt", "t - shirt", "t -shirt", "t--shirt", "t - - shirt", "a+b", "a + b", "c++", "c + +", "c ++"],
+    *["cat's", "cat 's", "cat' s", "Cat'S", "rock'n'roll", "rock 'n' roll", "O'Neil", "o 'neil", "o' neil", "' s"],
+    *["café", "cafe\u0301", "CAFÉ", "cafe", "Straße", "strasse", "STRASSE", "İstanbul", "i\u0307stanbul"],
+    *["ΟΔΟΣ", "οδος", "οδοσ", "ǅemal", "ǆemal", "ﬁsh", "fish", "ＣＡＴ", "ｃａｔ", "7up", "7 up", "7-up", "12", "1 2"],
+    *["1_2", "²", "2", "Ⅻ", "ⅻ", "日本", "日 本", "x\u0300", "x \u0300"],
+]
+
+
+def test_class_name_key_groups_exactly_the_names_the_tokenizer_merges(tokenizer):
+    """Two names share a key exactly when the real CLIP tokenizer gives their prompts the same ids."""
+    by_ids, by_key = {}, {}
+    for name in TRICKY_NAMES:
+        ids = tokenizer(f"a photo of a {clean_class_name(name)}.")["input_ids"]
+        by_ids.setdefault(tuple(ids), set()).add(name)
+        by_key.setdefault(class_name_key(name), set()).add(name)
+    groups = sorted(map(sorted, by_ids.values()))
+    assert groups == sorted(map(sorted, by_key.values()))
+    assert ["Cat", "cat", "CAT ", " cat", "cat\n"] in [sorted(g, key=TRICKY_NAMES.index) for g in groups]
+    assert sum(len(group) > 1 for group in groups) >= 20  # the list does probe merges, not only distinct names
+
+
+@pytest.mark.parametrize(
+    ("names", "first", "second"),
+    [
+        (["dog", "Cat", "cat"], 1, 2),
+        (["cat dog", "bird", "cat  dog"], 0, 2),
+        (["cat_dog", "cat dog"], 0, 1),  # official name.replace("_", " ")
+        (["T-Shirt", "t - shirt"], 0, 1),
+        (["café", "cafe\u0301"], 0, 1),  # NFC and NFD spellings
+    ],
+)
+def test_names_the_tokenizer_cannot_tell_apart_are_refused(processor, names, first, second):
+    encoded = processor.tokenizer([f"a photo of a {clean_class_name(n)}." for n in names])["input_ids"]
+    assert encoded[first] == encoded[second]  # what the refusal is about: identical prompts, identical logits
+    match = rf"duplicate class name {re.escape(repr(names[second]))} at index {second}: .*"
+    match += rf"{re.escape(repr(names[first]))} at index {first}"
+    with pytest.raises(ValueError, match=match):
+        validate_class_names(names)
+    with pytest.raises(ValueError, match=match):
+        processor(class_names=names)
+    with pytest.raises(ValueError, match=match):
+        build_prompt_ids(processor.tokenizer, iter(names), "a photo of a", 4)
+
+
+def test_identical_prompt_ids_are_refused_for_any_tokenizer():
+    """Another tokenizer may merge names the CLIP key keeps apart: the ids themselves are compared too."""
+    stripping = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    stripping.backend_tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()]
+    )
+    names = ["café", "tea", "cafe"]
+    assert class_name_key(names[0]) != class_name_key(names[2])
+    with pytest.raises(ValueError, match=r"duplicate class name 'cafe' at index 2: .* as 'café' at index 0"):
+        build_prompt_ids(stripping, names, "a photo of a", 4)
+    assert build_prompt_ids(stripping, names[:2], "a photo of a", 4)["input_ids"].shape == (2, 77)
+
+
+def test_class_names_from_a_generator(processor):
+    expected = processor(class_names=NEW_CLASS_NAMES)
+    for names in (iter(NEW_CLASS_NAMES), (name for name in NEW_CLASS_NAMES), tuple(NEW_CLASS_NAMES)):
+        encoding = processor(class_names=names)
+        assert torch.equal(encoding["input_ids"], expected["input_ids"])
+        assert torch.equal(encoding["eos_index"], expected["eos_index"])
+    assert validate_class_names(name for name in CLASS_NAMES) == CLASS_NAMES
+    with pytest.raises(TypeError, match="got a dict"):
+        validate_class_names(dict(enumerate(CLASS_NAMES)))
+
+
+def test_special_tokens_inside_a_class_name_are_refused(processor):
+    with pytest.raises(ValueError, match=r"class name 'cat<\|endoftext\|>' \(index 1\) contains the tokenizer's"):
+        processor(class_names=["dog", "cat<|endoftext|>"])
+    with pytest.raises(ValueError, match="contains the tokenizer's start or end token"):
+        processor(class_names=["<|startoftext|> dog"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_ctx": "4"}, r"`n_ctx` must be an integer >= 1, got '4' \(str\)"),
+        ({"n_ctx": True}, r"`n_ctx` must be an integer >= 1, got True \(bool\)"),
+        ({"context_length": "77"}, r"`context_length` must be an integer >= 4, got '77' \(str\)"),
+        ({"prompt_prefix": None}, r"`prompt_prefix` must be a non-empty string"),
+    ],
+)
+def test_build_prompt_ids_checks_its_settings(tokenizer, kwargs, match):
+    settings = {"prompt_prefix": "a photo of a", "n_ctx": 4, "context_length": 77, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        build_prompt_ids(tokenizer, ["cat"], **settings)
+
+
+def test_processor_checks_context_length(tokenizer):
+    with pytest.raises(ValueError, match=r"`context_length` must be .*got '77' \(str\)"):
+        CoCoOpProcessor(CLIPImageProcessor(), tokenizer, prompt_prefix="a photo of a", n_ctx=4, context_length="77")
+
+
+# ------------------------------------------------------------------------- hand-edited files of a saved folder
+
+
+def edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_full_folder_with_string_adapter_only_is_refused(shared, tmp_path):
+    """`"adapter_only": "false"` read as true took a full folder for an adapter and loaded another tokenizer."""
+    folder = tmp_path / "full"
+    shutil.copytree(shared.full_dir, folder)
+    edit_json(folder / "config.json", adapter_only="false")
+    match = rf"{re.escape(str(folder / 'config.json'))}: `adapter_only` must be true or false .*got 'false' \(str\)"
+    with pytest.raises(ValueError, match=match):
+        CoCoOpProcessor.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"n_ctx": "4"}, r"`n_ctx` must be a positive integer, got '4' \(str\)"),
+        ({"ctx_init": 4}, r"`ctx_init` must be a non-empty string of words or null, got 4 \(int\)"),
+        ({"clip_revision": 3}, r"`clip_revision` must be a string or null, got 3 \(int\)"),
+        ({"clip_config": []}, r"`clip_config` must be a JSON object"),
+    ],
+)
+def test_adapter_folder_with_bad_config_json(shared, offline_cache, tmp_path, changes, match):
+    folder = copy_adapter(shared, tmp_path)
+    (folder / "processor_config.json").unlink()  # prompt settings then come from config.json
+    edit_json(folder / "config.json", **changes)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(folder / 'config.json'))}: {match}"):
+        CoCoOpProcessor.from_pretrained(folder)
+
+
+def test_config_json_that_is_not_json(shared, tmp_path):
+    folder = tmp_path / "full"
+    shutil.copytree(shared.full_dir, folder)
+    (folder / "config.json").write_text('{"model_type": "cocoop",')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(folder / 'config.json'))} is not valid JSON"):
+        CoCoOpProcessor.from_pretrained(folder)
+
+
+def test_processor_config_with_string_numbers_names_the_folder(shared, tmp_path):
+    folder = tmp_path / "full"
+    shutil.copytree(shared.full_dir, folder)
+    edit_json(folder / "processor_config.json", n_ctx="4")
+    with pytest.raises(ValueError, match=rf"processor files of {re.escape(str(folder))}: `n_ctx` .*got '4' \(str\)"):
+        CoCoOpProcessor.from_pretrained(folder)
