@@ -1,7 +1,7 @@
 """
-Checkpoint files written opcode by opcode, for the tests of the official-checkpoint reader: the attacks that
-worked on a restricted unpickler (BUILD on allowed globals, REDUCE with attacker-sized arguments, torch's legacy
-source check), plus well-formed files in both `torch.save` layouts to embed them in.
+Checkpoint files written opcode by opcode, for the tests of the official-file reader (`cocoop_hf.official_pickle`):
+the attacks that worked on a restricted unpickler (BUILD on allowed globals, REDUCE with attacker-sized arguments,
+torch's legacy source check), plus well-formed files in both `torch.save` layouts to embed them in.
 """
 
 import math
