@@ -85,3 +85,37 @@ def offline_cache(shared, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(shared.hub_cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     return shared.hub_cache
+
+
+@pytest.fixture(scope="module")
+def cocoop_checkpoint(tmp_path_factory):
+    """A Dassl-like CoCoOp checkpoint file (fp16 tensors, pickled scheduler) and its state dict."""
+    from .test_official_pickle import official_state_dict, write_dassl_checkpoint
+
+    state = official_state_dict()
+    path = tmp_path_factory.mktemp("dassl") / "prompt_learner" / "model.pth.tar-10"
+    path.parent.mkdir()
+    return write_dassl_checkpoint(path, state), state
+
+
+def held_state(model) -> dict:
+    """Everything a call could change on a model: its class set, prompt ids, mode and prompt-learner tensors."""
+    return {
+        "class_names": list(model.class_names),
+        "id2label": dict(model.config.id2label),
+        "label2id": dict(model.config.label2id),
+        "prompt_ids": model.prompt_ids.clone(),
+        "eos_index": model.eos_index.clone(),
+        "training": model.training,
+        "prompt_learner": {name: t.detach().clone() for name, t in model.prompt_learner.state_dict().items()},
+    }
+
+
+def assert_same_held_state(before: dict, after: dict) -> None:
+    for key in ("class_names", "id2label", "label2id", "training"):
+        assert after[key] == before[key], key
+    assert torch.equal(after["prompt_ids"], before["prompt_ids"]) and torch.equal(
+        after["eos_index"], before["eos_index"]
+    )
+    for name, tensor in before["prompt_learner"].items():
+        assert torch.equal(after["prompt_learner"][name], tensor), name

@@ -15,7 +15,7 @@ from transformers import pipeline
 
 from cocoop_hf import CoCoOpModel, CoCoOpProcessor
 
-from .conftest import CLASS_NAMES, NEW_CLASS_NAMES
+from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, assert_same_held_state, held_state
 
 
 CIFAR10_DEMO = Path(__file__).resolve().parents[1] / "training" / "demo" / "cifar10_demo" / "test.parquet"
@@ -57,27 +57,10 @@ def run_threads(work, count: int) -> list:
     return results
 
 
-def model_state(model) -> tuple:
-    return (
-        list(model.class_names),
-        dict(model.config.id2label),
-        dict(model.config.label2id),
-        model.prompt_ids.clone(),
-        model.eos_index.clone(),
-        {name: t.clone() for name, t in model.prompt_learner.state_dict().items()},
-    )
-
-
-def assert_same_state(before, after):
-    assert before[:3] == after[:3]
-    assert torch.equal(before[3], after[3]) and torch.equal(before[4], after[4])
-    assert all(torch.equal(before[5][name], after[5][name]) for name in before[5])
-
-
 def test_shared_pipeline_with_different_labels_per_thread(shared):
     classifier = pipeline("zero-shot-image-classification", model=str(shared.full_dir), trust_remote_code=True)
     images = cifar_images(CALLS_PER_THREAD)
-    before = model_state(classifier.model)
+    before = held_state(classifier.model)
     expected = [[classifier(image, candidate_labels=labels) for image in images] for labels in LABEL_SETS]
 
     def work(index):
@@ -92,7 +75,7 @@ def test_shared_pipeline_with_different_labels_per_thread(shared):
             assert [item["score"] for item in one] == pytest.approx([item["score"] for item in other], abs=SCORE_TOL)
             calls += 1
     assert calls == len(LABEL_SETS) * CALLS_PER_THREAD
-    assert_same_state(before, model_state(classifier.model))
+    assert_same_held_state(before, held_state(classifier.model))
     # Default calls still use the trained classes.
     assert sorted(item["label"] for item in classifier(images[0])) == sorted(shared.model.class_names)
 
@@ -102,7 +85,7 @@ def test_shared_model_with_different_class_prompts_per_thread(shared):
     processor = CoCoOpProcessor.from_pretrained(shared.full_dir)
     pixel_values = processor(images=cifar_images(4))["pixel_values"]
     prompts = [processor(class_names=labels) for labels in LABEL_SETS]
-    before = model_state(model)
+    before = held_state(model)
     with torch.no_grad():
         expected = [model(pixel_values=pixel_values, **p).logits for p in prompts]
 
@@ -114,4 +97,4 @@ def test_shared_model_with_different_class_prompts_per_thread(shared):
         for one in logits:
             assert one.shape == (4, len(LABEL_SETS[index]))
             torch.testing.assert_close(one, expected[index], rtol=1e-5, atol=1e-5)
-    assert_same_state(before, model_state(model))
+    assert_same_held_state(before, held_state(model))

@@ -31,14 +31,6 @@ def assert_same_logits(model, expected):
         assert torch.equal(model(pixel_values=pixel_values).logits, expected(pixel_values=pixel_values).logits)
 
 
-@pytest.fixture(scope="module")
-def cocoop_checkpoint(tmp_path_factory):
-    state = official_state_dict()
-    path = tmp_path_factory.mktemp("dassl") / "prompt_learner" / "model.pth.tar-10"
-    path.parent.mkdir()
-    return write_dassl_checkpoint(path, state), state
-
-
 def test_import_cocoop_checkpoint(cocoop_checkpoint, tiny_clip_dir, caplog, tokenizer):
     path, state = cocoop_checkpoint
     with caplog.at_level(logging.INFO, logger="cocoop_hf.official_pickle"):

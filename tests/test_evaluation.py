@@ -10,6 +10,8 @@ from training.cli import ModelArguments
 from training.evaluation import evaluate_sets, extract_image_features, harmonic_mean, load_metrics, predict
 from training.modeling_setup import build_model
 
+from .conftest import assert_same_held_state, held_state
+
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_CLIP = REPO / "training" / "demo" / "tiny-clip"
@@ -36,37 +38,19 @@ def image_set(count: int, num_classes: int, seed: int):
     return [{"pixel_values": pixels[i], "labels": i % num_classes} for i in range(count)]
 
 
-def model_state(model):
-    return (
-        list(model.class_names),
-        dict(model.config.id2label),
-        dict(model.config.label2id),
-        model.prompt_ids.clone(),
-        model.eos_index.clone(),
-        model.training,
-    )
-
-
-def assert_same_state(before, after):
-    names, id2label, label2id, prompt_ids, eos_index, training = before
-    assert after[0] == names and after[1] == id2label and after[2] == label2id
-    assert torch.equal(after[3], prompt_ids) and torch.equal(after[4], eos_index)
-    assert after[5] == training
-
-
 def test_evaluation_over_other_class_sets_leaves_the_model_unchanged(model, accelerator):
-    before = model_state(model)
+    before = held_state(model)
     dataset = image_set(12, 5, seed=0)
     eval_sets = {"base": (dataset, CIFAR10[:5]), "new": (dataset, CIFAR10[5:]), "all": (dataset, CIFAR10)}
     results = evaluate_sets(model, eval_sets, accelerator, batch_size=5, num_workers=0)
-    assert_same_state(before, model_state(model))
+    assert_same_held_state(before, held_state(model))
     assert results["all"]["num_classes"] == 10 and results["new"]["num_samples"] == 12
     # Also in training mode: evaluation runs in eval mode and gives the mode back.
     model.train()
     try:
-        training_before = model_state(model)
+        training_before = held_state(model)
         evaluate_sets(model, {"new": (dataset, CIFAR10[5:])}, accelerator, batch_size=5, num_workers=0)
-        assert_same_state(training_before, model_state(model))
+        assert_same_held_state(training_before, held_state(model))
     finally:
         model.eval()
 

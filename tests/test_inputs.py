@@ -7,7 +7,7 @@ import torch
 
 from cocoop_hf import CoCoOpModel
 
-from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, random_pixels
+from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, assert_same_held_state, held_state, random_pixels
 from .reference_cocoop import reference_logits
 from .test_modeling import assert_close_relative, randomize_prompt_learner, single_thread  # noqa: F401
 
@@ -15,16 +15,6 @@ from .test_modeling import assert_close_relative, randomize_prompt_learner, sing
 @pytest.fixture(scope="module")
 def model(tiny_clip_dir, tokenizer):
     return randomize_prompt_learner(CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)).eval()
-
-
-def held(model) -> tuple:
-    return (list(model.class_names), dict(model.config.id2label), model.prompt_ids.clone(), model.eos_index.clone())
-
-
-def assert_unchanged(model, before):
-    after = held(model)
-    assert after[:2] == before[:2]
-    assert torch.equal(after[2], before[2]) and torch.equal(after[3], before[3])
 
 
 # ---------------------------------------------------------------------------------------------- class prompts
@@ -35,12 +25,12 @@ def test_class_prompts_input_matches_reference_and_leaves_model_unchanged(tiny_c
     model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, conditional=conditional, tokenizer=tokenizer)
     randomize_prompt_learner(model, seed=2)
     pixels = random_pixels(3, seed=4)
-    before = held(model)
+    before = held_state(model)
     prompts = model.class_prompts(NEW_CLASS_NAMES)
-    assert_unchanged(model, before)  # building prompts changes nothing either
+    assert_same_held_state(before, held_state(model))  # building prompts changes nothing either
     labels = torch.tensor([0, 3, 7])
     output = model(pixel_values=pixels, labels=labels, **prompts)
-    assert_unchanged(model, before)
+    assert_same_held_state(before, held_state(model))
     reference = reference_logits(model, prompts["input_ids"], prompts["eos_index"], pixel_values=pixels)
     assert_close_relative(output.logits.detach(), reference.detach())  # fp32, 1e-5 of the largest logit
     # The same as holding the class set.
@@ -49,7 +39,7 @@ def test_class_prompts_input_matches_reference_and_leaves_model_unchanged(tiny_c
     torch.testing.assert_close(output.logits, other(pixel_values=pixels).logits, rtol=0, atol=0)
     features = model.get_text_features(output.image_embeds, **prompts)
     assert features.shape == ((3 if conditional else 1), len(NEW_CLASS_NAMES), 48)
-    assert_unchanged(model, before)
+    assert_same_held_state(before, held_state(model))
 
 
 def test_processor_output_feeds_forward(model, tmp_path):

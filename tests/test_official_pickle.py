@@ -90,14 +90,6 @@ def write_dassl_checkpoint(path, state_dict, **extra):
     return path
 
 
-@pytest.fixture(scope="module")
-def cocoop_checkpoint(tmp_path_factory):
-    state = official_state_dict()
-    path = tmp_path_factory.mktemp("dassl") / "prompt_learner" / "model.pth.tar-10"
-    path.parent.mkdir()
-    return write_dassl_checkpoint(path, state), state
-
-
 def test_weights_only_refuses_real_dassl_file(cocoop_checkpoint):
     """The premise: a real Dassl file is not weights-only loadable (its LR scheduler is a pickled object)."""
     path, _ = cocoop_checkpoint
