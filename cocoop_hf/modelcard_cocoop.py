@@ -1,13 +1,14 @@
 """Model cards for CoCoOp checkpoints: YAML front matter + sections, rendered by `huggingface_hub.ModelCard`.
 
-The template is embedded here (not read from a data file) so that it renders from a wheel install and from a
-folder loaded with `trust_remote_code=True`; `model_cards/cocoop_template.md` is the same text for reading and
-diffing (a test keeps the two identical). This file imports only the standard library and huggingface_hub.
+The template is `model_card_template.md` beside this file (package data). This module is part of the installed
+package only: saved model folders do not ship it (they need no card renderer to load and run). It imports only the
+standard library and huggingface_hub.
 """
 
 import math
 import os
 from numbers import Real
+from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -33,79 +34,8 @@ CITATION = """@inproceedings{zhou2022cocoop,
     archivePrefix={arXiv}
 }"""
 
-CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-{{ method_intro }} for the frozen CLIP
-{% if base_model_is_hub_id %}[`{{ base_model }}`](https://huggingface.co/{{ base_model }}){% else %}`{{ base_model }}` (a local folder){% endif %}{% if base_model_revision %} at revision `{{ base_model_revision }}`{% endif %}.
-{{ method_detail }}
-{% if random_weights %}
-> **Warning: random weights.** This model was built on a randomly initialised CLIP, not pretrained weights. It
-> tests the code path only; any figure on this card says nothing about CoCoOp's accuracy.
-{% endif %}
-## How to use
-
-With the pipeline (the code is in this repository, hence `trust_remote_code=True`):
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("zero-shot-image-classification", model="{{ repo_id }}", trust_remote_code=True)
-classifier("photo.jpg", candidate_labels=[{{ example_labels }}])
-```
-
-Without `candidate_labels` it uses the classes it was trained on. `hypothesis_template` is not accepted:
-CoCoOp learns its prompt instead of filling in a hand-written one.
-
-With the `cocoop_hf` package installed:
-
-```python
-import torch
-from PIL import Image
-from cocoop_hf import CoCoOpModel, CoCoOpProcessor
-
-model = CoCoOpModel.from_pretrained("{{ repo_id }}")
-processor = CoCoOpProcessor.from_pretrained("{{ repo_id }}")
-model.set_class_names([{{ example_labels }}])  # or keep the trained classes
-inputs = processor(images=Image.open("photo.jpg"), return_tensors="pt")
-with torch.no_grad():
-    probs = model(**inputs).logits.softmax(-1)
-```
-{% if class_names %}
-Trained classes ({{ num_classes }}): {{ class_names }}.
-{% endif %}{% if recipe_rows %}
-## Training recipe
-
-| Setting | Value |
-|---|---|
-{% for name, value in recipe_rows %}| {{ name }} | {{ value }} |
-{% endfor %}{% endif %}{% if result_rows %}
-## Results
-
-Top-1 accuracy (%) in the base-to-new protocol: trained on the base classes, evaluated on base and new classes;
-H = 2·Base·New/(Base+New) is their harmonic mean.{% if random_weights %} **Random CLIP weights: not a measure of CoCoOp's accuracy.**{% endif %}
-
-| Dataset | {{ result_columns | join(" | ") }} |
-|---|{% for _ in result_columns %}---|{% endfor %}
-{% for row in result_rows %}| {{ row | join(" | ") }} |
-{% endfor %}{% endif %}
-## Limitations
-
-- The prompts are tied to the CLIP they were learned for: use them only with `{{ base_model }}`.
-- CoCoOp inherits CLIP's biases and failure modes; check the results on your own data before relying on them.
-- Inference runs the text encoder once per image and class (the prompt depends on the image), so it is slower
-  than plain CLIP for many classes.
-{% if random_weights %}- The CLIP weights are random: the model classifies nothing meaningfully.
-{% endif %}
-## Citation
-
-```bibtex
-{{ citation }}
-```
-"""
+# The one card template (package data beside this file): rendered by huggingface_hub.ModelCard.from_template.
+CARD_TEMPLATE_FILE = Path(__file__).with_name("model_card_template.md")
 
 
 def _check_percent(value, where: str) -> float:
@@ -289,7 +219,7 @@ def render_model_card(
     examples = names[:3] if names else ["cat", "dog", "car"]
     return ModelCard.from_template(
         card_data,
-        template_str=CARD_TEMPLATE,
+        template_str=CARD_TEMPLATE_FILE.read_text(encoding="utf-8"),
         title=model_name,
         base_model=base_model,
         base_model_is_hub_id=base_model_is_hub_id,

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import cocoop_hf
 from cocoop_hf import render_model_card
-from cocoop_hf.modelcard_cocoop import CARD_TEMPLATE
+from cocoop_hf.modelcard_cocoop import CARD_TEMPLATE_FILE
 
 from .cocoop_sharing import shared_artifacts
 
@@ -98,9 +99,20 @@ def test_bad_input(kwargs, error, match):
         render_model_card(**kwargs)
 
 
-def test_template_file_matches_embedded_template():
-    path = Path(__file__).parents[1] / "model_cards" / "cocoop_template.md"
-    assert path.read_text() == CARD_TEMPLATE
+def test_the_template_is_one_file_shipped_with_the_package():
+    """One template: package data beside the renderer (no hand-kept copy elsewhere), declared for wheels."""
+    import tomllib
+
+    assert CARD_TEMPLATE_FILE.is_file() and CARD_TEMPLATE_FILE.parent == Path(cocoop_hf.__file__).parent
+    assert CARD_TEMPLATE_FILE.read_text().startswith("---\n{{ card_data }}\n---")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert CARD_TEMPLATE_FILE.name in pyproject["tool"]["setuptools"]["package-data"]["cocoop_hf"]
+    copies = [
+        p
+        for p in Path(__file__).parents[1].rglob("*.md")
+        if p.read_text(errors="ignore").startswith("---\n{{ card_data")
+    ]
+    assert copies == [CARD_TEMPLATE_FILE], copies
 
 
 def test_card_snippets_run(tmp_path_factory, monkeypatch):
