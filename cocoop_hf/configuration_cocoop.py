@@ -90,7 +90,8 @@ class CoCoOpConfig(PretrainedConfig):
             `projection_dim // meta_net_reduction`.
         conditional (`bool`, *optional*, defaults to `True`): `True` is CoCoOp (image-conditional context from the
             meta-net); `False` is CoOp (static context, no meta-net).
-        clip_name_or_path (`str`, *optional*): Hub id or local folder of the CLIP the model was built from.
+        clip_name_or_path (`str`, *optional*): Hub id or local folder of the CLIP the model was built from (a
+            folder that exists is stored as an absolute path).
         clip_revision (`str`, *optional*): revision of `clip_name_or_path` (commit hash for reproducibility).
         adapter_only (`bool`, *optional*, defaults to `False`): set in a saved folder that holds only the prompt
             learner; `from_pretrained` then loads the base CLIP from `clip_name_or_path` at `clip_revision`.
@@ -129,6 +130,10 @@ class CoCoOpConfig(PretrainedConfig):
             clip_config = CLIPConfig(**clip_config)
         elif not isinstance(clip_config, CLIPConfig):
             raise TypeError(f"`clip_config` must be a CLIPConfig or a dict, got {type(clip_config).__name__}.")
+        # The dtype a CLIP was saved in is not part of what CoCoOp learns on: left in the sub-configs, it pins the CLIP's
+        # tensors to it when the CoCoOp model is loaded with another `dtype` (half the model fp16, half fp32).
+        for sub_config in (clip_config, clip_config.text_config, clip_config.vision_config):
+            sub_config.dtype = None
         self.clip_config = clip_config
 
         # A config.json edited by hand can say "4" or "false": Python would read "false" as true. Check types first.
@@ -191,6 +196,9 @@ class CoCoOpConfig(PretrainedConfig):
         self.ctx_init = ctx_init
         self.meta_net_reduction = meta_net_reduction
         self.conditional = conditional
+        if clip_name_or_path is not None and os.path.isdir(clip_name_or_path):
+            # A local folder is kept as an absolute path: an adapter must find its base CLIP from any working folder.
+            clip_name_or_path = os.path.abspath(clip_name_or_path)
         self.clip_name_or_path = clip_name_or_path
         self.clip_revision = clip_revision
         self.adapter_only = adapter_only

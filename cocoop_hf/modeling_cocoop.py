@@ -154,6 +154,9 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         self._class_names = None
         self._suffix_encoder = self._encode_suffix  # replaced by a compiled version in compile_text_path()
         self.post_init()
+        if clip_model is not None:
+            # The prompt learner lives with the given CLIP, in its dtype (official PromptLearner: `dtype = clip.dtype`).
+            self.prompt_learner.to(device=clip_model.device, dtype=clip_model.dtype)
 
     # ------------------------------------------------------------------ construction and class names
 

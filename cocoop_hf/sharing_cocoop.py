@@ -339,6 +339,12 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
     elif not isinstance(clip_model, CLIPModel):
         raise TypeError(f"`clip_model` must be a transformers CLIPModel, got {type(clip_model).__name__}.")
     else:
+        ignored = sorted(key for key in CLIP_KWARGS if kwargs.get(key) is not None and key not in HUB_KWARGS)
+        if ignored:
+            raise TypeError(
+                f"{ignored} load the base CLIP, but `clip_model=` is already loaded: drop them (the adapter takes the "
+                "given CLIP's dtype and device; change those with clip_model.to(...) first)."
+            )
         base = "the given clip_model"
     if clip_model.config.projection_dim != config.clip_config.projection_dim:
         raise ValueError(

@@ -431,13 +431,47 @@ def test_adapter_onto_another_clip_of_the_same_shapes_is_refused(adapter_dir, tm
     assert loaded.clip.config.text_config.num_hidden_layers == 2
 
 
-def test_adapter_fingerprint_survives_half_precision(adapter_dir, tiny_clip_dir, pixel_values):
-    """The same base CLIP loaded in bf16 still matches (samples compared within bf16 rounding)."""
+HALF_RTOL = 0.05  # bf16 keeps 8 mantissa bits: logits within 5% of the largest fp32 logit (seen: ~1%)
+
+
+def test_adapter_on_a_half_precision_clip_runs(adapter_dir, tiny_clip_dir, expected_logits, pixel_values):
+    """The same base CLIP loaded in bf16 matches the fingerprint, and the prompt learner follows its dtype."""
     from transformers import CLIPModel
 
     clip = CLIPModel.from_pretrained(tiny_clip_dir, dtype=torch.bfloat16)
     model = CoCoOpModel.from_pretrained(adapter_dir, clip_model=clip)
-    assert model.clip.dtype == torch.bfloat16
+    assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
+    with torch.no_grad():
+        logits = model(pixel_values=pixel_values.to(torch.bfloat16)).logits.float()
+    assert (logits - expected_logits).abs().max() <= HALF_RTOL * expected_logits.abs().max()
+    with pytest.raises(TypeError, match=r"\['dtype'\] load the base CLIP, but `clip_model=` is already loaded"):
+        CoCoOpModel.from_pretrained(adapter_dir, clip_model=clip, dtype=torch.float32)
+    loaded = CoCoOpModel.from_pretrained(adapter_dir, dtype=torch.bfloat16)  # dtype= loads the base CLIP in it
+    assert {t.dtype for t in loaded.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
+
+
+def test_full_model_loads_wholly_in_the_requested_dtype(full_dir, expected_logits, pixel_values):
+    """A CLIP saved in fp32 records dtype float32 in its config; it must not pin half the loaded model to it."""
+    saved = json.loads((full_dir / "config.json").read_text())["clip_config"]
+    assert saved.get("dtype") is None and saved["text_config"].get("dtype") is None
+    model = CoCoOpModel.from_pretrained(full_dir, dtype=torch.bfloat16)
+    assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
+    with torch.no_grad():
+        logits = model(pixel_values=pixel_values.to(torch.bfloat16)).logits.float()
+    assert (logits - expected_logits).abs().max() <= HALF_RTOL * expected_logits.abs().max()
+
+
+def test_local_base_clip_is_stored_as_an_absolute_path(tiny_clip_dir, tokenizer, tmp_path, monkeypatch, pixel_values):
+    """An adapter saved with a relative CLIP path must load from any working folder."""
+    monkeypatch.chdir(tiny_clip_dir.parent)
+    model = CoCoOpModel.from_clip(tiny_clip_dir.name, CLASS_NAMES, tokenizer=tokenizer)
+    assert model.config.clip_name_or_path == str(tiny_clip_dir.resolve())
+    model.save_pretrained(tmp_path / "adapter", adapter_only=True)
+    monkeypatch.chdir(tmp_path)
+    loaded = CoCoOpModel.from_pretrained(tmp_path / "adapter")
+    assert loaded.class_names == CLASS_NAMES
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=pixel_values).logits, model(pixel_values=pixel_values).logits)
 
 
 def test_clip_model_for_a_full_folder_is_refused(full_dir, tiny_clip_dir):
