@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Evaluate one model on several datasets' class sets: cross-dataset transfer (e.g. ImageNet -> Caltech101, ...) and
 domain generalisation (ImageNet -> ImageNet-V2 / -Sketch / -A / -R, each with its own class list). Works for a
 trained CoCoOp/CoOp folder (--model_name_or_path) and for zero-shot CLIP (--method zeroshot).
@@ -17,6 +17,7 @@ Each target is evaluated on all its classes; the image features of a target are 
 results.json, results.md and results.png (accuracy per target) into --output_dir.
 """
 
+import argparse
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +57,9 @@ class TransferArguments:
 
 def parse_args(argv=None):
     """(model, transfer) arguments from flags, or from a JSON/YAML file first and flags overriding it."""
-    parser = HfArgumentParser((ModelArguments, TransferArguments))
+    parser = HfArgumentParser(
+        (ModelArguments, TransferArguments), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model_args, transfer_args = parse_config_and_flags(parser, argv)
     if transfer_args.targets is None or transfer_args.output_dir is None:
         raise ValueError("pass --targets (a YAML/JSON file listing the target datasets) and --output_dir.")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Train and evaluate CoCoOp / CoOp / zero-shot CLIP with the paper's protocol on Hugging Face Trainer + datasets.
 
     python training/run_cocoop.py training/configs/cocoop_vit_b16_c4_ep10_batch1_ctxv1.yaml \
@@ -11,6 +11,7 @@ H = 2BN/(B+N). Writes results.json, results.md, results.png and README.md (model
 Distributed: `torchrun --nproc_per_node N training/run_cocoop.py ...` (or `accelerate launch`).
 """
 
+import argparse
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -106,7 +107,11 @@ class RunArguments:
 
 def parse_args(argv=None):
     """(model, data, training, run) arguments from flags, or from a JSON/YAML file first and flags overriding it."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, RunArguments))
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, TrainingArguments, RunArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.set_defaults(**RECIPE_DEFAULTS)
     model_args, data_args, training_args, run_args = parse_config_and_flags(parser, argv)
     if model_args.method == "zeroshot" and training_args.do_train:
