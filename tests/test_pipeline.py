@@ -158,3 +158,22 @@ def test_not_a_cocoop_folder(tmp_path, tiny_clip_dir):
         from transformers import CLIPModel
 
         CoCoOpZeroShotImageClassificationPipeline(model=CLIPModel.from_pretrained(tiny_clip_dir))
+
+
+def test_label_prompts_are_built_once_per_label_set(shared, monkeypatch):
+    """Tokenising 1,000 labels costs ~50 ms: the pipeline keeps the prompts of each label set it has seen."""
+    classifier = pipeline("zero-shot-image-classification", model=str(shared.full_dir), trust_remote_code=True)
+    built = []
+    original = classifier.model.class_prompts
+    monkeypatch.setattr(
+        classifier.model, "class_prompts", lambda names, **kw: built.append(names) or original(names, **kw)
+    )
+    image = str(shared.images["red"])
+    first = classifier(image, candidate_labels=["cat", "dog"])
+    for _ in range(3):
+        again = classifier(image, candidate_labels=["cat", "dog"])
+        assert [item["label"] for item in again] == [item["label"] for item in first]
+        assert [item["score"] for item in again] == pytest.approx([item["score"] for item in first], abs=1e-6)
+    classifier(image, candidate_labels=["fox", "wolf", "bear"])
+    classifier(image, candidate_labels=["cat", "dog"])
+    assert built == [["cat", "dog"], ["fox", "wolf", "bear"]]
