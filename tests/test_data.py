@@ -71,6 +71,13 @@ def test_few_shot_rejects_non_positive_k(shots):
         demo_args(num_shots=shots)
 
 
+@pytest.mark.parametrize("count", [0, -3])
+def test_max_eval_samples_must_be_positive(count):
+    """0 ended in 'torch.cat(): expected a non-empty list of Tensors' after training."""
+    with pytest.raises(ValueError, match="--max_eval_samples must be a positive number"):
+        demo_args(max_eval_samples=count)
+
+
 def test_few_shot_indices_are_saved_and_reused(tmp_path):
     labels = [i % 4 for i in range(40)]
     indices = few_shot_indices(labels, 2, 1, tmp_path, "train", overwrite=False)

@@ -95,3 +95,8 @@ def test_harmonic_mean_is_in_the_unit_of_the_accuracies():
 def test_metric_is_in_percent():
     (metric,) = load_metrics()
     assert metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0])["accuracy"] == pytest.approx(75.0)
+
+
+def test_an_empty_evaluation_set_is_named(model, accelerator):
+    with pytest.raises(ValueError, match="Encoding empty: the evaluation set holds no images"):
+        extract_image_features(model, [], accelerator, batch_size=4, num_workers=0, desc="Encoding empty")

@@ -80,6 +80,15 @@ class DataArguments:
                 f"--num_shots must be a positive number of images per class (K), got {self.num_shots!r}; "
                 "omit it (None) to train on the whole split."
             )
+        if self.max_eval_samples is not None and (
+            isinstance(self.max_eval_samples, bool)
+            or not isinstance(self.max_eval_samples, int)
+            or self.max_eval_samples <= 0
+        ):
+            raise ValueError(
+                f"--max_eval_samples must be a positive number of images, got {self.max_eval_samples!r}; "
+                "omit it (None) to evaluate on the whole split."
+            )
         if self.protocol not in ("base_to_new", "all"):
             raise ValueError(f"--protocol must be 'base_to_new' or 'all', got {self.protocol!r}.")
         if self.verify_images not in ("train", "all", "none"):

@@ -35,6 +35,10 @@ def extract_image_features(model, dataset, accelerator, batch_size: int, num_wor
     from tqdm.auto import tqdm
     from transformers import default_data_collator
 
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{desc}: the evaluation set holds no images (check the split, its filters and max_eval_samples)."
+        )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator)
     loader = accelerator.prepare_data_loader(loader)
     features, labels = [], []
