@@ -579,8 +579,7 @@ def _normalised_image_embeds(image_embeds, config: CoCoOpConfig, dtype: torch.dt
         raise ValueError(f"`image_embeds` must be (batch, {projection_dim}), got shape {tuple(image_embeds.shape)}.")
     if image_embeds.shape[0] == 0:
         raise ValueError("`image_embeds` holds no image (batch size 0): pass at least one feature row.")
-    if image_embeds.dtype == torch.float64:
-        image_embeds = image_embeds.to(dtype)  # the frozen towers are float32 (or lower): match them
+    image_embeds = image_embeds.to(dtype)  # the meta-net's dtype (float64 input, or fp32 features for a bf16 model)
     norms = image_embeds.float().norm(dim=-1, keepdim=True)
     if not torch.isfinite(norms).all() or (norms == 0).any():
         bad = (~torch.isfinite(norms) | (norms == 0)).flatten().nonzero().flatten().tolist()

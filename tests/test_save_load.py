@@ -443,7 +443,9 @@ def test_adapter_on_a_half_precision_clip_runs(adapter_dir, tiny_clip_dir, expec
     assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
     with torch.no_grad():
         logits = model(pixel_values=pixel_values.to(torch.bfloat16)).logits.float()
+        from_fp32_features = model(image_embeds=model.get_image_features(pixel_values.to(torch.bfloat16)).float())
     assert (logits - expected_logits).abs().max() <= HALF_RTOL * expected_logits.abs().max()
+    torch.testing.assert_close(from_fp32_features.logits.float(), logits, rtol=0, atol=0)  # cast to bf16 exactly
     with pytest.raises(TypeError, match=r"\['dtype'\] load the base CLIP, but `clip_model=` is already loaded"):
         CoCoOpModel.from_pretrained(adapter_dir, clip_model=clip, dtype=torch.float32)
     loaded = CoCoOpModel.from_pretrained(adapter_dir, dtype=torch.bfloat16)  # dtype= loads the base CLIP in it
