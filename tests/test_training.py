@@ -98,6 +98,12 @@ def test_base_to_new_run_writes_results_table_plot_and_card(e2e_run):
     # Few-shot: 2 shots of each of the 10 classes drawn (Dassl samples before subsampling); 5 base classes trained.
     saved = json.loads((output_dir / "fewshot_indices.json").read_text())
     assert len(saved["indices"]) == 20 and saved["num_shots"] == 2 and saved["seed"] == 1
+    # What was trained on: the drawn base-class rows, in the drawn order, with their labels and the run's classes.
+    trained = saved["trained"]
+    assert trained["task"] == "base" and trained["classes"] == results["classes"]
+    base_rows = [[row, label] for row, label in saved["items"] if label < 5]
+    assert [item[:2] for item in trained["items"]] == base_rows and len(base_rows) == 10
+    assert all(item[2] == item[1] for item in trained["items"])  # the base labels 0-4 keep their numbers
 
 
 def test_trained_folder_loads_and_reproduces_base_accuracy(e2e_run, tmp_path):

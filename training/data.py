@@ -387,29 +387,70 @@ def _normalise_columns(ds, split, image_column, label_column, class_names, image
 # ---------------------------------------------------------------------------------------------- few-shot
 
 
-def select_few_shot(labels, num_shots: int, seed: int) -> list[int]:
+# Name and version of the few-shot sampling rule, recorded in fewshot_indices.json: indices drawn by another rule
+# (e.g. per sorted label from a private stream, as before v1) are refused rather than reused.
+FEWSHOT_RULE = "dassl-generate_fewshot_dataset/v1"
+# Official CoOp datasets draw the validation list with min(K, 4) images per class (datasets/oxford_pets.py etc.).
+MAX_VAL_SHOTS = 4
+
+
+def _dassl_draw(rng: random.Random, labels, num_shots: int, split: str) -> list[int]:
     """
-    Indices of `num_shots` images per class, as Dassl's `generate_fewshot_dataset`: per label (sorted), a random
-    sample of K items; a class with fewer than K keeps all, with a warning. Depends only on `labels`, K and the
-    seed (a private RNG), never on workers or global state. Sorted by class, then by sample order.
+    One `generate_fewshot_dataset` pass over one list (Dassl `dassl/data/datasets/base_dataset.py`):
+    `split_dataset_by_label` groups items in a defaultdict, so classes come in order of first appearance (not
+    sorted); a class with at least K items gets `random.sample(items, K)` (consuming random numbers even for K of K);
+    a smaller class keeps all its items in order and consumes nothing (`repeat=False`, the default of Dassl's
+    current generate_fewshot_dataset, which the CoOp datasets call without `repeat`). `random.sample` picks
+    positions from the list length alone, so sampling row indices picks the same items as sampling Datum objects.
     """
-    if not isinstance(num_shots, int) or num_shots <= 0:
-        raise ValueError(f"num_shots must be a positive integer (images per class), got {num_shots!r}.")
     by_label = {}
     for index, label in enumerate(labels):
         by_label.setdefault(int(label), []).append(index)
-    rng = random.Random(seed)
     chosen = []
-    for label in sorted(by_label):
-        items = by_label[label]
+    for label, items in by_label.items():
         if len(items) >= num_shots:
             chosen.extend(rng.sample(items, num_shots))
         else:
             logger.warning(
-                "class %d has only %d images (< %d shots): keeping all of them.", label, len(items), num_shots
+                "class %d has only %d images in %s (< %d shots): keeping all of them.",
+                label,
+                len(items),
+                split,
+                num_shots,
             )
             chosen.extend(items)
     return chosen
+
+
+def _check_shots(num_shots) -> None:
+    if isinstance(num_shots, bool) or not isinstance(num_shots, int) or num_shots <= 0:
+        raise ValueError(f"num_shots must be a positive integer (images per class), got {num_shots!r}.")
+
+
+def dassl_few_shot(train_labels, num_shots: int, seed: int, val_labels=None) -> tuple[list[int], list[int] | None]:
+    """
+    Few-shot (train, val) row indices exactly as the official code draws them: CoOp's `train.py` calls Dassl's
+    `set_random_seed(cfg.SEED)` (`random.seed` first, then numpy and torch; nothing draws from `random` before the
+    dataset is built), then e.g. `OxfordPets.__init__` runs `generate_fewshot_dataset(train, num_shots=K)` and
+    `generate_fewshot_dataset(val, num_shots=min(K, 4))` on the same stream (ImageNet: train only, `val_labels=None`).
+    The stream is a private `random.Random(seed)`, which yields the same numbers as a seeded `random` module without
+    reading or changing the caller's global state. Assumes the split already exists: the official code generating a
+    split (no split file) consumes the stream before this draw.
+    """
+    _check_shots(num_shots)
+    rng = random.Random(seed)
+    train = _dassl_draw(rng, train_labels, num_shots, "the training split")
+    val = None if val_labels is None else _dassl_draw(rng, val_labels, min(num_shots, MAX_VAL_SHOTS), "validation")
+    return train, val
+
+
+def select_few_shot(labels, num_shots: int, seed: int) -> list[int]:
+    """
+    Row indices of the few-shot training list as the official run with seed `seed` draws it (see `dassl_few_shot`):
+    classes in order of first appearance, each as `random.sample` returned it; a class with fewer than K images keeps
+    all of them, with a warning. Depends only on `labels`, K and the seed, never on workers or global state.
+    """
+    return dassl_few_shot(labels, num_shots, seed)[0]
 
 
 def label_fingerprint(labels) -> str:
@@ -438,14 +479,16 @@ def few_shot_indices(
     labels, num_shots: int, seed: int, output_dir, split: str, overwrite: bool, dataset: dict | None = None
 ) -> list[int]:
     """
-    Few-shot indices, saved as `output_dir/fewshot_indices.json` with what they were drawn from (the dataset's
-    identity, split, K, seed, row count and a sha256 of the label sequence) and reused only when all of it matches
-    (re-run, resume). A file drawn from anything else raises, naming what differs; with `overwrite` the indices are
-    drawn again (with a warning). Indices of another dataset of the same size would give some classes more than K
-    images and others fewer: never reused silently.
+    Few-shot indices (`select_few_shot`), saved as `output_dir/fewshot_indices.json` with the sampling rule and what
+    they were drawn from (the dataset's identity, split, K, seed, row count and a sha256 of the label sequence), and
+    the drawn items as [row, label] in the official order. Reused only when all of it matches (re-run, resume). A
+    file drawn from anything else, or by another sampling rule, raises, naming what differs; with `overwrite` the
+    indices are drawn again (with a warning). Indices of another dataset of the same size would give some classes
+    more than K images and others fewer: never reused silently.
     """
     path = Path(output_dir) / FEWSHOT_INDICES_NAME if output_dir else None
     meta = {
+        "sampling": FEWSHOT_RULE,
         "dataset": dataset,
         "split": split,
         "num_shots": num_shots,
@@ -464,8 +507,15 @@ def few_shot_indices(
             differences = [
                 f"{key} {saved.get(key)!r} there, {value!r} here"
                 for key, value in meta.items()
-                if saved.get(key) != value
+                if key != "sampling" and saved.get(key) != value
             ]
+            if saved.get("sampling") != FEWSHOT_RULE:
+                drawn_by = saved.get("sampling") or "an older rule (per sorted label, not recorded)"
+                differences.insert(
+                    0,
+                    f"it was drawn by the sampling rule {drawn_by!r}, this version draws by {FEWSHOT_RULE!r} "
+                    "(Dassl's: classes in order of first appearance, random.sample seeded with the run's seed)",
+                )
             indices = saved.get("indices")
             if not differences and not (
                 isinstance(indices, list) and all(isinstance(i, int) and 0 <= i < len(labels) for i in indices)
@@ -476,17 +526,42 @@ def few_shot_indices(
             return indices
         if not overwrite:
             raise ValueError(
-                f"{path} was not drawn from this training data: {'; '.join(differences)}. Use another --output_dir, "
-                "or pass --overwrite_output_dir to draw the few-shot images again."
+                f"{path} does not fit this run: {'; '.join(differences)}. Use another --output_dir, or pass "
+                "--overwrite_output_dir to draw the few-shot images again."
             )
         logger.warning("--overwrite_output_dir: drawing the few-shot images again (%s).", "; ".join(differences))
     indices = select_few_shot(labels, num_shots, seed)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(path.name + ".tmp")
-        staging.write_text(json.dumps({**meta, "indices": indices}), encoding="utf-8")
-        os.replace(staging, path)  # a crash never leaves a half-written file that a resume would read
+        items = [[index, int(labels[index])] for index in indices]
+        _write_json_atomic(path, {**meta, "indices": indices, "items": items})
     return indices
+
+
+def _write_json_atomic(path: Path, content) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(json.dumps(content), encoding="utf-8")
+    os.replace(staging, path)  # a crash never leaves a half-written file that a resume would read
+
+
+def record_training_items(output_dir, train_dataset, task: str, relabel: dict, class_names: dict) -> None:
+    """
+    Add to `output_dir/fewshot_indices.json` what the run trained on, in training-list order: the task, the class
+    names of every task, and per image [row in the split, label, label trained with (after the base/new
+    relabelling), image path or None] after class selection and any dropped corrupt image.
+    """
+    from datasets import Image
+
+    path = Path(output_dir) / FEWSHOT_INDICES_NAME
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    raw = train_dataset.cast_column("image", Image(decode=False))
+    images = raw["image"]
+    items = [
+        [int(row), int(label), relabel[int(label)], image.get("path") if isinstance(image, dict) else None]
+        for row, label, image in zip(raw[SOURCE_ROW_COLUMN], raw["label"], images, strict=True)
+    ]
+    saved["trained"] = {"task": task, "classes": class_names, "items": items}
+    _write_json_atomic(path, saved)
 
 
 # ---------------------------------------------------------------------------------------------- base / new

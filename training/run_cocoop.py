@@ -44,6 +44,7 @@ from training.data import (
     drop_or_raise_corrupt,
     few_shot_indices,
     load_splits,
+    record_training_items,
     select_labels,
     subsample_classes,
     warn_if_training_split_is_evaluated,
@@ -298,6 +299,8 @@ def main(argv=None, callbacks=None) -> dict:
                 train_dataset, "train", data_args.skip_corrupt_images, quiet
             )
         logger.info("Training on %d images of %d classes.", len(train_dataset), len(names[train_task]))
+        if train_indices is not None and training_args.should_save:
+            record_training_items(training_args.output_dir, train_dataset, train_task, relabels[train_task], names)
         train_dataset = train_dataset.with_transform(ImageTransform(train_transform, relabels[train_task]))
     eval_sets = {}
     if training_args.do_eval:
