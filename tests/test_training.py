@@ -409,3 +409,35 @@ def test_classification_metric_values():
     assert scores["macro_f1"] == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
     with pytest.raises(ValueError, match="empty evaluation set"):
         metric.compute(predictions=[], references=[])
+
+
+# ------------------------------------------------------------------------------------------- per-epoch evaluation
+
+
+def test_eval_each_epoch_logs_base_new_and_h_without_changing_training(tmp_path):
+    """Per-epoch base/new accuracy and H go through Trainer.log; training is the same as without them."""
+    logged = []
+
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logged.append(dict(logs or {}))
+
+    plain = main(argv(tmp_path / "plain", "--num_train_epochs", "2"))
+    with_eval = main(argv(tmp_path / "each", "--num_train_epochs", "2", "--eval_each_epoch", "true"), [Recorder()])
+    epochs = with_eval["runs"][0]["per_epoch"]
+    assert [entry["epoch"] for entry in epochs] == [1.0, 2.0]
+    for entry in epochs:
+        assert set(entry) == {"epoch", "eval_base_accuracy", "eval_new_accuracy", "eval_H"}
+        assert 0 <= entry["eval_base_accuracy"] <= 100 and 0 <= entry["eval_new_accuracy"] <= 100
+    reported = [log for log in logged if "eval_H" in log]
+    assert [log["eval_H"] for log in reported] == [entry["eval_H"] for entry in epochs]
+    # The last epoch's figures are the final evaluation's (same model, same images).
+    final = with_eval["runs"][0]
+    assert epochs[-1]["eval_H"] == pytest.approx(final["H"], abs=1e-9)
+    # Evaluation consumed no random numbers of the training: same prompt learner (same seed), stated tolerance.
+    ours, theirs = prompt_learner_state(tmp_path / "each"), prompt_learner_state(tmp_path / "plain")
+    for name, tensor in theirs.items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=1e-6)
+    assert "per_epoch" not in plain["runs"][0]

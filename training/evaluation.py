@@ -5,9 +5,12 @@ Official reference: Dassl `SimpleTrainer.test` + `evaluation/evaluator.py` `Clas
 in percent); CoCoOp paper, Table 1 (H = 2 * base * new / (base + new), of the accuracies in percent).
 """
 
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
+from transformers import TrainerCallback
 from transformers.utils import logging
 
 
@@ -78,16 +81,19 @@ def predict(model, image_embeds, class_names, accelerator, batch_size: int, desc
     return predictions
 
 
-def evaluate_sets(model, eval_sets: dict, accelerator, batch_size: int, num_workers: int, metrics=None) -> dict:
+def evaluate_sets(
+    model, eval_sets: dict, accelerator, batch_size: int, num_workers: int, metrics=None, features=None
+) -> dict:
     """
     `eval_sets`: name -> (dataset with the eval transform, class names). Returns name -> metrics (accuracy and
     macro_f1 in percent, num_samples, num_classes). The images of a set are encoded once; sets that share a dataset
-    object share its features. The model comes back as it went in (class set, prompts, train/eval mode).
+    object share its features; `features` (a dict, filled here) keeps them across calls: the CLIP is frozen, so an
+    image's feature never changes during training. The model comes back as it went in (class set, prompts, mode).
     """
     metrics = metrics if metrics is not None else load_metrics()
     was_training = model.training
     model.eval()
-    features = {}
+    features = features if features is not None else {}
     results = {}
     try:
         for name, (dataset, class_names) in eval_sets.items():
@@ -107,3 +113,45 @@ def evaluate_sets(model, eval_sets: dict, accelerator, batch_size: int, num_work
     finally:
         model.train(was_training)
     return results
+
+
+def base_new_summary(evaluation: dict) -> dict:
+    """Accuracy per class set and, with both base and new, their harmonic mean H (all in percent)."""
+    summary = {f"{name}_accuracy": scores["accuracy"] for name, scores in evaluation.items()}
+    if "base" in evaluation and "new" in evaluation:
+        summary["H"] = harmonic_mean(evaluation["base"]["accuracy"], evaluation["new"]["accuracy"])
+    return summary
+
+
+class EpochEvaluation(TrainerCallback):
+    """
+    Base and new accuracy (and H) after every training epoch, logged through `Trainer.log` so that `--report_to`
+    integrations (tensorboard, wandb, ...) and `trainer_state.json` get them; kept in `history` for results.json.
+    Image features are computed once (frozen CLIP) and reused every epoch. The random state of every generator is
+    restored afterwards: a run with per-epoch evaluation trains exactly as one without.
+    """
+
+    def __init__(self, trainer, eval_sets: dict, batch_size: int, num_workers: int, metrics=None):
+        self.trainer = trainer
+        self.eval_sets = eval_sets
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.metrics = metrics if metrics is not None else load_metrics()
+        self.features = {}
+        self.history = []
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        accelerator = self.trainer.accelerator
+        model = accelerator.unwrap_model(self.trainer.model)
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            evaluation = evaluate_sets(
+                model, self.eval_sets, accelerator, self.batch_size, self.num_workers, self.metrics, self.features
+            )
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        summary = {f"eval_{key}": value for key, value in base_new_summary(evaluation).items()}
+        self.history.append({"epoch": round(state.epoch or 0.0, 4), **summary})
+        self.trainer.log(summary)
+        return control

@@ -49,7 +49,7 @@ from training.data import (
     subsample_classes,
     warn_if_training_split_is_evaluated,
 )
-from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
+from training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import build_model, has_random_weights
 from training.report import CARD_NAME, RANDOM_WEIGHTS_NOTE, aggregate, model_card, write_report
 
@@ -101,6 +101,13 @@ class RunArguments:
     warmup_epochs: int = field(default=1, metadata={"help": "Constant-lr warmup epochs (official: 1)."})
     warmup_lr: float = field(default=1e-5, metadata={"help": "Learning rate of the warmup epochs (official: 1e-5)."})
     seeds_note: str | None = field(default=None, metadata={"help": "Free text recorded in results.json."})
+    eval_each_epoch: bool = field(
+        default=False,
+        metadata={
+            "help": "Also evaluate base and new accuracy (and H) after every epoch, logged through Trainer's logging "
+            "(--report_to) and kept in results.json under 'per_epoch'. Image features are computed once."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -325,6 +332,12 @@ def main(argv=None, callbacks=None) -> dict:
         model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks, run_args=run_args
     )
     accelerator = trainer.accelerator
+    epoch_evaluation = None
+    if run_args.eval_each_epoch and training_args.do_train and eval_sets:
+        epoch_evaluation = EpochEvaluation(
+            trainer, eval_sets, training_args.per_device_eval_batch_size, training_args.dataloader_num_workers
+        )
+        trainer.add_callback(epoch_evaluation)
     if training_args.do_train:
         logger.info("Trainable tensors: %s", trainable)
         # "latest": the newest checkpoint whose writing finished (an interrupted one is skipped).
@@ -347,6 +360,7 @@ def main(argv=None, callbacks=None) -> dict:
             training_args.per_device_eval_batch_size,
             training_args.dataloader_num_workers,
             load_metrics(),
+            features=epoch_evaluation.features if epoch_evaluation is not None else None,
         )
     accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
@@ -359,6 +373,8 @@ def main(argv=None, callbacks=None) -> dict:
         "num_shots": data_args.num_shots if training_args.do_train else None,
         "metrics": evaluation,
     }
+    if epoch_evaluation is not None:
+        run["per_epoch"] = epoch_evaluation.history
     if "base" in evaluation and "new" in evaluation:
         run["H"] = harmonic_mean(evaluation["base"]["accuracy"], evaluation["new"]["accuracy"])
     recipe = {
