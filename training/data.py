@@ -19,6 +19,7 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 FEWSHOT_INDICES_NAME = "fewshot_indices.json"
+BENCHMARK_SPLITS = ("train", "val", "test")
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -52,6 +53,17 @@ class DataArguments:
     )
     image_root: str | None = field(
         default=None, metadata={"help": "Folder the paths of --split_file (or a path column) are relative to."}
+    )
+    benchmark: str | None = field(
+        default=None,
+        metadata={
+            "help": "One of the paper's 15 datasets by name (e.g. EuroSAT, OxfordPets, ImageNet, ImageNetV2), read "
+            "from its official CoOp folder layout under --data_root; class names and splits are the official ones."
+        },
+    )
+    data_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder holding the --benchmark datasets (the $DATA of the official CoOp DATASETS.md)."},
     )
     num_shots: int | None = field(
         default=16, metadata={"help": "Images per class for training (K); None trains on the whole split."}
@@ -93,22 +105,65 @@ class DataArguments:
             raise ValueError(f"--protocol must be 'base_to_new' or 'all', got {self.protocol!r}.")
         if self.verify_images not in ("train", "all", "none"):
             raise ValueError(f"--verify_images must be 'train', 'all' or 'none', got {self.verify_images!r}.")
+        if self.benchmark is not None or self.data_root is not None:
+            self._check_benchmark()
         if (
-            self.dataset_name is None
+            self.benchmark is None
+            and self.dataset_name is None
             and self.split_file is None
             and self.train_file is None
             and self.eval_file is None
         ):
             raise ValueError(
-                "no data: pass --dataset_name, --train_file/--eval_file, or --split_file with --image_root."
+                "no data: pass --dataset_name, --train_file/--eval_file, --split_file with --image_root, or "
+                "--benchmark with --data_root."
             )
         if self.split_file is not None and self.image_root is None:
             raise ValueError("--split_file lists relative image paths: pass --image_root, the folder they live in.")
+
+    def _check_benchmark(self) -> None:
+        """--benchmark names the data completely: it needs --data_root and excludes every other data source."""
+        from training.benchmarks import get_benchmark
+
+        if self.benchmark is None:
+            raise ValueError(f"--data_root {self.data_root} is only read with --benchmark: name the dataset too.")
+        if self.data_root is None:
+            raise ValueError(
+                f"--benchmark {self.benchmark} needs --data_root, the folder holding the datasets in the layout of "
+                "the official CoOp DATASETS.md."
+            )
+        self.benchmark = get_benchmark(self.benchmark).name  # official spelling; unknown names raise, listing all
+        conflicting = {
+            "--dataset_name": self.dataset_name,
+            "--dataset_config_name": self.dataset_config_name,
+            "--data_dir": self.data_dir,
+            "--train_file": self.train_file,
+            "--eval_file": self.eval_file,
+            "--split_file": self.split_file,
+            "--image_root": self.image_root,
+            "--class_names_file": self.class_names_file,
+            "--image_column": None if self.image_column == "image" else self.image_column,
+            "--label_column": None if self.label_column == "label" else self.label_column,
+        }
+        given = [flag for flag, value in conflicting.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"--benchmark {self.benchmark} reads the images, labels and class names from --data_root; drop "
+                f"{', '.join(given)} (they name another data source)."
+            )
+        for flag, split in (("--train_split", self.train_split), ("--eval_split", self.eval_split)):
+            if split not in BENCHMARK_SPLITS:
+                raise ValueError(
+                    f"{flag} {split!r}: a benchmark has the splits {list(BENCHMARK_SPLITS)} (the paper evaluates on "
+                    "'test')."
+                )
 
     @property
     def display_name(self) -> str:
         if self.dataset_display_name:
             return self.dataset_display_name
+        if self.benchmark:
+            return self.benchmark
         for source in (self.dataset_name, self.split_file, self.train_file, self.eval_file):
             if source:
                 stem = Path(source.rstrip("/")).stem
@@ -184,6 +239,43 @@ def _load_split_file(args: DataArguments, splits):
     return datasets_, class_names
 
 
+def load_benchmark_splits(args: DataArguments, splits):
+    """
+    The requested splits of `--benchmark` under `--data_root` (training/benchmarks.py reads the official layout), as
+    `load_splits` returns them: `image` (decoded from the item's path), `label`, `source_row`; the official class
+    names in label order. Test-only datasets (ImageNet-V2/-Sketch/-A/-R) have no training or validation images.
+    """
+    from datasets import Dataset, Image
+
+    from training.benchmarks import get_benchmark, load_benchmark
+
+    splits = list(dict.fromkeys(splits))
+    bench = get_benchmark(args.benchmark)
+    if bench.test_only:
+        if args.train_split in splits:
+            raise ValueError(
+                f"--benchmark {bench.name} is a test-only dataset (evaluation only, no training images): drop "
+                "--do_train and evaluate a trained model (--model_name_or_path) or zero-shot CLIP (--method zeroshot)."
+            )
+        other = [split for split in splits if split != "test"]
+        if other:
+            raise ValueError(
+                f"--benchmark {bench.name} is a test-only dataset: it has only the split 'test', not {other}; pass "
+                "--eval_split test."
+            )
+    loaded = load_benchmark(bench.name, args.data_root)
+    result = {}
+    for split in splits:
+        items = loaded[split]
+        if not items:
+            raise ValueError(f"--benchmark {bench.name}: the {split!r} split under {args.data_root} holds no images.")
+        ds = Dataset.from_dict(
+            {"image": [item.path for item in items], "label": [item.label for item in items]}, split=split
+        ).cast_column("image", Image())
+        result[split] = ds.add_column(SOURCE_ROW_COLUMN, list(range(len(ds))))
+    return result, list(loaded["class_names"])
+
+
 def load_splits(args: DataArguments, splits, cache_dir=None):
     """
     The requested splits as `datasets.Dataset`s with columns `image` (decoded to PIL), `label` (int class index) and
@@ -192,6 +284,8 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
     """
     from datasets import ClassLabel, DatasetDict, load_dataset
 
+    if args.benchmark is not None:
+        return load_benchmark_splits(args, splits)
     splits = list(dict.fromkeys(splits))
     sources = {}  # split -> the file it was read from, for messages
     if args.split_file is not None:
@@ -471,6 +565,8 @@ def dataset_identity(args: DataArguments) -> dict:
         "data_dir": args.data_dir,
         "train_file": local(args.train_file),
         "split_file": local(args.split_file),
+        "benchmark": args.benchmark,
+        "data_root": local(args.data_root),
     }
     return {key: value for key, value in identity.items() if value is not None}
 

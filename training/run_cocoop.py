@@ -52,6 +52,7 @@ from training.data import (
 from training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import build_model, has_random_weights
 from training.report import CARD_NAME, RANDOM_WEIGHTS_NOTE, aggregate, model_card, write_report
+from training.zeroshot import build_zero_shot_clip, check_template
 
 
 logger = logging.get_logger(__name__)
@@ -101,6 +102,13 @@ class RunArguments:
     warmup_epochs: int = field(default=1, metadata={"help": "Constant-lr warmup epochs (official: 1)."})
     warmup_lr: float = field(default=1e-5, metadata={"help": "Learning rate of the warmup epochs (official: 1e-5)."})
     seeds_note: str | None = field(default=None, metadata={"help": "Free text recorded in results.json."})
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "--method zeroshot only: score plain CLIP with this prompt, '{}' standing for the class name "
+            "(e.g. 'a photo of a {}.'); default with --benchmark: the dataset's official template."
+        },
+    )
     eval_each_epoch: bool = field(
         default=False,
         metadata={
@@ -131,6 +139,45 @@ def parse_args(argv=None):
     if training_args.do_train and training_args.do_eval:
         warn_if_training_split_is_evaluated(data_args)
     return model_args, data_args, training_args, run_args
+
+
+def zero_shot_template(model_args, data_args, training_args, run_args) -> tuple[str | None, str | None]:
+    """
+    (template, where it comes from) when `--method zeroshot` scores plain CLIP with a prompt template: the given
+    --prompt_template, else the official template of --benchmark (CoOp trainers/zsclip.py `CUSTOM_TEMPLATES`);
+    (None, None) for the CoOp-packaged zero-shot model of --ctx_init words.
+    """
+    from training.benchmarks import get_benchmark
+
+    if run_args.prompt_template is not None and model_args.method != "zeroshot":
+        raise ValueError(
+            f"--prompt_template is the prompt of zero-shot CLIP: pass --method zeroshot, or drop it for "
+            f"--method {model_args.method} (its prompt context is learned from --ctx_init)."
+        )
+    if model_args.method != "zeroshot":
+        return None, None
+    if run_args.prompt_template is not None:
+        template, source = check_template(run_args.prompt_template), "--prompt_template"
+    elif data_args.benchmark is not None:
+        template = get_benchmark(data_args.benchmark).template
+        source = f"the official {data_args.benchmark} template (CoOp trainers/zsclip.py CUSTOM_TEMPLATES)"
+    else:
+        return None, None
+    if model_args.model_name_or_path:
+        raise ValueError(
+            f"--method zeroshot with a prompt template ({source}) scores plain CLIP "
+            f"(--clip_model_name_or_path); drop --model_name_or_path {model_args.model_name_or_path}."
+        )
+    for flag, given in (
+        ("--push_to_hub", training_args.push_to_hub),
+        ("--save_adapter_only", run_args.save_adapter_only),
+    ):
+        if given:
+            raise ValueError(
+                f"{flag}: zero-shot CLIP with a prompt template learns nothing and saves no model, so there is "
+                "nothing to share or save; its results are in --output_dir."
+            )
+    return template, source
 
 
 def check_output_dir(training_args, run_args) -> None:
@@ -254,6 +301,7 @@ def setup_logging(training_args) -> None:
 def main(argv=None, callbacks=None) -> dict:
     """Run the protocol; returns the content of results.json (empty dict on non-main processes)."""
     model_args, data_args, training_args, run_args = parse_args(argv)
+    template, template_source = zero_shot_template(model_args, data_args, training_args, run_args)
     setup_logging(training_args)
     push_to_hub = training_args.push_to_hub
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
@@ -319,7 +367,12 @@ def main(argv=None, callbacks=None) -> dict:
                 dataset, skipped[task] = drop_or_raise_corrupt(dataset, task, data_args.skip_corrupt_images, quiet)
             eval_sets[task] = (dataset.with_transform(ImageTransform(eval_transform, relabel)), names[task])
 
-    model = build_model(model_args, names[train_task], training_args.seed)
+    if template is not None:
+        # The official ZeroshotCLIP: plain CLIP + a template; --ctx_init / --n_ctx play no part.
+        logger.info("Zero-shot CLIP with the prompt template %r (%s).", template, template_source)
+        model = build_zero_shot_clip(model_args, template, names[train_task])
+    else:
+        model = build_model(model_args, names[train_task], training_args.seed)
     if random_note is None and has_random_weights(model):  # a saved model trained on random CLIP weights
         random_note = RANDOM_WEIGHTS_NOTE
     if run_args.save_adapter_only and random_note:
@@ -327,7 +380,7 @@ def main(argv=None, callbacks=None) -> dict:
             "--save_adapter_only: this model's CLIP has random weights, and an adapter-only folder would load the "
             f"CLIP {model.config.clip_name_or_path} instead; save the full model (drop --save_adapter_only)."
         )
-    trainable = check_trainable(model)
+    trainable = check_trainable(model) if template is None else []
     trainer = CoCoOpTrainer(
         model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks, run_args=run_args
     )
@@ -345,7 +398,7 @@ def main(argv=None, callbacks=None) -> dict:
         trainer.train(resume_from_checkpoint=resume)
     model = accelerator.unwrap_model(trainer.model)
 
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and template is None:  # zero-shot CLIP + template: nothing to save
         # The checkpoints hold the prompt learner only; the output is a model that loads on its own (with its CLIP,
         # or adapter-only with --save_adapter_only) and its processor, with the image processor this run used.
         model._image_processor = image_processor
@@ -373,6 +426,8 @@ def main(argv=None, callbacks=None) -> dict:
         "num_shots": data_args.num_shots if training_args.do_train else None,
         "metrics": evaluation,
     }
+    if template is not None:
+        run["prompt_template"] = template
     if epoch_evaluation is not None:
         run["per_epoch"] = epoch_evaluation.history
     if "base" in evaluation and "new" in evaluation:
@@ -388,12 +443,15 @@ def main(argv=None, callbacks=None) -> dict:
         "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
     }
+    if template is not None:
+        recipe["prompt template"] = template
     extra = {
         "world_size": training_args.world_size,
         "protocol": data_args.protocol,
         "classes": names,
         "skipped_corrupt_images": skipped,
         "recipe": recipe,
+        **({"zero_shot": {"prompt_template": template, "source": template_source}} if template is not None else {}),
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "run": asdict(run_args)},
     }
     content = write_report(training_args.output_dir, [run] if evaluation else [], note=random_note, extra=extra)

@@ -1,0 +1,146 @@
+"""Zero-shot CLIP with a hand-written prompt template, as the official `ZeroshotCLIP` (CoOp trainers/zsclip.py).
+
+The CoOp-packaged zero-shot model (`--method zeroshot` alone) can only say "<ctx_init words> {class name}."; the
+official per-dataset templates ("{} texture.", "a photo of a {}, a type of pet.") put words after the class name, so
+they are scored here with plain CLIP: logits = logit_scale.exp() * cos(image feature, text feature of
+`template.format(name with "_" read as " ")`), text features from `CLIPModel.get_text_features` on the tokenised
+prompts. Nothing is learned, so nothing is saved: the template is recorded in results.json and the model card.
+"""
+
+import torch
+from transformers import BatchEncoding, PretrainedConfig
+from transformers.modeling_outputs import ImageClassifierOutput
+
+
+def check_template(template: str, flag: str = "--prompt_template") -> str:
+    """A template with exactly one `{}` for the class name (Python `str.format`, as the official code uses)."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(
+            f"{flag} must hold exactly one '{{}}' where the class name goes, e.g. 'a photo of a {{}}.', "
+            f"got {template!r}."
+        )
+    try:
+        template.format("x")
+    except (IndexError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"{flag} {template!r} is not a valid format string with one '{{}}' ({error}); write literal braces as "
+            "'{{' and '}}'."
+        ) from None
+    return template
+
+
+def template_prompts(template: str, class_names) -> list[str]:
+    """The official prompts: `template.format(c.replace("_", " "))` (trainers/zsclip.py `ZeroshotCLIP.build_model`)."""
+    return [template.format(name.replace("_", " ")) for name in class_names]
+
+
+class ZeroShotCLIP(torch.nn.Module):
+    """
+    Evaluation-time model for plain CLIP + one prompt template, with the interface the evaluation code uses:
+    `get_image_features`, `class_prompts(names)`, `forward(image_embeds=... | pixel_values=..., **prompts).logits`.
+
+    `class_prompts(names)` returns the tokenised prompts (`input_ids`, `attention_mask`); given to `forward`, they are
+    used for that call only. Without them `forward` scores the class set given at construction. Nothing on the model
+    changes during a forward. CLIP is frozen.
+    """
+
+    def __init__(
+        self,
+        clip,
+        tokenizer,
+        template: str,
+        class_names,
+        clip_name_or_path: str | None = None,
+        clip_revision: str | None = None,
+        random_clip_weights: bool = False,
+    ):
+        super().__init__()
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.template = check_template(template, "the prompt template")
+        self.class_names = list(class_names)
+        # What the run script reads off a model for its outputs (the CoCoOp config has the same fields).
+        self.config = PretrainedConfig(
+            clip_name_or_path=clip_name_or_path,
+            clip_revision=clip_revision,
+            prompt_template=self.template,
+            n_ctx=None,
+            random_clip_weights=random_clip_weights,
+        )
+        self.clip.requires_grad_(False)
+
+    def prompts(self, class_names) -> list[str]:
+        return template_prompts(self.template, class_names)
+
+    def class_prompts(self, class_names, tokenizer=None) -> BatchEncoding:
+        """Tokenised prompts of `class_names` (padded to the longest, truncated to CLIP's text context)."""
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        max_length = self.clip.config.text_config.max_position_embeddings
+        return tokenizer(
+            self.prompts(list(class_names)),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected image features `(batch, projection_dim)`."""
+        features = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised projected text features `(classes, projection_dim)` (EOS pooling of `CLIPModel`)."""
+        features = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ImageClassifierOutput:
+        if (pixel_values is None) == (image_embeds is None):
+            raise ValueError("pass exactly one of `pixel_values` and `image_embeds`.")
+        if input_ids is None:
+            if attention_mask is not None:
+                raise ValueError("`attention_mask` was given without `input_ids`.")
+            prompts = self.class_prompts(self.class_names)
+            input_ids, attention_mask = prompts["input_ids"], prompts["attention_mask"]
+        device = self.clip.logit_scale.device
+        if image_embeds is None:
+            image_embeds = self.get_image_features(pixel_values)
+        image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+        text_embeds = self.get_text_features(
+            input_ids.to(device), None if attention_mask is None else attention_mask.to(device)
+        )
+        logits = self.clip.logit_scale.exp() * image_embeds.to(text_embeds.dtype) @ text_embeds.t()
+        loss = None if labels is None else torch.nn.functional.cross_entropy(logits, labels.to(logits.device))
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+def build_zero_shot_clip(model_args, template: str, class_names) -> ZeroShotCLIP:
+    """Plain CLIP (pretrained, or random from its config with `--random_init_clip`, drawn exactly as the CoCoOp
+    models of the run script draw theirs) + the template."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, set_seed
+
+    path, revision = model_args.clip_model_name_or_path, model_args.clip_revision
+    tokenizer = CLIPTokenizer.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+    if model_args.random_init_clip:
+        config = CLIPConfig.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+        set_seed(model_args.random_init_seed)  # the same random weights as training/modeling_setup.build_model
+        clip = CLIPModel(config)
+    else:
+        clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+    clip.eval()
+    return ZeroShotCLIP(
+        clip,
+        tokenizer,
+        template,
+        class_names,
+        clip_name_or_path=str(path),
+        clip_revision=revision,
+        random_clip_weights=bool(model_args.random_init_clip),
+    )
