@@ -1,0 +1,451 @@
+#!/usr/bin/env python
+r"""
+The whole base-to-new grid, datasets x methods x seeds, with one command, and the CoCoOp paper's Table 1 from it.
+
+    python training/run_benchmark.py --benchmark all --data_root DATA --output_dir out/table1
+    python training/run_benchmark.py --benchmark eurosat dtd --data_root DATA --method cocoop --seeds 1 2 3 \
+        --output_dir out/table1 -- --per_device_eval_batch_size 50
+
+Each cell is one `training/run_cocoop.py` run with the published recipe of its method (CoCoOp, CoOp, zero-shot CLIP),
+written to `<output_dir>/<dataset>/<method>/seed<S>`; flags after `--` go to every run. The cells run one after
+another in this process (run_cocoop keeps no state between runs: its logging setup is idempotent, Trainer seeds
+itself, the model is rebuilt). A cell whose folder holds a finished run of that same cell is skipped; an interrupted
+one resumes from its newest complete checkpoint, or starts again when it has none. Zero-shot CLIP involves no random
+draw (no training, all test images, the class split is fixed), so it runs once per dataset, with the first seed.
+
+Writes `table1.md`, `table1.json` and `table1.png` into --output_dir: Base, New and H per dataset and method (mean over
+seeds), the average over the 11 base-to-new datasets, and the paper's averages beside ours.
+"""
+
+import argparse
+import gc
+import json
+import logging as std_logging
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformers.utils import logging
+
+from training import cli
+from training.benchmarks import BENCHMARKS, get_benchmark
+from training.checkpoints import MANIFEST_NAME, latest_checkpoint
+from training.evaluation import harmonic_mean
+from training.report import RESULTS_NAME, aggregate, bar_chart, markdown_table
+
+
+logger = logging.get_logger(__name__)
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+# Published recipes (official configs/trainers/<Trainer>/*.yaml). CoOp as the official scripts/cocoop/base2new_train.sh
+# runs it with TRAINER=CoOp: vit_b16_ctxv1, and vit_b16_ep50_ctxv1 on ImageNet.
+RECIPES = {
+    "zeroshot": CONFIGS / "zeroshot_clip_vit_b16.yaml",
+    "coop": CONFIGS / "coop_vit_b16_ctxv1.yaml",
+    "cocoop": CONFIGS / "cocoop_vit_b16_c4_ep10_batch1_ctxv1.yaml",
+}
+RECIPE_OVERRIDES = {("coop", "ImageNet"): CONFIGS / "coop_vit_b16_ep50_ctxv1.yaml"}
+METHOD_TITLES = {"zeroshot": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp"}
+# CoCoOp paper (Zhou et al., CVPR 2022) Table 1, "Average over 11 datasets": Base / New / H (%).
+PAPER_AVERAGES = {
+    "zeroshot": {"base": 69.34, "new": 74.22, "H": 71.70},
+    "coop": {"base": 82.69, "new": 63.22, "H": 71.66},
+    "cocoop": {"base": 80.47, "new": 71.69, "H": 75.83},
+}
+# The datasets of Table 1: every benchmark with a train split (ImageNet-V2/-Sketch/-A/-R are evaluation-only).
+BASE_TO_NEW = tuple(name for name, bench in BENCHMARKS.items() if not bench.test_only)
+# Flags the grid sets per cell; passing them after `--` would make a cell something other than its folder says.
+GRID_FLAGS = (
+    "--benchmark",
+    "--data_root",
+    "--seed",
+    "--output_dir",
+    "--method",
+    "--overwrite_output_dir",
+    "--resume_from_checkpoint",
+    "--dataset_name",
+    "--dataset_display_name",
+    "--train_file",
+    "--eval_file",
+    "--split_file",
+    "--do_train",
+    "--protocol",
+)
+TABLE_STEM = "table1"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str  # official benchmark name
+    method: str
+    seed: int
+    output_dir: Path
+    num_shots: int | None  # what the run's results.json must record (None: zero-shot, nothing trained)
+
+    def __str__(self):
+        return f"{self.dataset} / {self.method} / seed {self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def split_argv(argv):
+    """The grid's own flags, and the run_cocoop flags after `--`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--benchmark",
+        nargs="+",
+        required=True,
+        help=f"Datasets (official names, folder names or aliases), or 'all' for the 11 of Table 1: {BASE_TO_NEW}.",
+    )
+    parser.add_argument("--data_root", required=True, help="The $DATA folder of the official DATASETS.md layout.")
+    parser.add_argument("--output_dir", required=True, help="Grid folder: one sub-folder per cell, and the table.")
+    parser.add_argument(
+        "--method", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="Methods (default: all three)."
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3, as the paper)."
+    )
+    own, extra = split_argv(argv)
+    args = parser.parse_args(own)
+    for flag in extra:
+        name = flag.split("=", 1)[0]
+        # argparse also takes an unambiguous prefix ("--output_d") for the full name: refuse those as well
+        if name.startswith("--") and len(name) > 2 and any(grid.startswith(name) for grid in GRID_FLAGS):
+            raise ValueError(f"{name} after '--' is set by the grid per cell: use the grid's options.")
+    args.extra = extra
+    args.benchmark = resolve_benchmarks(args.benchmark)
+    args.method = list(dict.fromkeys(args.method))
+    args.seeds = list(dict.fromkeys(args.seeds))
+    return args
+
+
+def resolve_benchmarks(names: list[str]) -> list[str]:
+    """Official names of the requested datasets, in request order; 'all' = the 11 base-to-new datasets."""
+    resolved = []
+    for name in names:
+        if name.lower() == "all":
+            resolved.extend(BASE_TO_NEW)
+            continue
+        bench = get_benchmark(name)  # unknown names: ValueError listing the known ones
+        if bench.test_only:
+            raise ValueError(
+                f"{bench.name} is evaluation-only (no training images): it has no base-to-new row in Table 1. "
+                "Evaluate a model trained on ImageNet on it with training/evaluate_transfer.py."
+            )
+        resolved.append(bench.name)
+    return list(dict.fromkeys(resolved))
+
+
+def recipe_for(method: str, dataset: str) -> Path:
+    return RECIPE_OVERRIDES.get((method, dataset), RECIPES[method])
+
+
+def expected_shots(recipe: Path, extra: list[str], method: str) -> int | None:
+    """Shots a cell trains with: `--num_shots` after `--` wins over the recipe's; zero-shot trains on none."""
+    if method == "zeroshot":
+        return None
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--num_shots", type=int)
+    given = parser.parse_known_args(extra)[0].num_shots
+    if given is not None:
+        return given
+    return cli.read_structured_file(recipe, "recipe").get("num_shots")
+
+
+def build_grid(args) -> list[Cell]:
+    missing = sorted({str(recipe_for(m, d)) for m in args.method for d in args.benchmark} - _existing_recipes())
+    if missing:
+        raise ValueError(f"recipe file(s) missing: {missing}; they belong in {CONFIGS}.")
+    cells = []
+    for dataset in args.benchmark:
+        for method in args.method:
+            seeds = args.seeds[:1] if method == "zeroshot" else args.seeds
+            shots = expected_shots(recipe_for(method, dataset), args.extra, method)
+            for seed in seeds:
+                folder = Path(args.output_dir) / dataset / method / f"seed{seed}"
+                cells.append(Cell(dataset, method, seed, folder, shots))
+    return cells
+
+
+def _existing_recipes() -> set[str]:
+    return {str(path) for path in list(RECIPES.values()) + list(RECIPE_OVERRIDES.values()) if path.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------- cell states
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(cell: Cell) -> dict | None:
+    """
+    The results.json content of a finished run in the cell's folder, checked to be this cell's; None when the run is
+    not finished. A finished run of another dataset, method, seed or shot count is an error, never a skip.
+    """
+    manifest = _read_json(cell.output_dir / MANIFEST_NAME)
+    if not (isinstance(manifest, dict) and manifest.get("complete")):
+        return None
+    results_path = cell.output_dir / RESULTS_NAME
+    content = _read_json(results_path)
+    runs = content.get("runs") if isinstance(content, dict) else None
+    if not runs or len(runs) != 1:
+        raise ValueError(
+            f"{cell.output_dir} holds a finished run without the single evaluated run a cell writes to "
+            f"{RESULTS_NAME}: move it away, or choose another --output_dir."
+        )
+    run = runs[0]
+    try:
+        dataset = get_benchmark(str(run.get("dataset"))).name
+    except ValueError:
+        dataset = run.get("dataset")
+    found = {"dataset": dataset, "method": run.get("method"), "seed": run.get("seed"), "shots": run.get("num_shots")}
+    wanted = {"dataset": cell.dataset, "method": cell.method, "seed": cell.seed, "shots": cell.num_shots}
+    if found != wanted:
+        differ = ", ".join(
+            f"{key} {found[key]!r} (cell: {wanted[key]!r})" for key in wanted if found[key] != wanted[key]
+        )
+        raise ValueError(
+            f"{results_path} is a finished run of another cell: {differ}. Move that folder away, or choose another "
+            "--output_dir; the grid does not overwrite finished runs."
+        )
+    if "base" not in run.get("metrics", {}) or "new" not in run.get("metrics", {}):
+        raise ValueError(f"{results_path} has no base and new accuracy: not a base-to-new run.")
+    return content
+
+
+def resume_flags(cell: Cell) -> tuple[str, list[str]]:
+    """What to do with a cell that is not finished: ('run' | 'resume' | 'restart', extra run_cocoop flags)."""
+    if not cell.output_dir.is_dir() or not any(cell.output_dir.iterdir()):
+        return "run", []
+    if latest_checkpoint(cell.output_dir) is not None:
+        return "resume", ["--resume_from_checkpoint", "latest"]
+    if isinstance(_read_json(cell.output_dir / MANIFEST_NAME), dict):
+        # An interrupted run of this cell that saved no checkpoint: run_cocoop deletes its outputs (only those: a
+        # user's own files there are kept) and starts again.
+        return "restart", ["--overwrite_output_dir"]
+    # No run of run_cocoop started here: let it refuse the folder, naming the files, before anything is written.
+    return "run", []
+
+
+# ---------------------------------------------------------------------------------------------- grid
+
+
+def run_cell(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> dict:
+    from training import run_cocoop
+
+    argv = [
+        str(recipe_for(cell.method, cell.dataset)),
+        "--benchmark",
+        cell.dataset,
+        "--data_root",
+        str(data_root),
+        "--seed",
+        str(cell.seed),
+        "--output_dir",
+        str(cell.output_dir),
+        *flags,
+        *extra,
+    ]
+    logger.info("run_cocoop %s", " ".join(argv))
+    return run_cocoop.main(argv)
+
+
+def run_grid(args) -> dict[Cell, dict]:
+    """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
+    from tqdm.auto import tqdm
+
+    cells = build_grid(args)
+    # Check every finished folder first: a mismatch stops the grid before hours of training, not after.
+    finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
+    todo = [cell for cell in cells if cell not in finished]
+    logger.info(
+        "Grid of %d cells (%d datasets x %d methods, seeds %s): %d finished, %d to run.",
+        len(cells),
+        len(args.benchmark),
+        len(args.method),
+        args.seeds,
+        len(finished),
+        len(todo),
+    )
+    results = {}
+    progress = tqdm(cells, desc="benchmark grid", unit="cell")
+    for index, cell in enumerate(progress, 1):
+        progress.set_postfix_str(str(cell))
+        if cell in finished:
+            logger.info("[%d/%d] %s: finished earlier, skipped.", index, len(cells), cell)
+            results[cell] = finished[cell]
+            continue
+        action, flags = resume_flags(cell)
+        logger.info("[%d/%d] %s: %s in %s", index, len(cells), cell, action, cell.output_dir)
+        run_cell(cell, args.extra, args.data_root, flags)
+        results[cell] = finished_run(cell)
+        if results[cell] is None:
+            raise RuntimeError(f"{cell}: run_cocoop returned without finishing {cell.output_dir}.")
+        gc.collect()  # the cell's model and datasets, before the next cell builds its own
+    progress.close()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -> dict:
+    """
+    Rows per dataset and method, the average over datasets, the paper's averages and the random-weights note.
+
+    H follows the paper: per dataset, the harmonic mean of the seed-averaged Base and New accuracies (official
+    parse_test_res.py averages each accuracy over seeds); in the average row, of the dataset-averaged ones (Table 1's
+    "Average over 11 datasets": 2 * 80.47 * 71.69 / (80.47 + 71.69) = 75.83 for CoCoOp). The mean of the per-seed H
+    is kept in the JSON too ("H_mean_over_seeds").
+    """
+    runs = [content["runs"][0] for content in results.values()]
+    by_key = {(row["dataset"], row["method"]): row for row in aggregate(runs)}
+    canonical = {run["dataset"]: get_benchmark(run["dataset"]).name for run in runs}
+    rows = []
+    for dataset in datasets:
+        for method in methods:
+            row = next((r for (d, m), r in by_key.items() if canonical[d] == dataset and m == method), None)
+            if row is None:
+                continue
+            base, new = row["scores"]["base"], row["scores"]["new"]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "seeds": row["seeds"],
+                    "base": base,
+                    "new": new,
+                    "H": harmonic_mean(base["mean"], new["mean"]),
+                    "H_mean_over_seeds": row["scores"]["H"]["mean"],
+                }
+            )
+    averages = {}
+    for method in methods:
+        members = [row for row in rows if row["method"] == method]
+        if not members:
+            continue
+        base = statistics.fmean(row["base"]["mean"] for row in members)
+        new = statistics.fmean(row["new"]["mean"] for row in members)
+        covered = [row["dataset"] for row in members]
+        averages[method] = {
+            "datasets": covered,
+            "n": len(covered),
+            "paper_datasets": set(covered) == set(BASE_TO_NEW),
+            "base": base,
+            "new": new,
+            "H": harmonic_mean(base, new),
+        }
+    notes = sorted({content["note"] for content in results.values() if content.get("note")})
+    return {
+        "note": " ".join(notes) or None,
+        "datasets": datasets,
+        "methods": methods,
+        "rows": rows,
+        "average": averages,
+        "paper_average": {method: PAPER_AVERAGES[method] for method in methods},
+        "H_convention": "H = 2*Base*New/(Base+New) of the mean accuracies (over seeds; over datasets in the average)",
+    }
+
+
+def average_label(average: dict) -> str:
+    if average["paper_datasets"]:
+        return f"Average over {average['n']} datasets"
+    return f"Average over {average['n']} dataset(s) (not the paper's 11)"
+
+
+def _report_rows(table: dict) -> list[dict]:
+    """Rows in training/report.py's layout (for its table and chart): H without std, being computed from means."""
+    rows = []
+    for row in table["rows"]:
+        scores = {"base": row["base"], "new": row["new"], "H": {"mean": row["H"], "std": 0.0, "n": 1}}
+        rows.append(
+            {
+                "dataset": row["dataset"],
+                "method": METHOD_TITLES[row["method"]],
+                "seeds": row["seeds"],
+                "scores": scores,
+            }
+        )
+    return rows
+
+
+def table1_markdown(table: dict) -> str:
+    lines = ["# Base-to-new generalization (CoCoOp paper, Table 1)", ""]
+    if table["note"]:
+        lines += [f"> **{table['note']}**", ""]
+    if table["average"]:
+        labels = sorted({average_label(a) for a in table["average"].values()})
+        lines += [f"## {labels[0] if len(labels) == 1 else 'Averages over datasets'}", ""]
+        lines.append("| Method | Datasets | Base | New | H | Paper: Base | Paper: New | Paper: H |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for method, average in table["average"].items():
+            paper = table["paper_average"][method]
+            lines.append(
+                f"| {METHOD_TITLES[method]} | {average['n']} | {average['base']:.2f} | {average['new']:.2f} | "
+                f"{average['H']:.2f} | {paper['base']:.2f} | {paper['new']:.2f} | {paper['H']:.2f} |"
+            )
+        lines.append("")
+        if not all(a["paper_datasets"] for a in table["average"].values()):
+            lines += ["The paper averages over all 11 datasets: the two sides are not comparable.", ""]
+    lines += ["## Per dataset", ""]
+    lines.append(markdown_table(_report_rows(table)).rstrip("\n"))
+    lines += [
+        "",
+        "H per row is computed from the seed-averaged Base and New accuracies, and in the average from the "
+        "dataset-averaged ones, as in the paper.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(output_dir, table: dict) -> None:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{TABLE_STEM}.json").write_text(json.dumps(table, indent=2))
+    (output_dir / f"{TABLE_STEM}.md").write_text(table1_markdown(table))
+    rows = _report_rows(table)
+    for method, average in table["average"].items():  # one more group on the chart: our average, the paper's beside
+        label = f"average ({average['n']})"
+        for who, scores in (
+            (METHOD_TITLES[method], average),
+            (f"{METHOD_TITLES[method]} (paper)", PAPER_AVERAGES[method]),
+        ):
+            stats = {c: {"mean": scores[c], "std": 0.0, "n": 1} for c in ("base", "new", "H")}
+            rows.append({"dataset": label, "method": who, "seeds": [], "scores": stats})
+    bar_chart(rows, output_dir / f"{TABLE_STEM}.png", table["note"])
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> dict:
+    """Run the grid and write the table; returns the content of table1.json."""
+    args = parse_args(argv)
+    cli.setup_logging(logger.name, std_logging.INFO)
+    results = run_grid(args)
+    table = table1(results, args.benchmark, args.method)
+    write_table(args.output_dir, table)
+    markdown = table1_markdown(table)
+    print(markdown, flush=True)
+    return table
+
+
+if __name__ == "__main__":
+    main()
