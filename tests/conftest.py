@@ -9,6 +9,8 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
+DEMO = Path(__file__).resolve().parents[1] / "training" / "demo"
+TINY_CLIP = DEMO / "tiny-clip"  # the one tiny CLIP config (+ tokenizer): tests, demo and benchmark
 TOKENIZER_DIR = FIXTURES / "clip-tokenizer"
 
 CLASS_NAMES = ["tench", "goldfish", "great_white_shark", "tiger shark", "hammerhead", "electric ray", "stingray"]
@@ -119,3 +121,26 @@ def assert_same_held_state(before: dict, after: dict) -> None:
     )
     for name, tensor in before["prompt_learner"].items():
         assert torch.equal(after["prompt_learner"][name], tensor), name
+
+
+def tiny_run_argv(output_dir, data_args, *extra, eval_batch_size=50, train=True, evaluate=True) -> list[str]:
+    """`run_cocoop.main` flags of a seconds-long run: the tiny random CLIP, 2 shots, 1 epoch, CPU, no checkpoints."""
+    args = [
+        "--clip_model_name_or_path", str(TINY_CLIP),
+        "--random_init_clip", "true",
+        *data_args,
+        "--num_shots", "2",
+        "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "2",
+        "--per_device_eval_batch_size", str(eval_batch_size),
+        "--output_dir", str(output_dir),
+        "--use_cpu", "true",
+        "--save_strategy", "no",
+        "--disable_tqdm", "true",
+        "--logging_steps", "100",
+    ]  # fmt: skip
+    if train:
+        args.append("--do_train")
+    if evaluate:
+        args.append("--do_eval")
+    return args + list(extra)

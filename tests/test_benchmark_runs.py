@@ -13,10 +13,10 @@ from training.benchmarks import get_benchmark
 from training.run_cocoop import CoCoOpTrainer, main
 from training.zeroshot import ZeroShotCLIP, check_template
 
+from .conftest import DEMO, TINY_CLIP, tiny_run_argv
+
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "training" / "demo"
-TINY_CLIP = DEMO / "tiny-clip"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 # Four EuroSAT classes as the published split_zhou_EuroSAT.json names them (folder, official class name).
@@ -76,24 +76,7 @@ def data_root(tmp_path_factory):
 
 
 def argv(output_dir, *extra, train=True, evaluate=True):
-    args = [
-        "--clip_model_name_or_path", str(TINY_CLIP),
-        "--random_init_clip", "true",
-        "--num_shots", "2",
-        "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "2",
-        "--per_device_eval_batch_size", "4",
-        "--output_dir", str(output_dir),
-        "--use_cpu", "true",
-        "--save_strategy", "no",
-        "--disable_tqdm", "true",
-        "--logging_steps", "100",
-    ]  # fmt: skip
-    if train:
-        args.append("--do_train")
-    if evaluate:
-        args.append("--do_eval")
-    return args + list(extra)
+    return tiny_run_argv(output_dir, [], *extra, eval_batch_size=4, train=train, evaluate=evaluate)
 
 
 def benchmark(data_root, name="EuroSAT"):

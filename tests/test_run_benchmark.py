@@ -283,7 +283,8 @@ def test_published_recipes_per_method():
 
 def test_real_grid_on_a_miniature_layout_then_skips_it_all(tmp_path, monkeypatch):
     """run_cocoop itself (tiny random CLIP, one epoch, one shot) on a miniature official EuroSAT layout."""
-    from .test_benchmark_runs import TINY_CLIP, make_eurosat
+    from .conftest import TINY_CLIP
+    from .test_benchmark_runs import make_eurosat
 
     make_eurosat(tmp_path / "data")
     real_main, calls = run_cocoop.main, []
@@ -323,7 +324,8 @@ def test_real_grid_on_a_miniature_layout_then_skips_it_all(tmp_path, monkeypatch
 
 
 def test_real_cell_killed_after_a_checkpoint_resumes_from_it(tmp_path, monkeypatch):
-    from .test_benchmark_runs import TINY_CLIP, make_eurosat
+    from .conftest import TINY_CLIP
+    from .test_benchmark_runs import make_eurosat
 
     make_eurosat(tmp_path / "data")
     real_main, real_save, calls = run_cocoop.main, run_cocoop.CoCoOpTrainer._save_checkpoint, []

@@ -17,38 +17,25 @@ from safetensors.torch import load_file
 from training import run_cocoop
 from training.run_cocoop import CoCoOpTrainer, DasslCosineSchedule, RunArguments, build_model, main
 
+from .conftest import DEMO, TINY_CLIP, tiny_run_argv
+
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "training" / "demo"
-TINY_CLIP = DEMO / "tiny-clip"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # Dassl's per-epoch LR (cosine, 10 epochs, 1 constant warmup epoch at 1e-5), recomputed with Dassl's own classes.
 DASSL_LRS = [1e-5, 0.002, 0.00195106, 0.00180902, 0.00158779, 0.00130902, 0.001, 0.000690983, 0.000412215, 0.000190983]
 
 
+CIFAR_DATA_ARGS = [
+    "--train_file", str(DEMO / "cifar10_demo" / "train.parquet"),
+    "--eval_file", str(DEMO / "cifar10_demo" / "test.parquet"),
+    "--image_column", "img",
+    "--dataset_display_name", "cifar10-demo",
+]  # fmt: skip
+
+
 def argv(output_dir, *extra, train=True, evaluate=True):
-    args = [
-        "--clip_model_name_or_path", str(TINY_CLIP),
-        "--random_init_clip", "true",
-        "--train_file", str(DEMO / "cifar10_demo" / "train.parquet"),
-        "--eval_file", str(DEMO / "cifar10_demo" / "test.parquet"),
-        "--image_column", "img",
-        "--dataset_display_name", "cifar10-demo",
-        "--num_shots", "2",
-        "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "2",
-        "--per_device_eval_batch_size", "50",
-        "--output_dir", str(output_dir),
-        "--use_cpu", "true",
-        "--save_strategy", "no",
-        "--disable_tqdm", "true",
-        "--logging_steps", "100",
-    ]  # fmt: skip
-    if train:
-        args.append("--do_train")
-    if evaluate:
-        args.append("--do_eval")
-    return args + list(extra)
+    return tiny_run_argv(output_dir, CIFAR_DATA_ARGS, *extra, eval_batch_size=50, train=train, evaluate=evaluate)
 
 
 def prompt_learner_state(folder):
