@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,13 @@ class DataArguments:
     skip_corrupt_images: bool = field(
         default=False, metadata={"help": "Drop corrupt images (count reported) instead of raising."}
     )
+    fewshot_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "--benchmark only: train on the very images of an official run, the few-shot file the official "
+            "code wrote (<dataset>/split_fewshot/shot_K-seed_S.pkl), instead of drawing them; read as data only."
+        },
+    )
 
     def __post_init__(self):
         if self.num_shots is not None and (not isinstance(self.num_shots, int) or self.num_shots <= 0):
@@ -120,6 +128,34 @@ class DataArguments:
             )
         if self.split_file is not None and self.image_root is None:
             raise ValueError("--split_file lists relative image paths: pass --image_root, the folder they live in.")
+        if self.fewshot_file is not None:
+            self._check_fewshot_file()
+
+    def _check_fewshot_file(self) -> None:
+        """An official few-shot file names images of a benchmark's train split, drawn with K shots per class."""
+        if self.benchmark is None:
+            raise ValueError(
+                f"--fewshot_file {self.fewshot_file} lists images of an official run on one of the paper's "
+                "datasets: pass --benchmark (the dataset) and --data_root (where its images are on this machine)."
+            )
+        if not os.path.isfile(self.fewshot_file):
+            raise ValueError(f"--fewshot_file {self.fewshot_file} does not exist.")
+        if self.train_split != "train":
+            raise ValueError(
+                f"--fewshot_file lists images of the benchmark's 'train' split, not of --train_split "
+                f"{self.train_split!r}: drop --train_split."
+            )
+        shots, _ = fewshot_file_name(self.fewshot_file)
+        if self.num_shots is None:
+            raise ValueError(
+                f"--fewshot_file {self.fewshot_file} is a few-shot list: pass --num_shots "
+                f"{shots if shots is not None else 'K'} (its images per class) instead of training on the whole split."
+            )
+        if shots is not None and shots != self.num_shots:
+            raise ValueError(
+                f"--fewshot_file {self.fewshot_file} holds {shots} images per class (shot_{shots}), but --num_shots "
+                f"is {self.num_shots}: pass --num_shots {shots}, or the file shot_{self.num_shots}-seed_S.pkl."
+            )
 
     def _check_benchmark(self) -> None:
         """--benchmark names the data completely: it needs --data_root and excludes every other data source."""
@@ -547,6 +583,133 @@ def select_few_shot(labels, num_shots: int, seed: int) -> list[int]:
     return dassl_few_shot(labels, num_shots, seed)[0]
 
 
+# Name of the files CoOp's datasets write (datasets/oxford_pets.py etc.: `f"shot_{num_shots}-seed_{seed}.pkl"` in
+# `<dataset_dir>/split_fewshot`).
+_FEWSHOT_FILE_NAME = re.compile(r"shot_(\d+)-seed_(\d+)\.pkl")
+# Image folder of the two benchmarks whose catalogue entry has none (no split file): the official `image_dir` joined
+# with the train folder for ImageNet (datasets/imagenet.py `read_data(classnames, "train")`) and FGVCAircraft's flat
+# `images` folder (datasets/fgvc_aircraft.py).
+_TRAIN_IMAGE_FOLDERS = {"ImageNet": "images/train", "FGVCAircraft": "images"}
+
+
+def fewshot_file_name(path) -> tuple[int | None, int | None]:
+    """(K, seed) from an official few-shot file name `shot_K-seed_S.pkl`; (None, None) for any other name."""
+    match = _FEWSHOT_FILE_NAME.fullmatch(Path(path).name)
+    return (int(match[1]), int(match[2])) if match else (None, None)
+
+
+@dataclass
+class OfficialFewShot:
+    """The rows of the train split an official few-shot file names, in its order, and where they come from."""
+
+    indices: list[int]
+    source: dict  # {"path": absolute path of the file, "sha256": of its bytes}
+    val: list | None  # its "val" list as [impath, label, class name] (ImageNet's files have none)
+
+
+def _path_parts(path: str) -> tuple[str, ...]:
+    # The file holds the paths of the machine that wrote it, which may have used either separator.
+    return tuple(part for part in re.split(r"[\\/]+", path) if part)
+
+
+def official_fewshot_rows(args: DataArguments, train_dataset, class_names: list[str], seed: int) -> OfficialFewShot:
+    """
+    The rows of `train_dataset` (the benchmark's train split as `load_benchmark_splits` returns it) that the official
+    few-shot file `args.fewshot_file` lists in its "train" list, in that order. The file stores absolute paths of the
+    machine that wrote it (`<root>/<dataset folder>/<image folder>/<rest>`); `<rest>` must name exactly one image of
+    the train split under --data_root, with the file's label and class name. The file is read as data only
+    (`cocoop_hf.official_pickle.load_official_fewshot_split`); K and the seed in its name must be the run's.
+    """
+    from datasets import Image
+
+    from cocoop_hf.official_pickle import load_official_fewshot_split
+    from training.benchmarks import get_benchmark
+
+    path = args.fewshot_file
+    bench = get_benchmark(args.benchmark)
+    shots, file_seed = fewshot_file_name(path)
+    if file_seed is not None and file_seed != seed:
+        raise ValueError(
+            f"--fewshot_file {path} was drawn with seed {file_seed} (seed_{file_seed}), but this run's few-shot seed "
+            f"(--data_seed, else --seed) is {seed}: pass --seed {file_seed}, or the file shot_K-seed_{seed}.pkl."
+        )
+    content = Path(path).read_bytes()
+    try:
+        split = load_official_fewshot_split(path)
+    except OSError as error:
+        raise ValueError(f"--fewshot_file: {error}") from None
+    train = split["train"]
+    if not train:
+        raise ValueError(f"--fewshot_file {path} lists no training images.")
+    folder = (bench.folder, *_path_parts(bench.image_subdir or _TRAIN_IMAGE_FOLDERS.get(bench.name, "")))
+    image_dir = Path(args.data_root).joinpath(*folder)
+    rows = {}  # path relative to the image folder -> rows of the train split
+    for row, image in enumerate(train_dataset.cast_column("image", Image(decode=False))["image"]):
+        try:
+            rel = Path(image["path"]).relative_to(image_dir).parts
+        except ValueError:
+            continue
+        rows.setdefault(rel, []).append(row)
+    labels = train_dataset["label"]
+    where = f"the {bench.name} train split under {image_dir}"
+    indices = []
+    for i, item in enumerate(train):
+        parts, impath = _path_parts(item["impath"]), item["impath"]
+        tails = [parts[j:] for j in range(len(folder), len(parts)) if parts[j - len(folder) : j] == folder]
+        if not tails:
+            raise ValueError(
+                f"--fewshot_file {path}: train[{i}] {impath!r} is not inside a folder {'/'.join(folder)}, the "
+                f"{bench.name} image folder of the official layout: is this a file of another dataset?"
+            )
+        found = sorted({row for tail in tails for row in rows.get(tail, [])})
+        if not found:
+            tried = " or ".join(repr("/".join(tail)) for tail in tails)
+            raise ValueError(
+                f"--fewshot_file {path}: train[{i}] {impath!r} is not in {where}: looked for {tried} there. Is "
+                "--data_root the right folder, with the same split file as the official run?"
+            )
+        if len(found) > 1:
+            raise ValueError(
+                f"--fewshot_file {path}: train[{i}] {impath!r} matches {len(found)} images of {where} (rows "
+                f"{found[:5]}): it must name exactly one."
+            )
+        row = found[0]
+        label = int(labels[row])
+        if item["label"] != label or item["classname"] != class_names[label]:
+            raise ValueError(
+                f"--fewshot_file {path}: train[{i}] {impath!r} has label {item['label']} ({item['classname']!r}) "
+                f"there, but label {label} ({class_names[label]!r}) in {where}: the file was written for other "
+                "labels (another split file or dataset version)."
+            )
+        indices.append(row)
+    counts = {}
+    for item in train:
+        counts[item["label"]] = counts.get(item["label"], 0) + 1
+    most = max(counts.values())
+    if shots is None:
+        shots = most  # a renamed file: K is the largest class (smaller classes keep all their images)
+        logger.warning(
+            "--fewshot_file %s is not named shot_K-seed_S.pkl: K is taken as %d (its largest class); its seed is "
+            "not checked against --seed.",
+            path,
+            shots,
+        )
+    # Checked after the items, so that a wrong label is named as such rather than as a class with too many images.
+    if most > shots or shots != args.num_shots:
+        label = max(counts, key=counts.get)
+        raise ValueError(
+            f"--fewshot_file {path} holds {most} images of label {label} (at most K per class, and K = {shots}), "
+            f"but --num_shots is {args.num_shots}: the file must be a {args.num_shots}-shot list."
+        )
+
+    val = split.get("val")
+    return OfficialFewShot(
+        indices=indices,
+        source={"path": str(Path(path).resolve()), "sha256": hashlib.sha256(content).hexdigest()},
+        val=None if val is None else [[item["impath"], item["label"], item["classname"]] for item in val],
+    )
+
+
 def label_fingerprint(labels) -> str:
     """sha256 of the label sequence: tells apart datasets of the same size whose rows differ (e.g. reshuffled)."""
     return hashlib.sha256(json.dumps([int(label) for label in labels]).encode()).hexdigest()
@@ -572,7 +735,14 @@ def dataset_identity(args: DataArguments) -> dict:
 
 
 def few_shot_indices(
-    labels, num_shots: int, seed: int, output_dir, split: str, overwrite: bool, dataset: dict | None = None
+    labels,
+    num_shots: int,
+    seed: int,
+    output_dir,
+    split: str,
+    overwrite: bool,
+    dataset: dict | None = None,
+    official: OfficialFewShot | None = None,
 ) -> list[int]:
     """
     Few-shot indices (`select_few_shot`), saved as `output_dir/fewshot_indices.json` with the sampling rule and what
@@ -580,11 +750,13 @@ def few_shot_indices(
     the drawn items as [row, label] in the official order. Reused only when all of it matches (re-run, resume). A
     file drawn from anything else, or by another sampling rule, raises, naming what differs; with `overwrite` the
     indices are drawn again (with a warning). Indices of another dataset of the same size would give some classes
-    more than K images and others fewer: never reused silently.
+    more than K images and others fewer: never reused silently. With `official` (`official_fewshot_rows`), its rows
+    are the indices, recorded with the official file and its sha256 in place of the sampling rule.
     """
     path = Path(output_dir) / FEWSHOT_INDICES_NAME if output_dir else None
+    origin = {"sampling": FEWSHOT_RULE} if official is None else {"fewshot_file": official.source}
     meta = {
-        "sampling": FEWSHOT_RULE,
+        **origin,
         "dataset": dataset,
         "split": split,
         "num_shots": num_shots,
@@ -603,9 +775,24 @@ def few_shot_indices(
             differences = [
                 f"{key} {saved.get(key)!r} there, {value!r} here"
                 for key, value in meta.items()
-                if key != "sampling" and saved.get(key) != value
+                if key not in ("sampling", "fewshot_file") and saved.get(key) != value
             ]
-            if saved.get("sampling") != FEWSHOT_RULE:
+            if official is not None:
+                if saved.get("fewshot_file") != official.source:
+                    differences.insert(
+                        0,
+                        f"its images came from {saved.get('fewshot_file') or saved.get('sampling')!r}, this run "
+                        f"trains on those of --fewshot_file {official.source}",
+                    )
+                elif saved.get("indices") != official.indices:
+                    differences.insert(0, "its indices are not the rows the official file names here")
+            elif "fewshot_file" in saved:
+                differences.insert(
+                    0,
+                    f"its images are those of the official few-shot file {saved['fewshot_file']!r}, this run draws "
+                    f"its own by {FEWSHOT_RULE!r} (pass --fewshot_file to train on that file's images again)",
+                )
+            elif saved.get("sampling") != FEWSHOT_RULE:
                 drawn_by = saved.get("sampling") or "an older rule (per sorted label, not recorded)"
                 differences.insert(
                     0,
@@ -626,10 +813,11 @@ def few_shot_indices(
                 "--overwrite_output_dir to draw the few-shot images again."
             )
         logger.warning("--overwrite_output_dir: drawing the few-shot images again (%s).", "; ".join(differences))
-    indices = select_few_shot(labels, num_shots, seed)
+    indices = select_few_shot(labels, num_shots, seed) if official is None else official.indices
     if path is not None:
         items = [[index, int(labels[index])] for index in indices]
-        _write_json_atomic(path, {**meta, "indices": indices, "items": items})
+        extra = {} if official is None else {"fewshot_file_val": official.val}
+        _write_json_atomic(path, {**meta, "indices": indices, "items": items, **extra})
     return indices
 
 

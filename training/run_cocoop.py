@@ -44,6 +44,7 @@ from training.data import (
     drop_or_raise_corrupt,
     few_shot_indices,
     load_splits,
+    official_fewshot_rows,
     record_training_items,
     select_labels,
     subsample_classes,
@@ -130,6 +131,10 @@ def parse_args(argv=None):
     )
     parser.set_defaults(**RECIPE_DEFAULTS)
     model_args, data_args, training_args, run_args = parse_config_and_flags(parser, argv)
+    if data_args.fewshot_file is not None and not training_args.do_train:
+        raise ValueError(
+            f"--fewshot_file {data_args.fewshot_file} lists training images: pass --do_train, or drop it."
+        )
     if model_args.method == "zeroshot" and training_args.do_train:
         raise ValueError("--method zeroshot has nothing to train: drop --do_train (zero-shot CLIP is evaluated only).")
     if run_args.lr_schedule not in ("dassl_cosine", "hf"):
@@ -330,6 +335,10 @@ def main(argv=None, callbacks=None) -> dict:
     label_source = data[data_args.train_split if training_args.do_train else data_args.eval_split]
     train_indices = None
     if training_args.do_train and data_args.num_shots is not None:
+        # --fewshot_file: the very images of an official run, in its order, in place of our own draw.
+        official = None
+        if data_args.fewshot_file is not None:
+            official = official_fewshot_rows(data_args, label_source, class_names, fewshot_seed)
         with training_args.main_process_first(desc="few-shot indices"):
             train_indices = few_shot_indices(
                 label_source["label"],
@@ -339,6 +348,7 @@ def main(argv=None, callbacks=None) -> dict:
                 data_args.train_split,
                 run_args.overwrite_output_dir,
                 dataset=dataset_identity(data_args),
+                official=official,
             )
     present = label_source["label"] if train_indices is None else [label_source["label"][i] for i in train_indices]
     tasks = {"base": "base", "new": "new"} if data_args.protocol == "base_to_new" else {"all": "all"}
