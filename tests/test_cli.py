@@ -190,3 +190,19 @@ def test_training_on_the_evaluated_split_warns(tmp_path, caplog, flags, warned):
     with caplog.at_level(logging.WARNING, logger="training"):
         run_cocoop.parse_args([*flags, "--do_eval", "--output_dir", str(tmp_path)])  # nothing trained: no warning
     assert "optimistic" not in caplog.text
+
+
+def test_bad_input_ends_with_its_message_not_a_traceback(tmp_path):
+    """A refused run prints `error: <message>` and exits 2, as argparse does; COCOOP_HF_TRACEBACK=1 shows the stack."""
+    (tmp_path / "mine.txt").write_text("a file of the user's")
+    command = [sys.executable, str(REPO / "training" / "run_cocoop.py"),
+               str(REPO / "training" / "configs" / "demo_tiny_cifar10.yaml"), "--output_dir", str(tmp_path)]  # fmt: skip
+    process = subprocess.run(command, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert process.returncode == 2, process.stderr[-2000:]
+    assert "error: --output_dir" in process.stderr and "mine.txt" in process.stderr
+    assert "Traceback" not in process.stderr
+    process = subprocess.run(
+        command, env={**_env(), "COCOOP_HF_TRACEBACK": "1"}, capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert process.returncode == 1 and "Traceback" in process.stderr
+    assert (tmp_path / "mine.txt").read_text() == "a file of the user's"

@@ -130,3 +130,18 @@ def setup_logging(script_logger_name: str, level: int, transformers_level: int |
     if transformers_level is not None:
         logging.set_verbosity(transformers_level)
     logging.enable_explicit_format()
+
+
+def run_script(main) -> None:
+    """
+    Run a script's `main()`. Bad input is refused with ValueError / FileNotFoundError carrying a message that names the
+    culprit: show that message and exit with status 2, as argparse does, instead of a traceback. Set
+    COCOOP_HF_TRACEBACK=1 to see the traceback too; any other exception keeps its traceback.
+    """
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("COCOOP_HF_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

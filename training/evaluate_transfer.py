@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
-from training.cli import ModelArguments, parse_config_and_flags, read_structured_file, setup_logging
+from training.cli import ModelArguments, parse_config_and_flags, read_structured_file, run_script, setup_logging
 from training.data import DataArguments, ImageTransform, build_transforms, drop_or_raise_corrupt, load_splits
 from training.evaluation import evaluate_sets, load_metrics
 from training.modeling_setup import build_model, has_random_weights
@@ -157,4 +157,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

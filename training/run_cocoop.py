@@ -34,7 +34,7 @@ from training.checkpoints import (
     resolve_resume_checkpoint,
     resume_requested,
 )
-from training.cli import ModelArguments, parse_config_and_flags
+from training.cli import ModelArguments, parse_config_and_flags, run_script
 from training.data import (
     DataArguments,
     ImageTransform,
@@ -491,4 +491,4 @@ def main(argv=None, callbacks=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
