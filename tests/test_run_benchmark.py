@@ -84,6 +84,7 @@ def fake(monkeypatch, tmp_path):
         recipes[method] = path
     monkeypatch.setattr(run_benchmark, "RECIPES", recipes)
     monkeypatch.setattr(run_benchmark, "RECIPE_OVERRIDES", {})
+    monkeypatch.setattr(run_benchmark, "check_layouts", lambda datasets, data_root: None)  # the fake reads no data
     return fake
 
 
@@ -207,10 +208,15 @@ def test_finished_run_of_another_cell_is_an_error_not_a_skip(fake, tmp_path, sou
 
 def test_finished_run_with_other_shots_is_an_error(fake, tmp_path):
     run_benchmark.main(grid_argv(tmp_path, methods=("cocoop",), seeds=("1",), datasets=("eurosat",)))
+    other_shots = grid_argv(
+        tmp_path, methods=("cocoop",), seeds=("1",), datasets=("eurosat",), extra=["--num_shots", "4"]
+    )
+    with pytest.raises(ValueError, match=r"other run_cocoop flags(.|\n)*--num_shots 4"):
+        run_benchmark.main(other_shots)
+    # A finished folder this grid has no record of (e.g. copied in) is still checked against the cell.
+    (tmp_path / "grid" / run_benchmark.CELL_RECORDS_NAME).unlink()
     with pytest.raises(ValueError, match=r"shots 16 \(cell: 4\)"):
-        run_benchmark.main(
-            grid_argv(tmp_path, methods=("cocoop",), seeds=("1",), datasets=("eurosat",), extra=["--num_shots", "4"])
-        )
+        run_benchmark.main(other_shots)
 
 
 def test_zero_shot_runs_once_per_dataset(fake, tmp_path):
@@ -357,3 +363,33 @@ def test_real_cell_killed_after_a_checkpoint_resumes_from_it(tmp_path, monkeypat
     assert len(calls) == 1 and calls[0][-len(extra) - 2 : -len(extra)] == ["--resume_from_checkpoint", "latest"]
     state = json.loads((cell / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and [row["method"] for row in table["rows"]] == ["cocoop"]
+
+
+def test_a_cell_run_with_other_flags_is_refused(fake, tmp_path):
+    """Another CLIP, epochs or learning rate after '--' must not skip or resume cells run with the old flags."""
+    run_benchmark.main(grid_argv(tmp_path, methods=("cocoop",), seeds=("1",), datasets=("eurosat",)))
+    calls = len(fake.calls)
+    argv = grid_argv(
+        tmp_path, methods=("cocoop",), seeds=("1",), datasets=("eurosat",), extra=("--learning_rate", "0.1")
+    )
+    with pytest.raises(
+        ValueError, match=r"was run by this grid with other run_cocoop flags:(.|\n)*--learning_rate 0.1"
+    ):
+        run_benchmark.main(argv)
+    assert len(fake.calls) == calls
+    run_benchmark.main(grid_argv(tmp_path, methods=("cocoop",), seeds=("1",), datasets=("eurosat",)))  # same: skipped
+    assert len(fake.calls) == calls
+
+
+def test_every_dataset_layout_is_checked_before_the_first_cell(tmp_path, monkeypatch):
+    """A missing dataset was found only when its cell came up, hours into a real grid."""
+    ran = []
+    monkeypatch.setattr(run_cocoop, "main", lambda argv: ran.append(argv))
+    root = tmp_path / "data"
+    from .test_benchmark_runs import make_eurosat
+
+    make_eurosat(root)
+    argv = ["--benchmark", "eurosat", "caltech101", "--data_root", str(root), "--output_dir", str(tmp_path / "g")]
+    with pytest.raises(FileNotFoundError, match="caltech-101"):
+        run_benchmark.main(argv)
+    assert ran == []

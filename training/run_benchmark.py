@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers.utils import logging
 
 from training import cli
-from training.benchmarks import BENCHMARKS, get_benchmark
+from training.benchmarks import BENCHMARKS, get_benchmark, load_benchmark
 from training.checkpoints import MANIFEST_NAME, latest_checkpoint
 from training.evaluation import harmonic_mean
 from training.report import RESULTS_NAME, aggregate, bar_chart, markdown_table
@@ -77,6 +77,8 @@ GRID_FLAGS = (
     "--protocol",
 )
 TABLE_STEM = "table1"
+# Grid folder file: the run_cocoop flags each cell was run with (a re-run with other flags is refused).
+CELL_RECORDS_NAME = "grid_cells.json"
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,11 @@ def split_argv(argv):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s --benchmark NAME [NAME ...] --data_root DIR --output_dir DIR [options] [-- RUN_COCOOP_FLAGS]",
+    )
     parser.add_argument(
         "--benchmark",
         nargs="+",
@@ -112,7 +118,13 @@ def parse_args(argv=None):
         help=f"Datasets (official names, folder names or aliases), or 'all' for the 11 of Table 1: {BASE_TO_NEW}.",
     )
     parser.add_argument("--data_root", required=True, help="The $DATA folder of the official DATASETS.md layout.")
-    parser.add_argument("--output_dir", required=True, help="Grid folder: one sub-folder per cell, and the table.")
+    parser.add_argument(
+        "--output_dir",
+        required=True,
+        help="Grid folder: one sub-folder per cell, grid_cells.json (each cell's flags) and table1.md/.json/.png, "
+        "which show the cells of this command only (re-run the full grid command for the full table: finished "
+        "cells are skipped).",
+    )
     parser.add_argument(
         "--method", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="Methods (default: all three)."
     )
@@ -248,24 +260,56 @@ def resume_flags(cell: Cell) -> tuple[str, list[str]]:
 # ---------------------------------------------------------------------------------------------- grid
 
 
-def run_cell(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> dict:
-    from training import run_cocoop
-
-    argv = [
+def cell_argv(cell: Cell, extra: list[str], data_root: str) -> list[str]:
+    """The run_cocoop flags that define a cell's run (resume flags aside)."""
+    return [
         str(recipe_for(cell.method, cell.dataset)),
         "--benchmark",
         cell.dataset,
         "--data_root",
-        str(data_root),
+        str(Path(data_root).resolve()),
         "--seed",
         str(cell.seed),
         "--output_dir",
         str(cell.output_dir),
-        *flags,
         *extra,
     ]
+
+
+def check_layouts(datasets: list[str], data_root: str) -> None:
+    """Every dataset's official layout (folders, split files; not each image) is there before the first cell runs."""
+    for name in datasets:
+        load_benchmark(name, data_root, check_files=False)
+
+
+def check_cell_records(cells: list[Cell], records: dict, extra: list[str], data_root: str) -> None:
+    """
+    A cell already run (finished or not) with other flags (another CLIP, epochs, learning rate, ...) is an error: its
+    results would be skipped or resumed as if they were this command's.
+    """
+    for cell in cells:
+        recorded = records.get(str(cell.output_dir))
+        wanted = cell_argv(cell, extra, data_root)
+        if recorded is not None and recorded != wanted:
+            raise ValueError(
+                f"{cell.output_dir} was run by this grid with other run_cocoop flags:\n  then: {' '.join(recorded)}\n"
+                f"  now:  {' '.join(wanted)}\nRe-run with the same flags, or choose another --output_dir."
+            )
+
+
+def run_cell(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> dict:
+    from training import run_cocoop
+
+    argv = [*cell_argv(cell, [], data_root), *flags, *extra]
     logger.info("run_cocoop %s", " ".join(argv))
     return run_cocoop.main(argv)
+
+
+def _write_records(path: Path, records: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def run_grid(args) -> dict[Cell, dict]:
@@ -273,7 +317,11 @@ def run_grid(args) -> dict[Cell, dict]:
     from tqdm.auto import tqdm
 
     cells = build_grid(args)
-    # Check every finished folder first: a mismatch stops the grid before hours of training, not after.
+    # Check every dataset's layout and every earlier cell first: a problem stops the grid before hours of training.
+    check_layouts(args.benchmark, args.data_root)
+    records_path = Path(args.output_dir) / CELL_RECORDS_NAME
+    records = _read_json(records_path) or {}
+    check_cell_records(cells, records, args.extra, args.data_root)
     finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
     todo = [cell for cell in cells if cell not in finished]
     logger.info(
@@ -295,6 +343,8 @@ def run_grid(args) -> dict[Cell, dict]:
             continue
         action, flags = resume_flags(cell)
         logger.info("[%d/%d] %s: %s in %s", index, len(cells), cell, action, cell.output_dir)
+        records[str(cell.output_dir)] = cell_argv(cell, args.extra, args.data_root)
+        _write_records(records_path, records)
         run_cell(cell, args.extra, args.data_root, flags)
         results[cell] = finished_run(cell)
         if results[cell] is None:
