@@ -174,11 +174,14 @@ def test_test_only_benchmark_evaluates_zeroshot_and_refuses_training(data_root, 
     assert results["runs"][0]["prompt_template"] == "a photo of a {}."
 
     with pytest.raises(ValueError, match="ImageNetV2 is a test-only dataset.*drop --do_train"):
-        main(argv(tmp_path / "v2-train", *benchmark(data_root, "ImageNetV2"), "--method", "coop"))
+        main(argv(tmp_path / "v2-train", *benchmark(data_root, "ImageNetV2"), "--method", "coop", "--protocol", "all"))
     assert not (tmp_path / "v2-train" / "fewshot_indices.json").exists()
     with pytest.raises(ValueError, match=r"only the split 'test', not \['val'\]"):
         main(argv(tmp_path / "v2-val", *benchmark(data_root, "ImageNetV2"), "--method", "zeroshot",
-                  "--eval_split", "val", train=False))  # fmt: skip
+                  "--eval_split", "val", "--protocol", "all", train=False))  # fmt: skip
+    # Domain-generalisation targets are scored on all their classes, never split into base and new.
+    with pytest.raises(ValueError, match="ImageNetV2 is a test-only target.*pass --protocol all"):
+        main(argv(tmp_path / "v2-b2n", *benchmark(data_root, "ImageNetV2"), "--method", "zeroshot", train=False))
 
 
 @pytest.mark.parametrize(

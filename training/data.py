@@ -168,7 +168,14 @@ class DataArguments:
                 f"--benchmark {self.benchmark} needs --data_root, the folder holding the datasets in the layout of "
                 "the official CoOp DATASETS.md."
             )
-        self.benchmark = get_benchmark(self.benchmark).name  # official spelling; unknown names raise, listing all
+        bench = get_benchmark(self.benchmark)
+        self.benchmark = bench.name  # official spelling; unknown names raise, listing all
+        if bench.test_only and self.protocol != "all":
+            # Domain generalisation (CoCoOp paper, Table 3): ImageNet-V2/-Sketch/-A/-R are scored on all their classes.
+            raise ValueError(
+                f"--benchmark {bench.name} is a test-only target of domain generalisation, evaluated on all its "
+                f"classes: pass --protocol all (got --protocol {self.protocol})."
+            )
         conflicting = {
             "--dataset_name": self.dataset_name,
             "--dataset_config_name": self.dataset_config_name,
