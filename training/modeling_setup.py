@@ -11,8 +11,9 @@ RANDOM_WEIGHTS_ATTRIBUTE = "random_clip_weights"
 
 
 def build_model(model_args: ModelArguments, class_names, seed: int):
-    """CoCoOpModel for `class_names` (CoOp: conditional=False; zero-shot: CoOp with the context of ctx_init)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    """CoCoOpModel for `class_names` (CoOp: conditional=False; zero-shot: CoOp with the context of ctx_init; for a
+    template, see `build_zero_shot_clip`)."""
+    from transformers import CLIPTokenizer
 
     from cocoop_hf import CoCoOpConfig, CoCoOpModel
 
@@ -38,9 +39,8 @@ def build_model(model_args: ModelArguments, class_names, seed: int):
             clip_kwargs={"cache_dir": model_args.cache_dir},
             **method_kwargs,
         )
-    clip_config = CLIPConfig.from_pretrained(path, revision=model_args.clip_revision)
-    set_seed(model_args.random_init_seed)
-    clip_state = CLIPModel(clip_config).state_dict()  # random weights, the same for every training seed
+    clip_config, clip = random_clip(model_args)
+    clip_state = clip.state_dict()
     tokenizer = CLIPTokenizer.from_pretrained(path, revision=model_args.clip_revision)
     config = CoCoOpConfig(
         clip_config=clip_config.to_dict(),
@@ -58,6 +58,43 @@ def build_model(model_args: ModelArguments, class_names, seed: int):
         model.init_context_from_words(tokenizer)
     model.set_class_names(class_names, tokenizer=tokenizer)
     return model
+
+
+def random_clip(model_args: ModelArguments):
+    """
+    `(CLIPConfig, CLIPModel)` of `--clip_model_name_or_path`'s config with random weights drawn from
+    `--random_init_seed`: the same weights for every training seed and every method (CoCoOp, CoOp, zero-shot).
+    """
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig.from_pretrained(
+        model_args.clip_model_name_or_path, revision=model_args.clip_revision, cache_dir=model_args.cache_dir
+    )
+    set_seed(model_args.random_init_seed)
+    return config, CLIPModel(config)
+
+
+def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names):
+    """Plain CLIP (pretrained, or random as `random_clip` draws it) + a prompt template (training/zeroshot.py)."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from training.zeroshot import ZeroShotCLIP
+
+    path, revision = model_args.clip_model_name_or_path, model_args.clip_revision
+    tokenizer = CLIPTokenizer.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+    if model_args.random_init_clip:
+        _, clip = random_clip(model_args)
+    else:
+        clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+    return ZeroShotCLIP(
+        clip.eval(),
+        tokenizer,
+        template,
+        class_names,
+        clip_name_or_path=str(path),
+        clip_revision=revision,
+        random_clip_weights=bool(model_args.random_init_clip),
+    )
 
 
 def has_random_weights(model, model_args: ModelArguments | None = None) -> bool:

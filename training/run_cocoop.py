@@ -51,9 +51,9 @@ from training.data import (
     warn_if_training_split_is_evaluated,
 )
 from training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
-from training.modeling_setup import build_model, has_random_weights
+from training.modeling_setup import build_model, build_zero_shot_clip, has_random_weights
 from training.report import CARD_NAME, RANDOM_WEIGHTS_NOTE, aggregate, model_card, write_report
-from training.zeroshot import build_zero_shot_clip, check_template
+from training.zeroshot import check_template
 
 
 logger = logging.get_logger(__name__)

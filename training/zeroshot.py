@@ -119,28 +119,3 @@ class ZeroShotCLIP(torch.nn.Module):
         logits = self.clip.logit_scale.exp() * image_embeds.to(text_embeds.dtype) @ text_embeds.t()
         loss = None if labels is None else torch.nn.functional.cross_entropy(logits, labels.to(logits.device))
         return ImageClassifierOutput(loss=loss, logits=logits)
-
-
-def build_zero_shot_clip(model_args, template: str, class_names) -> ZeroShotCLIP:
-    """Plain CLIP (pretrained, or random from its config with `--random_init_clip`, drawn exactly as the CoCoOp
-    models of the run script draw theirs) + the template."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, set_seed
-
-    path, revision = model_args.clip_model_name_or_path, model_args.clip_revision
-    tokenizer = CLIPTokenizer.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
-    if model_args.random_init_clip:
-        config = CLIPConfig.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
-        set_seed(model_args.random_init_seed)  # the same random weights as training/modeling_setup.build_model
-        clip = CLIPModel(config)
-    else:
-        clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
-    clip.eval()
-    return ZeroShotCLIP(
-        clip,
-        tokenizer,
-        template,
-        class_names,
-        clip_name_or_path=str(path),
-        clip_revision=revision,
-        random_clip_weights=bool(model_args.random_init_clip),
-    )
