@@ -13,7 +13,7 @@ from training.benchmarks import get_benchmark
 from training.run_cocoop import CoCoOpTrainer, main
 from training.zeroshot import ZeroShotCLIP, check_template
 
-from .conftest import DEMO, TINY_CLIP, tiny_run_argv
+from .conftest import TINY_CLIP, tiny_run_argv
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,12 +143,9 @@ def test_zeroshot_prompt_template_overrides_the_benchmark_template(data_root, tm
 def test_template_zeroshot_equals_the_coop_packaged_zeroshot_for_the_same_prompt(tmp_path):
     """Plain CLIP + "a photo of a {}." and the CoOp model with the context "a photo of a" are the same classifier:
     same accuracy and macro-F1 on the CIFAR-10 demo images (same random weights)."""
-    data = [
-        "--train_file", str(DEMO / "cifar10_demo" / "train.parquet"),
-        "--eval_file", str(DEMO / "cifar10_demo" / "test.parquet"),
-        "--image_column", "img",
-        "--method", "zeroshot",
-    ]  # fmt: skip
+    from .test_training import CIFAR_DATA_ARGS
+
+    data = [*CIFAR_DATA_ARGS, "--method", "zeroshot"]
     packaged = main(argv(tmp_path / "packaged", *data, "--per_device_eval_batch_size", "50", train=False))
     plain = main(
         argv(tmp_path / "plain", *data, "--prompt_template", "a photo of a {}.", "--per_device_eval_batch_size", "50",
