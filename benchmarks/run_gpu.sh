@@ -5,9 +5,10 @@
 #   bash benchmarks/run_gpu.sh --preset smoke  # seconds: tiny model, checks the setup
 #
 # Arguments, if any, replace `--preset gpu`. Writes bench_gpu.json and bench_gpu.log to $OUT if set, else to
-# outputs/bench/. Needs python3 with torch (CUDA build) and transformers >= 5.24; an older transformers is shadowed
-# by a carried wheel .whl/transformers-5.24*.whl (see benchmarks/README.md). Exit status: the benchmark's (1 when
-# a row's paths disagree).
+# outputs/bench/, and with the default preset also the text-path profiles profile_eval.json / profile_train.json.
+# Needs python3 with torch (CUDA build) and transformers >= 5.24; an older transformers is shadowed by a carried
+# wheel .whl/transformers-5.24*.whl (see benchmarks/README.md). Exit status: the benchmark's (1 when a row's paths
+# disagree).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -63,6 +64,14 @@ fi
 set +e
 "$PYTHON" benchmarks/bench_cocoop.py "${args[@]}" --output "$OUT_DIR/bench_gpu.json" 2>&1 | tee -a "$LOG"
 status=${PIPESTATUS[0]}
+if [ "$#" -eq 0 ]; then
+    # Where the time goes and how far from the hardware: the text path's executed work, achieved TFLOP/s, the
+    # device's dense GEMM rate and the top kernels (evaluation at 50 and 1000 classes, a training step at 1000).
+    "$PYTHON" benchmarks/profile_cocoop.py --classes 50 1000 --batch 64 --dtype bf16 --mode eval \
+        --output "$OUT_DIR/profile_eval.json" 2>&1 | tee -a "$LOG"
+    "$PYTHON" benchmarks/profile_cocoop.py --classes 1000 --batch 32 --dtype bf16 --mode train \
+        --output "$OUT_DIR/profile_train.json" 2>&1 | tee -a "$LOG"
+fi
 set -e
 say "# exit status $status; results in $OUT_DIR/bench_gpu.json, log in $LOG"
 exit "$status"
