@@ -5,6 +5,11 @@ Throughput, peak memory and agreement of CoCoOpModel against the per-image refer
   class prompt padded to the 77-token context, an explicit causal mask;
 - ours: `CoCoOpModel(pixel_values=..., input_ids=..., eos_index=...)` as shipped.
 
+Rows of the CoOp family (`--methods`): `coop-csc` (CoOp with a class-specific context), `coop-middle` (CoOp, class
+name in the middle of the context), `kgcoop` (CoOp + the KgCoOp regulariser, w = 8). Their reference is
+`tests/reference_cocoop.reference_family` (the official CoOp PromptLearner's per-class prompt assembly, every prompt
+padded to 77 tokens) and, for KgCoOp, `reference_kgcoop_loss` with zero-shot features from a plain CLIP text pass.
+
 Each row first checks that the two paths give the same logits (training rows: and the same prompt-learner
 gradients), then times their steps interleaved in one process and reports images/s, the ratio ours / ref and each
 path's measured peak memory. Weights are random: no pretrained CLIP is needed to time the math or compare the paths.
@@ -18,6 +23,7 @@ Exit status 1 when a row's paths disagree (FAIL) or run out of memory (ERROR). S
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import datetime
 import gc
@@ -43,7 +49,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the reference lives in tests/; the package need not be installed
 
 from cocoop_hf import CoCoOpConfig, CoCoOpModel  # noqa: E402
-from tests.reference_cocoop import reference_logits  # noqa: E402
+from tests.reference_cocoop import (  # noqa: E402
+    reference_family,
+    reference_kgcoop_loss,
+    reference_logits,
+    reference_name_lens,
+    reference_zero_shot_features,
+)
 
 
 TOKENIZER_DIR = REPO / "tests" / "fixtures" / "clip-tokenizer"
@@ -52,6 +64,13 @@ VIT_B16_DIR = REPO / "tests" / "fixtures" / "clip-vit-base-patch16"  # config.js
 CLASS_NAMES_FILE = REPO / "benchmarks" / "imagenet_classnames.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("eval", "train")
+# Config of each method's model (on top of the random CLIP); the official KgCoOp recipe's w = 8.0.
+METHODS = {
+    "cocoop": {},
+    "coop-csc": {"conditional": False, "class_specific_context": True},
+    "coop-middle": {"conditional": False, "class_token_position": "middle"},
+    "kgcoop": {"conditional": False, "kgcoop_weight": 8.0},
+}
 
 # Agreement, relative to the largest reference value. fp32: logits within 1e-5, prompt-learner gradients of the first
 # training step within 1e-4 (they sum over every class and every text layer). Half precision (autocast): both paths
@@ -62,12 +81,18 @@ MODES = ("eval", "train")
 LOGIT_TOL_FP32 = 1e-5
 GRAD_TOL = {"fp32": 1e-4, "bf16": 0.5, "fp16": 0.5}
 HALF_FLOOR = {"bf16": 1e-2, "fp16": 2e-3}
+# Rows whose CLIP weights are cast to the half dtype (`clip_weights="half"`, `CoCoOpModel.cast_frozen_clip`): the
+# residual stream and every weight then round too, where autocast keeps fp32 weights and residuals; the reference
+# stays in fp32 weights under autocast. Measured on the tiny CLIP in tests/test_half_precision_clip.py: 0.7-1.7% of
+# the largest logit in bf16; the floor leaves room for the 12 text layers of ViT-B/16.
+HALF_WEIGHTS_FLOOR = {"bf16": 5e-2, "fp16": 1e-2}
 
 
-def tolerance_rule(dtype: str) -> str:
+def tolerance_rule(dtype: str, clip_weights: str = "fp32") -> str:
     if dtype == "fp32":
         return f"logits {LOGIT_TOL_FP32:g} x max|ref|, grads {GRAD_TOL['fp32']:g} x max|grad ref|"
-    return f"logit error vs fp32 ref <= max(2 x ref's, {HALF_FLOOR[dtype]:g}); grads {GRAD_TOL[dtype]:g} x max|ref|"
+    floor = (HALF_WEIGHTS_FLOOR if clip_weights == "half" else HALF_FLOOR)[dtype]
+    return f"logit error vs fp32 ref <= max(2 x ref's, {floor:g}); grads {GRAD_TOL[dtype]:g} x max|ref|"
 
 
 def clip_config_for(name: str) -> CLIPConfig:
@@ -94,21 +119,28 @@ def load_class_names(count: int) -> list[str]:
     return [names[round(i * (len(names) - 1) / max(count - 1, 1))] for i in range(count)]
 
 
-def build_model(name: str, device: torch.device, seed: int) -> CoCoOpModel:
+def build_model(name: str, device: torch.device, seed: int, method: str = "cocoop", class_names=None, tokenizer=None):
     """
-    CoCoOp on a random CLIP of shape `name`, with a random context (N(0, 0.02), the official random init) and
-    meta-net (PyTorch's Linear init), so that every class prompt and every image's bias differ: a path that dropped
-    the bias or mixed up classes would not agree with the reference.
+    CoCoOp (or a CoOp-family `method`) on a random CLIP of shape `name`, with a random context (N(0, 0.02), the
+    official random init) and meta-net (PyTorch's Linear init), so that every class prompt and every image's bias
+    differ: a path that dropped the bias or mixed up classes would not agree with the reference. A class-specific
+    context is built for `class_names` (it holds one row per class).
     """
     torch.manual_seed(seed)
+    options = dict(METHODS[method])
+    if options.get("class_specific_context"):
+        options["id2label"] = dict(enumerate(class_names))
     with torch.device(device):
-        model = CoCoOpModel(CoCoOpConfig(clip_config=clip_config_for(name), ctx_init="a photo of a"))
+        model = CoCoOpModel(CoCoOpConfig(clip_config=clip_config_for(name), ctx_init="a photo of a", **options))
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         model.prompt_learner.ctx.copy_(torch.randn(model.prompt_learner.ctx.shape, generator=generator) * 0.02)
-        for linear in (m for m in model.prompt_learner.meta_net.modules() if isinstance(m, torch.nn.Linear)):
+        linears = [m for m in model.prompt_learner.modules() if isinstance(m, torch.nn.Linear)]
+        for linear in linears:
             for tensor in (linear.weight, linear.bias):
                 tensor.copy_((torch.rand(tensor.shape, generator=generator) * 2 - 1) * linear.in_features**-0.5)
+    if options.get("class_specific_context"):
+        model.set_class_names(class_names, tokenizer=tokenizer)
     return model
 
 
@@ -123,6 +155,8 @@ class RowSpec:
     checkpointing: bool = False  # activation checkpointing on ours (train rows)
     repeats: int | None = None  # None: --repeats
     warmup: int | None = None  # None: --warmup
+    method: str = "cocoop"  # a key of METHODS
+    clip_weights: str = "fp32"  # "half": ours with CLIP's weights cast to `dtype` (the prompt learner stays fp32)
 
 
 def _rows(models, classes, batches, dtypes, modes, **fields) -> list[RowSpec]:
@@ -140,17 +174,26 @@ PRESETS = {
         RowSpec("mid", 100, 8, "fp32", "eval", ref_batch=4),
         RowSpec("mid", 100, 8, "fp32", "train", ref_batch=2),
         RowSpec("mid", 1000, 2, "fp32", "eval", ref_batch=1, repeats=1, warmup=1),
+        # The CoOp family's training step at 100 classes, beside CoCoOp's rows above (tiny and mid, fp32, train).
+        *(RowSpec("tiny", 100, 8, "fp32", "train", method=m) for m in ("coop-csc", "coop-middle", "kgcoop")),
+        RowSpec("mid", 100, 8, "fp32", "train", method="kgcoop"),
     ],
-    # One H100 (80 GB), under 7 minutes. Reference batches where its padded activations fit (its bf16 training step
-    # at 1000 classes measured 16 GB per image).
+    # One H100/H200, under 8 minutes with the profiles of run_gpu.sh. Each target row twice on the same machine:
+    # CLIP's weights in fp32 under bf16 autocast (before) and cast to bf16 (`cast_frozen_clip`, after). Reference
+    # batches where its padded activations fit (its bf16 training step at 1000 classes measured 16 GB per image).
     "gpu": [
-        RowSpec("vit-b16", n, batch, dtype, mode, ref_batch=ref_b, checkpointing=(n, mode) == (1000, "train"))
-        for dtype in ("bf16", "fp16")
-        for n, batch, mode, ref_b in ((50, 64, "eval", 32), (50, 32, "train", 16), (1000, 64, "eval", 8),
-                                            (1000, 32, "train", 1))
+        RowSpec("vit-b16", n, batch, "bf16", mode, ref_batch=ref_b, checkpointing=ckpt, clip_weights=weights)
+        for n, batch, mode, ref_b, ckpt in ((50, 256, "eval", 32, False), (1000, 64, "eval", 8, False),
+                                            (1000, 32, "train", 1, True))
+        for weights in ("fp32", "half")
     ] + [
-        RowSpec("vit-b16", 100, 32, "fp32", "eval", ref_batch=16),
-        RowSpec("vit-b16", 100, 32, "fp32", "train", ref_batch=4),
+        RowSpec("vit-b16", 1000, 32, "bf16", "train", ref_batch=1, clip_weights="half"),  # no checkpointing
+        # The paper's recipe as users run it: batch 1, the 500 base classes of ImageNet.
+        RowSpec("vit-b16", 500, 1, "bf16", "train", ref_batch=1, clip_weights="half"),
+        RowSpec("vit-b16", 100, 32, "fp32", "eval", ref_batch=16),  # exactness on the GPU
+    ] + [  # KgCoOp's recipe batch (128); CoOp-style text features are computed once per step on both paths
+        RowSpec("vit-b16", 100, 128, "bf16", "train", method=m, clip_weights="half")
+        for m in ("coop-csc", "coop-middle", "kgcoop")
     ],
 }  # fmt: skip
 
@@ -197,31 +240,47 @@ class PeakMemory:
             self.peak_mib = (_status_kib("VmHWM") - self.start_kib) / 1024
 
 
-def make_step(model, path: str, spec: RowSpec, prompts, pixel_values, labels):
+def make_step(model, path: str, spec: RowSpec, prompts, pixel_values, labels, zero_shot=None, name_lens=None):
     """
     One step of one path on a fixed batch: evaluation (logits under no_grad) or training (forward, fp32
-    cross-entropy, backward and, unless `update=False`, an SGD step with the official recipe; no GradScaler, which
-    does not change one step's time).
+    cross-entropy (+ the KgCoOp term for `kgcoop`), backward and, unless `update=False`, an SGD step with the
+    official recipe; no GradScaler, which does not change one step's time). `zero_shot`: KgCoOp's zero-shot text
+    features, the same tensor for both paths; `name_lens`: the reference's official name lengths.
     """
     optimizer = torch.optim.SGD(model.prompt_learner.parameters(), lr=0.002, momentum=0.9, weight_decay=5e-4)
     dtype = DTYPES[spec.dtype]
+    weight = model.config.kgcoop_weight
 
-    def logits():
+    def forward():
+        """(logits, loss): the loss of a training step; None when evaluating."""
         with torch.autocast(pixel_values.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            train = labels if spec.mode == "train" else None
             if path == "ours":
-                return model(pixel_values=pixel_values, **prompts).logits
-            return reference_logits(model, prompts["input_ids"], prompts["eos_index"], pixel_values=pixel_values)
+                extra = {"zero_shot_embeds": zero_shot} if weight > 0 else {}
+                out = model(pixel_values=pixel_values, labels=train, **prompts, **extra)
+                return out.logits, out.loss
+            if spec.method == "cocoop":
+                logits = reference_logits(model, prompts["input_ids"], prompts["eos_index"], pixel_values=pixel_values)
+                return logits, None if train is None else F.cross_entropy(logits.float(), labels)
+            features = model.clip.get_image_features(pixel_values=pixel_values).pooler_output
+            image_embeds = features / features.norm(dim=-1, keepdim=True)
+            logits, text = reference_family(model, prompts["input_ids"], prompts["eos_index"], name_lens, image_embeds)
+            if train is None:
+                return logits, None
+            if weight > 0:
+                return logits, reference_kgcoop_loss(logits.float(), labels, text.float(), zero_shot, weight)[0]
+            return logits, F.cross_entropy(logits.float(), labels)
 
     def step(update: bool = True):
         if spec.mode == "eval":
             with torch.no_grad():
-                return logits()
+                return forward()[0]
         optimizer.zero_grad(set_to_none=True)
-        out = logits()
-        F.cross_entropy(out.float(), labels).backward()
+        logits, loss = forward()
+        loss.backward()
         if update:
             optimizer.step()
-        return out.detach()
+        return logits.detach()
 
     return step
 
@@ -263,14 +322,28 @@ def blank_row(spec: RowSpec) -> dict:
 
 
 def run_row(model, spec: RowSpec, device, args, tokenizer) -> dict:
-    row = {**blank_row(spec), "tolerance": tolerance_rule(spec.dtype)}
+    row = {**blank_row(spec), "tolerance": tolerance_rule(spec.dtype, spec.clip_weights)}
     rb = row["ref_batch"]
     if spec.dtype == "fp16" and device.type == "cpu":
         return {**row, "pass": "SKIP", "note": "fp16 autocast is for CUDA; not run on CPU"}
-    prompts = model.class_prompts(load_class_names(spec.classes), tokenizer=tokenizer).to(device)
-    model.train(spec.mode == "train")
-    if spec.checkpointing:
-        model.activation_checkpointing_enable()
+    class_names = load_class_names(spec.classes)
+    prompts = model.class_prompts(class_names, tokenizer=tokenizer).to(device)
+    name_lens = reference_name_lens(tokenizer, class_names)
+    zero_shot = None
+    if model.config.kgcoop_weight > 0:  # computed once, outside the timing, as both official and ours do
+        zero_shot = reference_zero_shot_features(model, tokenizer, class_names, model.config.kgcoop_template)
+        zero_shot = zero_shot.to(device)
+    ours_model = model
+    if spec.clip_weights == "half":
+        # A second CLIP in the half dtype under the SAME prompt learner: both paths read and train one set of
+        # prompt-learner tensors, so the agreement check compares them exactly as in the other rows.
+        ours_model = copy.deepcopy(model)
+        ours_model.prompt_learner = model.prompt_learner
+        ours_model.cast_frozen_clip(DTYPES[spec.dtype])
+    for each in {id(m): m for m in (model, ours_model)}.values():
+        each.train(spec.mode == "train")
+        if spec.checkpointing:
+            each.activation_checkpointing_enable()
     generator = torch.Generator().manual_seed(args.seed)
     size = model.config.clip_config.vision_config.image_size
     pixels = torch.randn(spec.batch, 3, size, size, generator=generator).to(device)
@@ -284,9 +357,10 @@ def run_row(model, spec: RowSpec, device, args, tokenizer) -> dict:
     def grads():
         return {n: p.grad.float().clone() for n, p in model.prompt_learner.named_parameters() if p.grad is not None}
 
-    ours = make_step(model, "ours", spec, prompts, pixels, labels)
-    ours_small = make_step(model, "ours", spec, prompts, pixels[:rb], labels[:rb])
-    ref = make_step(model, "ref", spec, prompts, pixels[:rb], labels[:rb])
+    family = {"zero_shot": zero_shot, "name_lens": name_lens}
+    ours = make_step(ours_model, "ours", spec, prompts, pixels, labels, **family)
+    ours_small = make_step(ours_model, "ours", spec, prompts, pixels[:rb], labels[:rb], **family)
+    ref = make_step(model, "ref", spec, prompts, pixels[:rb], labels[:rb], **family)
 
     # Agreement: the reference on the first rb images against ours on the same images, and against the first rb rows
     # of ours at its own batch (other chunking). Each path's first step at its batch also gives its peak memory.
@@ -297,7 +371,8 @@ def run_row(model, spec: RowSpec, device, args, tokenizer) -> dict:
         row["ref_peak_mib"], ref_grads, truth = memory.peak_mib, grads(), None
         if spec.dtype != "fp32":  # the yardstick of both half-precision paths: the reference in fp32
             with torch.no_grad():
-                truth = reference_logits(model, prompts["input_ids"], prompts["eos_index"], pixel_values=pixels[:rb])
+                spec_fp32 = replace(spec, dtype="fp32", mode="eval")
+                truth = make_step(model, "ref", spec_fp32, prompts, pixels[:rb], labels[:rb], **family)()
     except torch.OutOfMemoryError:
         _free(model, device)
         ref_out, row["note"] = None, f"reference out of memory at ref batch {rb}: no ratio, no check"
@@ -317,7 +392,8 @@ def run_row(model, spec: RowSpec, device, args, tokenizer) -> dict:
         else:
             row["ref_err_vs_fp32"] = _rel_diff(ref_out, truth)
             row["ours_err_vs_fp32"] = max(_rel_diff(out, truth) for out in (ours_out, ours_batch_out))
-            passed = row["ours_err_vs_fp32"] <= max(2 * row["ref_err_vs_fp32"], HALF_FLOOR[spec.dtype])
+            floor = (HALF_WEIGHTS_FLOOR if spec.clip_weights == "half" else HALF_FLOOR)[spec.dtype]
+            passed = row["ours_err_vs_fp32"] <= max(2 * row["ref_err_vs_fp32"], floor)
         if spec.mode == "train":
             # A gradient that does not reach ours counts as zero: relative difference 1.
             row["grad_rel_diff"] = max(_rel_diff(ours_grads.get(n, 0 * g), g) for n, g in ref_grads.items())
@@ -371,10 +447,11 @@ def environment(device: torch.device) -> dict:
 
 
 COLUMNS = {  # table header: row field, format
-    "model": ("model", ""), "classes": ("classes", ""), "batch": ("batch", ""), "ref b": ("ref_batch", ""),
-    "dtype": ("dtype", ""), "mode": ("mode", ""), "ckpt": ("checkpointing", ""), "ref img/s": ("ref_img_s", ".2f"),
-    "ours img/s": ("ours_img_s", ".2f"), "ratio": ("ratio", ".1f"), "ref MiB": ("ref_peak_mib", ".0f"),
-    "ours MiB": ("ours_peak_mib", ".0f"), "rel diff": ("max_rel_diff", ".1e"), "grad diff": ("grad_rel_diff", ".1e"),
+    "model": ("model", ""), "method": ("method", ""), "classes": ("classes", ""), "batch": ("batch", ""),
+    "ref b": ("ref_batch", ""), "dtype": ("dtype", ""), "CLIP w": ("clip_weights", ""), "mode": ("mode", ""),
+    "ckpt": ("checkpointing", ""), "ref img/s": ("ref_img_s", ".2f"), "ours img/s": ("ours_img_s", ".2f"),
+    "ratio": ("ratio", ".1f"), "ref MiB": ("ref_peak_mib", ".0f"), "ours MiB": ("ours_peak_mib", ".0f"),
+    "rel diff": ("max_rel_diff", ".1e"), "grad diff": ("grad_rel_diff", ".1e"),
     "ours vs fp32": ("ours_err_vs_fp32", ".1e"), "ref vs fp32": ("ref_err_vs_fp32", ".1e"), "pass": ("pass", ""),
 }  # fmt: skip
 
@@ -385,7 +462,9 @@ def format_table(rows: list[dict]) -> str:
     for row in rows:
         cells = ("-" if row[key] is None else format(row[key], spec) for key, spec in COLUMNS.values())
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {r['model']}/{r['classes']}/{r['dtype']}/{r['mode']}: {r['note']}" for r in rows if r["note"]]
+    notes = [
+        f"- {r['model']}/{r['method']}/{r['classes']}/{r['dtype']}/{r['mode']}: {r['note']}" for r in rows if r["note"]
+    ]
     return "\n".join(lines + notes)
 
 
@@ -397,6 +476,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", nargs="+", type=int, help="grid: our batch sizes")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), help="grid: fp32, bf16, fp16 (autocast)")
     parser.add_argument("--modes", nargs="+", choices=MODES, help="grid: eval and/or train")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="grid: cocoop and/or CoOp-family rows")
     parser.add_argument("--ref-batch", type=int, help="the reference's batch (<= ours), every row")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing on ours, every row")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per path; the median is reported")
@@ -406,6 +486,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--compile", action="store_true", help="ours with model.compile_text_path() (torch.compile)")
+    parser.add_argument(
+        "--half-clip", action="store_true", help="grid: ours with CLIP's weights in the row's dtype (bf16/fp16 rows)"
+    )
     args = parser.parse_args(argv)
     for name in ("repeats", "ref_batch", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -415,15 +498,22 @@ def parse_args(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this torch build sees no CUDA device.")
     grid = (args.models, args.classes, args.batch, args.dtypes, args.modes)
-    if args.preset and any(value is not None for value in grid):
-        parser.error("give either --preset or grid flags (--models/--classes/--batch/--dtypes/--modes).")
-    if any(value is not None for value in grid):
+    if args.preset and any(value is not None for value in (*grid, args.methods)):
+        parser.error("give either --preset or grid flags (--models/--classes/--batch/--dtypes/--modes/--methods).")
+    if any(value is not None for value in (*grid, args.methods)):
         args.preset = "custom"
         defaults = (["tiny"], [10], [8], ["fp32"], MODES)
-        specs = _rows(*(value or default for value, default in zip(grid, defaults, strict=True)))
+        grid = [value or default for value, default in zip(grid, defaults, strict=True)]
+        specs = [spec for method in args.methods or ["cocoop"] for spec in _rows(*grid, method=method)]
     else:
         args.preset = args.preset or ("gpu" if args.device == "cuda" else "cpu")
         specs = PRESETS[args.preset]
+    if args.half_clip and args.preset != "custom":
+        parser.error("--half-clip is a grid flag: the presets name their half-weight rows themselves.")
+    if args.half_clip and not any(s.dtype != "fp32" for s in specs):
+        parser.error("--half-clip casts CLIP to the row's half dtype: give --dtypes bf16 or fp16.")
+    if args.half_clip:
+        specs = [replace(s, clip_weights="half") if s.dtype != "fp32" else s for s in specs]
     overrides = {"ref_batch": args.ref_batch} if args.ref_batch else {}
     return args, [replace(s, **overrides, checkpointing=s.checkpointing or args.checkpointing) for s in specs]
 
@@ -444,13 +534,18 @@ def main(argv=None) -> int:
     env = {**environment(device), "ours_compiled": args.compile}
     print(f"# preset {args.preset}: " + "; ".join(f"{k} {v}" for k, v in env.items()))
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
-    rows, model = [], None
-    for index, spec in enumerate(sorted(specs, key=lambda s: s.model)):  # each model built once
+    rows, model, built = [], None, None
+
+    def model_key(spec):  # a class-specific context is built for its class set
+        return spec.model, spec.method, spec.classes if METHODS[spec.method].get("class_specific_context") else 0
+
+    for index, spec in enumerate(sorted(specs, key=model_key)):  # each model built once
         print(f"# row {index + 1}/{len(specs)}: {spec}", file=sys.stderr, flush=True)
-        if index == 0 or spec.model != rows[-1]["model"]:
+        if model_key(spec) != built:
             model = None  # the last model goes before the next is built
             _free(None, device)
-            model = build_model(spec.model, device, args.seed)
+            model = build_model(spec.model, device, args.seed, spec.method, load_class_names(spec.classes), tokenizer)
+            built = model_key(spec)
             if args.compile:  # the reference does not use the compiled function: only ours changes
                 model.compile_text_path()
         try:

@@ -1,5 +1,6 @@
 """CoCoOp configuration: data only, no torch."""
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -21,6 +22,10 @@ _CHECKED_FIELDS = (
     "adapter_only",
     "text_chunk_tokens",
     "bucket_by_length",
+    "class_token_position",
+    "class_specific_context",
+    "kgcoop_weight",
+    "kgcoop_template",
     "id2label",
     "label2id",
 )
@@ -35,6 +40,10 @@ def _shown(value, limit: int = 80) -> str:
 def _check_int(field: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{field}` must be a positive integer, got {_shown(value)}.")
+
+
+# Official CoOp `TRAINER.COOP.CLASS_TOKEN_POSITION` (trainers/coop.py PromptLearner.forward).
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
 
 def _checked_id2label(id2label) -> dict[int, str]:
@@ -99,6 +108,24 @@ class CoCoOpConfig(PretrainedConfig):
             one text-tower call processes; classes are chunked to stay below it. A memory knob, not math.
         bucket_by_length (`bool`, *optional*, defaults to `True`): group classes of equal prompt length so no
             class is padded. A speed knob, not math.
+        class_token_position (`str`, *optional*, defaults to `"end"`): where the class name sits among the context
+            tokens, as the official CoOp `CLASS_TOKEN_POSITION`: `"end"` (`[SOS] ctx name . [EOS]`), `"middle"`
+            (first `n_ctx // 2` context tokens, the name, the rest of the context; needs `n_ctx >= 2`) or `"front"`
+            (`[SOS] name ctx . [EOS]`). `"middle"`/`"front"` with `conditional=True` is an option of this library,
+            not of the CoCoOp paper.
+        class_specific_context (`bool`, *optional*, defaults to `False`): one context per class (official CoOp
+            `TRAINER.COOP.CSC`), `ctx` of shape `(classes, n_ctx, dim)`. Needs `id2label` (the class count) and
+            `conditional=False`: a class-specific context exists only for the classes it was trained on, so such a
+            model refuses any other class set. Initialisation: N(0, 0.02) per class, or with `ctx_init` the words'
+            embeddings repeated for every class. (The official code, given `CTX_INIT` with `CSC=True`, silently
+            builds one generic context instead; here the option is never dropped.)
+        kgcoop_weight (`float`, *optional*, defaults to 0.0): the weight w of the KgCoOp regulariser (Yao et al.,
+            CVPR 2023; official `trainers/kgcoop.py`, `TRAINER.COOP.W`, 8.0 in its recipes): the training loss
+            becomes cross-entropy + w x (1 - mean cosine similarity of each class's learned text feature and its
+            frozen zero-shot CLIP text feature). 0 turns it off. With `conditional=True` the mean runs over images
+            and classes (an option of this library, not of the paper).
+        kgcoop_template (`str`, *optional*, defaults to `"a photo of a {}."`): the hand-crafted prompt of the
+            zero-shot text features KgCoOp pulls towards; exactly one `{}`, where the class name goes.
         id2label / label2id: the class names (prompts are built from `id2label`, with `_` read as a space).
             `id2label` maps every index 0..n-1 to a non-empty name (JSON's string keys "0", "1", ... are read as
             ints); `label2id` is derived from it when not given and must be its inverse when given.
@@ -121,6 +148,10 @@ class CoCoOpConfig(PretrainedConfig):
         adapter_only=False,
         text_chunk_tokens=131072,
         bucket_by_length=True,
+        class_token_position="end",
+        class_specific_context=False,
+        kgcoop_weight=0.0,
+        kgcoop_template="a photo of a {}.",
         **kwargs,
     ):
         if clip_config is None:
@@ -145,6 +176,7 @@ class CoCoOpConfig(PretrainedConfig):
             ("conditional", conditional),
             ("adapter_only", adapter_only),
             ("bucket_by_length", bucket_by_length),
+            ("class_specific_context", class_specific_context),
         ):
             if not isinstance(value, bool):
                 raise ValueError(f"`{field}` must be True or False (a JSON boolean), got {_shown(value)}.")
@@ -153,6 +185,44 @@ class CoCoOpConfig(PretrainedConfig):
         for field, value in (("clip_name_or_path", clip_name_or_path), ("clip_revision", clip_revision)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"`{field}` must be a non-empty string or None, got {_shown(value)}.")
+
+        if class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(
+                f"`class_token_position` must be one of {CLASS_TOKEN_POSITIONS} (official CLASS_TOKEN_POSITION), got "
+                f"{_shown(class_token_position)}."
+            )
+        if (
+            isinstance(kgcoop_weight, bool)
+            or not isinstance(kgcoop_weight, (int, float))
+            or not math.isfinite(kgcoop_weight)
+            or kgcoop_weight < 0
+        ):
+            raise ValueError(
+                f"`kgcoop_weight` must be a finite number >= 0 (the KgCoOp weight w; 0 turns the regulariser off, the "
+                f"official recipes use 8.0), got {_shown(kgcoop_weight)}."
+            )
+        if not isinstance(kgcoop_template, str) or kgcoop_template.count("{}") != 1:
+            raise ValueError(
+                '`kgcoop_template` must be a string with exactly one "{}" where the class name goes (e.g. '
+                f'"a photo of a {{}}."), got {_shown(kgcoop_template)}.'
+            )
+        if "{" in kgcoop_template.replace("{}", "", 1) or "}" in kgcoop_template.replace("{}", "", 1):
+            raise ValueError(
+                f'`kgcoop_template` may hold no brace besides its one "{{}}", got {_shown(kgcoop_template)}: '
+                "str.format would read it as another field."
+            )
+        if class_specific_context:
+            if conditional:
+                raise ValueError(
+                    "`class_specific_context=True` is a CoOp option (official TRAINER.COOP.CSC) and needs "
+                    "`conditional=False`: a context per class cannot follow new classes, which is what CoCoOp's "
+                    "conditional context is for."
+                )
+            if kwargs.get("id2label") is None:
+                raise ValueError(
+                    "`class_specific_context=True` needs `id2label` (the class names): the context holds one row per "
+                    "class, so the class count must be known when the model is built."
+                )
 
         if ctx_init is not None:
             if not isinstance(ctx_init, str) or not ctx_init.strip():
@@ -168,6 +238,11 @@ class CoCoOpConfig(PretrainedConfig):
             n_ctx = n_words
         elif n_ctx is None:
             n_ctx = 4
+        if class_token_position == "middle" and n_ctx < 2:
+            raise ValueError(
+                f'`class_token_position="middle"` needs `n_ctx` >= 2, got n_ctx={n_ctx}: the name goes after the '
+                'first n_ctx // 2 context tokens, which would be none (that is class_token_position="front").'
+            )
         max_positions = self.clip_config.text_config.max_position_embeddings
         if n_ctx + 3 > max_positions:
             raise ValueError(
@@ -204,6 +279,10 @@ class CoCoOpConfig(PretrainedConfig):
         self.adapter_only = adapter_only
         self.text_chunk_tokens = text_chunk_tokens
         self.bucket_by_length = bucket_by_length
+        self.class_token_position = class_token_position
+        self.class_specific_context = class_specific_context
+        self.kgcoop_weight = float(kgcoop_weight)
+        self.kgcoop_template = kgcoop_template
         super().__init__(**kwargs)
 
     @classmethod

@@ -48,16 +48,26 @@ META_NET_PREFIX = "meta_net."
 
 
 def infer_config_kwargs(state_dict: dict, source: str = "checkpoint") -> dict:
-    """`n_ctx`, `conditional` and `meta_net_reduction` as the tensors of an official checkpoint imply them."""
+    """
+    `n_ctx`, `conditional`, `meta_net_reduction` and `class_specific_context` as the tensors of an official checkpoint
+    imply them: official CoOp trainers/coop.py with `CSC=True` stores `ctx` as (n_cls, n_ctx, width).
+    """
     ctx = state_dict["ctx"]
+    conditional = any(key.startswith(META_NET_PREFIX) for key in state_dict)
     if ctx.dim() == 3:
-        raise ValueError(
-            f"{source}: 'ctx' has shape {tuple(ctx.shape)}, a class-specific context (CoOp CSC=True, one context "
-            "per class), which is not supported: CoCoOpModel learns one context shared by all classes."
-        )
+        if conditional:
+            raise ValueError(
+                f"{source}: 'ctx' has shape {tuple(ctx.shape)}, a class-specific context (CoOp CSC), beside a "
+                "meta-net: no official trainer writes that combination, so the file is not a CoOp or CoCoOp "
+                "checkpoint."
+            )
+        return {"n_ctx": int(ctx.shape[1]), "conditional": False, "class_specific_context": True}
     if ctx.dim() != 2:
-        raise ValueError(f"{source}: 'ctx' must be (n_ctx, text width), got shape {tuple(ctx.shape)}.")
-    kwargs = {"n_ctx": int(ctx.shape[0]), "conditional": any(key.startswith(META_NET_PREFIX) for key in state_dict)}
+        raise ValueError(
+            f"{source}: 'ctx' must be (n_ctx, text width), or (classes, n_ctx, text width) for a class-specific "
+            f"context, got shape {tuple(ctx.shape)}."
+        )
+    kwargs = {"n_ctx": int(ctx.shape[0]), "conditional": conditional, "class_specific_context": False}
     linear1 = state_dict.get("meta_net.linear1.weight")
     if (
         linear1 is not None
@@ -82,7 +92,11 @@ def from_official_checkpoint(
     """
     Build a [`CoCoOpModel`] (or `model_class`) on `clip_name_or_path` for `class_names` with the context (and, for
     CoCoOp, the meta-net) of an official checkpoint. `n_ctx`, `conditional` (meta-net present or not) and
-    `meta_net_reduction` come from the tensors; a value in `config_kwargs` that contradicts them is an error.
+    `meta_net_reduction` come from the tensors; a value in `config_kwargs` that contradicts them is an error. A CoOp
+    checkpoint with a class-specific context (`ctx` of shape (classes, n_ctx, width), official `CSC=True`) becomes a
+    model with `class_specific_context=True`: `class_names` must then be the classes it was trained on, in its
+    label order (the model refuses any other class set). `class_token_position` is not stored in a checkpoint: pass
+    the official run's `CLASS_TOKEN_POSITION` when it was not "end".
     `ctx_init` only fixes the placeholder words of the prompt (the checkpoint's context replaces their embeddings):
     it defaults to "a photo of a" for 4 context tokens and to "X X ... X" otherwise.
     """
@@ -97,6 +111,14 @@ def from_official_checkpoint(
                 f"{key}={value!r}: drop the argument or use the matching checkpoint."
             )
         config_kwargs[key] = value
+    if inferred["class_specific_context"]:
+        class_count = int(state_dict["ctx"].shape[0])
+        if isinstance(class_names, (list, tuple)) and len(class_names) != class_count:
+            raise ValueError(
+                f"{source}: 'ctx' has shape {tuple(state_dict['ctx'].shape)}, a class-specific context (CoOp CSC) for "
+                f"{class_count} classes, but {len(class_names)} class names were given: pass the {class_count} "
+                "classes it was trained on, in the training label order."
+            )
     if "ctx_init" not in config_kwargs:
         config_kwargs["ctx_init"] = "a photo of a" if inferred["n_ctx"] == 4 else None
     model = model_class.from_clip(
@@ -111,7 +133,9 @@ def from_official_checkpoint(
     logger.info(
         "Imported %s (%s, n_ctx=%d) onto %s for %d classes.",
         source,
-        "CoCoOp" if inferred["conditional"] else "CoOp",
+        "CoCoOp"
+        if inferred["conditional"]
+        else ("CoOp, class-specific context" if inferred["class_specific_context"] else "CoOp"),
         inferred["n_ctx"],
         clip_name_or_path,
         len(model.class_names),
@@ -238,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ctx_init", default=None, help="Placeholder context words (default: see from_official_checkpoint)."
     )
+    parser.add_argument(
+        "--class_token_position",
+        default="end",
+        choices=("end", "middle", "front"),
+        help="The official run's TRAINER.COOP.CLASS_TOKEN_POSITION (checkpoints do not store it; default: end).",
+    )
     return parser
 
 
@@ -246,6 +276,7 @@ def main(argv=None):
     std_logging.basicConfig(level=std_logging.INFO, format="%(message)s")  # a script: show this module's progress
     check_output_dir(args.output_dir, args.overwrite_output_dir)  # before the slow part
     config_kwargs = {} if args.ctx_init is None else {"ctx_init": args.ctx_init}
+    config_kwargs["class_token_position"] = args.class_token_position
     model = from_official_checkpoint(
         args.checkpoint, args.clip, read_class_names(args.class_names_file), revision=args.revision, **config_kwargs
     )

@@ -25,6 +25,12 @@ RECIPE_FIELDS = {
 # Key (as in training/report.py results.json runs) -> the title every table, chart and model-index entry shows.
 # Accuracies and H are in percent everywhere, as the evaluation reports them.
 METRIC_FIELDS = {"base": "Base accuracy (%)", "new": "New accuracy (%)", "H": "H, harmonic mean (%)"}
+KGCOOP_CITATION = """@inproceedings{yao2023kgcoop,
+    title={Visual-Language Prompt Tuning with Knowledge-guided Context Optimization},
+    author={Yao, Hantao and Zhang, Rui and Xu, Changsheng},
+    booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year={2023}
+}"""
 CITATION = """@inproceedings{zhou2022cocoop,
     title={Conditional Prompt Learning for Vision-Language Models},
     author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
@@ -116,12 +122,49 @@ METHOD_TEXT = {
         "{n_ctx} learned context vectors, the same for every image, form the prompt `[context] {{class name}}.`; "
         "CLIP itself stays frozen. The learned prompts work for any class names.",
     ),
+    "kgcoop": (
+        "Prompts learned with **KgCoOp** (Knowledge-guided Context Optimization, Yao et al., CVPR 2023), packaged as "
+        "a CoCoOp model without meta-network",
+        "{n_ctx} learned context vectors, the same for every image, form the prompt `[context] {{class name}}.`; "
+        "training adds to the cross-entropy a weighted term that keeps each class's learned text feature close to "
+        "CLIP's zero-shot feature of a hand-written prompt, so the prompts stay good on classes never seen in "
+        "training. CLIP itself stays frozen.",
+    ),
     "zeroshot": (
         "The **zero-shot CLIP** baseline, packaged as a CoCoOp model",
         "Nothing is learned: the context is the hand-written prompt's words and the meta-network adds nothing, so the "
         "model classifies exactly as CLIP with the prompt `a photo of a {{class name}}.` (or the given words).",
     ),
 }
+
+
+def _prompt_options(class_token_position, class_specific_context, kgcoop_weight, kgcoop_template) -> list[str]:
+    """One line per CoOp-family option that differs from plain CoCoOp/CoOp, for the card's "Prompt options"."""
+    if class_token_position not in ("end", "middle", "front"):
+        raise ValueError(f"`class_token_position` must be 'end', 'middle' or 'front', got {class_token_position!r}.")
+    if isinstance(kgcoop_weight, bool) or not isinstance(kgcoop_weight, Real) or not kgcoop_weight >= 0:
+        raise ValueError(f"`kgcoop_weight` must be a number >= 0, got {kgcoop_weight!r}.")
+    lines = []
+    if class_token_position != "end":
+        layout = {
+            "middle": "`[first half of the context] {class name} [second half of the context].`",
+            "front": "`{class name} [context].`",
+        }[class_token_position]
+        lines.append(
+            f"Class-token position **{class_token_position}** (CoOp's CLASS_TOKEN_POSITION): the prompt is {layout}"
+        )
+    if class_specific_context:
+        lines.append(
+            "**Class-specific context** (CoOp's CSC): one learned context per trained class. The model scores only "
+            "the classes it was trained on and refuses any other class set."
+        )
+    if kgcoop_weight > 0:
+        template = f" of the prompt `{kgcoop_template}`" if kgcoop_template else ""
+        lines.append(
+            f"**KgCoOp regulariser**, weight w = {kgcoop_weight:g}: loss = cross-entropy + w x (1 - mean cosine "
+            f"similarity to CLIP's zero-shot text features{template})."
+        )
+    return lines
 
 
 def render_model_card(
@@ -138,6 +181,10 @@ def render_model_card(
     model_name: str | None = None,
     method: str = "cocoop",
     random_weights: bool = False,
+    class_token_position: str = "end",
+    class_specific_context: bool = False,
+    kgcoop_weight: float = 0.0,
+    kgcoop_template: str | None = None,
 ) -> ModelCard:
     """
     Render the model card of a CoCoOp checkpoint.
@@ -158,9 +205,11 @@ def render_model_card(
         n_ctx: number of learned context tokens.
         license: SPDX id for the front matter.
         model_name: title and model-index name (defaults to the repo name).
-        method: `"cocoop"`, `"coop"` or `"zeroshot"`: what the card says the prompts are.
+        method: `"cocoop"`, `"coop"`, `"kgcoop"` or `"zeroshot"`: what the card says the prompts are.
         random_weights: the model runs on random CLIP weights (a demo): the card warns and is tagged, with or
             without results. A result row with `random_weights` implies it.
+        class_token_position, class_specific_context, kgcoop_weight, kgcoop_template: the model's CoOp-family
+            options (as in its config); those that differ from plain CoCoOp/CoOp are listed under "Prompt options".
     """
     if method not in METHOD_TEXT:
         raise ValueError(f"`method` must be one of {sorted(METHOD_TEXT)}, got {method!r}.")
@@ -173,6 +222,7 @@ def render_model_card(
         not isinstance(datasets, (list, tuple)) or not all(isinstance(d, str) and d for d in datasets)
     ):
         raise TypeError(f"`datasets` must be a dataset id or a list of ids, got {datasets!r}.")
+    options = _prompt_options(class_token_position, class_specific_context, kgcoop_weight, kgcoop_template)
     result_rows = _normalise_results(results)
     recipe_rows = _normalise_recipe(recipe)
     repo_id = repo_id or "<your-repo-id>"
@@ -234,5 +284,6 @@ def render_model_card(
         recipe_rows=recipe_rows,
         result_columns=[METRIC_FIELDS[key] for key in columns],
         result_rows=table,
-        citation=CITATION,
+        prompt_options=options,
+        citation=CITATION + ("\n\n" + KGCOOP_CITATION if method == "kgcoop" or kgcoop_weight > 0 else ""),
     )

@@ -17,7 +17,13 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_cocoop import CoCoOpConfig
-from .processing_cocoop import CoCoOpProcessor, build_prompt_ids, validate_class_names
+from .processing_cocoop import (
+    CoCoOpProcessor,
+    build_prompt_ids,
+    class_name_key,
+    clean_class_name,
+    validate_class_names,
+)
 from .sharing_cocoop import load_model, push_model_to_hub, save_model
 
 
@@ -30,11 +36,15 @@ class CoCoOpOutput(ModelOutput):
     loss (`torch.FloatTensor` of shape `()`, *optional*): cross-entropy, when `labels` are given.
     logits (`torch.FloatTensor` of shape `(batch_size, num_classes)`): `logit_scale.exp()` x cosine similarity.
     image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised image features.
+    kgcoop_loss (`torch.FloatTensor` of shape `()`, *optional*): with `labels` and `config.kgcoop_weight > 0`, the
+        KgCoOp term 1 - mean cosine similarity of the learned and the zero-shot text features, UNweighted; `loss` is
+        cross-entropy + `config.kgcoop_weight` x `kgcoop_loss`.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
+    kgcoop_loss: torch.FloatTensor | None = None
 
 
 class CoCoOpMetaNet(nn.Module):
@@ -53,16 +63,26 @@ class CoCoOpMetaNet(nn.Module):
 
 
 class CoCoOpPromptLearner(nn.Module):
-    """The trainable part: `n_ctx` context vectors and, for CoCoOp, the meta-net."""
+    """
+    The trainable part: `n_ctx` context vectors and, for CoCoOp, the meta-net. With `class_specific_context` the
+    context has one row per class, `(classes, n_ctx, dim)` (official CoOp `CSC`).
+    """
 
     def __init__(self, config: CoCoOpConfig):
         super().__init__()
         ctx_dim = config.clip_config.text_config.hidden_size
-        self.ctx = nn.Parameter(torch.empty(config.n_ctx, ctx_dim))
+        shape = (config.n_ctx, ctx_dim)
+        if config.class_specific_context:
+            # Official trainers/coop.py PromptLearner: CSC ctx_vectors = torch.empty(n_cls, n_ctx, ctx_dim).
+            shape = (len(config.id2label), *shape)
+        self.ctx = nn.Parameter(torch.empty(shape))
         self.meta_net = CoCoOpMetaNet(config) if config.conditional else None
 
     def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Context per image, `(batch, n_ctx, dim)`; CoOp returns one shared context, `(1, n_ctx, dim)`."""
+        """
+        Context per image, `(batch, n_ctx, dim)`; CoOp returns one shared context, `(1, n_ctx, dim)`, and CoOp with
+        a class-specific context one per class, `(1, classes, n_ctx, dim)`.
+        """
         if self.meta_net is None:
             return self.ctx.unsqueeze(0)
         bias = self.meta_net(image_embeds)  # (batch, dim)
@@ -139,6 +159,13 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
     The text path is batched: the prefix `[SOS, ctx]` is encoded once per image and its keys/values are shared by
     every class (the causal mask means it never sees the class tokens), classes are grouped by prompt length and
     chunked to `config.text_chunk_tokens`. It equals the official per-image loop; see `tests/reference_cocoop.py`.
+
+    The CoOp family, as config options (official CoOp `trainers/coop.py`, KgCoOp `trainers/kgcoop.py`):
+    `class_token_position` "middle"/"front" moves the class name into/before the context, and
+    `class_specific_context` learns one context per class; both break the shared prefix, so their prompts are
+    assembled whole and encoded up to each prompt's EOS (CoOp: once per forward for all classes, never per image).
+    `kgcoop_weight` adds the KgCoOp regulariser to the loss, against frozen zero-shot text features that
+    `set_class_names` computes for the held class set ([`~CoCoOpModel.zero_shot_text_features`]).
     """
 
     def __init__(self, config: CoCoOpConfig, clip_model: CLIPModel | None = None):
@@ -151,6 +178,9 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         # Derived from the class names at run time; never saved (rebuilt by set_class_names / from_pretrained).
         self.register_buffer("prompt_ids", torch.empty(0, 0, dtype=torch.long), persistent=False)
         self.register_buffer("eos_index", torch.empty(0, dtype=torch.long), persistent=False)
+        self.register_buffer("name_length", torch.empty(0, dtype=torch.long), persistent=False)
+        # KgCoOp's frozen zero-shot text features of the held class set, (classes, projection_dim), L2-normalised.
+        self.register_buffer("zero_shot_embeds", torch.empty(0, 0), persistent=False)
         self._class_names = None
         self._suffix_encoder = self._encode_suffix  # replaced by a compiled version in compile_text_path()
         self.post_init()
@@ -207,12 +237,15 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 "use words that are single tokens of the CLIP vocabulary."
             )
         embedding = self.clip.text_model.embeddings.token_embedding.weight
-        self.prompt_learner.ctx.copy_(embedding[torch.tensor(ids, device=embedding.device)])
+        words = embedding[torch.tensor(ids, device=embedding.device)]  # (n_ctx, dim)
+        # A class-specific context starts from the words in every class's row (the official code would instead
+        # build a single generic context when CTX_INIT is set, dropping CSC).
+        self.prompt_learner.ctx.copy_(words.expand_as(self.prompt_learner.ctx))
 
     def class_prompts(self, class_names, tokenizer=None) -> BatchEncoding:
         """
-        Prompt token ids for `class_names` with this model's context words: `input_ids` (classes, 77) and
-        `eos_index` (classes,), what `CoCoOpProcessor(class_names=...)` gives. Pass them to `forward` or
+        Prompt token ids for `class_names` with this model's context words: `input_ids` (classes, 77), `eos_index`
+        and `name_length` (classes,), what `CoCoOpProcessor(class_names=...)` gives. Pass them to `forward` or
         `get_text_features` to use another class set for one call; the model is not changed.
         """
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
@@ -240,8 +273,15 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             )
         encoding = self.class_prompts(class_names, tokenizer=tokenizer)
         device = self.prompt_learner.ctx.device
+        if self.config.class_specific_context:
+            self._check_class_specific(class_names, encoding["input_ids"], encoding["eos_index"])
+        zero_shot = torch.empty(0, 0, device=device)
+        if self.config.kgcoop_weight > 0:
+            zero_shot = self.zero_shot_text_features(class_names, tokenizer=tokenizer)
         self.prompt_ids = encoding["input_ids"].to(device)
         self.eos_index = encoding["eos_index"].to(device)
+        self.name_length = encoding["name_length"].to(device)
+        self.zero_shot_embeds = zero_shot
         self.tokenizer = tokenizer
         self._class_names = list(class_names)
         self.config.id2label = dict(enumerate(self._class_names))
@@ -250,6 +290,76 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
     @property
     def class_names(self) -> list[str] | None:
         return self._class_names
+
+    def _holds_prompts(self) -> bool:
+        return self.prompt_ids.numel() > 0 and self.prompt_ids.device.type != "meta"
+
+    def _check_class_specific(self, class_names, input_ids: torch.Tensor, eos_index: torch.Tensor) -> None:
+        """A class-specific context belongs to the classes it was trained on: refuse any other class set."""
+        rows = self.prompt_learner.ctx.shape[0]
+        why = (
+            f"this model has a class-specific context (class_specific_context=True: one learned context per class, "
+            f"{rows} classes), which exists only for the classes it was trained on and cannot score other classes"
+        )
+        if input_ids.shape[0] != rows:
+            raise ValueError(f"{why}; got prompts for {input_ids.shape[0]} classes.")
+        if self._holds_prompts():
+            held_ids, held_eos = self.prompt_ids, self.eos_index
+            length = min(held_ids.shape[1], input_ids.shape[1])
+            eos_index = eos_index.to(held_eos.device)
+            inside = torch.arange(length, device=held_eos.device)[None, :] <= held_eos[:, None]
+            same = torch.equal(eos_index, held_eos) and bool(
+                ((input_ids[:, :length].to(held_ids.device) == held_ids[:, :length]) | ~inside).all()
+            )
+            if not same:
+                differ = (eos_index != held_eos).nonzero().flatten().tolist()
+                shown = [self._class_names[i] for i in differ[:5]] if self._class_names else differ[:5]
+                raise ValueError(
+                    f"{why}; the given class prompts differ from the held ones (first differing classes: "
+                    f"{shown or 'same lengths, other tokens'}). Use a shared-context model (CoOp/CoCoOp) for new "
+                    "classes."
+                )
+        elif class_names is not None:
+            expected = self.config.class_names
+            if [class_name_key(n) for n in class_names] != [class_name_key(n) for n in expected]:
+                raise ValueError(f"{why}: {expected[:5]}...; got {list(class_names)[:5]}...")
+
+    @torch.no_grad()
+    def zero_shot_text_features(self, class_names, tokenizer=None) -> torch.Tensor:
+        """
+        KgCoOp's frozen zero-shot text features `(classes, projection_dim)`, L2-normalised: the frozen CLIP's text
+        features of `config.kgcoop_template.format(name)` (`_` in a name read as a space, as in the prompts). The
+        model is not changed. Official KgCoOp `trainers/kgcoop.py`: `clip_model_.encode_text(temp.format(c))`.
+        """
+        class_names = validate_class_names(class_names)
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError("no tokenizer to build the zero-shot prompts with: pass `tokenizer=` (a CLIPTokenizer).")
+        template = self.config.kgcoop_template
+        texts = [template.format(clean_class_name(name)) for name in class_names]
+        encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        context = self.config.clip_config.text_config.max_position_embeddings
+        for name, ids in zip(class_names, encoded, strict=True):
+            if len(ids) > context or ids[-1] != tokenizer.eos_token_id:
+                raise ValueError(
+                    f"the zero-shot prompt of class {name!r} ({template!r}) makes {len(ids)} tokens, over the text "
+                    f"context of {context}: shorten the name or `kgcoop_template`."
+                )
+        device = self.prompt_learner.ctx.device
+        ids = torch.full((len(encoded), max(map(len, encoded))), tokenizer.pad_token_id, dtype=torch.long)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        ids, eos = ids.to(device), torch.tensor([len(t) - 1 for t in encoded], device=device)
+        embeddings = self.clip.text_model.embeddings
+        features = []
+        per_call = max(1, self.config.text_chunk_tokens // ids.shape[1])
+        for start in range(0, len(encoded), per_call):
+            chunk_eos = eos[start : start + per_call]
+            length = int(chunk_eos.max()) + 1
+            hidden = embeddings.token_embedding(ids[start : start + per_call, :length])
+            features.append(self._encode_prompts(hidden + embeddings.position_embedding.weight[:length], chunk_eos))
+        features = torch.cat(features)
+        return features / features.norm(dim=-1, keepdim=True)
 
     # ------------------------------------------------------------------ saving and loading (sharing_cocoop.py)
 
@@ -261,7 +371,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         if missing or unexpected:
             raise ValueError(
                 f"{source}: prompt-learner tensors do not match this model (conditional={self.config.conditional}, "
-                f"n_ctx={self.config.n_ctx}): missing {missing}, unexpected {unexpected}."
+                f"n_ctx={self.config.n_ctx}, class_specific_context={self.config.class_specific_context}): missing "
+                f"{missing}, unexpected {unexpected}."
             )
         for name, tensor in state_dict.items():
             if tuple(tensor.shape) != tuple(expected[name].shape):
@@ -277,7 +388,16 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         shape = tuple(self.prompt_learner.state_dict()[name].shape)
         if name == "ctx":
             width = config.clip_config.text_config.hidden_size
-            return f"but this CLIP needs {shape} (n_ctx={config.n_ctx}, text width {width})."
+            if config.class_specific_context:
+                return (
+                    f"but this model needs {shape}: a class-specific context (class_specific_context=True), one "
+                    f"context per class ({shape[0]} classes in id2label), n_ctx={config.n_ctx}, text width {width}. "
+                    "A (n_ctx, width) tensor is a shared context: load it with class_specific_context=False."
+                )
+            return (
+                f"but this CLIP needs {shape} (n_ctx={config.n_ctx}, text width {width}); a (classes, n_ctx, width) "
+                "tensor is a class-specific context: load it with class_specific_context=True and its class names."
+            )
         hidden = config.clip_config.projection_dim // config.meta_net_reduction
         return (
             f"but this model needs {shape}: its meta-net maps the image feature (projection_dim "
@@ -325,6 +445,33 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         )
 
     # ------------------------------------------------------------------ frozen CLIP
+
+    def cast_frozen_clip(self, dtype: torch.dtype) -> "CoCoOpModel":
+        """
+        Cast the frozen CLIP's weights to `dtype` (e.g. `torch.bfloat16`), keeping the prompt learner (and so its
+        gradients and optimizer state) in its own dtype, usually fp32. On a GPU this halves the weight traffic and
+        removes autocast's re-cast of every CLIP weight on every call; the official code likewise runs its CLIP in
+        fp16 weights. The prompt embeddings are cast to CLIP's dtype where they enter its text layers, so gradients
+        still reach the fp32 context. Numbers then differ from an fp32 CLIP by half-precision rounding. Saving
+        such a model writes CLIP's weights in `dtype` (an adapter-only save writes only the fp32 prompt learner).
+        """
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"`dtype` must be a floating-point torch.dtype such as torch.bfloat16, got {dtype!r}.")
+        self.clip.to(dtype)
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """
+        The prompt learner's dtype: the model's own weights (what it trains, and what `save_pretrained` records in
+        config.json, so that a model saved after `cast_frozen_clip` loads with its prompt learner in fp32 rather than
+        in the lower dtype of the frozen CLIP's weights).
+        """
+        return self.prompt_learner.ctx.dtype
+
+    def _text_dtype(self) -> torch.dtype:
+        """The dtype of CLIP's text weights: what its layers expect (autocast may still compute in another)."""
+        return self.clip.text_model.embeddings.token_embedding.weight.dtype
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -426,6 +573,70 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         pooled = hidden.reshape(batch, packs * pack, -1)[:, :classes]  # EOS states, (batch, classes, dim)
         return self.clip.text_projection(text.final_layer_norm(pooled))
 
+    def _encode_prompts(self, hidden: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
+        """
+        Text features `(prompts, projection_dim)` of whole prompts `hidden` `(prompts, L, dim)` (token + position
+        embeddings, L = the longest EOS + 1): CLIP's text layers under a causal mask, pooled at `eos` `(prompts,)`,
+        final layer norm, projection (official TextEncoder.forward).
+        """
+        text = self.clip.text_model
+        layers = text.encoder.layers
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        for i, layer in enumerate(layers):
+            query, key, value = _qkv(layer, hidden)  # (prompts, heads, L, head_dim)
+            if i == len(layers) - 1:
+                # Only the EOS state is pooled: the last layer runs its query, MLP and norm on that token alone.
+                query = query[rows, :, eos].unsqueeze(2)  # (prompts, heads, 1, head_dim)
+                hidden = hidden[rows, eos].unsqueeze(1)  # (prompts, 1, dim)
+                sees = torch.arange(key.shape[2], device=eos.device)[None, :] <= eos[:, None]  # causal row at EOS
+                attn = F.scaled_dot_product_attention(
+                    query, key, value, attn_mask=sees[:, None, None, :], scale=layer.self_attn.scale
+                )
+            else:
+                attn = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=layer.self_attn.scale)
+            hidden = _finish_layer(layer, hidden, _merge_heads(attn))
+        return self.clip.text_projection(text.final_layer_norm(hidden[:, 0]))
+
+    def _prompt_layout(self, eos_index: torch.Tensor, name_length: torch.Tensor, length: int):
+        """
+        Where each of the `length` prompt positions comes from, per class: `is_ctx` (classes, L) bool, `ctx_pos`
+        (context row) and `token_pos` (position in the tokenised "{prefix words} {name}." prompt).
+
+        Official CoOp PromptLearner.forward, with h context tokens before the name (end: h = n_ctx; middle:
+        h = n_ctx // 2; front: h = 0) and n = name_lens: `[SOS] ctx[:h] name[:n] ctx[h:] rest-of-suffix`, where
+        the name is the first n tokens of the suffix after the context. Positions are only permuted: EOS stays put.
+        """
+        n_ctx = self.config.n_ctx
+        position = self.config.class_token_position
+        half = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}[position]
+        j = torch.arange(length, device=eos_index.device)[None, :]  # (1, L)
+        n = name_length[:, None] if position != "end" else torch.zeros_like(eos_index)[:, None]  # (classes, 1)
+        is_ctx = ((j >= 1) & (j <= half)) | ((j >= half + n + 1) & (j <= n + n_ctx))
+        ctx_pos = torch.where(j <= half, j - 1, j - 1 - n).clamp(0, n_ctx - 1)
+        in_name = (j > half) & (j <= half + n)
+        token_pos = torch.where(in_name, j + n_ctx - half, j).expand_as(is_ctx)
+        return is_ctx, ctx_pos, token_pos
+
+    def _encode_full_prompts(self, ctx, prompt_ids, eos, name_length) -> torch.Tensor:
+        """
+        Text features `(batch, classes, projection_dim)` of whole prompts for the classes of one chunk: `ctx`
+        `(batch, n_ctx, dim)` shared by the classes, or `(1, classes, n_ctx, dim)` one per class; `prompt_ids`
+        `(classes, L)` cut after the longest EOS.
+        """
+        classes, length = prompt_ids.shape
+        is_ctx, ctx_pos, token_pos = self._prompt_layout(eos, name_length, length)
+        embeddings = self.clip.text_model.embeddings
+        tokens = embeddings.token_embedding(torch.gather(prompt_ids, 1, token_pos))  # (classes, L, dim)
+        if ctx.dim() == 3:
+            ctx = ctx.unsqueeze(1)
+        ctx = ctx.expand(-1, classes, -1, -1)  # (batch, classes, n_ctx, dim)
+        ctx = ctx[:, torch.arange(classes, device=ctx.device)[:, None], ctx_pos]  # (batch, classes, L, dim)
+        hidden = torch.where(is_ctx[None, :, :, None], ctx, tokens.to(ctx.dtype)[None])
+        hidden = hidden + embeddings.position_embedding.weight[:length].to(ctx.dtype)
+        batch = hidden.shape[0]
+        features = self._encode_prompts(hidden.flatten(0, 1).to(self._text_dtype()), eos.repeat(batch))
+        return features.view(batch, classes, -1)
+
     def compile_text_path(self, **compile_kwargs) -> None:
         """
         Opt in to `torch.compile` for the per-class text path (fuses norms, activations and residuals). Shapes vary
@@ -476,38 +687,52 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 chunked.append((chunk, length))
         return chunked
 
-    def _prompts(self, input_ids: torch.Tensor | None, eos_index: torch.Tensor | None):
+    def _prompts(self, input_ids, eos_index, name_length=None):
         """The class prompts of this call: the given ones (checked), else the class set the model holds."""
         if input_ids is None and eos_index is None:
-            if self.prompt_ids.numel() == 0 or self.prompt_ids.device.type == "meta":
+            if not self._holds_prompts():
                 raise ValueError(
                     "this model holds no class prompts: pass class prompts (input_ids and eos_index from "
                     "CoCoOpProcessor(class_names=...) or model.class_prompts(names)), or call "
                     "model.set_class_names(class_names, tokenizer=...) first."
                 )
-            return self.prompt_ids, self.eos_index
-        _check_class_prompts(input_ids, eos_index, self.config)
+            return self.prompt_ids, self.eos_index, self.name_length
+        _check_class_prompts(input_ids, eos_index, self.config, name_length)
         device = self.prompt_learner.ctx.device
-        return input_ids.to(device), eos_index.to(device)
+        if self.config.class_specific_context:
+            self._check_class_specific(None, input_ids, eos_index)
+        if name_length is not None:
+            name_length = name_length.to(device)
+        return input_ids.to(device), eos_index.to(device), name_length
+
+    def _uses_prefix_cache(self) -> bool:
+        """The fast path: every class shares the `[SOS, ctx]` prefix, so its keys/values are computed once."""
+        return self.config.class_token_position == "end" and not self.config.class_specific_context
 
     def get_text_features(
         self,
         image_embeds: torch.Tensor,
         input_ids: torch.Tensor | None = None,
         eos_index: torch.Tensor | None = None,
+        name_length: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Prompt text features, L2-normalised: `(batch, classes, projection_dim)` for CoCoOp, `(1, classes, ...)`
-        for CoOp (its context does not depend on the image). `input_ids` / `eos_index`: class prompts for this call
-        (see `forward`); default: the class set the model holds.
+        for CoOp (its context does not depend on the image: computed once, whatever the batch). `input_ids` /
+        `eos_index` / `name_length`: class prompts for this call (see `forward`); default: the class set the model
+        holds.
         """
-        prompt_ids, eos_index = self._prompts(input_ids, eos_index)
-        ctx = self.prompt_learner(image_embeds)  # (batch or 1, n_ctx, dim)
+        prompt_ids, eos_index, name_length = self._prompts(input_ids, eos_index, name_length)
+        # The meta-net reads the image feature in its own dtype: a half-precision CLIP gives half-precision features
+        # to a prompt learner kept in fp32 (`cast_frozen_clip`).
+        ctx = self.prompt_learner(image_embeds.to(self.prompt_learner.ctx.dtype))  # (batch|1, n_ctx, dim); CSC 4-d
+        if not self._uses_prefix_cache():
+            return self._full_prompt_features(ctx, prompt_ids, eos_index, name_length)
         embeddings = self.clip.text_model.embeddings
         sos = embeddings.token_embedding(prompt_ids[:1, :1]).expand(ctx.shape[0], -1, -1)
         prefix = torch.cat([sos.to(ctx.dtype), ctx], dim=1)  # (batch, P, dim), P = 1 + n_ctx
         prefix = prefix + embeddings.position_embedding.weight[: prefix.shape[1]]
-        prefix_cache = self._encode_prefix(prefix)
+        prefix_cache = self._encode_prefix(prefix.to(self._text_dtype()))
         n_ctx = self.config.n_ctx
         features, order = [], []
         for chunk, length in self._class_groups(eos_index, ctx.shape[0]):
@@ -523,6 +748,27 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         features = torch.cat(features, dim=1)[:, torch.argsort(torch.cat(order))]  # back to class order
         return features / features.norm(dim=-1, keepdim=True)
 
+    def _full_prompt_features(self, ctx, prompt_ids, eos_index, name_length) -> torch.Tensor:
+        """
+        The general path (class name in the middle or front, or a class-specific context): each class's whole
+        prompt is assembled and encoded, classes grouped by length and chunked like the prefix path. A CoOp context
+        gives `(1, classes, proj)`: one text pass per class, no per-image work.
+        """
+        features, order = [], []
+        for chunk, length in self._class_groups(eos_index, ctx.shape[0]):
+            chunk_ctx = ctx[:, chunk] if ctx.dim() == 4 else ctx  # class-specific rows, or the shared context
+            ids = prompt_ids[chunk, : 1 + self.config.n_ctx + length]
+            lengths = name_length[chunk] if name_length is not None else None
+            args = (chunk_ctx, ids, eos_index[chunk], lengths)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                out = checkpoint(self._encode_full_prompts, *args, use_reentrant=False)
+            else:
+                out = self._encode_full_prompts(*args)
+            features.append(out)
+            order.append(chunk)
+        features = torch.cat(features, dim=1)[:, torch.argsort(torch.cat(order))]  # back to class order
+        return features / features.norm(dim=-1, keepdim=True)
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -532,6 +778,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         image_embeds: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         eos_index: torch.Tensor | None = None,
+        name_length: torch.Tensor | None = None,
+        zero_shot_embeds: torch.Tensor | None = None,
     ) -> CoCoOpOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch, 3, size, size)`): images from the processor.
@@ -543,6 +791,13 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             with `eos_index` (`torch.LongTensor` of shape `(classes,)`): what `CoCoOpProcessor(class_names=...)`
             or [`~CoCoOpModel.class_prompts`] returns. Without them the model uses the class set it holds
             (`set_class_names`, `config.id2label`). The model is never changed by a forward.
+        name_length (`torch.LongTensor` of shape `(classes,)`, *optional*): token count of each class name, part of
+            the class prompts (the processor returns it); required with `input_ids` when
+            `config.class_token_position` is "middle" or "front".
+        zero_shot_embeds (`torch.FloatTensor` of shape `(classes, projection_dim)`, *optional*): KgCoOp's frozen
+            zero-shot text features of the classes of `input_ids` ([`~CoCoOpModel.zero_shot_text_features`]);
+            needed only with `labels`, `config.kgcoop_weight > 0` and class prompts given to this call (for the held
+            class set the model has them).
         """
         if (pixel_values is None) == (image_embeds is None):
             raise ValueError("pass exactly one of `pixel_values` or `image_embeds`.")
@@ -550,18 +805,52 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             image_embeds = self.get_image_features(pixel_values)
         else:
             image_embeds = _normalised_image_embeds(image_embeds, self.config, self.prompt_learner.ctx.dtype)
-        text_embeds = self.get_text_features(image_embeds, input_ids, eos_index)  # (batch or 1, classes, proj)
+        text_embeds = self.get_text_features(image_embeds, input_ids, eos_index, name_length)  # (batch|1, classes, d)
         logit_scale = self.clip.logit_scale.exp()
         image_embeds_t = image_embeds.to(text_embeds.dtype)
         if self.config.conditional:
             logits = logit_scale * torch.einsum("bd,bcd->bc", image_embeds_t, text_embeds)  # (batch, classes)
         else:  # CoOp: one text feature per class, shared by all images
             logits = logit_scale * image_embeds_t @ text_embeds[0].t()
-        loss = None
+        loss = kgcoop_loss = None
         if labels is not None:
             labels = _checked_labels(labels, logits)
             loss = F.cross_entropy(logits.float(), labels)
-        return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds)
+            if self.config.kgcoop_weight > 0:
+                zero_shot = self._kgcoop_targets(zero_shot_embeds, input_ids is not None, text_embeds.shape[1])
+                # KgCoOp (Yao et al., CVPR 2023), official trainers/kgcoop.py CustomCLIP.forward:
+                # score = 1 - mean(CosineSimilarity(dim=1, eps=1e-07)(text_features, text_features_old)).
+                # A conditional model has a text feature per image and class: the mean runs over both (ours).
+                cosine = F.cosine_similarity(text_embeds.float(), zero_shot.float()[None], dim=-1, eps=1e-7)
+                kgcoop_loss = 1.0 - cosine.mean()
+                loss = loss + self.config.kgcoop_weight * kgcoop_loss
+        return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds, kgcoop_loss=kgcoop_loss)
+
+    def _kgcoop_targets(self, zero_shot_embeds, call_prompts: bool, classes: int) -> torch.Tensor:
+        """The zero-shot text features KgCoOp pulls towards: given to the call, else those of the held class set."""
+        projection_dim = self.config.clip_config.projection_dim
+        if zero_shot_embeds is None:
+            if call_prompts:
+                raise ValueError(
+                    f"kgcoop_weight={self.config.kgcoop_weight} needs the zero-shot text features of the classes of "
+                    "this call's prompts: pass `zero_shot_embeds=model.zero_shot_text_features(class_names)` with "
+                    "`input_ids`, or use the held class set (set_class_names)."
+                )
+            zero_shot_embeds = self.zero_shot_embeds
+            if zero_shot_embeds.numel() == 0 or zero_shot_embeds.device.type == "meta":
+                raise ValueError(
+                    f"kgcoop_weight={self.config.kgcoop_weight} but this model holds no zero-shot text features: "
+                    "call model.set_class_names(class_names, tokenizer=...) (it computes them when kgcoop_weight > 0) "
+                    "or pass `zero_shot_embeds`."
+                )
+        if not isinstance(zero_shot_embeds, torch.Tensor) or not zero_shot_embeds.dtype.is_floating_point:
+            raise TypeError(f"`zero_shot_embeds` must be a floating-point tensor, got {type(zero_shot_embeds)}.")
+        if tuple(zero_shot_embeds.shape) != (classes, projection_dim):
+            raise ValueError(
+                f"`zero_shot_embeds` must be (classes, projection_dim) = ({classes}, {projection_dim}), one row per "
+                f"class of the prompts, got {tuple(zero_shot_embeds.shape)}."
+            )
+        return zero_shot_embeds.to(self.prompt_learner.ctx.device)
 
 
 # ---------------------------------------------------------------------------------------------- input checks
@@ -591,7 +880,7 @@ def _normalised_image_embeds(image_embeds, config: CoCoOpConfig, dtype: torch.dt
     return image_embeds / norms.to(image_embeds.dtype)
 
 
-def _check_class_prompts(input_ids, eos_index, config: CoCoOpConfig) -> None:
+def _check_class_prompts(input_ids, eos_index, config: CoCoOpConfig, name_length=None) -> None:
     """Class prompts given to forward: shapes, dtypes and EOS positions that the text path can read."""
     help_text = "pass both, as CoCoOpProcessor(class_names=...) or model.class_prompts(class_names) returns them"
     if input_ids is None or eos_index is None:
@@ -622,6 +911,32 @@ def _check_class_prompts(input_ids, eos_index, config: CoCoOpConfig) -> None:
     vocab_size = config.clip_config.text_config.vocab_size
     if (input_ids < 0).any() or (input_ids >= vocab_size).any():
         raise ValueError(f"`input_ids` hold token ids outside the vocabulary [0, {vocab_size}).")
+    position = config.class_token_position
+    if name_length is None:
+        if position != "end":
+            raise ValueError(
+                f'class_token_position="{position}" moves the class name, so the class prompts need `name_length` '
+                "(the token count of each name): pass it with input_ids and eos_index, as the processor and "
+                "model.class_prompts(class_names) return it."
+            )
+        return
+    if (
+        not isinstance(name_length, torch.Tensor)
+        or name_length.dtype.is_floating_point
+        or name_length.dtype == torch.bool
+    ):
+        found = name_length.dtype if isinstance(name_length, torch.Tensor) else type(name_length).__name__
+        raise TypeError(f"`name_length` must be an integer torch.Tensor, got {found}: {help_text}.")
+    if tuple(name_length.shape) != (classes,):
+        raise ValueError(f"`name_length` must be ({classes},), one per class, got {tuple(name_length.shape)}.")
+    room = eos_index.to(name_length.device) - 1 - config.n_ctx  # the name and '.' sit between context and EOS
+    bad = (name_length < 1) | (name_length > room)
+    if bad.any():
+        raise ValueError(
+            f"`name_length` must lie in [1, eos_index - 1 - n_ctx] (the tokens between the context and EOS), got "
+            f"{name_length[bad].tolist()[:5]} for classes {bad.nonzero().flatten().tolist()[:5]}: build the prompts "
+            "with the model's processor or model.class_prompts(class_names)."
+        )
 
 
 def _checked_labels(labels, logits) -> torch.Tensor:

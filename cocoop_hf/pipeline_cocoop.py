@@ -97,7 +97,7 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
                 "pipeline('zero-shot-image-classification') for plain CLIP."
             )
         super().__init__(*args, **kwargs)
-        self._prompt_cache = OrderedDict()  # tuple(labels) -> {"input_ids", "eos_index"}
+        self._prompt_cache = OrderedDict()  # tuple(labels) -> {"input_ids", "eos_index", "name_length"}
         self._prompt_cache_lock = threading.Lock()
         config = self.model.config
         if self.tokenizer is None:
@@ -168,7 +168,7 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
                 self._prompt_cache.move_to_end(key)
                 return prompts
         encoding = self.model.class_prompts(list(labels), tokenizer=self.tokenizer)
-        prompts = {name: encoding[name].to(self.model.device) for name in ("input_ids", "eos_index")}
+        prompts = {name: encoding[name].to(self.model.device) for name in ("input_ids", "eos_index", "name_length")}
         with self._prompt_cache_lock:
             self._prompt_cache[key] = prompts
             while len(self._prompt_cache) > PROMPT_CACHE_SIZE:

@@ -102,8 +102,9 @@ def build_prompt_ids(
     Tokenise the CoCoOp prompts `"{prompt_prefix} {class name}."`, as the official PromptLearner does.
 
     Returns a `BatchEncoding` with `input_ids` (classes, context_length), padded with the tokenizer's pad token,
-    and `eos_index` (classes,): the position of each prompt's EOS token. Positions 1..n_ctx hold the prefix words,
-    whose embeddings the model replaces with the learned context.
+    `eos_index` (classes,): the position of each prompt's EOS token, and `name_length` (classes,): the token count
+    of the class name alone (official CoOp `name_lens`, what `class_token_position` "middle"/"front" moves). Positions
+    1..n_ctx hold the prefix words, whose embeddings the model replaces with the learned context.
     """
     class_names = validate_class_names(class_names)
     if not isinstance(prompt_prefix, str) or not prompt_prefix.strip():
@@ -148,7 +149,18 @@ def build_prompt_ids(
     for row, ids in enumerate(encoded):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     eos_index = torch.tensor([len(ids) - 1 for ids in encoded], dtype=torch.long)
-    return BatchEncoding({"input_ids": input_ids, "eos_index": eos_index})
+    # Official CoOp trainers/coop.py: name_lens = len(_tokenizer.encode(name)), the name tokenised on its own.
+    names = [clean_class_name(name) for name in class_names]
+    name_length = [len(ids) for ids in tokenizer(names, add_special_tokens=False)["input_ids"]]
+    for name, ids, count in zip(class_names, encoded, name_length, strict=True):
+        if not 1 <= count <= len(ids) - 2 - n_ctx:
+            # The name, read alone, must fit in the tokens between the context and EOS it is moved out of.
+            raise ValueError(
+                f"class name {name!r} tokenises to {count} tokens alone but leaves {len(ids) - 2 - n_ctx} tokens "
+                "after the context in its prompt: use a name that tokenises the same on its own."
+            )
+    name_length = torch.tensor(name_length, dtype=torch.long)
+    return BatchEncoding({"input_ids": input_ids, "eos_index": eos_index, "name_length": name_length})
 
 
 def _naming(error: Exception, source: str) -> Exception:
@@ -161,8 +173,9 @@ class CoCoOpProcessor(ProcessorMixin):
     CLIP image processor + CLIP tokenizer, saved in every CoCoOp folder.
 
     `processor(images=...)` gives `pixel_values`; `processor(class_names=[...])` gives the prompt token ids
-    (`input_ids`, `eos_index`) that [`CoCoOpModel`] reads, built by [`build_prompt_ids`] with the context words
-    stored here (`prompt_prefix`, `n_ctx`, `context_length`, copied from the model's config when the model saves it).
+    (`input_ids`, `eos_index`, `name_length`) that [`CoCoOpModel`] reads, built by [`build_prompt_ids`] with the
+    context words stored here (`prompt_prefix`, `n_ctx`, `context_length`, copied from the model's config when the
+    model saves it).
 
     Args:
         image_processor ([`CLIPImageProcessor`]): resizes, crops and normalises images.
@@ -349,8 +362,9 @@ class CoCoOpProcessor(ProcessorMixin):
 
     def __call__(self, images=None, text=None, class_names=None, return_tensors="pt", **kwargs):
         """
-        `images` (PIL images, arrays or tensors) -> `pixel_values`; `class_names` -> prompt `input_ids` and
-        `eos_index` (see [`~CoCoOpProcessor.tokenize_class_names`]); `text` -> plain CLIP `input_ids`.
+        `images` (PIL images, arrays or tensors) -> `pixel_values`; `class_names` -> prompt `input_ids`,
+        `eos_index` and `name_length` (see [`~CoCoOpProcessor.tokenize_class_names`]); `text` -> plain CLIP
+        `input_ids`.
         """
         if images is None and text is None and class_names is None:
             raise ValueError("pass `images` (for pixel_values), `class_names` (for prompt ids) and/or `text`.")
@@ -373,7 +387,8 @@ class CoCoOpProcessor(ProcessorMixin):
 
     def tokenize_class_names(self, class_names, config=None) -> BatchEncoding:
         """
-        Prompt token ids for `class_names`: `input_ids` (classes, context_length) and `eos_index` (classes,), built by
+        Prompt token ids for `class_names`: `input_ids` (classes, context_length), `eos_index` and `name_length`
+        (classes,), built by
         [`build_prompt_ids`] with the context words of `config` (a [`CoCoOpConfig`]) or, without one, this
         processor's `prompt_prefix` / `n_ctx` / `context_length`.
         """

@@ -265,7 +265,11 @@ def _render_card(model, repo_id: str):
         repo_id=repo_id,
         class_names=model.class_names,
         n_ctx=model.config.n_ctx,
-        method="cocoop" if model.config.conditional else "coop",
+        method="cocoop" if model.config.conditional else ("kgcoop" if model.config.kgcoop_weight > 0 else "coop"),
+        class_token_position=model.config.class_token_position,
+        class_specific_context=model.config.class_specific_context,
+        kgcoop_weight=model.config.kgcoop_weight,
+        kgcoop_template=model.config.kgcoop_template,
         # Set by the training scripts on models built on a randomly initialised CLIP: the card must say so.
         random_weights=bool(getattr(model.config, "random_clip_weights", False)),
     )

@@ -68,3 +68,89 @@ def reference_logits(model, prompt_ids, eos_index, pixel_values=None, image_embe
 def held_prompts(model):
     """The class prompts a model holds (set_class_names), as reference_logits takes them."""
     return model.prompt_ids, model.eos_index
+
+
+# ------------------------------------------------------------------------------------------ the CoOp family
+# Official CoOp trainers/coop.py (PromptLearner: CSC, CLASS_TOKEN_POSITION, name_lens) and KgCoOp
+# trainers/kgcoop.py (htyao89/KgCoOp: zero-shot features of a hand-crafted template, 1 - mean cosine), written as
+# those files compute them: per-class Python loops over the token prefix/suffix and the context.
+
+
+def reference_name_lens(tokenizer, class_names):
+    """Official `name_lens = [len(_tokenizer.encode(name)) for name in classnames]`, "_" read as a space."""
+    return [len(tokenizer(name.replace("_", " "), add_special_tokens=False)["input_ids"]) for name in class_names]
+
+
+def reference_prompts(prefix, ctx, suffix, name_lens, position):
+    """Official PromptLearner.forward: (classes, 77, dim) prompt embeddings; `ctx` is (classes, n_ctx, dim)."""
+    if position == "end":
+        return torch.cat([prefix, ctx, suffix], dim=1)
+    n_ctx = ctx.shape[1]
+    half_n_ctx = n_ctx // 2
+    prompts = []
+    for i, name_len in enumerate(name_lens):
+        class_i, suffix_i = suffix[i : i + 1, :name_len], suffix[i : i + 1, name_len:]
+        if position == "middle":
+            parts = [prefix[i : i + 1], ctx[i : i + 1, :half_n_ctx], class_i, ctx[i : i + 1, half_n_ctx:], suffix_i]
+        elif position == "front":
+            parts = [prefix[i : i + 1], class_i, ctx[i : i + 1], suffix_i]
+        else:
+            raise ValueError(position)
+        prompts.append(torch.cat(parts, dim=1))
+    return torch.cat(prompts, dim=0)
+
+
+def reference_family(model, prompt_ids, eos_index, name_lens, image_embeds, position=None):
+    """
+    Logits (batch, classes) and normalised text features (batch or 1, classes, proj) of CoOp / CoCoOp with the
+    official class-token position and (for CoOp) class-specific context. `position` overrides the config's.
+    """
+    clip = model.clip
+    position = position or model.config.class_token_position
+    context_length = model.config.clip_config.text_config.max_position_embeddings
+    prompt_ids = full_prompt_ids(prompt_ids, eos_index, context_length)
+    n_ctx = model.config.n_ctx
+    token_embeds = clip.text_model.embeddings.token_embedding(prompt_ids)
+    prefix, suffix = token_embeds[:, :1], token_embeds[:, 1 + n_ctx :]
+    state = dict(model.prompt_learner.named_parameters())
+    ctx = state["ctx"]
+    classes = prompt_ids.shape[0]
+    if ctx.dim() == 2:  # official: a generic context is expanded to every class
+        ctx = ctx.unsqueeze(0).expand(classes, -1, -1)
+    conditional = "meta_net.linear1.weight" in state
+    eos_index = eos_index.to(prompt_ids.device)
+
+    def text_features(ctx_i):
+        prompts = reference_prompts(prefix, ctx_i.to(prefix.dtype), suffix, name_lens, position)
+        features = reference_text_features(model, prompts, eos_index)
+        return features / features.norm(dim=-1, keepdim=True)
+
+    if conditional:  # CoCoOp: the per-image loop of the official CustomCLIP.forward
+        features = torch.stack([text_features(ctx + reference_meta_net(state, imf)) for imf in image_embeds])
+        logits = torch.einsum("bd,bcd->bc", image_embeds, features)
+    else:  # CoOp: one text feature per class
+        features = text_features(ctx).unsqueeze(0)
+        logits = image_embeds @ features[0].t()
+    return clip.logit_scale.exp() * logits, features
+
+
+def reference_zero_shot_features(model, tokenizer, class_names, template):
+    """Official KgCoOp: `clip_model_.encode_text(clip.tokenize(temp.format(c)))`, L2-normalised, plain CLIP text."""
+    texts = [template.format(name.replace("_", " ")) for name in class_names]
+    encoded = [tokenizer(text)["input_ids"] for text in texts]
+    context_length = model.config.clip_config.text_config.max_position_embeddings
+    ids = torch.zeros(len(texts), context_length, dtype=torch.long)  # clip.tokenize pads with 0
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+    eos_index = torch.tensor([len(tokens) - 1 for tokens in encoded])  # EOT is the largest id: its argmax
+    with torch.no_grad():
+        embeds = model.clip.text_model.embeddings.token_embedding(ids)
+        features = reference_text_features(model, embeds, eos_index)
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+def reference_kgcoop_loss(logits, labels, text_features, zero_shot, weight):
+    """Official KgCoOp forward_backward: cross_entropy + w * (1 - mean(CosineSimilarity(dim=1, eps=1e-07)))."""
+    cos = torch.nn.CosineSimilarity(dim=-1, eps=1e-07)
+    score = 1.0 - torch.mean(cos(text_features, zero_shot.unsqueeze(0).expand_as(text_features)))
+    return torch.nn.functional.cross_entropy(logits, labels) + weight * score, score

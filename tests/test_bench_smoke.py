@@ -146,3 +146,79 @@ def test_models_come_from_the_repository_config_files(bench):
     mid = bench.clip_config_for("mid")
     assert (mid.text_config.hidden_size, mid.vision_config.hidden_size, mid.vision_config.image_size) == (256, 384, 96)
     assert mid.text_config.eos_token_id == text.eos_token_id and mid.text_config.vocab_size == 49408
+
+
+def test_coop_family_rows_run_and_agree(bench, tmp_path):
+    code, result = _run(bench, tmp_path, "--modes", "train", "--methods", "coop-csc", "coop-middle", "kgcoop")
+    assert code == 0
+    rows = result["rows"]
+    assert [(r["method"], r["pass"]) for r in rows] == [
+        ("coop-csc", "PASS"),
+        ("coop-middle", "PASS"),
+        ("kgcoop", "PASS"),
+    ]
+    for row in rows:
+        assert row["max_rel_diff"] <= 1e-5 and row["grad_rel_diff"] <= 1e-4
+        assert row["ratio"] == pytest.approx(row["ours_img_s"] / row["ref_img_s"])
+    assert "| method |" in bench.format_table(rows)
+    cpu = [spec for spec in bench.PRESETS["cpu"] if spec.method != "cocoop"]
+    assert {spec.method for spec in cpu} == {"coop-csc", "coop-middle", "kgcoop"}
+    assert all(spec.mode == "train" and spec.classes == 100 for spec in cpu)
+
+
+def test_agreement_check_sees_a_wrong_kgcoop_term(bench, tmp_path, monkeypatch):
+    # KgCoOp pulled towards the opposite of the zero-shot features: logits agree, the training gradients must not.
+    original = modeling_cocoop.CoCoOpModel._kgcoop_targets
+
+    def opposite(self, *args, **kwargs):
+        return -original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_cocoop.CoCoOpModel, "_kgcoop_targets", opposite)
+    code, result = _run(bench, tmp_path, "--modes", "train", "--methods", "kgcoop")
+    assert code == 1
+    row = result["rows"][0]
+    assert row["pass"] == "FAIL" and row["max_rel_diff"] <= 1e-5 and row["grad_rel_diff"] > 1e-4
+
+
+def test_agreement_check_sees_a_middle_row_assembled_as_front(bench, tmp_path, monkeypatch):
+    original = modeling_cocoop.CoCoOpModel._prompt_layout
+
+    def as_front(self, *args):
+        self.config.class_token_position = "front"
+        try:
+            return original(self, *args)
+        finally:
+            self.config.class_token_position = "middle"
+
+    monkeypatch.setattr(modeling_cocoop.CoCoOpModel, "_prompt_layout", as_front)
+    code, result = _run(bench, tmp_path, "--modes", "eval", "--methods", "coop-middle")
+    assert code == 1 and result["rows"][0]["pass"] == "FAIL"
+
+
+def test_half_weight_rows_run_ours_on_a_bf16_clip_under_the_same_prompt_learner(bench, tmp_path):
+    code, result = _run(bench, tmp_path, "--dtypes", "bf16", "--modes", "eval", "train", "--half-clip")
+    assert code == 0
+    rows = result["rows"]
+    assert [(r["mode"], r["clip_weights"], r["pass"]) for r in rows] == [
+        ("eval", "half", "PASS"),
+        ("train", "half", "PASS"),
+    ]
+    for row in rows:
+        # Judged against the fp32 reference with the half-weight floor, which the row states.
+        assert row["ours_err_vs_fp32"] <= max(2 * row["ref_err_vs_fp32"], bench.HALF_WEIGHTS_FLOOR["bf16"])
+        assert str(bench.HALF_WEIGHTS_FLOOR["bf16"]) in row["tolerance"]
+    assert rows[1]["grad_rel_diff"] <= bench.GRAD_TOL["bf16"]
+
+
+def test_half_clip_flag_needs_a_half_dtype_and_a_grid(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args([*TINY_ARGS, "--dtypes", "fp32", "--half-clip"])
+    assert "--half-clip" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--preset", "smoke", "--half-clip"])
+    assert "grid flag" in capsys.readouterr().err
+    presets = bench.PRESETS["gpu"]
+    # The GPU preset measures each target row before (fp32 weights) and after (bf16 weights) on the same machine.
+    for classes, mode in ((50, "eval"), (1000, "eval"), (1000, "train")):
+        weights = {s.clip_weights for s in presets if (s.classes, s.mode, s.method) == (classes, mode, "cocoop")}
+        assert weights == {"fp32", "half"}

@@ -197,7 +197,7 @@ def test_test_only_benchmark_evaluates_zeroshot_and_refuses_training(data_root, 
         (["--benchmark", "EuroSAT", "--data_root", "x", "--image_column", "img"], "drop --image_column"),
         (
             ["--benchmark", "EuroSAT", "--data_root", "DATA", "--prompt_template", "{} land.", "--method", "coop"],
-            "pass --method zeroshot",
+            r"--prompt_template is the .*prompt of zero-shot CLIP.*--method zeroshot",
         ),
     ],
 )
@@ -302,6 +302,33 @@ def test_coop_base_to_new_recipe_is_the_official_vit_b16_ctxv1(tmp_path):
     assert training_args.learning_rate == 0.002 and training_args.weight_decay == 5e-4 and training_args.fp16
     assert (run_args.lr_schedule, run_args.warmup_epochs, run_args.warmup_lr) == ("dassl_cosine", 1, 1e-5)
     assert run_args.sgd_momentum == 0.9
+
+
+def test_base_to_new_transfer_target_gets_base_new_and_h(data_root, tmp_path):
+    """A target with protocol base_to_new is scored on its two halves; results.json and results.md get H."""
+    from training.evaluate_transfer import main as transfer_main
+    from training.evaluation import harmonic_mean
+    from training.report import COLUMN_TITLES
+
+    targets = tmp_path / "targets.json"
+    entries = [
+        {"benchmark": "EuroSAT", "data_root": str(data_root), "protocol": "base_to_new"},
+        {"benchmark": "imagenet-v2", "data_root": str(data_root)},
+    ]
+    targets.write_text(json.dumps({"targets": entries}))
+    content = transfer_main(
+        ["--clip_model_name_or_path", str(TINY_CLIP), "--random_init_clip", "true", "--method", "zeroshot",
+         "--targets", str(targets), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"]
+    )  # fmt: skip
+    eurosat, v2 = content["runs"]
+    assert sorted(eurosat["metrics"]) == ["base", "new"] and sorted(v2["metrics"]) == ["all"]
+    for task in ("base", "new"):  # 4 classes: 2 base, 2 new, each with COUNTS["test"] images
+        assert eurosat["metrics"][task]["num_classes"] == 2
+        assert eurosat["metrics"][task]["num_samples"] == 2 * COUNTS["test"]
+    base, new = eurosat["metrics"]["base"]["accuracy"], eurosat["metrics"]["new"]["accuracy"]
+    assert eurosat["H"] == pytest.approx(harmonic_mean(base, new), abs=1e-9) and "H" not in v2
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert COLUMN_TITLES["H"] in table.splitlines()[2]  # the header row, after the random-weights note
 
 
 def test_benchmarks_as_transfer_targets(data_root, tmp_path):

@@ -87,12 +87,50 @@ def test_malicious_pickle_is_not_executed(tiny_clip_dir, tmp_path, caplog, token
     CALLS.clear()
 
 
-def test_class_specific_context_unsupported(tiny_clip_dir, tmp_path, tokenizer):
-    state = official_state_dict(conditional=False)
-    state["ctx"] = torch.zeros(len(CLASS_NAMES), 16, 64, dtype=torch.float16)
+def test_class_specific_context_is_imported(tiny_clip_dir, tmp_path, tokenizer):
+    """Official CoOp CSC=True: ctx (n_cls, n_ctx, width) -> a class-specific model for the same classes."""
+    state = official_state_dict(n_ctx=16, conditional=False, seed=5)
+    state["ctx"] = (torch.randn(len(CLASS_NAMES), 16, 64, generator=torch.Generator().manual_seed(6)) * 0.3).half()
     path = write_dassl_checkpoint(tmp_path / "csc.pth.tar-50", state)
-    with pytest.raises(ValueError, match=r"'ctx' has shape \(7, 16, 64\), a class-specific context.*not supported"):
+    model = from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
+    assert model.config.class_specific_context and not model.config.conditional and model.config.n_ctx == 16
+    assert torch.equal(model.prompt_learner.ctx.detach(), state["ctx"].float())
+    expected = model_with_tensors(
+        tiny_clip_dir, CLASS_NAMES, state, tokenizer, conditional=False, ctx_init=None, n_ctx=16,
+        class_specific_context=True,
+    )  # fmt: skip
+    assert_same_logits(model, expected)
+    # the checkpoint's class count must match the class names; it contradicts class_specific_context=False
+    with pytest.raises(ValueError, match=r"class-specific context \(CoOp CSC\) for 7 classes, but 8 class names"):
+        from_official_checkpoint(path, str(tiny_clip_dir), NEW_CLASS_NAMES, tokenizer=tokenizer)
+    with pytest.raises(
+        ValueError, match=r"class_specific_context=False was passed, but the checkpoint's tensors imply"
+    ):
+        from_official_checkpoint(
+            path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer, class_specific_context=False
+        )
+
+
+def test_class_specific_context_with_a_meta_net_is_refused(tiny_clip_dir, tmp_path, tokenizer):
+    state = official_state_dict(conditional=True)
+    state["ctx"] = torch.zeros(len(CLASS_NAMES), 4, 64, dtype=torch.float16)
+    path = write_dassl_checkpoint(tmp_path / "odd.pth.tar-50", state)
+    with pytest.raises(ValueError, match=r"'ctx' has shape \(7, 4, 64\), a class-specific context.*beside a meta-net"):
         from_official_checkpoint(path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer)
+
+
+def test_command_line_class_token_position(tiny_clip_dir, tmp_path, tokenizer):
+    state = official_state_dict(n_ctx=4, conditional=False, seed=7)
+    path = write_dassl_checkpoint(tmp_path / "middle.pth.tar-50", state)
+    names_file = tmp_path / "classnames.txt"
+    names_file.write_text("\n".join(CLASS_NAMES))
+    argv = ["--checkpoint", str(path), "--clip", str(tiny_clip_dir), "--class_names_file", str(names_file)]
+    main(argv + ["--output_dir", str(tmp_path / "out"), "--class_token_position", "middle"])
+    loaded = CoCoOpModel.from_pretrained(tmp_path / "out")
+    assert loaded.config.class_token_position == "middle"
+    expected = model_with_tensors(tiny_clip_dir, CLASS_NAMES, state, tokenizer, conditional=False,
+                                  class_token_position="middle")  # fmt: skip
+    assert_same_logits(loaded, expected)
 
 
 def test_width_mismatch(tiny_clip_dir, tmp_path, tokenizer):

@@ -46,7 +46,7 @@ def test_few_shot_is_seeded_per_class_and_keeps_small_classes(caplog):
     assert chosen.count(0) == 4 and chosen.count(2) == 4
     assert sorted(i for i in first if labels[i] == 1) == [10, 11, 12]  # fewer than K: all kept
     assert len(set(first)) == len(first)
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="training.fewshot"):
         select_few_shot(labels, 4, seed=1)
     assert "class 1 has only 3 images" in caplog.text
 

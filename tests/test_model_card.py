@@ -180,3 +180,26 @@ def test_card_and_results_table_name_h_alike():
     header = "Base accuracy (%) | New accuracy (%) | H, harmonic mean (%) |"
     assert header in table and header in card
     assert "| 80.00 | 60.00 | 68.57 |" in table and "| d (cocoop) | 80.00 | 60.00 | 68.57 |" in card
+
+
+def test_card_names_the_coop_family_options():
+    kgcoop = render_model_card(
+        base_model=BASE, n_ctx=4, method="kgcoop", kgcoop_weight=8.0, kgcoop_template="a photo of a {}, a type of pet."
+    ).text
+    assert "learned with **KgCoOp**" in kgcoop and "Yao et al., CVPR 2023" in kgcoop
+    assert "**KgCoOp regulariser**, weight w = 8:" in kgcoop and "`a photo of a {}, a type of pet.`" in kgcoop
+    assert "yao2023kgcoop" in kgcoop and "zhou2022cocoop" in kgcoop
+    options = render_model_card(
+        base_model=BASE, method="coop", class_token_position="front", class_specific_context=True
+    ).text
+    assert "Class-token position **front**" in options and "`{class name} [context].`" in options
+    assert "**Class-specific context** (CoOp's CSC)" in options and "refuses any other class set" in options
+    assert "KgCoOp" not in options and "yao2023kgcoop" not in options
+    middle = render_model_card(base_model=BASE, class_token_position="middle", kgcoop_weight=1.5).text
+    assert "Class-token position **middle**" in middle and "weight w = 1.5" in middle  # KgCoOp on CoCoOp
+    plain = render_model_card(base_model=BASE).text
+    assert "Prompt options" not in plain and "Class-token position" not in plain
+    with pytest.raises(ValueError, match="`class_token_position` must be 'end', 'middle' or 'front'"):
+        render_model_card(base_model=BASE, class_token_position="start")
+    with pytest.raises(ValueError, match="`kgcoop_weight` must be a number >= 0"):
+        render_model_card(base_model=BASE, kgcoop_weight=-1)

@@ -177,3 +177,23 @@ def test_label_prompts_are_built_once_per_label_set(shared, monkeypatch):
     classifier(image, candidate_labels=["fox", "wolf", "bear"])
     classifier(image, candidate_labels=["cat", "dog"])
     assert built == [["cat", "dog"], ["fox", "wolf", "bear"]]
+
+
+def test_pipeline_passes_the_name_length_of_moved_class_names(tiny_clip_dir, tokenizer, tmp_path, shared):
+    """class_token_position="middle" needs each label's name length: the pipeline passes it with the prompts."""
+    from cocoop_hf import CoCoOpModel, CoCoOpProcessor
+
+    model = CoCoOpModel.from_clip(
+        str(tiny_clip_dir), NEW_CLASS_NAMES, tokenizer=tokenizer, class_token_position="middle"
+    )
+    model.save_pretrained(tmp_path)
+    classifier = pipeline("zero-shot-image-classification", model=str(tmp_path), trust_remote_code=True)
+    labels = ["great white shark", "tench", "x"]
+    out = classifier(str(shared.images["red"]), candidate_labels=labels)
+    inputs = CoCoOpProcessor.from_pretrained(tmp_path)(
+        images=Image.open(shared.images["red"]).convert("RGB"), class_names=labels
+    )
+    with torch.no_grad():
+        probs = model(**inputs).logits.softmax(-1)[0]
+    for item in out:
+        assert item["score"] == pytest.approx(probs[labels.index(item["label"])].item(), abs=1e-5)

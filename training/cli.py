@@ -3,6 +3,7 @@ model options (which CLIP, which method, which prompt) and the logging setup."""
 
 import json
 import logging as std_logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -11,7 +12,10 @@ from transformers.utils import logging
 
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-METHODS = ("cocoop", "coop", "zeroshot")
+METHODS = ("cocoop", "coop", "kgcoop", "zeroshot")
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# KgCoOp's weight w in the official base-to-new runs (htyao89/KgCoOp scripts/base2new_train.sh: WEIGHT=8.0).
+KGCOOP_DEFAULT_WEIGHT = 8.0
 
 
 @dataclass
@@ -27,7 +31,33 @@ class ModelArguments:
     )
     method: str = field(
         default="cocoop",
-        metadata={"help": "'cocoop' (meta-net), 'coop' (conditional=False) or 'zeroshot' (CLIP, no training)."},
+        metadata={
+            "help": "'cocoop' (meta-net), 'coop' (conditional=False), 'kgcoop' (CoOp + the KgCoOp regulariser, Yao et "
+            "al., CVPR 2023) or 'zeroshot' (CLIP, no training)."
+        },
+    )
+    kgcoop_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight w of the KgCoOp regulariser: loss = cross-entropy + w * (1 - mean cosine between each "
+            "class's learned text feature and its zero-shot CLIP text feature of the hand-crafted prompt). Default "
+            f"{KGCOOP_DEFAULT_WEIGHT} with --method kgcoop (official scripts/base2new_train.sh), off otherwise. Also "
+            "accepted with --method cocoop (mean over images and classes): that combination is ours, not the paper's."
+        },
+    )
+    class_specific_context: bool = field(
+        default=False,
+        metadata={
+            "help": "CoOp's class-specific context (official TRAINER.COOP.CSC): one context per class. --method coop "
+            "or kgcoop only; such a model cannot score other classes (no base-to-new: use --protocol all)."
+        },
+    )
+    class_token_position: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the class name goes in the prompt (official TRAINER.COOP.CLASS_TOKEN_POSITION): 'end' "
+            "(default), 'middle' (after the first n_ctx // 2 context tokens; needs n_ctx >= 2) or 'front'."
+        },
     )
     n_ctx: int | None = field(default=None, metadata={"help": "Context tokens (default: word count of ctx_init)."})
     ctx_init: str | None = field(
@@ -49,6 +79,78 @@ class ModelArguments:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
         if isinstance(self.ctx_init, str) and self.ctx_init.strip().lower() in ("", "none", "null"):
             self.ctx_init = None
+        self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        """The CoOp-family options that do not fit the method, refused in terms of the flags, before anything runs."""
+        if self.class_token_position is not None and self.class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(
+                f"--class_token_position must be one of {CLASS_TOKEN_POSITIONS}, got {self.class_token_position!r}."
+            )
+        weight = self.kgcoop_weight
+        if weight is not None and (not math.isfinite(weight) or weight < 0):
+            raise ValueError(
+                f"--kgcoop_weight must be a finite number >= 0 (the KgCoOp weight w; official: "
+                f"{KGCOOP_DEFAULT_WEIGHT}), got {weight}."
+            )
+        if self.method == "zeroshot":
+            given = [
+                flag
+                for flag, value in (
+                    ("--kgcoop_weight", weight),
+                    ("--class_specific_context", self.class_specific_context or None),
+                    ("--class_token_position", self.class_token_position),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: options of a learned prompt; --method zeroshot scores plain CLIP with a "
+                    "fixed prompt (drop them, or pick --method coop / kgcoop / cocoop)."
+                )
+            return
+        if self.method == "coop" and weight:
+            raise ValueError(
+                f"--kgcoop_weight {weight} with --method coop is KgCoOp: pass --method kgcoop (results are then "
+                "labelled as such)."
+            )
+        if self.method == "kgcoop" and weight == 0:
+            raise ValueError("--method kgcoop with --kgcoop_weight 0 is plain CoOp: pass --method coop instead.")
+        if self.class_specific_context and self.method == "cocoop":
+            raise ValueError(
+                "--class_specific_context is a CoOp option (official TRAINER.COOP.CSC): a context per class cannot "
+                "follow new classes, which is what CoCoOp's conditional context is for. Use --method coop or kgcoop."
+            )
+        n_ctx = self.n_ctx if self.n_ctx is not None else (len(self.ctx_init.split()) if self.ctx_init else None)
+        if self.class_token_position == "middle" and n_ctx is not None and n_ctx < 2:
+            raise ValueError(
+                f"--class_token_position middle needs at least 2 context tokens, got {n_ctx} (--n_ctx / --ctx_init): "
+                "the name goes after the first n_ctx // 2 tokens, none here; that is --class_token_position front."
+            )
+
+    def method_config(self) -> dict:
+        """The CoCoOpConfig fields of the method and its options (the KgCoOp template aside)."""
+        weight = self.kgcoop_weight
+        if weight is None:
+            weight = KGCOOP_DEFAULT_WEIGHT if self.method == "kgcoop" else 0.0
+        return {
+            "conditional": self.method == "cocoop",
+            "class_token_position": self.class_token_position or "end",
+            "class_specific_context": bool(self.class_specific_context),
+            "kgcoop_weight": float(weight),
+        }
+
+    def given_method_options(self) -> dict:
+        """The options passed on the command line or in the config file (left at their defaults: not given)."""
+        return {
+            name: value
+            for name, value in (
+                ("kgcoop_weight", self.kgcoop_weight),
+                ("class_specific_context", self.class_specific_context or None),
+                ("class_token_position", self.class_token_position),
+            )
+            if value is not None
+        }
 
 
 def read_structured_file(path, what: str = "config file"):

@@ -1,25 +1,36 @@
-"""Data for the CoCoOp protocols: loading, class names, few-shot sampling, base/new split, transforms.
+"""Data for the CoCoOp protocols: loading, class names (and the benchmarks' label maps), base/new split, transforms;
+few-shot sampling is in training/fewshot.py.
 
-Official reference: Dassl `DatasetBase.generate_fewshot_dataset` and CoOp `datasets/oxford_pets.py`
-`OxfordPets.subsample_classes` / `read_split`; CoCoOp configs `vit_b16_c4_ep10_batch1_ctxv1.yaml` (INPUT section).
+Official reference: CoOp `datasets/oxford_pets.py` `OxfordPets.subsample_classes` / `read_split`; CoCoOp configs
+`vit_b16_c4_ep10_batch1_ctxv1.yaml` (INPUT section).
 """
 
-import hashlib
 import io
 import json
 import math
 import os
-import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers.utils import logging
 
+# The few-shot part lives in training/fewshot.py; its API stays importable from here.
+from training.fewshot import FEWSHOT_INDICES_NAME as FEWSHOT_INDICES_NAME
+from training.fewshot import FEWSHOT_RULE as FEWSHOT_RULE
+from training.fewshot import MAX_VAL_SHOTS as MAX_VAL_SHOTS
+from training.fewshot import OfficialFewShot as OfficialFewShot
+from training.fewshot import dassl_few_shot as dassl_few_shot
+from training.fewshot import dataset_identity as dataset_identity
+from training.fewshot import few_shot_indices as few_shot_indices
+from training.fewshot import fewshot_file_name as fewshot_file_name
+from training.fewshot import label_fingerprint as label_fingerprint
+from training.fewshot import official_fewshot_rows as official_fewshot_rows
+from training.fewshot import record_training_items as record_training_items
+from training.fewshot import select_few_shot as select_few_shot
+
 
 logger = logging.get_logger(__name__)
 
-FEWSHOT_INDICES_NAME = "fewshot_indices.json"
 BENCHMARK_SPLITS = ("train", "val", "test")
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
@@ -58,8 +69,17 @@ class DataArguments:
     benchmark: str | None = field(
         default=None,
         metadata={
-            "help": "One of the paper's 15 datasets by name (e.g. EuroSAT, OxfordPets, ImageNet, ImageNetV2), read "
-            "from its official CoOp folder layout under --data_root; class names and splits are the official ones."
+            "help": "One of the paper's 15 datasets by name (e.g. EuroSAT, OxfordPets, ImageNet, ImageNetV2). With "
+            "--data_root: read from its official CoOp folder layout (official names, splits). Without: the images "
+            "of --dataset_name / --train_file / --eval_file, whose raw label names (the archive's folder names, "
+            "wnids, ...) are mapped to the official class names and label order."
+        },
+    )
+    imagenet_classnames: str | None = field(
+        default=None,
+        metadata={
+            "help": "--benchmark ImageNet/-V2/-Sketch/-A/-R without --data_root: ImageNet's classnames.txt of the "
+            "official CoOp DATASETS.md ('<wnid> <class name>' per line), which names the wnid labels."
         },
     )
     data_root: str | None = field(
@@ -113,7 +133,7 @@ class DataArguments:
             raise ValueError(f"--protocol must be 'base_to_new' or 'all', got {self.protocol!r}.")
         if self.verify_images not in ("train", "all", "none"):
             raise ValueError(f"--verify_images must be 'train', 'all' or 'none', got {self.verify_images!r}.")
-        if self.benchmark is not None or self.data_root is not None:
+        if self.benchmark is not None or self.data_root is not None or self.imagenet_classnames is not None:
             self._check_benchmark()
         if (
             self.benchmark is None
@@ -133,7 +153,7 @@ class DataArguments:
 
     def _check_fewshot_file(self) -> None:
         """An official few-shot file names images of a benchmark's train split, drawn with K shots per class."""
-        if self.benchmark is None:
+        if self.benchmark is None or self.data_root is None:
             raise ValueError(
                 f"--fewshot_file {self.fewshot_file} lists images of an official run on one of the paper's "
                 "datasets: pass --benchmark (the dataset) and --data_root (where its images are on this machine)."
@@ -158,16 +178,17 @@ class DataArguments:
             )
 
     def _check_benchmark(self) -> None:
-        """--benchmark names the data completely: it needs --data_root and excludes every other data source."""
-        from training.benchmarks import get_benchmark
+        """
+        --benchmark with --data_root names the data completely (the official layout) and excludes every other data
+        source; without --data_root it names the dataset of a column source (Hub dataset, data files), whose raw
+        label names are mapped to the official ones (`training.benchmarks.official_label_map`).
+        """
+        from training.benchmarks import WNID_BENCHMARKS, get_benchmark
 
         if self.benchmark is None:
-            raise ValueError(f"--data_root {self.data_root} is only read with --benchmark: name the dataset too.")
-        if self.data_root is None:
-            raise ValueError(
-                f"--benchmark {self.benchmark} needs --data_root, the folder holding the datasets in the layout of "
-                "the official CoOp DATASETS.md."
-            )
+            flag = "--data_root" if self.data_root is not None else "--imagenet_classnames"
+            value = self.data_root if self.data_root is not None else self.imagenet_classnames
+            raise ValueError(f"{flag} {value} is only read with --benchmark: name the dataset too.")
         bench = get_benchmark(self.benchmark)
         self.benchmark = bench.name  # official spelling; unknown names raise, listing all
         if bench.test_only and self.protocol != "all":
@@ -175,6 +196,29 @@ class DataArguments:
             raise ValueError(
                 f"--benchmark {bench.name} is a test-only target of domain generalisation, evaluated on all its "
                 f"classes: pass --protocol all (got --protocol {self.protocol})."
+            )
+        if self.data_root is None:
+            if self.dataset_name is None and self.train_file is None and self.eval_file is None:
+                raise ValueError(
+                    f"--benchmark {self.benchmark} needs --data_root, the folder holding the datasets in the layout "
+                    "of the official CoOp DATASETS.md, or a source of its images with their raw label names "
+                    "(--dataset_name, --train_file/--eval_file)."
+                )
+            if self.split_file is not None:
+                raise ValueError(
+                    f"--split_file {self.split_file} already names the official classes: drop --benchmark, or read "
+                    "the official layout with --data_root."
+                )
+            if self.imagenet_classnames is not None and bench.name not in WNID_BENCHMARKS:
+                raise ValueError(
+                    f"--imagenet_classnames names the wnid labels of {list(WNID_BENCHMARKS)}, not of {bench.name}: "
+                    "drop it."
+                )
+            return
+        if self.imagenet_classnames is not None:
+            raise ValueError(
+                "--imagenet_classnames is for a column source; with --data_root the dataset folder's own "
+                "classnames.txt is read: drop --imagenet_classnames."
             )
         conflicting = {
             "--dataset_name": self.dataset_name,
@@ -327,7 +371,7 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
     """
     from datasets import ClassLabel, DatasetDict, load_dataset
 
-    if args.benchmark is not None:
+    if args.benchmark is not None and args.data_root is not None:
         return load_benchmark_splits(args, splits)
     splits = list(dict.fromkeys(splits))
     sources = {}  # split -> the file it was read from, for messages
@@ -404,6 +448,11 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
     string_labels = {
         split: _is_string(ds.features[label_column]) for split, ds in loaded.items() if label_column in ds.features
     }
+    if class_names is None and args.benchmark is not None and any(string_labels.values()):
+        # The raw label names themselves (e.g. a parquet copy with folder names as labels): the label map orders them.
+        class_names = sorted(
+            {str(y) for split, ds in loaded.items() if string_labels.get(split) for y in ds[label_column]}
+        )
     result = {}
     for split, ds in loaded.items():
         ds = _normalise_columns(ds, split, image_column, label_column, class_names, args.image_root)
@@ -415,7 +464,42 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
         )
     if file_names is not None and features_names is None:
         _check_names_fit_labels(args.class_names_file, file_names, result, string_labels)
+    if args.benchmark is not None:
+        return apply_official_label_map(args, result, class_names)
     return result, class_names
+
+
+def apply_official_label_map(args: DataArguments, data: dict, raw_names: list[str]):
+    """
+    `--benchmark NAME` on a column source: the raw label names (`raw_names[label]`) become the official class names
+    and labels are re-indexed to the official order; rows of classes the official reader ignores are dropped
+    (`source_row` keeps naming the row as loaded).
+    """
+    from datasets import Value
+
+    from training.benchmarks import official_label_map, read_wnid_names
+
+    wnid_names = read_wnid_names(args.imagenet_classnames) if args.imagenet_classnames else None
+    label_map = official_label_map(args.benchmark, raw_names, wnid_names)
+    result = {}
+    for split, ds in data.items():
+        labels = ds["label"]
+        kept = [row for row, label in enumerate(labels) if label in label_map.labels]
+        if len(kept) != len(labels):
+            ds = ds.select(kept)
+            logger.info(
+                "%s: dropped %d %s image(s) of %s", args.benchmark, len(labels) - len(kept), split, label_map.dropped
+            )
+        official = [label_map.labels[labels[row]] for row in kept]
+        ds = ds.remove_columns("label").add_column("label", official).cast_column("label", Value("int64"))
+        result[split] = ds
+    logger.info(
+        "%s: %d source classes mapped to the official names and label order (%s ...).",
+        args.benchmark,
+        len(label_map.class_names),
+        label_map.class_names[:3],
+    )
+    return result, label_map.class_names
 
 
 SOURCE_ROW_COLUMN = "source_row"
@@ -519,340 +603,6 @@ def _normalise_columns(ds, split, image_column, label_column, class_names, image
     if label_column != "label":
         ds = ds.rename_column(label_column, "label")
     return ds
-
-
-# ---------------------------------------------------------------------------------------------- few-shot
-
-
-# Name and version of the few-shot sampling rule, recorded in fewshot_indices.json: indices drawn by another rule
-# (e.g. per sorted label from a private stream, as before v1) are refused rather than reused.
-FEWSHOT_RULE = "dassl-generate_fewshot_dataset/v1"
-# Official CoOp datasets draw the validation list with min(K, 4) images per class (datasets/oxford_pets.py etc.).
-MAX_VAL_SHOTS = 4
-
-
-def _dassl_draw(rng: random.Random, labels, num_shots: int, split: str) -> list[int]:
-    """
-    One `generate_fewshot_dataset` pass over one list (Dassl `dassl/data/datasets/base_dataset.py`):
-    `split_dataset_by_label` groups items in a defaultdict, so classes come in order of first appearance (not
-    sorted); a class with at least K items gets `random.sample(items, K)` (consuming random numbers even for K of K);
-    a smaller class keeps all its items in order and consumes nothing (`repeat=False`, the default of Dassl's
-    current generate_fewshot_dataset, which the CoOp datasets call without `repeat`). `random.sample` picks
-    positions from the list length alone, so sampling row indices picks the same items as sampling Datum objects.
-    """
-    by_label = {}
-    for index, label in enumerate(labels):
-        by_label.setdefault(int(label), []).append(index)
-    chosen = []
-    for label, items in by_label.items():
-        if len(items) >= num_shots:
-            chosen.extend(rng.sample(items, num_shots))
-        else:
-            logger.warning(
-                "class %d has only %d images in %s (< %d shots): keeping all of them.",
-                label,
-                len(items),
-                split,
-                num_shots,
-            )
-            chosen.extend(items)
-    return chosen
-
-
-def _check_shots(num_shots) -> None:
-    if isinstance(num_shots, bool) or not isinstance(num_shots, int) or num_shots <= 0:
-        raise ValueError(f"num_shots must be a positive integer (images per class), got {num_shots!r}.")
-
-
-def dassl_few_shot(train_labels, num_shots: int, seed: int, val_labels=None) -> tuple[list[int], list[int] | None]:
-    """
-    Few-shot (train, val) row indices exactly as the official code draws them: CoOp's `train.py` calls Dassl's
-    `set_random_seed(cfg.SEED)` (`random.seed` first, then numpy and torch; nothing draws from `random` before the
-    dataset is built), then e.g. `OxfordPets.__init__` runs `generate_fewshot_dataset(train, num_shots=K)` and
-    `generate_fewshot_dataset(val, num_shots=min(K, 4))` on the same stream (ImageNet: train only, `val_labels=None`).
-    The stream is a private `random.Random(seed)`, which yields the same numbers as a seeded `random` module without
-    reading or changing the caller's global state. Assumes the split already exists: the official code generating a
-    split (no split file) consumes the stream before this draw.
-    """
-    _check_shots(num_shots)
-    rng = random.Random(seed)
-    train = _dassl_draw(rng, train_labels, num_shots, "the training split")
-    val = None if val_labels is None else _dassl_draw(rng, val_labels, min(num_shots, MAX_VAL_SHOTS), "validation")
-    return train, val
-
-
-def select_few_shot(labels, num_shots: int, seed: int) -> list[int]:
-    """
-    Row indices of the few-shot training list as the official run with seed `seed` draws it (see `dassl_few_shot`):
-    classes in order of first appearance, each as `random.sample` returned it; a class with fewer than K images keeps
-    all of them, with a warning. Depends only on `labels`, K and the seed, never on workers or global state.
-    """
-    return dassl_few_shot(labels, num_shots, seed)[0]
-
-
-# Name of the files CoOp's datasets write (datasets/oxford_pets.py etc.: `f"shot_{num_shots}-seed_{seed}.pkl"` in
-# `<dataset_dir>/split_fewshot`).
-_FEWSHOT_FILE_NAME = re.compile(r"shot_(\d+)-seed_(\d+)\.pkl")
-# Image folder of the two benchmarks whose catalogue entry has none (no split file): the official `image_dir` joined
-# with the train folder for ImageNet (datasets/imagenet.py `read_data(classnames, "train")`) and FGVCAircraft's flat
-# `images` folder (datasets/fgvc_aircraft.py).
-_TRAIN_IMAGE_FOLDERS = {"ImageNet": "images/train", "FGVCAircraft": "images"}
-
-
-def fewshot_file_name(path) -> tuple[int | None, int | None]:
-    """(K, seed) from an official few-shot file name `shot_K-seed_S.pkl`; (None, None) for any other name."""
-    match = _FEWSHOT_FILE_NAME.fullmatch(Path(path).name)
-    return (int(match[1]), int(match[2])) if match else (None, None)
-
-
-@dataclass
-class OfficialFewShot:
-    """The rows of the train split an official few-shot file names, in its order, and where they come from."""
-
-    indices: list[int]
-    source: dict  # {"path": absolute path of the file, "sha256": of its bytes}
-    val: list | None  # its "val" list as [impath, label, class name] (ImageNet's files have none)
-
-
-def _path_parts(path: str) -> tuple[str, ...]:
-    # The file holds the paths of the machine that wrote it, which may have used either separator.
-    return tuple(part for part in re.split(r"[\\/]+", path) if part)
-
-
-def official_fewshot_rows(args: DataArguments, train_dataset, class_names: list[str], seed: int) -> OfficialFewShot:
-    """
-    The rows of `train_dataset` (the benchmark's train split as `load_benchmark_splits` returns it) that the official
-    few-shot file `args.fewshot_file` lists in its "train" list, in that order. The file stores absolute paths of the
-    machine that wrote it (`<root>/<dataset folder>/<image folder>/<rest>`); `<rest>` must name exactly one image of
-    the train split under --data_root, with the file's label and class name. The file is read as data only
-    (`cocoop_hf.official_pickle.load_official_fewshot_split`); K and the seed in its name must be the run's.
-    """
-    from datasets import Image
-
-    from cocoop_hf.official_pickle import load_official_fewshot_split
-    from training.benchmarks import get_benchmark
-
-    path = args.fewshot_file
-    bench = get_benchmark(args.benchmark)
-    shots, file_seed = fewshot_file_name(path)
-    if file_seed is not None and file_seed != seed:
-        raise ValueError(
-            f"--fewshot_file {path} was drawn with seed {file_seed} (seed_{file_seed}), but this run's few-shot seed "
-            f"(--data_seed, else --seed) is {seed}: pass --seed {file_seed}, or the file shot_K-seed_{seed}.pkl."
-        )
-    content = Path(path).read_bytes()
-    try:
-        split = load_official_fewshot_split(path)
-    except OSError as error:
-        raise ValueError(f"--fewshot_file: {error}") from None
-    train = split["train"]
-    if not train:
-        raise ValueError(f"--fewshot_file {path} lists no training images.")
-    folder = (bench.folder, *_path_parts(bench.image_subdir or _TRAIN_IMAGE_FOLDERS.get(bench.name, "")))
-    image_dir = Path(args.data_root).joinpath(*folder)
-    rows = {}  # path relative to the image folder -> rows of the train split
-    for row, image in enumerate(train_dataset.cast_column("image", Image(decode=False))["image"]):
-        try:
-            rel = Path(image["path"]).relative_to(image_dir).parts
-        except ValueError:
-            continue
-        rows.setdefault(rel, []).append(row)
-    labels = train_dataset["label"]
-    where = f"the {bench.name} train split under {image_dir}"
-    indices = []
-    for i, item in enumerate(train):
-        parts, impath = _path_parts(item["impath"]), item["impath"]
-        tails = [parts[j:] for j in range(len(folder), len(parts)) if parts[j - len(folder) : j] == folder]
-        if not tails:
-            raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} is not inside a folder {'/'.join(folder)}, the "
-                f"{bench.name} image folder of the official layout: is this a file of another dataset?"
-            )
-        found = sorted({row for tail in tails for row in rows.get(tail, [])})
-        if not found:
-            tried = " or ".join(repr("/".join(tail)) for tail in tails)
-            raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} is not in {where}: looked for {tried} there. Is "
-                "--data_root the right folder, with the same split file as the official run?"
-            )
-        if len(found) > 1:
-            raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} matches {len(found)} images of {where} (rows "
-                f"{found[:5]}): it must name exactly one."
-            )
-        row = found[0]
-        label = int(labels[row])
-        if item["label"] != label or item["classname"] != class_names[label]:
-            raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} has label {item['label']} ({item['classname']!r}) "
-                f"there, but label {label} ({class_names[label]!r}) in {where}: the file was written for other "
-                "labels (another split file or dataset version)."
-            )
-        indices.append(row)
-    counts = {}
-    for item in train:
-        counts[item["label"]] = counts.get(item["label"], 0) + 1
-    most = max(counts.values())
-    if shots is None:
-        shots = most  # a renamed file: K is the largest class (smaller classes keep all their images)
-        logger.warning(
-            "--fewshot_file %s is not named shot_K-seed_S.pkl: K is taken as %d (its largest class); its seed is "
-            "not checked against --seed.",
-            path,
-            shots,
-        )
-    # Checked after the items, so that a wrong label is named as such rather than as a class with too many images.
-    if most > shots or shots != args.num_shots:
-        label = max(counts, key=counts.get)
-        raise ValueError(
-            f"--fewshot_file {path} holds {most} images of label {label} (at most K per class, and K = {shots}), "
-            f"but --num_shots is {args.num_shots}: the file must be a {args.num_shots}-shot list."
-        )
-
-    val = split.get("val")
-    return OfficialFewShot(
-        indices=indices,
-        source={"path": str(Path(path).resolve()), "sha256": hashlib.sha256(content).hexdigest()},
-        val=None if val is None else [[item["impath"], item["label"], item["classname"]] for item in val],
-    )
-
-
-def label_fingerprint(labels) -> str:
-    """sha256 of the label sequence: tells apart datasets of the same size whose rows differ (e.g. reshuffled)."""
-    return hashlib.sha256(json.dumps([int(label) for label in labels]).encode()).hexdigest()
-
-
-def dataset_identity(args: DataArguments) -> dict:
-    """What the training rows come from: Hub id / local folder, config, data_dir, or the local files (absolute)."""
-
-    def local(path):
-        return str(Path(path).resolve()) if path else None
-
-    name = args.dataset_name
-    identity = {
-        "dataset_name": local(name) if name and os.path.isdir(name) else name,
-        "dataset_config_name": args.dataset_config_name,
-        "data_dir": args.data_dir,
-        "train_file": local(args.train_file),
-        "split_file": local(args.split_file),
-        "benchmark": args.benchmark,
-        "data_root": local(args.data_root),
-    }
-    return {key: value for key, value in identity.items() if value is not None}
-
-
-def few_shot_indices(
-    labels,
-    num_shots: int,
-    seed: int,
-    output_dir,
-    split: str,
-    overwrite: bool,
-    dataset: dict | None = None,
-    official: OfficialFewShot | None = None,
-) -> list[int]:
-    """
-    Few-shot indices (`select_few_shot`), saved as `output_dir/fewshot_indices.json` with the sampling rule and what
-    they were drawn from (the dataset's identity, split, K, seed, row count and a sha256 of the label sequence), and
-    the drawn items as [row, label] in the official order. Reused only when all of it matches (re-run, resume). A
-    file drawn from anything else, or by another sampling rule, raises, naming what differs; with `overwrite` the
-    indices are drawn again (with a warning). Indices of another dataset of the same size would give some classes
-    more than K images and others fewer: never reused silently. With `official` (`official_fewshot_rows`), its rows
-    are the indices, recorded with the official file and its sha256 in place of the sampling rule.
-    """
-    path = Path(output_dir) / FEWSHOT_INDICES_NAME if output_dir else None
-    origin = {"sampling": FEWSHOT_RULE} if official is None else {"fewshot_file": official.source}
-    meta = {
-        **origin,
-        "dataset": dataset,
-        "split": split,
-        "num_shots": num_shots,
-        "seed": seed,
-        "num_rows": len(labels),
-        "labels_sha256": label_fingerprint(labels),
-    }
-    if path is not None and path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            saved = None
-        if not isinstance(saved, dict):
-            differences = [f"{path} is not a JSON object"]
-        else:
-            differences = [
-                f"{key} {saved.get(key)!r} there, {value!r} here"
-                for key, value in meta.items()
-                if key not in ("sampling", "fewshot_file") and saved.get(key) != value
-            ]
-            if official is not None:
-                if saved.get("fewshot_file") != official.source:
-                    differences.insert(
-                        0,
-                        f"its images came from {saved.get('fewshot_file') or saved.get('sampling')!r}, this run "
-                        f"trains on those of --fewshot_file {official.source}",
-                    )
-                elif saved.get("indices") != official.indices:
-                    differences.insert(0, "its indices are not the rows the official file names here")
-            elif "fewshot_file" in saved:
-                differences.insert(
-                    0,
-                    f"its images are those of the official few-shot file {saved['fewshot_file']!r}, this run draws "
-                    f"its own by {FEWSHOT_RULE!r} (pass --fewshot_file to train on that file's images again)",
-                )
-            elif saved.get("sampling") != FEWSHOT_RULE:
-                drawn_by = saved.get("sampling") or "an older rule (per sorted label, not recorded)"
-                differences.insert(
-                    0,
-                    f"it was drawn by the sampling rule {drawn_by!r}, this version draws by {FEWSHOT_RULE!r} "
-                    "(Dassl's: classes in order of first appearance, random.sample seeded with the run's seed)",
-                )
-            indices = saved.get("indices")
-            if not differences and not (
-                isinstance(indices, list) and all(isinstance(i, int) and 0 <= i < len(labels) for i in indices)
-            ):
-                differences = [f"its indices are not row numbers below {len(labels)}"]
-        if not differences:
-            logger.info("Reusing the few-shot indices saved in %s.", path)
-            return indices
-        if not overwrite:
-            raise ValueError(
-                f"{path} does not fit this run: {'; '.join(differences)}. Use another --output_dir, or pass "
-                "--overwrite_output_dir to draw the few-shot images again."
-            )
-        logger.warning("--overwrite_output_dir: drawing the few-shot images again (%s).", "; ".join(differences))
-    indices = select_few_shot(labels, num_shots, seed) if official is None else official.indices
-    if path is not None:
-        items = [[index, int(labels[index])] for index in indices]
-        extra = {} if official is None else {"fewshot_file_val": official.val}
-        _write_json_atomic(path, {**meta, "indices": indices, "items": items, **extra})
-    return indices
-
-
-def _write_json_atomic(path: Path, content) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(content), encoding="utf-8")
-    os.replace(staging, path)  # a crash never leaves a half-written file that a resume would read
-
-
-def record_training_items(output_dir, train_dataset, task: str, relabel: dict, class_names: dict) -> None:
-    """
-    Add to `output_dir/fewshot_indices.json` what the run trained on, in training-list order: the task, the class
-    names of every task, and per image [row in the split, label, label trained with (after the base/new
-    relabelling), image path or None] after class selection and any dropped corrupt image.
-    """
-    from datasets import Image
-
-    path = Path(output_dir) / FEWSHOT_INDICES_NAME
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    raw = train_dataset.cast_column("image", Image(decode=False))
-    images = raw["image"]
-    items = [
-        [int(row), int(label), relabel[int(label)], image.get("path") if isinstance(image, dict) else None]
-        for row, label, image in zip(raw[SOURCE_ROW_COLUMN], raw["label"], images, strict=True)
-    ]
-    saved["trained"] = {"task": task, "classes": class_names, "items": items}
-    _write_json_atomic(path, saved)
 
 
 # ---------------------------------------------------------------------------------------------- base / new

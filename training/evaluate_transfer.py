@@ -13,11 +13,13 @@ targets.yaml lists the target datasets with the data options of run_cocoop.py, e
       - {dataset_display_name: imagenet-a, dataset_name: <hub id>, eval_split: test, class_names_file: a.txt}
       - {dataset_display_name: dtd, split_file: split_zhou_DescribableTextures.json, image_root: dtd/images}
 
-Each target is evaluated on all its classes; the image features of a target are computed once. Writes
-results.json, results.md and results.png (accuracy per target) into --output_dir.
+Each target is evaluated on all its classes, or with `protocol: base_to_new` on its base and new halves (the
+official split of the sorted labels) with their harmonic mean H; the image features of a target are computed once.
+Writes results.json, results.md and results.png (accuracy per target) into --output_dir.
 """
 
 import argparse
+import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,10 +32,19 @@ from transformers import HfArgumentParser
 from transformers.utils import logging
 
 from training.cli import ModelArguments, parse_config_and_flags, read_structured_file, run_script, setup_logging
-from training.data import DataArguments, ImageTransform, build_transforms, drop_or_raise_corrupt, load_splits
-from training.evaluation import evaluate_sets, load_metrics
+from training.data import (
+    DataArguments,
+    ImageTransform,
+    build_transforms,
+    class_names_per_task,
+    drop_or_raise_corrupt,
+    load_splits,
+    select_labels,
+    subsample_classes,
+)
+from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import build_model, has_random_weights
-from training.report import PLOT_NAME, RANDOM_WEIGHTS_NOTE, RESULTS_NAME, TABLE_NAME, write_report
+from training.report import PLOT_NAME, RANDOM_WEIGHTS_NOTE, RESULTS_NAME, TABLE_NAME, saved_method, write_report
 
 
 logger = logging.get_logger(__name__)
@@ -52,7 +63,13 @@ class TransferArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (autocast)."})
     seed: int = field(default=1, metadata={"help": "Seed recorded with the results (and used to build a model)."})
-    source_dataset: str | None = field(default=None, metadata={"help": "Dataset the model was trained on (record)."})
+    source_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset the model was trained on, recorded with the results; read from the results.json of a "
+            "--model_name_or_path folder when it has one (a different value here is an error)."
+        },
+    )
 
 
 def parse_args(argv=None):
@@ -82,7 +99,7 @@ def read_targets(path) -> list[DataArguments]:
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: target {index} must be a mapping of data options, got {entry!r}.")
         try:
-            target = DataArguments(**{"num_shots": None, **entry, "protocol": "all"})
+            target = DataArguments(**{"num_shots": None, "protocol": "all", **entry})
         except TypeError as error:
             raise ValueError(
                 f"{path}: target {index}: {error} (allowed: the data options of run_cocoop.py)."
@@ -92,6 +109,38 @@ def read_targets(path) -> list[DataArguments]:
         names.add(target.display_name)
         parsed.append(target)
     return parsed
+
+
+def trained_source_dataset(model_name_or_path: str | None, given: str | None) -> str | None:
+    """
+    The dataset a trained model folder was trained on, as the results.json run_cocoop wrote there names it (None
+    when the folder has none, e.g. a Hub id or a folder saved elsewhere); `given` (--source_dataset) must agree.
+    """
+    found = None
+    results = Path(model_name_or_path) / RESULTS_NAME if model_name_or_path else None
+    if results is not None and results.is_file():
+        try:
+            runs = json.loads(results.read_text(encoding="utf-8")).get("runs") or []
+        except (ValueError, AttributeError):
+            runs = []
+        datasets = sorted({run.get("dataset") for run in runs if isinstance(run, dict) and run.get("dataset")})
+        if len(datasets) == 1:
+            found = datasets[0]
+    if given is not None and found is not None and given != found:
+        raise ValueError(
+            f"--source_dataset {given!r}, but {results} says the model was trained on {found!r}: drop "
+            "--source_dataset (it is read from the folder) or evaluate the model you meant."
+        )
+    return found if found is not None else given
+
+
+def clip_record(model, model_args: ModelArguments) -> dict:
+    """The CLIP the evaluated model actually runs on: a trained model's own (its config), else the one requested."""
+    if model_args.model_name_or_path:
+        name, revision = model.config.clip_name_or_path, model.config.clip_revision
+    else:
+        name, revision = model_args.clip_model_name_or_path, model_args.clip_revision
+    return {"name_or_path": name, "revision": revision, "random_weights": has_random_weights(model, model_args)}
 
 
 def main(argv=None) -> dict:
@@ -109,44 +158,59 @@ def main(argv=None) -> dict:
             "them, or another --output_dir."
         )
     targets = read_targets(args.targets)
+    source_dataset = trained_source_dataset(model_args.model_name_or_path, args.source_dataset)
     accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
     setup_logging(logger.name, std_logging.INFO if accelerator.is_main_process else std_logging.WARNING)
     source = model_args.model_name_or_path or model_args.clip_model_name_or_path
     image_processor = CLIPImageProcessor.from_pretrained(source)
 
     # Load and check every target before the model runs: a bad target fails fast, not after hours of evaluation.
-    eval_sets = {}
+    eval_sets, tasks_of = {}, {}
     for target in targets:
         _, eval_transform = build_transforms(image_processor, target.image_size)
         data, class_names = load_splits(target, [target.eval_split], cache_dir=model_args.cache_dir)
-        dataset = data[target.eval_split]
-        if target.max_eval_samples is not None and len(dataset) > target.max_eval_samples:
-            dataset = dataset.shuffle(seed=args.seed).select(range(target.max_eval_samples))
-        if target.verify_images == "all":
-            dataset, _ = drop_or_raise_corrupt(dataset, target.display_name, target.skip_corrupt_images)
-        eval_sets[target.display_name] = (dataset.with_transform(ImageTransform(eval_transform)), class_names)
+        full = data[target.eval_split]
+        # A base_to_new target is scored on its two halves as run_cocoop splits them (official subsample_classes).
+        if target.protocol == "base_to_new":
+            relabels = {task: subsample_classes(full["label"], task) for task in ("base", "new")}
+            names = class_names_per_task(class_names, relabels)
+        else:
+            relabels, names = {"all": None}, {"all": class_names}  # every class, labels as loaded
+        tasks_of[target.display_name] = tuple(relabels)
+        for task, relabel in relabels.items():
+            dataset = full if relabel is None else select_labels(full, relabel)[0]
+            if target.max_eval_samples is not None and len(dataset) > target.max_eval_samples:
+                dataset = dataset.shuffle(seed=args.seed).select(range(target.max_eval_samples))
+            if target.verify_images == "all":
+                dataset, _ = drop_or_raise_corrupt(dataset, target.display_name, target.skip_corrupt_images)
+            key = target.display_name if task == "all" else f"{target.display_name} ({task})"
+            eval_sets[key] = (dataset.with_transform(ImageTransform(eval_transform, relabel)), names[task])
 
     first_names = next(iter(eval_sets.values()))[1]
     model = build_model(model_args, first_names, args.seed).to(accelerator.device)
     method = model_args.method
     if model_args.model_name_or_path:
-        method = "cocoop" if model.config.conditional else "coop"
+        method = saved_method(model.config)  # what the loaded model is, whatever --method says
     evaluation = evaluate_sets(
         model, eval_sets, accelerator, args.per_device_eval_batch_size, args.dataloader_num_workers, load_metrics()
     )
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return {}
-    runs = [
-        {"dataset": name, "method": method, "seed": args.seed, "num_shots": None, "metrics": {"all": metrics}}
-        for name, metrics in evaluation.items()
-    ]
+    runs = []
+    for name, tasks in tasks_of.items():
+        metrics = {task: evaluation[name if task == "all" else f"{name} ({task})"] for task in tasks}
+        run = {"dataset": name, "method": method, "seed": args.seed, "num_shots": None, "metrics": metrics}
+        if "base" in metrics and "new" in metrics:
+            run["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
+        runs.append(run)
     note = RANDOM_WEIGHTS_NOTE if has_random_weights(model, model_args) else None
     extra = {
         "world_size": accelerator.num_processes,
         "protocol": "transfer",
-        "source_dataset": args.source_dataset,
+        "source_dataset": source_dataset,
         "model": model_args.model_name_or_path or model_args.clip_model_name_or_path,
+        "clip": clip_record(model, model_args),
         "arguments": {"model": asdict(model_args), "transfer": asdict(args)},
     }
     content = write_report(output_dir, runs, note=note, extra=extra)

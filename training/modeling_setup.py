@@ -8,17 +8,24 @@ from training.cli import ModelArguments
 # Recorded in the config of a model built on random CLIP weights, so that every later evaluation of it (another
 # script, another machine, a Hub download) can say its figures are meaningless.
 RANDOM_WEIGHTS_ATTRIBUTE = "random_clip_weights"
+# The KgCoOp hand-crafted prompt without a dataset template (CoCoOpConfig's default, official CUSTOM_TEMPLATES for
+# ImageNet, Caltech101, StanfordCars, SUN397).
+DEFAULT_KGCOOP_TEMPLATE = "a photo of a {}."
+# Where htyao89/KgCoOp trainers/kgcoop.py CUSTOM_TEMPLATES differs from CoOp trainers/zsclip.py CUSTOM_TEMPLATES.
+KGCOOP_TEMPLATE_OVERRIDES = {"DescribableTextures": "a photo of a {}, a type of texture."}
 
 
-def build_model(model_args: ModelArguments, class_names, seed: int):
-    """CoCoOpModel for `class_names` (CoOp: conditional=False; zero-shot: CoOp with the context of ctx_init; for a
-    template, see `build_zero_shot_clip`)."""
+def build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_template: str | None = None):
+    """CoCoOpModel for `class_names` (CoOp: conditional=False; KgCoOp: CoOp + its regulariser, whose zero-shot
+    features come from `kgcoop_template`; zero-shot: CoOp with the context of ctx_init; for a template, see
+    `build_zero_shot_clip`)."""
     from transformers import CLIPTokenizer
 
     from cocoop_hf import CoCoOpConfig, CoCoOpModel
 
     if model_args.model_name_or_path:
         model = CoCoOpModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        check_saved_options(model.config, model_args, kgcoop_template)
         model.set_class_names(class_names)
         return model
     if model_args.method == "zeroshot" and model_args.ctx_init is None:
@@ -26,8 +33,8 @@ def build_model(model_args: ModelArguments, class_names, seed: int):
     method_kwargs = dict(
         n_ctx=model_args.n_ctx,
         ctx_init=model_args.ctx_init,
-        conditional=model_args.method == "cocoop",
         meta_net_reduction=model_args.meta_net_reduction,
+        **method_config(model_args, kgcoop_template),
     )
     path = model_args.clip_model_name_or_path
     if not model_args.random_init_clip:
@@ -58,6 +65,74 @@ def build_model(model_args: ModelArguments, class_names, seed: int):
         model.init_context_from_words(tokenizer)
     model.set_class_names(class_names, tokenizer=tokenizer)
     return model
+
+
+def method_config(model_args: ModelArguments, kgcoop_template: str | None = None) -> dict:
+    """CoCoOpConfig fields of the method and its options; the KgCoOp template only where the regulariser is on."""
+    config = model_args.method_config()
+    if config["kgcoop_weight"] > 0:
+        config["kgcoop_template"] = kgcoop_template or DEFAULT_KGCOOP_TEMPLATE
+    return config
+
+
+def check_method_config(model_args: ModelArguments, kgcoop_template: str | None = None):
+    """
+    Refuse, before any model is built, a combination of options that `CoCoOpConfig` refuses: a dry run of its checks
+    (on a default CLIP config; the meta-net width and the CLIP's own text length are checked when the model is built).
+    With --model_name_or_path: options that differ from the saved model's (its config.json only is read). Returns
+    the config the model will have (the saved one, or the dry run's), without its CLIP and class set.
+    """
+    from transformers import CLIPConfig
+
+    from cocoop_hf import CoCoOpConfig
+
+    if model_args.model_name_or_path:
+        saved = CoCoOpConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        check_saved_options(saved, model_args, kgcoop_template)
+        return saved
+    if model_args.method == "zeroshot":
+        return None
+    return CoCoOpConfig(
+        clip_config=CLIPConfig(),
+        n_ctx=model_args.n_ctx,
+        ctx_init=model_args.ctx_init,
+        meta_net_reduction=1,
+        id2label={0: "class"},
+        **method_config(model_args, kgcoop_template),
+    )
+
+
+def check_saved_options(config, model_args: ModelArguments, kgcoop_template: str | None) -> None:
+    """A saved model runs with the options it was trained with: a flag asking for others is an error, not ignored."""
+    given = model_args.given_method_options()
+    if kgcoop_template is not None and getattr(config, "kgcoop_weight", 0.0) > 0:
+        given["kgcoop_template"] = kgcoop_template
+    differ = {name: value for name, value in given.items() if getattr(config, name, None) != value}
+    if differ:
+        saved = {name: getattr(config, name, None) for name in differ}
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} was saved with {saved}; the options given ask for "
+            f"{differ}. A saved model keeps its options: drop those flags, or train a new model."
+        )
+
+
+def kgcoop_template_for(benchmark: str | None, prompt_template: str | None = None) -> tuple[str, str]:
+    """
+    (template, where it comes from) of the hand-crafted prompt whose zero-shot CLIP features the KgCoOp regulariser
+    pulls the learned ones towards: --prompt_template, else the dataset's (official KgCoOp trainers/kgcoop.py
+    `CUSTOM_TEMPLATES[cfg.DATASET.NAME]`), else "a photo of a {}.".
+    """
+    if prompt_template is not None:
+        return prompt_template, "--prompt_template"
+    if benchmark is None:
+        return DEFAULT_KGCOOP_TEMPLATE, "the default hand-crafted prompt (no --benchmark)"
+    from training.benchmarks import get_benchmark
+
+    name = get_benchmark(benchmark).name
+    # KgCoOp's table is CoOp's zero-shot one (trainers/zsclip.py) except for DTD, where it reads
+    # "a photo of a {}, a type of texture." instead of "{} texture.".
+    template = KGCOOP_TEMPLATE_OVERRIDES.get(name, get_benchmark(name).template)
+    return template, f"the official KgCoOp {name} template (KgCoOp trainers/kgcoop.py CUSTOM_TEMPLATES)"
 
 
 def random_clip(model_args: ModelArguments):

@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
+from training.cli import KGCOOP_DEFAULT_WEIGHT
 
 
 logger = logging.get_logger(__name__)
@@ -33,6 +34,58 @@ COLUMNS = ("base", "new", "H", "all")
 COLUMN_TITLES = {**METRIC_FIELDS, "all": "Accuracy (%)"}
 
 
+def method_options(config) -> dict:
+    """The CoOp-family options of a CoCoOp model's config, as results.json records them."""
+    options = {
+        "conditional": bool(config.conditional),
+        "n_ctx": config.n_ctx,
+        "class_token_position": getattr(config, "class_token_position", "end"),
+        "class_specific_context": bool(getattr(config, "class_specific_context", False)),
+        "kgcoop_weight": float(getattr(config, "kgcoop_weight", 0.0)),
+    }
+    if options["kgcoop_weight"] > 0:
+        options["kgcoop_template"] = config.kgcoop_template
+    return options
+
+
+def saved_method(config) -> str:
+    """The method a CoCoOp model's config describes: 'cocoop' (conditional), 'kgcoop' (CoOp + regulariser), 'coop'."""
+    if config.conditional:
+        return "cocoop"
+    return "kgcoop" if getattr(config, "kgcoop_weight", 0.0) > 0 else "coop"
+
+
+def method_label(run: dict) -> str:
+    """
+    A run's method with the options that differ from the method's published form: "coop (CSC, class token
+    middle)", "kgcoop (w=4)", "cocoop (+KgCoOp w=8)". Runs of one label are one row of a table.
+    """
+    method, options = run["method"], run.get("method_options") or {}
+    parts = []
+    if options.get("class_specific_context"):
+        parts.append("CSC")
+    if options.get("class_token_position", "end") != "end":
+        parts.append(f"class token {options['class_token_position']}")
+    weight = options.get("kgcoop_weight", 0.0)
+    if method == "kgcoop" and weight != KGCOOP_DEFAULT_WEIGHT:
+        parts.append(f"w={weight:g}")
+    elif method != "kgcoop" and weight > 0:
+        parts.append(f"+KgCoOp w={weight:g}")
+    return f"{method} ({', '.join(parts)})" if parts else method
+
+
+def options_text(options: dict) -> str:
+    """One line of prose for results.md: the prompt layout and the KgCoOp regulariser of a run."""
+    text = (
+        f"{options['n_ctx']} context tokens, "
+        f"{'one context per class (CSC)' if options['class_specific_context'] else 'one shared context'}, "
+        f"class name at the {options['class_token_position']} of the prompt"
+    )
+    if options.get("kgcoop_weight", 0.0) > 0:
+        text += f"; KgCoOp regulariser w = {options['kgcoop_weight']:g} towards {options['kgcoop_template']!r}"
+    return text
+
+
 def run_scores(run: dict) -> dict[str, float]:
     """Percent per column of one run entry: base / new accuracy and H, or the target set's accuracy ('all')."""
     scores = {name: metrics["accuracy"] for name, metrics in run["metrics"].items()}
@@ -42,12 +95,13 @@ def run_scores(run: dict) -> dict[str, float]:
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
-    """Group runs by (dataset, method): mean and sample std of every column over seeds."""
+    """Group runs by (dataset, method and its options, see `method_label`): mean and sample std of every column over
+    seeds."""
     groups = {}
     for run in runs:
-        groups.setdefault((run["dataset"], run["method"]), []).append(run)
+        groups.setdefault((run["dataset"], run["method"], method_label(run)), []).append(run)
     rows = []
-    for (dataset, method), members in groups.items():
+    for (dataset, method, label), members in groups.items():
         per_column = {}
         for run in members:
             for column, value in run_scores(run).items():
@@ -61,7 +115,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
             for column, values in per_column.items()
         }
         seeds = sorted({run.get("seed") for run in members if run.get("seed") is not None})
-        rows.append({"dataset": dataset, "method": method, "seeds": seeds, "scores": stats})
+        rows.append({"dataset": dataset, "method": method, "label": label, "seeds": seeds, "scores": stats})
     return rows
 
 
@@ -83,7 +137,8 @@ def markdown_table(rows: list[dict], note: str | None = None) -> str:
             else:
                 cells.append(f"{stat['mean']:.2f}")
         seeds = ", ".join(str(s) for s in row["seeds"]) or "-"
-        lines.append(f"| {row['dataset']} | {row['method']} | {seeds} | " + " | ".join(cells) + " |")
+        label = row.get("label", row["method"])
+        lines.append(f"| {row['dataset']} | {label} | {seeds} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "Top-1 accuracy (%); H = 2·Base·New/(Base+New), their harmonic mean; mean ± sample std over seeds where several."
@@ -100,7 +155,7 @@ def bar_chart(rows: list[dict], path, note: str | None = None) -> None:
 
     columns = [c for c in COLUMNS if any(c in row["scores"] for row in rows)]
     datasets = list(dict.fromkeys(row["dataset"] for row in rows))
-    methods = list(dict.fromkeys(row["method"] for row in rows))
+    methods = list(dict.fromkeys(row.get("label", row["method"]) for row in rows))
     figure, axes = plt.subplots(1, len(columns), figsize=(max(4.0, 1.2 * len(datasets) + 2) * len(columns), 4))
     axes = [axes] if len(columns) == 1 else list(axes)
     width = 0.8 / len(methods)
@@ -108,7 +163,9 @@ def bar_chart(rows: list[dict], path, note: str | None = None) -> None:
         for m, method in enumerate(methods):
             means, stds, xs = [], [], []
             for d, dataset in enumerate(datasets):
-                row = next((r for r in rows if r["dataset"] == dataset and r["method"] == method), None)
+                row = next(
+                    (r for r in rows if r["dataset"] == dataset and r.get("label", r["method"]) == method), None
+                )
                 if row is not None and column in row["scores"]:
                     xs.append(d + (m - (len(methods) - 1) / 2) * width)
                     means.append(row["scores"][column]["mean"])
@@ -138,18 +195,24 @@ def model_card(
     base_model_revision=None,
     model_name=None,
     method="cocoop",
+    options: dict | None = None,
 ):
     """
     The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json; only
-    base-to-new figures: transfer-only rows are left to results.md).
+    base-to-new figures: transfer-only rows are left to results.md). `options`: the model's CoOp-family options as
+    `method_options` gives them (class-token position, class-specific context, KgCoOp weight and template).
     """
     from cocoop_hf.modelcard_cocoop import render_model_card
 
+    options = options or {}
     card_results = []
     for row in rows:
         scores = row["scores"]
         if "base" in scores or "new" in scores:
-            entry = {"dataset": f"{row['dataset']} ({row['method']})", "random_weights": random_weights}
+            entry = {
+                "dataset": f"{row['dataset']} ({row.get('label', row['method'])})",
+                "random_weights": random_weights,
+            }
             for column in METRIC_FIELDS:
                 if column in scores:
                     entry[column] = scores[column]["mean"]
@@ -167,6 +230,10 @@ def model_card(
         model_name=model_name,
         method=method,
         random_weights=random_weights,
+        class_token_position=options.get("class_token_position", "end"),
+        class_specific_context=options.get("class_specific_context", False),
+        kgcoop_weight=options.get("kgcoop_weight", 0.0),
+        kgcoop_template=options.get("kgcoop_template"),
     )
 
 
@@ -178,7 +245,14 @@ def write_report(output_dir, runs: list[dict], *, note: str | None = None, extra
     content = {"note": note, **(extra or {}), "runs": runs, "aggregate": rows}
     (output_dir / RESULTS_NAME).write_text(json.dumps(content, indent=2, default=_json_default))
     if rows:  # a training-only run (no --do_eval) has nothing to tabulate or plot
-        (output_dir / TABLE_NAME).write_text(markdown_table(rows, note))
+        table = markdown_table(rows, note)
+        described = {}
+        for run in runs:
+            if run.get("method_options"):
+                described.setdefault(method_label(run), options_text(run["method_options"]))
+        if described:
+            table += "\n" + "".join(f"- {label}: {text}.\n" for label, text in described.items())
+        (output_dir / TABLE_NAME).write_text(table)
         bar_chart(rows, output_dir / PLOT_NAME, note)
     return content
 

@@ -51,8 +51,22 @@ from training.data import (
     warn_if_training_split_is_evaluated,
 )
 from training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
-from training.modeling_setup import build_model, build_zero_shot_clip, has_random_weights
-from training.report import CARD_NAME, RANDOM_WEIGHTS_NOTE, aggregate, model_card, write_report
+from training.modeling_setup import (
+    build_model,
+    build_zero_shot_clip,
+    check_method_config,
+    has_random_weights,
+    kgcoop_template_for,
+)
+from training.report import (
+    CARD_NAME,
+    RANDOM_WEIGHTS_NOTE,
+    aggregate,
+    method_options,
+    model_card,
+    saved_method,
+    write_report,
+)
 from training.zeroshot import check_template
 
 
@@ -106,8 +120,11 @@ class RunArguments:
     prompt_template: str | None = field(
         default=None,
         metadata={
-            "help": "--method zeroshot only: score plain CLIP with this prompt, '{}' standing for the class name "
-            "(e.g. 'a photo of a {}.'); default with --benchmark: the dataset's official template."
+            "help": "The hand-crafted prompt, '{}' standing for the class name (e.g. 'a photo of a {}.'): with "
+            "--method zeroshot, plain CLIP is scored with it; with the KgCoOp regulariser (--method kgcoop, "
+            "--kgcoop_weight), its zero-shot features are the target. Default with --benchmark: the dataset's "
+            "official template (zero-shot CLIP: CoOp trainers/zsclip.py; KgCoOp: its trainers/kgcoop.py); "
+            "else 'a photo of a {}.' for KgCoOp."
         },
     )
     eval_each_epoch: bool = field(
@@ -141,9 +158,35 @@ def parse_args(argv=None):
         raise ValueError(f"--lr_schedule must be 'dassl_cosine' or 'hf', got {run_args.lr_schedule!r}.")
     if run_args.lr_schedule == "dassl_cosine" and training_args.max_steps > 0:
         raise ValueError("--max_steps does not fit the per-epoch Dassl schedule: use --num_train_epochs.")
+    if model_args.class_specific_context:
+        check_class_sets(data_args, training_args, "--class_specific_context")
     if training_args.do_train and training_args.do_eval:
         warn_if_training_split_is_evaluated(data_args)
     return model_args, data_args, training_args, run_args
+
+
+def check_class_sets(data_args, training_args, what: str) -> None:
+    """A class-specific context scores only its training classes: base-to-new evaluation would fail on the new ones."""
+    if data_args.protocol == "base_to_new" and training_args.do_eval:
+        raise ValueError(
+            f"{what} learns one context per training class, so the model cannot score the new classes of "
+            "--protocol base_to_new: pass --protocol all (the official CSC runs, scripts/coop/main.sh)."
+        )
+
+
+def uses_kgcoop(model_args) -> bool:
+    """Whether the run builds a model with the KgCoOp regulariser (a saved model brings its own, template included)."""
+    if model_args.model_name_or_path:
+        return False
+    return model_args.method != "zeroshot" and model_args.method_config()["kgcoop_weight"] > 0
+
+
+def kgcoop_template(model_args, data_args, run_args) -> tuple[str | None, str | None]:
+    """(template, where it comes from) of the KgCoOp regulariser's zero-shot features; (None, None) without it."""
+    if not uses_kgcoop(model_args):
+        return None, None
+    prompt = check_template(run_args.prompt_template) if run_args.prompt_template is not None else None
+    return kgcoop_template_for(data_args.benchmark, prompt)
 
 
 def zero_shot_template(model_args, data_args, training_args, run_args) -> tuple[str | None, str | None]:
@@ -154,10 +197,11 @@ def zero_shot_template(model_args, data_args, training_args, run_args) -> tuple[
     """
     from training.benchmarks import get_benchmark
 
-    if run_args.prompt_template is not None and model_args.method != "zeroshot":
+    if run_args.prompt_template is not None and model_args.method != "zeroshot" and not uses_kgcoop(model_args):
         raise ValueError(
-            f"--prompt_template is the prompt of zero-shot CLIP: pass --method zeroshot, or drop it for "
-            f"--method {model_args.method} (its prompt context is learned from --ctx_init)."
+            f"--prompt_template is the hand-crafted prompt of zero-shot CLIP (--method zeroshot) or of the KgCoOp "
+            f"regulariser (--method kgcoop, --kgcoop_weight): drop it for --method {model_args.method} (its prompt "
+            "context is learned from --ctx_init)."
         )
     if model_args.method != "zeroshot":
         return None, None
@@ -242,6 +286,25 @@ class CoCoOpTrainer(LeanCheckpointTrainer):
         super().__init__(*args, **kwargs)
         # CoCoOpModel's loss is the mean cross-entropy of its batch (as Dassl); it takes no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
+        self._kgcoop_sum, self._kgcoop_batches = None, 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        term = getattr(outputs, "kgcoop_loss", None)
+        if term is not None and model.training:
+            # Kept on the device until the next log: a .item() per step would wait for the device every step.
+            term = term.detach().float()
+            self._kgcoop_sum = term if self._kgcoop_sum is None else self._kgcoop_sum + term
+            self._kgcoop_batches += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, start_time=None):
+        # Beside the training loss, the KgCoOp term averaged over the same batches (and processes, as the loss).
+        if "loss" in logs and self._kgcoop_batches:
+            mean = (self._kgcoop_sum / self._kgcoop_batches).reshape(1)
+            logs["kgcoop_loss"] = self.accelerator.gather(mean).mean().item()
+            self._kgcoop_sum, self._kgcoop_batches = None, 0
+        super().log(logs, start_time)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -307,6 +370,11 @@ def main(argv=None, callbacks=None) -> dict:
     """Run the protocol; returns the content of results.json (empty dict on non-main processes)."""
     model_args, data_args, training_args, run_args = parse_args(argv)
     template, template_source = zero_shot_template(model_args, data_args, training_args, run_args)
+    kg_template, kg_template_source = kgcoop_template(model_args, data_args, run_args)
+    # What the model config would refuse, before any file or model.
+    config = check_method_config(model_args, kg_template)
+    if model_args.model_name_or_path and getattr(config, "class_specific_context", False):
+        check_class_sets(data_args, training_args, f"{model_args.model_name_or_path} (class-specific context)")
     setup_logging(training_args)
     push_to_hub = training_args.push_to_hub
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
@@ -382,7 +450,9 @@ def main(argv=None, callbacks=None) -> dict:
         logger.info("Zero-shot CLIP with the prompt template %r (%s).", template, template_source)
         model = build_zero_shot_clip(model_args, template, names[train_task])
     else:
-        model = build_model(model_args, names[train_task], training_args.seed)
+        if kg_template is not None:
+            logger.info("KgCoOp regulariser: zero-shot features of %r (%s).", kg_template, kg_template_source)
+        model = build_model(model_args, names[train_task], training_args.seed, kg_template)
     if random_note is None and has_random_weights(model):  # a saved model trained on random CLIP weights
         random_note = RANDOM_WEIGHTS_NOTE
     if run_args.save_adapter_only and random_note:
@@ -429,15 +499,26 @@ def main(argv=None, callbacks=None) -> dict:
     if not trainer.is_world_process_zero():
         return {}
 
+    method = model_args.method
+    if model_args.model_name_or_path and method != "zeroshot":
+        method = saved_method(model.config)  # what the loaded model is, whatever --method says
+        if method != model_args.method:
+            logger.info("%s is a %s model: its results are labelled so.", model_args.model_name_or_path, method)
     run = {
         "dataset": data_args.display_name,
-        "method": model_args.method,
+        "method": method,
         "seed": training_args.seed,
         "num_shots": data_args.num_shots if training_args.do_train else None,
         "metrics": evaluation,
     }
     if template is not None:
         run["prompt_template"] = template
+    # What the model is, as its config says (a loaded model keeps the options it was saved with).
+    options = method_options(model.config) if template is None else None
+    if options is not None and options["kgcoop_weight"] > 0:
+        options["kgcoop_template_source"] = kg_template_source or "the saved model's config"
+    if options is not None:
+        run["method_options"] = options
     if epoch_evaluation is not None:
         run["per_epoch"] = epoch_evaluation.history
     if "base" in evaluation and "new" in evaluation:
@@ -448,13 +529,19 @@ def main(argv=None, callbacks=None) -> dict:
         "epochs": training_args.num_train_epochs if training_args.do_train else 0,
         "lr": training_args.learning_rate,
         "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-        "method": model_args.method,
+        "method": method,
         "lr schedule": f"{run_args.lr_schedule} (warmup {run_args.warmup_epochs} epoch at {run_args.warmup_lr:g})",
         "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
     }
     if template is not None:
         recipe["prompt template"] = template
+    if options is not None:
+        recipe["class token position"] = options["class_token_position"]
+        recipe["class-specific context"] = options["class_specific_context"]
+        if options["kgcoop_weight"] > 0:
+            recipe["KgCoOp weight"] = options["kgcoop_weight"]
+            recipe["KgCoOp template"] = options["kgcoop_template"]
     extra = {
         "world_size": training_args.world_size,
         "protocol": data_args.protocol,
@@ -462,6 +549,7 @@ def main(argv=None, callbacks=None) -> dict:
         "skipped_corrupt_images": skipped,
         "recipe": recipe,
         **({"zero_shot": {"prompt_template": template, "source": template_source}} if template is not None else {}),
+        **({"method_options": options} if options is not None else {}),
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "run": asdict(run_args)},
     }
     content = write_report(training_args.output_dir, [run] if evaluation else [], note=random_note, extra=extra)
@@ -475,7 +563,8 @@ def main(argv=None, callbacks=None) -> dict:
         n_ctx=model.config.n_ctx,
         random_weights=bool(random_note),
         model_name=training_args.hub_model_id or Path(training_args.output_dir).resolve().name,
-        method=model_args.method,
+        method=method,
+        options=options,
     )
     card.save(Path(training_args.output_dir) / CARD_NAME)
     finish_output_dir(training_args.output_dir)  # after the last file: a later run can tell them from the user's
@@ -485,7 +574,7 @@ def main(argv=None, callbacks=None) -> dict:
         print((Path(training_args.output_dir) / "results.md").read_text(), flush=True)
     if push_to_hub:
         content["repo_id"] = push_folder_to_hub(
-            training_args.output_dir, training_args, f"CoCoOp {model_args.method} on {data_args.display_name}"
+            training_args.output_dir, training_args, f"CoCoOp {method} on {data_args.display_name}"
         )
     return content
 

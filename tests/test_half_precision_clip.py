@@ -1,0 +1,119 @@
+"""A frozen CLIP in half precision under a prompt learner kept in fp32 (`CoCoOpModel.cast_frozen_clip`)."""
+
+import copy
+
+import pytest
+import torch
+
+from cocoop_hf import CoCoOpModel
+
+from .conftest import random_pixels
+from .reference_cocoop import reference_family
+
+
+NAMES = ["a", "very long class name with many words", "x_y_z", "tench", "b c"]
+# bf16 keeps 8 bits of mantissa: every CLIP weight and activation rounds to ~0.4%. Through the tiny CLIP's text
+# layers the logits then move by a few percent of their largest value at most; measured here: 0.7% to 1.7%.
+HALF_RTOL = 5e-2
+OPTIONS = {
+    "cocoop": {},
+    "coop": {"conditional": False},
+    "coop-middle-csc": {"conditional": False, "class_token_position": "middle", "class_specific_context": True},
+    "cocoop-front": {"class_token_position": "front"},
+    "kgcoop": {"conditional": False, "kgcoop_weight": 8.0},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(clip_dir, tokenizer, **config):
+    model = CoCoOpModel.from_clip(str(clip_dir), NAMES, tokenizer=tokenizer, **config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.prompt_learner.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return model
+
+
+def unit_embeds(batch, dim):
+    embeds = torch.randn(batch, dim, generator=torch.Generator().manual_seed(1))
+    return embeds / embeds.norm(dim=-1, keepdim=True)
+
+
+def relative_error(actual, expected) -> float:
+    return ((actual.float() - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_half_precision_clip_follows_the_fp32_reference(tiny_clip_dir, tokenizer, option):
+    model = build(tiny_clip_dir, tokenizer, **OPTIONS[option])
+    embeds = unit_embeds(3, model.config.clip_config.projection_dim)
+    labels = torch.tensor([0, 4, 2])
+    with torch.no_grad():
+        expected, _ = reference_family(model, model.prompt_ids, model.eos_index, model.name_length.tolist(), embeds)
+    fp32_grad = torch.autograd.grad(model(image_embeds=embeds, labels=labels).loss, model.prompt_learner.ctx)[0]
+
+    half = copy.deepcopy(model).cast_frozen_clip(torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in half.clip.parameters())
+    assert all(p.dtype == torch.float32 for p in half.prompt_learner.parameters())
+    out = half(image_embeds=embeds, labels=labels)
+    assert relative_error(out.logits, expected) <= HALF_RTOL
+    assert torch.isfinite(out.loss)
+    ctx_grad = torch.autograd.grad(out.loss, half.prompt_learner.ctx)[0]
+    # Gradients reach the fp32 context through the cast, in fp32, pointing where the fp32 model's do.
+    assert ctx_grad.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(ctx_grad.flatten(), fp32_grad.flatten(), dim=0) > 0.98
+
+
+def test_half_precision_clip_from_pixels_and_under_autocast(tiny_clip_dir, tokenizer):
+    model = build(tiny_clip_dir, tokenizer)
+    pixels = random_pixels(2, size=model.config.clip_config.vision_config.image_size)
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).logits
+        half = copy.deepcopy(model).cast_frozen_clip(torch.bfloat16)
+        assert relative_error(half(pixel_values=pixels).logits, expected) <= HALF_RTOL
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert relative_error(half(pixel_values=pixels).logits, expected) <= HALF_RTOL
+
+
+def test_a_training_step_updates_the_fp32_context_only(tiny_clip_dir, tokenizer):
+    model = build(tiny_clip_dir, tokenizer).cast_frozen_clip(torch.bfloat16)
+    clip_before = {name: p.clone() for name, p in model.clip.named_parameters()}
+    ctx_before = model.prompt_learner.ctx.detach().clone()
+    optimizer = torch.optim.SGD(model.prompt_learner.parameters(), lr=0.1)
+    embeds = unit_embeds(2, model.config.clip_config.projection_dim)
+    model(image_embeds=embeds, labels=torch.tensor([1, 3])).loss.backward()
+    optimizer.step()
+    assert model.prompt_learner.ctx.dtype == torch.float32
+    assert not torch.equal(model.prompt_learner.ctx, ctx_before)
+    assert all(torch.equal(p, clip_before[name]) for name, p in model.clip.named_parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, "bf16", None])
+def test_cast_frozen_clip_refuses_what_is_not_a_float_dtype(tiny_clip_dir, tokenizer, dtype):
+    model = build(tiny_clip_dir, tokenizer)
+    with pytest.raises(TypeError, match="floating-point torch.dtype"):
+        model.cast_frozen_clip(dtype)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_saving_after_the_cast_keeps_the_prompt_learner_in_fp32(tiny_clip_dir, tokenizer, tmp_path):
+    model = build(tiny_clip_dir, tokenizer).cast_frozen_clip(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    # config.json records the model's own dtype (its prompt learner's), not the cast CLIP's: loading does not
+    # silently round the trained context to bf16.
+    assert model.dtype == torch.float32
+    loaded = CoCoOpModel.from_pretrained(tmp_path)
+    assert loaded.prompt_learner.ctx.dtype == torch.float32
+    assert torch.equal(loaded.prompt_learner.ctx, model.prompt_learner.ctx)
+    # CLIP comes back with the bf16 values it was saved with; cast again, the model answers exactly as before.
+    loaded.cast_frozen_clip(torch.bfloat16)
+    embeds = unit_embeds(2, model.config.clip_config.projection_dim)
+    with torch.no_grad():
+        assert torch.equal(loaded(image_embeds=embeds).logits, model(image_embeds=embeds).logits)
