@@ -189,6 +189,35 @@ def test_coop_trains_through_the_same_script(tmp_path):
     assert not any("meta_net" in key for key in prompt_learner_state(tmp_path / "coop"))
 
 
+def test_clip_dtype_trains_an_fp32_prompt_learner_on_a_bf16_clip(tmp_path):
+    content = main(argv(tmp_path / "half", "--method", "coop", "--clip_dtype", "bf16"))
+    assert content["recipe"]["CLIP weights"] == "bf16"
+    assert content["arguments"]["model"]["clip_dtype"] == "bf16"
+    saved = load_file(tmp_path / "half" / "model.safetensors")
+    assert saved["prompt_learner.ctx"].dtype == torch.float32
+    clip_dtypes = {
+        tensor.dtype for key, tensor in saved.items() if key.startswith("clip.") and tensor.is_floating_point()
+    }
+    assert clip_dtypes == {torch.bfloat16}
+    # Trained: the context moved away from the words it started from (the token embeddings of "a photo of a").
+    start = main(argv(tmp_path / "start", "--method", "coop", "--clip_dtype", "bf16", train=False))
+    assert start["recipe"]["epochs"] == 0
+    assert not torch.equal(
+        saved["prompt_learner.ctx"], load_file(tmp_path / "start" / "model.safetensors")["prompt_learner.ctx"]
+    )
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_training_for_no_epoch_is_refused(tmp_path, no_training, epochs):
+    with pytest.raises(ValueError, match=f"--num_train_epochs {float(epochs)} trains nothing"):
+        main(argv(tmp_path / "none", "--num_train_epochs", epochs))
+
+
+def test_clip_dtype_is_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"--clip_dtype must be one of \('fp32', 'bf16', 'fp16'\), got 'int8'"):
+        main(argv(tmp_path / "bad", "--clip_dtype", "int8"))
+
+
 def test_config_file_with_overriding_flags(tmp_path):
     config = tmp_path / "recipe.json"
     config.write_text(json.dumps({"method": "coop", "num_shots": 3, "learning_rate": 0.5}))

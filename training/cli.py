@@ -14,6 +14,7 @@ from transformers.utils import logging
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 METHODS = ("cocoop", "coop", "kgcoop", "zeroshot")
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+CLIP_DTYPES = ("fp32", "bf16", "fp16")
 # KgCoOp's weight w in the official base-to-new runs (htyao89/KgCoOp scripts/base2new_train.sh: WEIGHT=8.0).
 KGCOOP_DEFAULT_WEIGHT = 8.0
 
@@ -72,11 +73,21 @@ class ModelArguments:
         },
     )
     random_init_seed: int = field(default=0, metadata={"help": "Seed of the random CLIP weights."})
+    clip_dtype: str = field(
+        default="fp32",
+        metadata={
+            "help": "Dtype of the frozen CLIP's weights: 'fp32' (default), 'bf16' or 'fp16' (for a GPU; the official "
+            "code runs its CLIP in fp16 weights). The prompt learner, its gradients and the optimizer stay fp32; "
+            "combine with --bf16/--fp16 (autocast). The saved model holds CLIP in that dtype."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for Hub downloads."})
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
+        if self.clip_dtype not in CLIP_DTYPES:
+            raise ValueError(f"--clip_dtype must be one of {CLIP_DTYPES}, got {self.clip_dtype!r}.")
         if isinstance(self.ctx_init, str) and self.ctx_init.strip().lower() in ("", "none", "null"):
             self.ctx_init = None
         self._check_method_options()

@@ -11,6 +11,7 @@ RANDOM_WEIGHTS_ATTRIBUTE = "random_clip_weights"
 # The KgCoOp hand-crafted prompt without a dataset template (CoCoOpConfig's default, official CUSTOM_TEMPLATES for
 # ImageNet, Caltech101, StanfordCars, SUN397).
 DEFAULT_KGCOOP_TEMPLATE = "a photo of a {}."
+CLIP_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # torch attribute names: torch is imported late here
 # Where htyao89/KgCoOp trainers/kgcoop.py CUSTOM_TEMPLATES differs from CoOp trainers/zsclip.py CUSTOM_TEMPLATES.
 KGCOOP_TEMPLATE_OVERRIDES = {"DescribableTextures": "a photo of a {}, a type of texture."}
 
@@ -18,7 +19,16 @@ KGCOOP_TEMPLATE_OVERRIDES = {"DescribableTextures": "a photo of a {}, a type of 
 def build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_template: str | None = None):
     """CoCoOpModel for `class_names` (CoOp: conditional=False; KgCoOp: CoOp + its regulariser, whose zero-shot
     features come from `kgcoop_template`; zero-shot: CoOp with the context of ctx_init; for a template, see
-    `build_zero_shot_clip`)."""
+    `build_zero_shot_clip`), its frozen CLIP's weights in `--clip_dtype`."""
+    model = _build_model(model_args, class_names, seed, kgcoop_template)
+    if model_args.clip_dtype != "fp32":
+        import torch
+
+        model.cast_frozen_clip(getattr(torch, CLIP_TORCH_DTYPES[model_args.clip_dtype]))
+    return model
+
+
+def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_template: str | None):
     from transformers import CLIPTokenizer
 
     from cocoop_hf import CoCoOpConfig, CoCoOpModel
@@ -161,6 +171,10 @@ def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names)
         _, clip = random_clip(model_args)
     else:
         clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+    if model_args.clip_dtype != "fp32":
+        import torch
+
+        clip.to(getattr(torch, CLIP_TORCH_DTYPES[model_args.clip_dtype]))
     return ZeroShotCLIP(
         clip.eval(),
         tokenizer,

@@ -158,6 +158,11 @@ def parse_args(argv=None):
         raise ValueError(f"--lr_schedule must be 'dassl_cosine' or 'hf', got {run_args.lr_schedule!r}.")
     if run_args.lr_schedule == "dassl_cosine" and training_args.max_steps > 0:
         raise ValueError("--max_steps does not fit the per-epoch Dassl schedule: use --num_train_epochs.")
+    if training_args.do_train and training_args.max_steps <= 0 and not training_args.num_train_epochs > 0:
+        raise ValueError(
+            f"--num_train_epochs {training_args.num_train_epochs} trains nothing: give a positive number of epochs, "
+            "or drop --do_train to evaluate the model as it starts."
+        )
     if model_args.class_specific_context:
         check_class_sets(data_args, training_args, "--class_specific_context")
     if training_args.do_train and training_args.do_eval:
@@ -533,6 +538,7 @@ def main(argv=None, callbacks=None) -> dict:
         "lr schedule": f"{run_args.lr_schedule} (warmup {run_args.warmup_epochs} epoch at {run_args.warmup_lr:g})",
         "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
+        "CLIP weights": model_args.clip_dtype,
     }
     if template is not None:
         recipe["prompt template"] = template
