@@ -285,5 +285,6 @@ def render_model_card(
         result_columns=[METRIC_FIELDS[key] for key in columns],
         result_rows=table,
         prompt_options=options,
+        image_conditional=method == "cocoop",
         citation=CITATION + ("\n\n" + KGCOOP_CITATION if method == "kgcoop" or kgcoop_weight > 0 else ""),
     )

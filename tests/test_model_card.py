@@ -137,6 +137,11 @@ def test_card_names_the_training_method():
     assert "learned with **CoOp**" in coop and "meta-network turns" not in coop
     assert "zero-shot CLIP" in zeroshot and "Nothing is learned" in zeroshot and "learned with" not in zeroshot
     assert "`[context] {class name}.`" in coop
+    # Only CoCoOp's prompt depends on the image: its card alone says inference is per image and class.
+    kgcoop = render_model_card(base_model=BASE, n_ctx=4, method="kgcoop").text
+    assert "once per image and class" in cocoop
+    for card in (coop, zeroshot, kgcoop):
+        assert "once per image and class" not in card and "runs once per class set" in card
     with pytest.raises(ValueError, match="`method` must be one of"):
         render_model_card(base_model=BASE, method="maple")
 
