@@ -5,8 +5,11 @@ import os
 import unicodedata
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import BatchEncoding, ProcessorMixin
 from transformers.utils import cached_file, logging
+
+from .configuration_cocoop import CoCoOpConfig
 
 
 logger = logging.get_logger(__name__)
@@ -294,33 +297,13 @@ class CoCoOpProcessor(ProcessorMixin):
     @staticmethod
     def _check_raw_config(config: dict, config_file) -> None:
         """
-        Check the fields of a CoCoOp config.json that this processor reads as raw JSON (same rules as
-        `CoCoOpConfig`, which this file may not import: it travels alone): a string "false" would read as true.
+        Check a CoCoOp config.json read as raw JSON with `CoCoOpConfig`'s own rules (one rule set; its file ships
+        beside this one in every saved folder) before its fields are used: a string "false" would read as true.
         """
-
-        def fail(field, value, expected):
-            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-            raise ValueError(f"{config_file}: `{field}` must be {expected}, got {shown} ({type(value).__name__}).")
-
-        if not isinstance(config.get("adapter_only", False), bool):
-            fail("adapter_only", config["adapter_only"], "true or false (a JSON boolean)")
-        n_ctx = config.get("n_ctx")
-        if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
-            fail("n_ctx", n_ctx, "a positive integer")
-        ctx_init = config.get("ctx_init")
-        if ctx_init is not None and (not isinstance(ctx_init, str) or not ctx_init.strip()):
-            fail("ctx_init", ctx_init, "a non-empty string of words or null")
-        for field in ("clip_name_or_path", "clip_revision"):
-            if config.get(field) is not None and not isinstance(config[field], str):
-                fail(field, config[field], "a string or null")
-        clip_config = config.get("clip_config", {})
-        if not isinstance(clip_config, dict) or not isinstance(clip_config.get("text_config", {}), dict):
-            fail("clip_config", clip_config, "a JSON object with a `text_config` object")
-        text_config = clip_config.get("text_config", {})
-        for field in ("max_position_embeddings", "vocab_size"):
-            value = text_config.get(field)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                fail(f"clip_config.text_config.{field}", value, "a positive integer")
+        try:
+            CoCoOpConfig.from_dict(config)
+        except (ValueError, TypeError, StrictDataclassError) as error:
+            raise ValueError(f"{config_file}: {error}") from error
 
     @staticmethod
     def load_clip_tokenizer(name_or_path, vocab_size: int, **kwargs):

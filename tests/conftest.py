@@ -74,6 +74,19 @@ def random_pixels(batch, size=32, seed=0):
 
 
 @pytest.fixture(scope="module")
+def single_thread():
+    """
+    One intra-op torch thread for a module of tiny-tensor tests: on a shared 2-core CPU it is ~10x faster than two (no
+    oversubscription); results do not depend on it. A module opts in with
+    `pytestmark = pytest.mark.usefixtures("single_thread")`.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """A saved tiny CoCoOp (full and adapter), a Hub-layout cache and image files, built once per session."""
     from .cocoop_sharing import shared_artifacts

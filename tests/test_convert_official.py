@@ -12,8 +12,10 @@ from cocoop_hf import CoCoOpModel
 from cocoop_hf.convert_official import from_official_checkpoint, main
 
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, random_pixels
-from .test_modeling import single_thread  # noqa: F401  (autouse fixture)
 from .test_official_pickle import CALLS, CallsOnLoad, official_state_dict, record_call, write_dassl_checkpoint
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is steadier
 
 
 def model_with_tensors(clip_dir, class_names, state_dict, tokenizer, **config_kwargs):

@@ -21,15 +21,7 @@ from .reference_cocoop import (
 FAMILY_CLASS_NAMES = ["a", "very long class name with many words in it", "x_y_z", "café crème", "b c", "tench"]
 RTOL = 1e-5  # fp32: differences are reduction-order rounding, relative to the largest reference value
 GRAD_RTOL = 1e-4  # gradients pass through every layer twice (forward and backward): a little more rounding
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one intra-op thread is faster on a shared 2-core CPU; results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_config(**kwargs) -> CoCoOpConfig:

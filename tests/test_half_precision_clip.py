@@ -22,14 +22,7 @@ OPTIONS = {
     "cocoop-front": {"class_token_position": "front"},
     "kgcoop": {"conditional": False, "kgcoop_weight": 8.0},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(clip_dir, tokenizer, **config):

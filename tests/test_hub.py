@@ -259,7 +259,8 @@ def test_processor_push_to_hub(shared, monkeypatch):
     processor = CoCoOpProcessor.from_pretrained(shared.full_dir)
     processor.push_to_hub("me/tiny-cocoop")
     (commit,) = hub.commits
-    assert set(commit["files"]) == PROCESSOR_FILES | {"processing_cocoop.py", "README.md"}
+    # The processor's code and the config file it validates config.json with: what loading it remotely needs.
+    assert set(commit["files"]) == PROCESSOR_FILES | {"processing_cocoop.py", "configuration_cocoop.py", "README.md"}
     saved = json.loads(commit["files"]["processor_config.json"])
     assert saved["auto_map"]["AutoProcessor"] == "processing_cocoop.CoCoOpProcessor"
     assert commit["files"]["README.md"].decode() == str(hub.existing_card)  # the CoCoOp card is kept

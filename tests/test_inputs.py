@@ -9,7 +9,10 @@ from cocoop_hf import CoCoOpModel
 
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, assert_same_held_state, held_state, random_pixels
 from .reference_cocoop import reference_logits
-from .test_modeling import assert_close_relative, randomize_prompt_learner, single_thread  # noqa: F401
+from .test_modeling import assert_close_relative, randomize_prompt_learner
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is steadier
 
 
 @pytest.fixture(scope="module")

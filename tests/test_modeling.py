@@ -27,13 +27,7 @@ TRAINABLE = {
 RTOL = 1e-5  # fp32, relative to the largest reference logit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: on a shared 2-core CPU one intra-op thread is ~10x faster than two (no oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def randomize_prompt_learner(model, seed=0, std=0.3):

@@ -22,7 +22,9 @@ import cocoop_hf
 from cocoop_hf.official_pickle import load_official_fewshot_split, load_official_state_dict
 
 from . import hostile_pickles as hostile
-from .test_modeling import single_thread  # noqa: F401  (autouse fixture)
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is steadier
 
 
 CALLS = []

@@ -269,7 +269,7 @@ def test_full_folder_with_string_adapter_only_is_refused(shared, tmp_path):
     folder = tmp_path / "full"
     shutil.copytree(shared.full_dir, folder)
     edit_json(folder / "config.json", adapter_only="false")
-    match = rf"{re.escape(str(folder / 'config.json'))}: `adapter_only` must be true or false .*got 'false' \(str\)"
+    match = rf"{re.escape(str(folder / 'config.json'))}: `adapter_only` must be True or False .*got 'false' \(str\)"
     with pytest.raises(ValueError, match=match):
         CoCoOpProcessor.from_pretrained(folder)
 
@@ -278,9 +278,13 @@ def test_full_folder_with_string_adapter_only_is_refused(shared, tmp_path):
     ("changes", "match"),
     [
         ({"n_ctx": "4"}, r"`n_ctx` must be a positive integer, got '4' \(str\)"),
-        ({"ctx_init": 4}, r"`ctx_init` must be a non-empty string of words or null, got 4 \(int\)"),
-        ({"clip_revision": 3}, r"`clip_revision` must be a string or null, got 3 \(int\)"),
-        ({"clip_config": []}, r"`clip_config` must be a JSON object"),
+        ({"ctx_init": 4}, r"`ctx_init` must be a non-empty string of words or None, got 4"),
+        ({"clip_revision": 3}, r"`clip_revision` must be a non-empty string or None, got 3 \(int\)"),
+        ({"clip_config": []}, r"`clip_config` must be a CLIPConfig or a dict, got list"),
+        (
+            {"clip_config": {"text_config": {"vocab_size": "x"}}},
+            r"Validation error for field 'vocab_size':\s+TypeError: Field 'vocab_size' expected int",
+        ),
     ],
 )
 def test_adapter_folder_with_bad_config_json(shared, offline_cache, tmp_path, changes, match):

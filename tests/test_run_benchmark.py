@@ -5,6 +5,7 @@ import statistics
 
 import pytest
 
+from training import grid as training_grid
 from training import run_benchmark, run_cocoop
 from training.checkpoints import COMPLETE_MARKER_NAME, finish_output_dir, prepare_output_dir
 from training.evaluation import harmonic_mean
@@ -82,8 +83,8 @@ def fake(monkeypatch, tmp_path):
         path.parent.mkdir(exist_ok=True)
         path.write_text(f"method: {method}\n" + ("" if method == "zeroshot" else "num_shots: 16\n"))
         recipes[method] = path
-    monkeypatch.setattr(run_benchmark, "RECIPES", recipes)
-    monkeypatch.setattr(run_benchmark, "RECIPE_OVERRIDES", {})
+    monkeypatch.setattr(training_grid, "RECIPES", recipes)
+    monkeypatch.setattr(training_grid, "RECIPE_OVERRIDES", {})
     monkeypatch.setattr(run_benchmark, "check_layouts", lambda datasets, data_root: None)  # the fake reads no data
     return fake
 
@@ -214,7 +215,7 @@ def test_finished_run_with_other_shots_is_an_error(fake, tmp_path):
     with pytest.raises(ValueError, match=r"other run_cocoop flags(.|\n)*--num_shots 4"):
         run_benchmark.main(other_shots)
     # A finished folder this grid has no record of (e.g. copied in) is still checked against the cell.
-    (tmp_path / "grid" / run_benchmark.CELL_RECORDS_NAME).unlink()
+    (tmp_path / "grid" / training_grid.CELL_RECORDS_NAME).unlink()
     with pytest.raises(ValueError, match=r"shots 16 \(cell: 4\)"):
         run_benchmark.main(other_shots)
 
@@ -283,7 +284,7 @@ def test_published_recipes_per_method():
     assert run_benchmark.recipe_for("coop", "EuroSAT").name == "coop_vit_b16_ctxv1.yaml"
     assert run_benchmark.recipe_for("coop", "ImageNet").name == "coop_vit_b16_ep50_ctxv1.yaml"
     assert run_benchmark.recipe_for("zeroshot", "ImageNet").name == "zeroshot_clip_vit_b16.yaml"
-    for (method, _), path in run_benchmark.RECIPE_OVERRIDES.items():
+    for (method, _), path in training_grid.RECIPE_OVERRIDES.items():
         assert run_benchmark.cli.read_structured_file(path)["method"] == method
 
 

@@ -180,7 +180,7 @@ def test_source_dataset_is_read_from_the_model_folder(tmp_path):
 
 
 def test_recipes_and_every_layout_are_checked_before_the_first_cell(tmp_path, monkeypatch):
-    from training import run_benchmark
+    from training import grid
 
     ran = []
     monkeypatch.setattr(run_cocoop, "main", lambda argv: ran.append(argv))
@@ -191,7 +191,7 @@ def test_recipes_and_every_layout_are_checked_before_the_first_cell(tmp_path, mo
     argv = ["--data_root", str(root), "--output_dir", str(tmp_path / "g"), "--targets", "eurosat", "imagenet-a"]
     with pytest.raises(FileNotFoundError, match="imagenet-adversarial"):
         run_transfer_benchmark.main(argv)
-    monkeypatch.setitem(run_benchmark.RECIPES, "cocoop", tmp_path / "nowhere.yaml")
+    monkeypatch.setitem(grid.RECIPES, "cocoop", tmp_path / "nowhere.yaml")
     with pytest.raises(ValueError, match=r"recipe file\(s\) missing: .*nowhere.yaml"):
         run_transfer_benchmark.main([*argv[:-1]])
     assert ran == [] and not (tmp_path / "g").exists()

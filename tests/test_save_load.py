@@ -15,7 +15,10 @@ from transformers import AutoModel
 from cocoop_hf import CoCoOpConfig, CoCoOpModel
 
 from .conftest import CLASS_NAMES, FIXTURES, NEW_CLASS_NAMES, random_pixels, save_tiny_clip
-from .test_modeling import randomize_prompt_learner, single_thread  # noqa: F401
+from .test_modeling import randomize_prompt_learner
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is steadier
 
 
 ADAPTER_FILE = "prompt_learner.safetensors"

@@ -693,6 +693,14 @@ def _map_wnids(raw: str, names: dict[str, str] | None, dataset: str) -> tuple[st
     return raw, names[raw]
 
 
+def _lowercase_key(name: str, raw: str, pattern: str, expected: str) -> str:
+    """`raw` lowercased with "_" for spaces, which must then match `pattern`; else the error names `expected`."""
+    key = raw.strip().replace(" ", "_").lower()
+    if not re.fullmatch(pattern, key):
+        raise LabelMapError(f"{name}: label {raw!r} is no {expected}.")
+    return key
+
+
 def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str] | None):
     """(sort key of the official label order, official name) of one raw label name; None: a class the official
     reader ignores. Raises LabelMapError (naming the expected form) for a name that fits no official class."""
@@ -731,11 +739,9 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
     if name == "OxfordPets":
         # datasets/oxford_pets.py read_data: the breed of the image name, lowercased; labels are the annotations'
         # CLASS-ID order, which numbers the breeds alphabetically ignoring case
-        breed = raw.strip().replace(" ", "_").lower()
-        if not re.fullmatch(r"[a-z]+(_[a-z]+)*", breed):
-            raise LabelMapError(
-                f"OxfordPets: label {raw!r} is no breed name; expected e.g. 'Abyssinian' or 'american_bulldog'."
-            )
+        breed = _lowercase_key(
+            name, raw, r"[a-z]+(_[a-z]+)*", "breed name; expected e.g. 'Abyssinian' or 'american_bulldog'"
+        )
         return breed, breed
     if name == "SUN397":
         # datasets/sun397.py read_data: "/a/apartment_building/outdoor" -> "outdoor apartment_building"; labels in
@@ -761,11 +767,9 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
         return action.lower(), "_".join(_CAMEL_WORD.findall(action))
     if name in ("DescribableTextures", "Food101"):
         # datasets/dtd.py (also food101.py): the sorted image folder names are the class names
-        folder = raw.strip().replace(" ", "_").lower()
-        if not re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)*", folder):
-            raise LabelMapError(
-                f"{name}: label {raw!r} is no class folder name; expected e.g. 'apple_pie' / 'banded'."
-            )
+        folder = _lowercase_key(
+            name, raw, r"[a-z0-9]+(_[a-z0-9]+)*", "class folder name; expected e.g. 'apple_pie' / 'banded'"
+        )
         return folder, folder
     if name == "StanfordCars":
         # datasets/stanford_cars.py read_data: the devkit name with its year moved to the front

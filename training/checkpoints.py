@@ -75,7 +75,7 @@ def _write_json_atomic(path: Path, content) -> None:
     _fsync(path.parent)
 
 
-def _read_json(path: Path):
+def read_json(path: Path):
     """A JSON file's content, or None when it is missing or not valid JSON (a crash mid-write, a user's edit)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -116,7 +116,7 @@ def _entries(folder: Path) -> dict[str, Path]:
 
 def _owned_entries(folder: Path, entries: dict[str, Path]) -> set[str]:
     """Names in `folder` written by this script, as `output_manifest.json` records them (none without a manifest)."""
-    manifest = _read_json(folder / MANIFEST_NAME)
+    manifest = read_json(folder / MANIFEST_NAME)
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         return set()
     if manifest.get("complete"):
@@ -192,7 +192,7 @@ def checkpoint_problem(path) -> str | None:
     path = Path(path)
     if not path.is_dir():
         return f"{path} is not a folder"
-    marker = _read_json(path / COMPLETE_MARKER_NAME)
+    marker = read_json(path / COMPLETE_MARKER_NAME)
     if not isinstance(marker, dict) or not isinstance(marker.get("files"), dict):
         return f"{path} has no valid {COMPLETE_MARKER_NAME}: its writing did not finish"
     for name, size in marker["files"].items():
@@ -442,7 +442,7 @@ class LeanCheckpointTrainer(Trainer):
         if problem is not None:
             raise ValueError(f"cannot resume: {problem}.")
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
-        marker = _read_json(Path(resume_from_checkpoint) / COMPLETE_MARKER_NAME)
+        marker = read_json(Path(resume_from_checkpoint) / COMPLETE_MARKER_NAME)
         saved_names = marker.get("class_names")
         if saved_names is not None and getattr(model, "class_names", None) not in (None, saved_names):
             raise ValueError(

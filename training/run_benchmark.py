@@ -19,7 +19,6 @@ seeds), the average over the 11 base-to-new datasets, and the paper's averages b
 """
 
 import argparse
-import gc
 import json
 import logging as std_logging
 import statistics
@@ -34,26 +33,29 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers.utils import logging
 
 from training import cli
-from training.benchmarks import BENCHMARKS, get_benchmark, load_benchmark
-from training.checkpoints import MANIFEST_NAME, latest_checkpoint
+from training.benchmarks import BENCHMARKS, get_benchmark
+from training.checkpoints import MANIFEST_NAME
 from training.evaluation import harmonic_mean
+from training.grid import (
+    CONFIGS,
+    METHOD_TITLES,
+    RECIPES,
+    check_layouts,
+    check_same_cell,
+    expected_shots,
+    parse_grid_args,
+    read_json,
+    recipe_for,
+    resume_flags,
+    run_cells,
+    run_cocoop_argv,
+    run_identity,
+)
 from training.report import RESULTS_NAME, aggregate, bar_chart, markdown_table
 
 
 logger = logging.get_logger(__name__)
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
-# Published recipes (official configs/trainers/<Trainer>/*.yaml). CoOp as the official scripts/cocoop/base2new_train.sh
-# runs it with TRAINER=CoOp: vit_b16_ctxv1, and vit_b16_ep50_ctxv1 on ImageNet.
-RECIPES = {
-    "zeroshot": CONFIGS / "zeroshot_clip_vit_b16.yaml",
-    "coop": CONFIGS / "coop_vit_b16_ctxv1.yaml",
-    "cocoop": CONFIGS / "cocoop_vit_b16_c4_ep10_batch1_ctxv1.yaml",
-    # KgCoOp as the official htyao89/KgCoOp scripts/base2new_train.sh runs it (also on ImageNet: no override).
-    "kgcoop": CONFIGS / "kgcoop_vit_b16_ep100_ctxv1.yaml",
-}
-RECIPE_OVERRIDES = {("coop", "ImageNet"): CONFIGS / "coop_vit_b16_ep50_ctxv1.yaml"}
-METHOD_TITLES = {"zeroshot": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp"}
 # CoCoOp paper (Zhou et al., CVPR 2022) Table 1, "Average over 11 datasets": Base / New / H (%).
 PAPER_AVERAGES = {
     "zeroshot": {"base": 69.34, "new": 74.22, "H": 71.70},
@@ -64,26 +66,7 @@ PAPER_AVERAGES = {
 }
 # The datasets of Table 1: every benchmark with a train split (ImageNet-V2/-Sketch/-A/-R are evaluation-only).
 BASE_TO_NEW = tuple(name for name, bench in BENCHMARKS.items() if not bench.test_only)
-# Flags the grid sets per cell; passing them after `--` would make a cell something other than its folder says.
-GRID_FLAGS = (
-    "--benchmark",
-    "--data_root",
-    "--seed",
-    "--output_dir",
-    "--method",
-    "--overwrite_output_dir",
-    "--resume_from_checkpoint",
-    "--dataset_name",
-    "--dataset_display_name",
-    "--train_file",
-    "--eval_file",
-    "--split_file",
-    "--do_train",
-    "--protocol",
-)
 TABLE_STEM = "table1"
-# Grid folder file: the run_cocoop flags each cell was run with (a re-run with other flags is refused).
-CELL_RECORDS_NAME = "grid_cells.json"
 
 
 @dataclass(frozen=True)
@@ -99,15 +82,6 @@ class Cell:
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-
-
-def split_argv(argv):
-    """The grid's own flags, and the run_cocoop flags after `--`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" in argv:
-        cut = argv.index("--")
-        return argv[:cut], argv[cut + 1 :]
-    return argv, []
 
 
 def parse_args(argv=None):
@@ -136,17 +110,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3, as the paper)."
     )
-    own, extra = split_argv(argv)
-    args = parser.parse_args(own)
-    for flag in extra:
-        name = flag.split("=", 1)[0]
-        # argparse also takes an unambiguous prefix ("--output_d") for the full name: refuse those as well
-        if name.startswith("--") and len(name) > 2 and any(grid.startswith(name) for grid in GRID_FLAGS):
-            raise ValueError(f"{name} after '--' is set by the grid per cell: use the grid's options.")
-    args.extra = extra
+    args = parse_grid_args(parser, argv)
     args.benchmark = resolve_benchmarks(args.benchmark)
-    args.method = list(dict.fromkeys(args.method))
-    args.seeds = list(dict.fromkeys(args.seeds))
     return args
 
 
@@ -167,24 +132,9 @@ def resolve_benchmarks(names: list[str]) -> list[str]:
     return list(dict.fromkeys(resolved))
 
 
-def recipe_for(method: str, dataset: str) -> Path:
-    return RECIPE_OVERRIDES.get((method, dataset), RECIPES[method])
-
-
-def expected_shots(recipe: Path, extra: list[str], method: str) -> int | None:
-    """Shots a cell trains with: `--num_shots` after `--` wins over the recipe's; zero-shot trains on none."""
-    if method == "zeroshot":
-        return None
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--num_shots", type=int)
-    given = parser.parse_known_args(extra)[0].num_shots
-    if given is not None:
-        return given
-    return cli.read_structured_file(recipe, "recipe").get("num_shots")
-
-
 def build_grid(args) -> list[Cell]:
-    missing = sorted({str(recipe_for(m, d)) for m in args.method for d in args.benchmark} - _existing_recipes())
+    recipes = {recipe_for(m, d) for m in args.method for d in args.benchmark}
+    missing = sorted(str(recipe) for recipe in recipes if not recipe.is_file())
     if missing:
         raise ValueError(f"recipe file(s) missing: {missing}; they belong in {CONFIGS}.")
     cells = []
@@ -198,18 +148,7 @@ def build_grid(args) -> list[Cell]:
     return cells
 
 
-def _existing_recipes() -> set[str]:
-    return {str(path) for path in list(RECIPES.values()) + list(RECIPE_OVERRIDES.values()) if path.is_file()}
-
-
 # ---------------------------------------------------------------------------------------------- cell states
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def finished_run(cell: Cell) -> dict | None:
@@ -217,11 +156,11 @@ def finished_run(cell: Cell) -> dict | None:
     The results.json content of a finished run in the cell's folder, checked to be this cell's; None when the run is
     not finished. A finished run of another dataset, method, seed or shot count is an error, never a skip.
     """
-    manifest = _read_json(cell.output_dir / MANIFEST_NAME)
+    manifest = read_json(cell.output_dir / MANIFEST_NAME)
     if not (isinstance(manifest, dict) and manifest.get("complete")):
         return None
     results_path = cell.output_dir / RESULTS_NAME
-    content = _read_json(results_path)
+    content = read_json(results_path)
     runs = content.get("runs") if isinstance(content, dict) else None
     if not runs or len(runs) != 1:
         raise ValueError(
@@ -229,134 +168,42 @@ def finished_run(cell: Cell) -> dict | None:
             f"{RESULTS_NAME}: move it away, or choose another --output_dir."
         )
     run = runs[0]
-    try:
-        dataset = get_benchmark(str(run.get("dataset"))).name
-    except ValueError:
-        dataset = run.get("dataset")
-    found = {"dataset": dataset, "method": run.get("method"), "seed": run.get("seed"), "shots": run.get("num_shots")}
+    found = {**run_identity(run), "shots": run.get("num_shots")}
     wanted = {"dataset": cell.dataset, "method": cell.method, "seed": cell.seed, "shots": cell.num_shots}
-    if found != wanted:
-        differ = ", ".join(
-            f"{key} {found[key]!r} (cell: {wanted[key]!r})" for key in wanted if found[key] != wanted[key]
-        )
-        raise ValueError(
-            f"{results_path} is a finished run of another cell: {differ}. Move that folder away, or choose another "
-            "--output_dir; the grid does not overwrite finished runs."
-        )
+    check_same_cell(results_path, found, wanted)
     if "base" not in run.get("metrics", {}) or "new" not in run.get("metrics", {}):
         raise ValueError(f"{results_path} has no base and new accuracy: not a base-to-new run.")
     return content
 
 
-def resume_flags(cell: Cell) -> tuple[str, list[str]]:
-    """What to do with a cell that is not finished: ('run' | 'resume' | 'restart', extra run_cocoop flags)."""
-    if not cell.output_dir.is_dir() or not any(cell.output_dir.iterdir()):
-        return "run", []
-    if latest_checkpoint(cell.output_dir) is not None:
-        return "resume", ["--resume_from_checkpoint", "latest"]
-    if isinstance(_read_json(cell.output_dir / MANIFEST_NAME), dict):
-        # An interrupted run of this cell that saved no checkpoint: run_cocoop deletes its outputs (only those: a
-        # user's own files there are kept) and starts again.
-        return "restart", ["--overwrite_output_dir"]
-    # No run of run_cocoop started here: let it refuse the folder, naming the files, before anything is written.
-    return "run", []
-
-
 # ---------------------------------------------------------------------------------------------- grid
-
-
-def cell_argv(cell: Cell, extra: list[str], data_root: str) -> list[str]:
-    """The run_cocoop flags that define a cell's run (resume flags aside)."""
-    return [
-        str(recipe_for(cell.method, cell.dataset)),
-        "--benchmark",
-        cell.dataset,
-        "--data_root",
-        str(Path(data_root).resolve()),
-        "--seed",
-        str(cell.seed),
-        "--output_dir",
-        str(cell.output_dir),
-        *extra,
-    ]
-
-
-def check_layouts(datasets: list[str], data_root: str) -> None:
-    """Every dataset's official layout (folders, split files; not each image) is there before the first cell runs."""
-    for name in datasets:
-        load_benchmark(name, data_root, check_files=False)
-
-
-def check_cell_records(cells: list[Cell], records: dict, extra: list[str], data_root: str) -> None:
-    """
-    A cell already run (finished or not) with other flags (another CLIP, epochs, learning rate, ...) is an error: its
-    results would be skipped or resumed as if they were this command's.
-    """
-    for cell in cells:
-        recorded = records.get(str(cell.output_dir))
-        wanted = cell_argv(cell, extra, data_root)
-        if recorded is not None and recorded != wanted:
-            raise ValueError(
-                f"{cell.output_dir} was run by this grid with other run_cocoop flags:\n  then: {' '.join(recorded)}\n"
-                f"  now:  {' '.join(wanted)}\nRe-run with the same flags, or choose another --output_dir."
-            )
 
 
 def run_cell(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> dict:
     from training import run_cocoop
 
-    argv = [*cell_argv(cell, [], data_root), *flags, *extra]
+    argv = [*run_cocoop_argv(cell, [], data_root), *flags, *extra]
     logger.info("run_cocoop %s", " ".join(argv))
     return run_cocoop.main(argv)
 
 
-def _write_records(path: Path, records: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def run_grid(args) -> dict[Cell, dict]:
     """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
-    from tqdm.auto import tqdm
-
     cells = build_grid(args)
     # Check every dataset's layout and every earlier cell first: a problem stops the grid before hours of training.
     check_layouts(args.benchmark, args.data_root)
-    records_path = Path(args.output_dir) / CELL_RECORDS_NAME
-    records = _read_json(records_path) or {}
-    check_cell_records(cells, records, args.extra, args.data_root)
-    finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
-    todo = [cell for cell in cells if cell not in finished]
-    logger.info(
-        "Grid of %d cells (%d datasets x %d methods, seeds %s): %d finished, %d to run.",
-        len(cells),
-        len(args.benchmark),
-        len(args.method),
-        args.seeds,
-        len(finished),
-        len(todo),
+    return run_cells(
+        cells,
+        args.output_dir,
+        title=f"Grid of {len(cells)} cells ({len(args.benchmark)} datasets x {len(args.method)} methods, "
+        f"seeds {args.seeds})",
+        desc="benchmark grid",
+        command=lambda cell: run_cocoop_argv(cell, args.extra, args.data_root),
+        finished_run=finished_run,
+        next_step=resume_flags,
+        run=lambda cell, flags: run_cell(cell, args.extra, args.data_root, flags),
+        flags_name="run_cocoop flags",
     )
-    results = {}
-    progress = tqdm(cells, desc="benchmark grid", unit="cell")
-    for index, cell in enumerate(progress, 1):
-        progress.set_postfix_str(str(cell))
-        if cell in finished:
-            logger.info("[%d/%d] %s: finished earlier, skipped.", index, len(cells), cell)
-            results[cell] = finished[cell]
-            continue
-        action, flags = resume_flags(cell)
-        logger.info("[%d/%d] %s: %s in %s", index, len(cells), cell, action, cell.output_dir)
-        records[str(cell.output_dir)] = cell_argv(cell, args.extra, args.data_root)
-        _write_records(records_path, records)
-        run_cell(cell, args.extra, args.data_root, flags)
-        results[cell] = finished_run(cell)
-        if results[cell] is None:
-            raise RuntimeError(f"{cell}: run_cocoop returned without finishing {cell.output_dir}.")
-        gc.collect()  # the cell's model and datasets, before the next cell builds its own
-    progress.close()
-    return results
 
 
 # ---------------------------------------------------------------------------------------------- table

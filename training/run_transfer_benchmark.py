@@ -25,7 +25,6 @@ interrupted evaluation runs again. Writes `transfer.md`, `transfer.json` and `tr
 """
 
 import argparse
-import gc
 import json
 import logging as std_logging
 import statistics
@@ -42,18 +41,20 @@ from transformers.utils import logging
 from training import cli
 from training.benchmarks import get_benchmark
 from training.checkpoints import MANIFEST_NAME
-from training.report import RESULTS_NAME, TABLE_NAME, bar_chart
-from training.run_benchmark import (
-    GRID_FLAGS,
+from training.grid import (
     METHOD_TITLES,
-    _read_json,
-    _write_records,
     check_layouts,
+    check_same_cell,
     expected_shots,
+    parse_grid_args,
+    read_json,
     recipe_for,
     resume_flags,
-    split_argv,
+    run_cells,
+    run_cocoop_argv,
+    run_identity,
 )
+from training.report import RESULTS_NAME, TABLE_NAME, bar_chart
 
 
 logger = logging.get_logger(__name__)
@@ -101,7 +102,6 @@ PAPER_DG = {
     }.items()
 }
 TABLE_STEM = "transfer"
-CELL_RECORDS_NAME = "grid_cells.json"
 # run_cocoop flags that evaluate_transfer takes too (the same meaning); --fp16/--bf16 become its --mixed_precision.
 EVAL_FLAGS = ("--per_device_eval_batch_size", "--dataloader_num_workers", "--use_cpu", "--cache_dir")
 TARGETS_FILE = "targets.json"
@@ -141,16 +141,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--method", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3).")
-    own, extra = split_argv(argv)
-    args = parser.parse_args(own)
-    for flag in extra:
-        name = flag.split("=", 1)[0]
-        if name.startswith("--") and len(name) > 2 and any(grid.startswith(name) for grid in GRID_FLAGS):
-            raise ValueError(f"{name} after '--' is set by the grid per cell: use the grid's options.")
-    args.extra = extra
+    args = parse_grid_args(parser, argv)
     args.targets = resolve_targets(args.targets)
-    args.method = list(dict.fromkeys(args.method))
-    args.seeds = list(dict.fromkeys(args.seeds))
     return args
 
 
@@ -197,21 +189,8 @@ def training_cell(cell: TransferCell, output_dir) -> TransferCell:
 # ---------------------------------------------------------------------------------------------- cell commands
 
 
-def run_cocoop_argv(cell: TransferCell, extra: list[str], data_root: str) -> list[str]:
-    return [
-        str(recipe_for(cell.method, cell.dataset)),
-        "--benchmark",
-        cell.dataset,
-        "--data_root",
-        str(Path(data_root).resolve()),
-        "--protocol",
-        "all",  # xd_train.sh / xd_test.sh: all classes (DATASET.SUBSAMPLE_CLASSES all)
-        "--seed",
-        str(cell.seed),
-        "--output_dir",
-        str(cell.output_dir),
-        *extra,
-    ]
+# xd_train.sh / xd_test.sh: all classes (DATASET.SUBSAMPLE_CLASSES all)
+ALL_CLASSES = ("--protocol", "all")
 
 
 def _flag_values(extra: list[str], names) -> dict[str, str]:
@@ -255,7 +234,7 @@ def cell_command(cell: TransferCell, args) -> list[str]:
     """What defines a cell's run (recorded in grid_cells.json; resume flags aside)."""
     if cell.kind == "evaluate":
         return ["evaluate_transfer", *evaluate_argv(cell, args.extra, args.output_dir)]
-    return ["run_cocoop", *run_cocoop_argv(cell, args.extra, args.data_root)]
+    return ["run_cocoop", *run_cocoop_argv(cell, args.extra, args.data_root, ALL_CLASSES)]
 
 
 # ---------------------------------------------------------------------------------------------- cell states
@@ -268,10 +247,10 @@ def finished_cell(cell: TransferCell, args) -> dict | None:
         if not ((cell.output_dir / TABLE_NAME).is_file() and results_path.is_file()):
             return None
     else:
-        manifest = _read_json(cell.output_dir / MANIFEST_NAME)
+        manifest = read_json(cell.output_dir / MANIFEST_NAME)
         if not (isinstance(manifest, dict) and manifest.get("complete")):
             return None
-    content = _read_json(results_path)
+    content = read_json(results_path)
     runs = content.get("runs") if isinstance(content, dict) else None
     if not runs or len(runs) != 1 or "all" not in (runs[0].get("metrics") or {}):
         raise ValueError(
@@ -279,11 +258,7 @@ def finished_cell(cell: TransferCell, args) -> dict | None:
             f"{cell.output_dir} away, or choose another --output_dir."
         )
     run = runs[0]
-    try:
-        dataset = get_benchmark(str(run.get("dataset"))).name
-    except ValueError:
-        dataset = run.get("dataset")
-    found = {"dataset": dataset, "method": run.get("method"), "seed": run.get("seed")}
+    found = run_identity(run)
     wanted = {"dataset": cell.dataset, "method": cell.method, "seed": cell.seed}
     if cell.kind == "train":
         found["shots"] = run.get("num_shots")
@@ -291,14 +266,7 @@ def finished_cell(cell: TransferCell, args) -> dict | None:
     if cell.kind == "evaluate":
         found["model"] = content.get("model")
         wanted["model"] = str(training_cell(cell, args.output_dir).output_dir.resolve())
-    if found != wanted:
-        differ = ", ".join(
-            f"{key} {found[key]!r} (cell: {wanted[key]!r})" for key in wanted if found[key] != wanted[key]
-        )
-        raise ValueError(
-            f"{results_path} is a finished run of another cell: {differ}. Move that folder away, or choose another "
-            "--output_dir; the grid does not overwrite finished runs."
-        )
+    check_same_cell(results_path, found, wanted)
     return content
 
 
@@ -324,59 +292,31 @@ def run_one(cell: TransferCell, args, flags: list[str]) -> None:
         return
     from training import run_cocoop
 
-    argv = [*run_cocoop_argv(cell, [], args.data_root), *flags, *args.extra]
+    argv = [*run_cocoop_argv(cell, [], args.data_root, ALL_CLASSES), *flags, *args.extra]
     logger.info("run_cocoop %s", " ".join(argv))
     run_cocoop.main(argv)
 
 
 def run_grid(args) -> dict[TransferCell, dict]:
     """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
-    from tqdm.auto import tqdm
-
     recipes = {recipe_for(method, SOURCE) for method in args.method}  # zero-shot: one recipe for every dataset
     missing = sorted(str(recipe) for recipe in recipes if not recipe.is_file())
     if missing:
         raise ValueError(f"recipe file(s) missing: {missing}.")
     cells = build_grid(args)
     check_layouts([SOURCE, *args.targets], args.data_root)
-    records_path = Path(args.output_dir) / CELL_RECORDS_NAME
-    records = _read_json(records_path) or {}
-    for cell in cells:
-        recorded, wanted = records.get(str(cell.output_dir)), cell_command(cell, args)
-        if recorded is not None and recorded != wanted:
-            raise ValueError(
-                f"{cell.output_dir} was run by this grid with other flags:\n  then: {' '.join(recorded)}\n"
-                f"  now:  {' '.join(wanted)}\nRe-run with the same flags, or choose another --output_dir."
-            )
-    finished = {cell: content for cell in cells if (content := finished_cell(cell, args)) is not None}
-    logger.info(
-        "Transfer grid of %d cells (methods %s, seeds %s, %d targets): %d finished, %d to run.",
-        len(cells),
-        args.method,
-        args.seeds,
-        len(args.targets),
-        len(finished),
-        len(cells) - len(finished),
+    return run_cells(
+        cells,
+        args.output_dir,
+        title=f"Transfer grid of {len(cells)} cells (methods {args.method}, seeds {args.seeds}, "
+        f"{len(args.targets)} targets)",
+        desc="transfer grid",
+        command=lambda cell: cell_command(cell, args),
+        finished_run=lambda cell: finished_cell(cell, args),
+        next_step=lambda cell: evaluation_flags(cell) if cell.kind == "evaluate" else resume_flags(cell),
+        run=lambda cell, flags: run_one(cell, args, flags),
+        flags_name="flags",
     )
-    results = {}
-    progress = tqdm(cells, desc="transfer grid", unit="cell")
-    for index, cell in enumerate(progress, 1):
-        progress.set_postfix_str(str(cell))
-        if cell in finished:
-            logger.info("[%d/%d] %s: finished earlier, skipped.", index, len(cells), cell)
-            results[cell] = finished[cell]
-            continue
-        action, flags = evaluation_flags(cell) if cell.kind == "evaluate" else resume_flags(cell)
-        logger.info("[%d/%d] %s: %s in %s", index, len(cells), cell, action, cell.output_dir)
-        records[str(cell.output_dir)] = cell_command(cell, args)
-        _write_records(records_path, records)
-        run_one(cell, args, flags)
-        results[cell] = finished_cell(cell, args)
-        if results[cell] is None:
-            raise RuntimeError(f"{cell}: the run returned without finishing {cell.output_dir}.")
-        gc.collect()
-    progress.close()
-    return results
 
 
 # ---------------------------------------------------------------------------------------------- tables

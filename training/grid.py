@@ -1,0 +1,219 @@
+"""
+What the two grid scripts share: training/run_benchmark.py (Table 1) and training/run_transfer_benchmark.py (Tables
+2 and 3). The published recipe of each method, the command line (the grid's own flags, then run_cocoop flags after
+`--`), the run_cocoop command of a cell, `grid_cells.json` (the command each cell was run with), what a finished,
+interrupted or foreign cell folder means, and the loop over the cells.
+
+A cell is any object with `dataset`, `method`, `seed` and `output_dir` attributes whose str() names it in the logs.
+"""
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+
+from transformers.utils import logging
+
+from training import cli
+from training.benchmarks import get_benchmark, load_benchmark
+from training.checkpoints import MANIFEST_NAME, latest_checkpoint, read_json
+
+
+logger = logging.get_logger(__name__)
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+# Published recipes (official configs/trainers/<Trainer>/*.yaml). CoOp as the official scripts/cocoop/base2new_train.sh
+# runs it with TRAINER=CoOp: vit_b16_ctxv1, and vit_b16_ep50_ctxv1 on ImageNet.
+RECIPES = {
+    "zeroshot": CONFIGS / "zeroshot_clip_vit_b16.yaml",
+    "coop": CONFIGS / "coop_vit_b16_ctxv1.yaml",
+    "cocoop": CONFIGS / "cocoop_vit_b16_c4_ep10_batch1_ctxv1.yaml",
+    # KgCoOp as the official htyao89/KgCoOp scripts/base2new_train.sh runs it (also on ImageNet: no override).
+    "kgcoop": CONFIGS / "kgcoop_vit_b16_ep100_ctxv1.yaml",
+}
+RECIPE_OVERRIDES = {("coop", "ImageNet"): CONFIGS / "coop_vit_b16_ep50_ctxv1.yaml"}
+METHOD_TITLES = {"zeroshot": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp"}
+# Flags the grid sets per cell; passing them after `--` would make a cell something other than its folder says.
+GRID_FLAGS = (
+    "--benchmark",
+    "--data_root",
+    "--seed",
+    "--output_dir",
+    "--method",
+    "--overwrite_output_dir",
+    "--resume_from_checkpoint",
+    "--dataset_name",
+    "--dataset_display_name",
+    "--train_file",
+    "--eval_file",
+    "--split_file",
+    "--do_train",
+    "--protocol",
+)
+# Grid folder file: the command each cell was run with (a re-run with other flags is refused).
+CELL_RECORDS_NAME = "grid_cells.json"
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+
+
+def recipe_for(method: str, dataset: str) -> Path:
+    return RECIPE_OVERRIDES.get((method, dataset), RECIPES[method])
+
+
+def expected_shots(recipe: Path, extra: list[str], method: str) -> int | None:
+    """Shots a cell trains with: `--num_shots` after `--` wins over the recipe's; zero-shot trains on none."""
+    if method == "zeroshot":
+        return None
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--num_shots", type=int)
+    given = parser.parse_known_args(extra)[0].num_shots
+    if given is not None:
+        return given
+    return cli.read_structured_file(recipe, "recipe").get("num_shots")
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def _split_argv(argv):
+    """The grid's own flags, and the run_cocoop flags after `--`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def parse_grid_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """
+    `parser`'s flags (it has --method and --seeds) before `--`; the run_cocoop flags after it in `args.extra`, none of
+    them one the grid sets per cell. Methods and seeds keep their order, each once.
+    """
+    own, extra = _split_argv(argv)
+    args = parser.parse_args(own)
+    for flag in extra:
+        name = flag.split("=", 1)[0]
+        # argparse also takes an unambiguous prefix ("--output_d") for the full name: refuse those as well
+        if name.startswith("--") and len(name) > 2 and any(grid.startswith(name) for grid in GRID_FLAGS):
+            raise ValueError(f"{name} after '--' is set by the grid per cell: use the grid's options.")
+    args.extra = extra
+    args.method = list(dict.fromkeys(args.method))
+    args.seeds = list(dict.fromkeys(args.seeds))
+    return args
+
+
+def run_cocoop_argv(cell, extra: list[str], data_root: str, options: tuple[str, ...] = ()) -> list[str]:
+    """The run_cocoop flags that define a cell's run (resume flags aside); `options` go before --seed."""
+    return [
+        str(recipe_for(cell.method, cell.dataset)),
+        "--benchmark",
+        cell.dataset,
+        "--data_root",
+        str(Path(data_root).resolve()),
+        *options,
+        "--seed",
+        str(cell.seed),
+        "--output_dir",
+        str(cell.output_dir),
+        *extra,
+    ]
+
+
+def check_layouts(datasets: list[str], data_root: str) -> None:
+    """Every dataset's official layout (folders, split files; not each image) is there before the first cell runs."""
+    for name in datasets:
+        load_benchmark(name, data_root, check_files=False)
+
+
+# ---------------------------------------------------------------------------------------------- cell states
+
+
+def run_identity(run: dict) -> dict:
+    """Dataset (its official name where known), method and seed a results.json run records."""
+    try:
+        dataset = get_benchmark(str(run.get("dataset"))).name
+    except ValueError:
+        dataset = run.get("dataset")
+    return {"dataset": dataset, "method": run.get("method"), "seed": run.get("seed")}
+
+
+def check_same_cell(results_path: Path, found: dict, wanted: dict) -> None:
+    """A finished run of another cell in a cell's folder is an error, never a skip."""
+    if found != wanted:
+        differ = ", ".join(
+            f"{key} {found[key]!r} (cell: {wanted[key]!r})" for key in wanted if found[key] != wanted[key]
+        )
+        raise ValueError(
+            f"{results_path} is a finished run of another cell: {differ}. Move that folder away, or choose another "
+            "--output_dir; the grid does not overwrite finished runs."
+        )
+
+
+def resume_flags(cell) -> tuple[str, list[str]]:
+    """What to do with a run_cocoop cell that is not finished: ('run' | 'resume' | 'restart', extra flags)."""
+    if not cell.output_dir.is_dir() or not any(cell.output_dir.iterdir()):
+        return "run", []
+    if latest_checkpoint(cell.output_dir) is not None:
+        return "resume", ["--resume_from_checkpoint", "latest"]
+    if isinstance(read_json(cell.output_dir / MANIFEST_NAME), dict):
+        # An interrupted run of this cell that saved no checkpoint: run_cocoop deletes its outputs (only those: a
+        # user's own files there are kept) and starts again.
+        return "restart", ["--overwrite_output_dir"]
+    # No run of run_cocoop started here: let it refuse the folder, naming the files, before anything is written.
+    return "run", []
+
+
+# ---------------------------------------------------------------------------------------------- grid
+
+
+def _write_records(path: Path, records: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finished_run, next_step, run, flags_name):
+    """
+    Run (or skip, or resume) every cell in order; returns each cell's results.json content.
+
+    `command(cell)`: what defines the cell's run, recorded in grid_cells.json; `finished_run(cell)`: the results.json
+    content of its finished run, or None; `next_step(cell)`: (action, flags) for one that is not finished;
+    `run(cell, flags)` runs it. A cell run earlier (finished or not) with another command (another CLIP, epochs,
+    learning rate, ...; `flags_name` names them in the error) is refused before anything runs: its results would be
+    skipped or resumed as if they were this command's. `title` opens the log line that counts the cells to run.
+    """
+    from tqdm.auto import tqdm
+
+    records_path = Path(output_dir) / CELL_RECORDS_NAME
+    records = read_json(records_path) or {}
+    for cell in cells:
+        recorded, wanted = records.get(str(cell.output_dir)), command(cell)
+        if recorded is not None and recorded != wanted:
+            raise ValueError(
+                f"{cell.output_dir} was run by this grid with other {flags_name}:\n  then: {' '.join(recorded)}\n"
+                f"  now:  {' '.join(wanted)}\nRe-run with the same flags, or choose another --output_dir."
+            )
+    finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
+    logger.info("%s: %d finished, %d to run.", title, len(finished), len(cells) - len(finished))
+    results = {}
+    progress = tqdm(cells, desc=desc, unit="cell")
+    for index, cell in enumerate(progress, 1):
+        progress.set_postfix_str(str(cell))
+        if cell in finished:
+            logger.info("[%d/%d] %s: finished earlier, skipped.", index, len(cells), cell)
+            results[cell] = finished[cell]
+            continue
+        action, flags = next_step(cell)
+        logger.info("[%d/%d] %s: %s in %s", index, len(cells), cell, action, cell.output_dir)
+        records[str(cell.output_dir)] = command(cell)
+        _write_records(records_path, records)
+        run(cell, flags)
+        results[cell] = finished_run(cell)
+        if results[cell] is None:
+            raise RuntimeError(f"{cell}: the run returned without finishing {cell.output_dir}.")
+        gc.collect()  # the cell's model and datasets, before the next cell builds its own
+    progress.close()
+    return results
