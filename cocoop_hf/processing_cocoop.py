@@ -14,6 +14,10 @@ from .configuration_cocoop import CoCoOpConfig
 
 logger = logging.get_logger(__name__)
 
+# Arguments of from_pretrained that locate files of a folder or repo (the processor's, and the model loader's in
+# sharing_cocoop.py); an adapter's base CLIP gets all but `revision`/`subfolder` (it is another repo).
+HUB_KWARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token", "subfolder", "proxies")
+
 
 def clean_class_name(name: str) -> str:
     """Official CoOp/CoCoOp PromptLearner: `name.replace("_", " ")`."""
@@ -190,8 +194,6 @@ class CoCoOpProcessor(ProcessorMixin):
 
     # Saved processors always carry their code, so AutoProcessor(..., trust_remote_code=True) loads them anywhere.
     _auto_class = "AutoProcessor"
-    # Arguments of from_pretrained that locate files in a repo (the base CLIP gets all but `revision`/`subfolder`).
-    _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
     def __init__(
         self, image_processor=None, tokenizer=None, prompt_prefix=None, n_ctx=None, context_length=77, **kwargs
@@ -229,7 +231,7 @@ class CoCoOpProcessor(ProcessorMixin):
         base_name, base_revision, config = base
         # The base CLIP is another repo: its own revision, no subfolder; the access and cache arguments carry over.
         base_kwargs = {
-            key: kwargs[key] for key in cls._HUB_KWARGS if key in kwargs and key not in ("revision", "subfolder")
+            key: kwargs[key] for key in HUB_KWARGS if key in kwargs and key not in ("revision", "subfolder")
         }
         processor_dict, instantiation_kwargs = cls.get_processor_dict(pretrained_model_name_or_path, **kwargs)
         text_config = config.get("clip_config", {}).get("text_config", {})
@@ -264,7 +266,7 @@ class CoCoOpProcessor(ProcessorMixin):
         """`(clip_name_or_path, clip_revision, config dict)` when `path` is an adapter-only CoCoOp folder, else None."""
         if os.path.isfile(str(path)):
             return None
-        hub_kwargs = {key: kwargs[key] for key in cls._HUB_KWARGS if kwargs.get(key) is not None}
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if kwargs.get(key) is not None}
         try:
             config_file = cached_file(
                 path,

@@ -16,7 +16,7 @@ from transformers.utils import cached_file, logging
 
 from .configuration_cocoop import CoCoOpConfig
 from .pipeline_cocoop import CUSTOM_PIPELINES
-from .processing_cocoop import CoCoOpProcessor
+from .processing_cocoop import HUB_KWARGS, CoCoOpProcessor
 
 
 logger = logging.get_logger(__name__)
@@ -30,8 +30,6 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_cocoop.CoCoOpModel",
     "AutoProcessor": "processing_cocoop.CoCoOpProcessor",
 }
-# Arguments of from_pretrained that locate files of the CoCoOp folder or repo.
-HUB_KWARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token", "subfolder")
 # Arguments that also apply to loading the base CLIP of an adapter.
 CLIP_KWARGS = ("dtype", "device_map", "cache_dir", "local_files_only", "token")
 
