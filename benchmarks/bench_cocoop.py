@@ -321,6 +321,12 @@ def blank_row(spec: RowSpec) -> dict:
     return {**row, **asdict(spec), "ref_batch": min(spec.batch, spec.ref_batch or spec.batch), "note": ""}
 
 
+def compile_ours(model, args) -> None:
+    """`--compile`: ours runs its text path through torch.compile (the reference never calls the compiled code)."""
+    if args.compile:
+        model.compile_text_path(length_buckets=args.length_buckets)
+
+
 def run_row(model, spec: RowSpec, device, args, tokenizer) -> dict:
     row = {**blank_row(spec), "tolerance": tolerance_rule(spec.dtype, spec.clip_weights)}
     rb = row["ref_batch"]
@@ -340,6 +346,7 @@ def run_row(model, spec: RowSpec, device, args, tokenizer) -> dict:
         ours_model = copy.deepcopy(model)
         ours_model.prompt_learner = model.prompt_learner
         ours_model.cast_frozen_clip(DTYPES[spec.dtype])
+        compile_ours(ours_model, args)  # a copied compiled function would still run the fp32 model's layers
     for each in {id(m): m for m in (model, ours_model)}.values():
         each.train(spec.mode == "train")
         if spec.checkpointing:
@@ -487,6 +494,12 @@ def parse_args(argv=None):
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--compile", action="store_true", help="ours with model.compile_text_path() (torch.compile)")
     parser.add_argument(
+        "--length-buckets",
+        nargs="+",
+        type=int,
+        help="with --compile: fixed suffix-length buckets (compile_text_path(length_buckets=...)), e.g. 8 16 32",
+    )
+    parser.add_argument(
         "--half-clip", action="store_true", help="grid: ours with CLIP's weights in the row's dtype (bf16/fp16 rows)"
     )
     args = parser.parse_args(argv)
@@ -508,6 +521,8 @@ def parse_args(argv=None):
     else:
         args.preset = args.preset or ("gpu" if args.device == "cuda" else "cpu")
         specs = PRESETS[args.preset]
+    if args.length_buckets is not None and not args.compile:
+        parser.error("--length-buckets shape the compiled text path: pass --compile too.")
     if args.half_clip and args.preset != "custom":
         parser.error("--half-clip is a grid flag: the presets name their half-weight rows themselves.")
     if args.half_clip and not any(s.dtype != "fp32" for s in specs):
@@ -531,7 +546,7 @@ def main(argv=None) -> int:
         # ~1e-3 and fail the 1e-5 check for a reason that is not ours. (The legacy flags: after the newer
         # `fp32_precision` setters, reading `cudnn.allow_tf32` raises in torch 2.14.)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    env = {**environment(device), "ours_compiled": args.compile}
+    env = {**environment(device), "ours_compiled": args.compile, "length_buckets": args.length_buckets}
     print(f"# preset {args.preset}: " + "; ".join(f"{k} {v}" for k, v in env.items()))
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
     rows, model, built = [], None, None
@@ -546,8 +561,7 @@ def main(argv=None) -> int:
             _free(None, device)
             model = build_model(spec.model, device, args.seed, spec.method, load_class_names(spec.classes), tokenizer)
             built = model_key(spec)
-            if args.compile:  # the reference does not use the compiled function: only ours changes
-                model.compile_text_path()
+            compile_ours(model, args)
         try:
             rows.append(run_row(model, spec, device, args, tokenizer))
         except torch.OutOfMemoryError as error:

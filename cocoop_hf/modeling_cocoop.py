@@ -183,6 +183,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         self.register_buffer("zero_shot_embeds", torch.empty(0, 0), persistent=False)
         self._class_names = None
         self._suffix_encoder = self._encode_suffix  # replaced by a compiled version in compile_text_path()
+        self._length_buckets = None  # fixed suffix-length buckets of a compiled text path (compile_text_path)
         self.post_init()
         if clip_model is not None:
             # The prompt learner lives with the given CLIP, in its dtype (official PromptLearner: `dtype = clip.dtype`).
@@ -637,25 +638,52 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         features = self._encode_prompts(hidden.flatten(0, 1).to(self._text_dtype()), eos.repeat(batch))
         return features.view(batch, classes, -1)
 
-    def compile_text_path(self, **compile_kwargs) -> None:
+    def compile_text_path(self, length_buckets=None, **compile_kwargs) -> None:
         """
-        Opt in to `torch.compile` for the per-class text path (fuses norms, activations and residuals). Shapes vary
-        with the class groups, so `dynamic=True` is the default. Numerics stay within fp32 rounding of the eager path.
+        Opt in to `torch.compile` for the per-class text path (fuses norms, activations and residuals). Numerics stay
+        within fp32 rounding of the eager path.
+
+        Without `length_buckets`, shapes vary with the class groups and `dynamic=True` is the default. With
+        `length_buckets` (suffix lengths in tokens, e.g. `(8, 16, 32)`), each class suffix is padded to the next
+        bucket (longer ones to the longest the prompts allow) and the last call of a bucket is filled up to a power
+        of two classes by repeating a class whose extra outputs are dropped: the compiled function then sees a small
+        fixed set of shapes (per batch size: at most two class counts per bucket) and `dynamic=False` is the default.
+        Padding after a class's EOS changes no number of its feature (the text tower is causal). torch's recompile
+        limit (`torch._dynamo.config.recompile_limit`, 8 by default) caps the shapes compiled; calls beyond it run
+        eagerly.
         """
-        compile_kwargs.setdefault("dynamic", True)
+        if length_buckets is not None:
+            buckets = tuple(sorted(set(length_buckets))) if not isinstance(length_buckets, (str, bytes)) else ()
+            if not buckets or any(isinstance(b, bool) or not isinstance(b, int) or b < 2 for b in buckets):
+                raise ValueError(
+                    f"`length_buckets` must be suffix lengths in tokens, integers >= 2 (a name token and EOS), e.g. "
+                    f"(8, 16, 32); got {length_buckets!r}."
+                )
+            compile_kwargs.setdefault("dynamic", False)
+            self._length_buckets = buckets
+        else:
+            compile_kwargs.setdefault("dynamic", True)
+            self._length_buckets = None
         self._suffix_encoder = torch.compile(self._encode_suffix, **compile_kwargs)
 
-    def _class_groups(self, eos_index: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, int]]:
+    def _class_groups(
+        self, eos_index: torch.Tensor, batch: int, length_buckets=None, max_length: int | None = None
+    ) -> list[tuple[torch.Tensor, int, int]]:
         """
-        Class indices per text-tower call and their padded suffix length. Classes are grouped by prompt length
-        (`config.bucket_by_length`): lengths are merged where padding a few classes costs less than one more call
-        (a dynamic programme over the sorted lengths); each group is chunked to `config.text_chunk_tokens`.
+        `(class indices, padded suffix length, count of real classes)` per text-tower call. Classes are grouped by
+        prompt length (`config.bucket_by_length`): lengths are merged where padding a few classes costs less than
+        one more call (a dynamic programme over the sorted lengths); each group is chunked to
+        `config.text_chunk_tokens`. With `length_buckets` (see `compile_text_path`), lengths go to fixed buckets
+        (capped at `max_length`) and each bucket's last chunk repeats its last class up to a power of two; only the
+        first `count` classes of a chunk are real.
         """
         suffix_lengths = (eos_index - self.config.n_ctx).tolist()  # tokens after [SOS, ctx], EOS included
         by_length = {}
         for index, length in enumerate(suffix_lengths):
             by_length.setdefault(length, []).append(index)
         lengths = sorted(by_length)
+        if length_buckets is not None:
+            return self._fixed_shape_groups(by_length, batch, length_buckets, max_length, eos_index.device)
         if self.config.bucket_by_length:
             # Price of one more text-tower call in prompt tokens: kernel launches dominate small calls on a GPU.
             call_cost = 4096 if eos_index.device.type == "cuda" else 64
@@ -684,7 +712,24 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             per_call = max(1, self.config.text_chunk_tokens // (batch * (prefix_len + length)))
             for start in range(0, len(indices), per_call):
                 chunk = torch.tensor(indices[start : start + per_call], device=eos_index.device)
-                chunked.append((chunk, length))
+                chunked.append((chunk, length, len(chunk)))
+        return chunked
+
+    def _fixed_shape_groups(self, by_length: dict, batch: int, buckets, max_length: int, device):
+        """`_class_groups` for a compiled text path: few distinct (classes, length) shapes per batch size."""
+        by_bucket = {}
+        for length in sorted(by_length):
+            bucket = min([b for b in buckets if b >= length] or [max_length])
+            by_bucket.setdefault(min(max(bucket, length), max_length), []).extend(by_length[length])
+        prefix_len = 1 + self.config.n_ctx
+        chunked = []
+        for length, indices in by_bucket.items():
+            per_call = max(1, self.config.text_chunk_tokens // (batch * (prefix_len + length)))
+            for start in range(0, len(indices), per_call):
+                real = indices[start : start + per_call]
+                size = min(per_call, 1 << (len(real) - 1).bit_length())  # full chunks, or a power of two
+                chunk = torch.tensor(real + real[-1:] * (size - len(real)), device=device)
+                chunked.append((chunk, length, len(real)))
         return chunked
 
     def _prompts(self, input_ids, eos_index, name_length=None):
@@ -735,7 +780,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         prefix_cache = self._encode_prefix(prefix.to(self._text_dtype()))
         n_ctx = self.config.n_ctx
         features, order = [], []
-        for chunk, length in self._class_groups(eos_index, ctx.shape[0]):
+        groups = self._class_groups(eos_index, ctx.shape[0], self._length_buckets, prompt_ids.shape[1] - 1 - n_ctx)
+        for chunk, length, count in groups:
             suffix_ids = prompt_ids[chunk, 1 + n_ctx : 1 + n_ctx + length]
             eos = eos_index[chunk] - 1 - n_ctx
             if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -743,8 +789,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 out = checkpoint(self._suffix_encoder, prefix_cache, suffix_ids, eos, use_reentrant=False)
             else:
                 out = self._suffix_encoder(prefix_cache, suffix_ids, eos)
-            features.append(out)
-            order.append(chunk)
+            features.append(out[:, :count])  # a fixed-shape chunk's repeated classes are dropped
+            order.append(chunk[:count])
         features = torch.cat(features, dim=1)[:, torch.argsort(torch.cat(order))]  # back to class order
         return features / features.norm(dim=-1, keepdim=True)
 
@@ -755,7 +801,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         gives `(1, classes, proj)`: one text pass per class, no per-image work.
         """
         features, order = [], []
-        for chunk, length in self._class_groups(eos_index, ctx.shape[0]):
+        for chunk, length, _ in self._class_groups(eos_index, ctx.shape[0]):
             chunk_ctx = ctx[:, chunk] if ctx.dim() == 4 else ctx  # class-specific rows, or the shared context
             ids = prompt_ids[chunk, : 1 + self.config.n_ctx + length]
             lengths = name_length[chunk] if name_length is not None else None
