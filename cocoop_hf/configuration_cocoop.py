@@ -26,6 +26,7 @@ _CHECKED_FIELDS = (
     "class_specific_context",
     "kgcoop_weight",
     "kgcoop_template",
+    "frozen_clip_dtype",
     "id2label",
     "label2id",
 )
@@ -126,6 +127,9 @@ class CoCoOpConfig(PretrainedConfig):
             and classes (an option of this library, not of the paper).
         kgcoop_template (`str`, *optional*, defaults to `"a photo of a {}."`): the hand-crafted prompt of the
             zero-shot text features KgCoOp pulls towards; exactly one `{}`, where the class name goes.
+        frozen_clip_dtype (`str`, *optional*): `"bfloat16"` or `"float16"` when the frozen CLIP runs in that dtype
+            under the prompt learner's own (set by `CoCoOpModel.cast_frozen_clip`); `from_pretrained` casts the
+            loaded CLIP to it again, so a saved model answers as it did. `None`: CLIP in the model's dtype.
         id2label / label2id: the class names (prompts are built from `id2label`, with `_` read as a space).
             `id2label` maps every index 0..n-1 to a non-empty name (JSON's string keys "0", "1", ... are read as
             ints); `label2id` is derived from it when not given and must be its inverse when given.
@@ -152,6 +156,7 @@ class CoCoOpConfig(PretrainedConfig):
         class_specific_context=False,
         kgcoop_weight=0.0,
         kgcoop_template="a photo of a {}.",
+        frozen_clip_dtype=None,
         **kwargs,
     ):
         if clip_config is None:
@@ -210,6 +215,10 @@ class CoCoOpConfig(PretrainedConfig):
             raise ValueError(
                 f'`kgcoop_template` may hold no brace besides its one "{{}}", got {_shown(kgcoop_template)}: '
                 "str.format would read it as another field."
+            )
+        if frozen_clip_dtype not in (None, "bfloat16", "float16", "float32"):
+            raise ValueError(
+                f'`frozen_clip_dtype` must be "bfloat16", "float16", "float32" or None, got {_shown(frozen_clip_dtype)}.'
             )
         if class_specific_context:
             if conditional:
@@ -283,6 +292,7 @@ class CoCoOpConfig(PretrainedConfig):
         self.class_specific_context = class_specific_context
         self.kgcoop_weight = float(kgcoop_weight)
         self.kgcoop_template = kgcoop_template
+        self.frozen_clip_dtype = frozen_clip_dtype
         super().__init__(**kwargs)
 
     @classmethod

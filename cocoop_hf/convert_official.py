@@ -119,6 +119,14 @@ def from_official_checkpoint(
                 f"{class_count} classes, but {len(class_names)} class names were given: pass the {class_count} "
                 "classes it was trained on, in the training label order."
             )
+    position = config_kwargs.get("class_token_position", "end")
+    if inferred["conditional"] and position != "end":
+        # Official trainers/cocoop.py builds "[SOS] ctx {name}." only; CLASS_TOKEN_POSITION is a CoOp option.
+        raise ValueError(
+            f"{source}: a CoCoOp checkpoint (it has a meta-net) was trained with the class name at the end of the "
+            f"prompt (the official CoCoOp trainer has no other position), but class_token_position={position!r} was "
+            "passed: drop it."
+        )
     if "ctx_init" not in config_kwargs:
         config_kwargs["ctx_init"] = "a photo of a" if inferred["n_ctx"] == 4 else None
     model = model_class.from_clip(

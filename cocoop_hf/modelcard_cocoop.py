@@ -25,6 +25,10 @@ RECIPE_FIELDS = {
 # Key (as in training/report.py results.json runs) -> the title every table, chart and model-index entry shows.
 # Accuracies and H are in percent everywhere, as the evaluation reports them.
 METRIC_FIELDS = {"base": "Base accuracy (%)", "new": "New accuracy (%)", "H": "H, harmonic mean (%)"}
+# A run on all classes at once (`--protocol all`, e.g. every class-specific-context run): one accuracy, no split.
+ALL_CLASSES_FIELDS = {"accuracy": "Accuracy (%)"}
+CARD_METRIC_FIELDS = {**METRIC_FIELDS, **ALL_CLASSES_FIELDS}
+RESULT_KEYS = ("dataset", *CARD_METRIC_FIELDS, "random_weights")
 KGCOOP_CITATION = """@inproceedings{yao2023kgcoop,
     title={Visual-Language Prompt Tuning with Knowledge-guided Context Optimization},
     author={Yao, Hantao and Zhang, Rui and Xu, Changsheng},
@@ -62,7 +66,8 @@ def is_hub_repo_id(name: str) -> bool:
 
 
 def _normalise_results(results) -> list[dict]:
-    """Results as a list of `{"dataset", "base", "new", "H", "random_weights"}`; missing metrics stay absent."""
+    """Results as a list of `{"dataset", "base", "new", "H", "accuracy", "random_weights"}`; missing metrics stay
+    absent."""
     if results is None:
         return []
     if isinstance(results, dict):
@@ -73,22 +78,20 @@ def _normalise_results(results) -> list[dict]:
     for index, entry in enumerate(results):
         if not isinstance(entry, dict):
             raise TypeError(f"`results[{index}]` must be a dict, got {type(entry).__name__}.")
-        unknown = sorted(set(entry) - {"dataset", "base", "new", "H", "random_weights"})
+        unknown = sorted(set(entry) - set(RESULT_KEYS))
         if unknown:
-            raise ValueError(
-                f"`results[{index}]` has unknown keys {unknown}: use dataset, base, new, H, random_weights."
-            )
+            raise ValueError(f"`results[{index}]` has unknown keys {unknown}: use {', '.join(RESULT_KEYS)}.")
         dataset = entry.get("dataset")
         if not isinstance(dataset, str) or not dataset:
             raise ValueError(f"`results[{index}]` needs a non-empty string 'dataset', got {dataset!r}.")
         row = {"dataset": dataset, "random_weights": bool(entry.get("random_weights", False))}
-        for key in METRIC_FIELDS:
+        for key in CARD_METRIC_FIELDS:
             if entry.get(key) is not None:
                 row[key] = _check_percent(entry[key], f"`results[{index}][{key!r}]`")
         if "H" not in row and "base" in row and "new" in row:
             total = row["base"] + row["new"]
             row["H"] = 0.0 if total == 0 else 2 * row["base"] * row["new"] / total
-        if any(key in row for key in METRIC_FIELDS):
+        if any(key in row for key in CARD_METRIC_FIELDS):
             rows.append(row)
     return rows
 
@@ -108,34 +111,63 @@ def _normalise_recipe(recipe) -> list[tuple[str, str]]:
     return rows
 
 
-# What the card says the prompts are, per training method (`training/run_cocoop.py --method`).
-METHOD_TEXT = {
-    "cocoop": (
-        "Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022)",
-        "A meta-network turns each image's CLIP feature into a bias on {n_ctx} learned context vectors, so the "
-        "prompt `[context] {{class name}}.` adapts to every image; CLIP itself stays frozen. The learned prompts work "
-        "for any class names, including classes never seen in training.",
-    ),
-    "coop": (
-        "Prompts learned with **CoOp** (Context Optimization, Zhou et al., IJCV 2022), packaged as a CoCoOp model "
-        "without meta-network",
-        "{n_ctx} learned context vectors, the same for every image, form the prompt `[context] {{class name}}.`; "
-        "CLIP itself stays frozen. The learned prompts work for any class names.",
-    ),
-    "kgcoop": (
-        "Prompts learned with **KgCoOp** (Knowledge-guided Context Optimization, Yao et al., CVPR 2023), packaged as "
-        "a CoCoOp model without meta-network",
-        "{n_ctx} learned context vectors, the same for every image, form the prompt `[context] {{class name}}.`; "
-        "training adds to the cross-entropy a weighted term that keeps each class's learned text feature close to "
-        "CLIP's zero-shot feature of a hand-written prompt, so the prompts stay good on classes never seen in "
-        "training. CLIP itself stays frozen.",
-    ),
-    "zeroshot": (
-        "The **zero-shot CLIP** baseline, packaged as a CoCoOp model",
-        "Nothing is learned: the context is the hand-written prompt's words and the meta-network adds nothing, so the "
-        "model classifies exactly as CLIP with the prompt `a photo of a {{class name}}.` (or the given words).",
-    ),
+# What the card calls each training method (`training/run_cocoop.py --method`), wherever it speaks of the method's
+# accuracy; and the intro's first sentence per method.
+METHOD_NAMES = {"cocoop": "CoCoOp", "coop": "CoOp", "kgcoop": "KgCoOp", "zeroshot": "zero-shot CLIP"}
+METHOD_INTRO = {
+    "cocoop": "Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022)",
+    "coop": "Prompts learned with **CoOp** (Context Optimization, Zhou et al., IJCV 2022), packaged as a CoCoOp model "
+    "without meta-network",
+    "kgcoop": "Prompts learned with **KgCoOp** (Knowledge-guided Context Optimization, Yao et al., CVPR 2023), "
+    "packaged as a CoCoOp model without meta-network",
+    "zeroshot": "The **zero-shot CLIP** baseline, packaged as a CoCoOp model",
 }
+# The prompt as the text encoder reads it, per class-token position (official CoOp trainers/coop.py,
+# `PromptLearner.forward`: "middle" splits the context in two halves around the class name, "front" puts it first).
+PROMPT_LAYOUTS = {
+    "end": "`[context] {class name}.`",
+    "middle": "`[first half of the context] {class name} [second half of the context].`",
+    "front": "`{class name} [context].`",
+}
+
+
+def _method_detail(method, n_ctx, class_token_position, class_specific_context, num_classes) -> str:
+    """The card's second paragraph: how the prompt is built and which classes the model can score."""
+    if method == "zeroshot":
+        return (
+            "Nothing is learned: the context is the hand-written prompt's words and the meta-network adds nothing, "
+            "so the model classifies exactly as CLIP with the prompt `a photo of a {class name}.` (or the given "
+            "words)."
+        )
+    count = str(n_ctx) if n_ctx else "a few"
+    layout = PROMPT_LAYOUTS[class_token_position]
+    if method == "cocoop":
+        return (
+            f"A meta-network turns each image's CLIP feature into a bias on {count} learned context vectors, so the "
+            f"prompt {layout} adapts to every image; CLIP itself stays frozen. The learned prompts work for any class "
+            "names, including classes never seen in training."
+        )
+    kgcoop = (
+        " Training adds to the cross-entropy a weighted term that keeps each class's learned text feature close to "
+        "CLIP's zero-shot feature of a hand-written prompt"
+        if method == "kgcoop"
+        else ""
+    )
+    if class_specific_context:
+        classes = f"its {num_classes} trained classes" if num_classes else "its trained classes"
+        return (
+            f"Each trained class has its own {count if count != 'a few' else 'few'} learned context vectors "
+            "(class-specific context), the same for "
+            f"every image, forming the prompt {layout}; CLIP itself stays frozen.{kgcoop + '.' if kgcoop else ''} "
+            f"The model scores exactly {classes}, in their trained order: there is no learned context for any other "
+            "class, so it cannot classify new classes."
+        )
+    if kgcoop:
+        kgcoop += ", meant to keep the prompts useful for classes never seen in training."
+    return (
+        f"{count} learned context vectors, shared by every image and every class, form the prompt {layout}; CLIP "
+        f"itself stays frozen.{kgcoop} The learned prompts work for any class names."
+    )
 
 
 def _prompt_options(class_token_position, class_specific_context, kgcoop_weight, kgcoop_template) -> list[str]:
@@ -146,12 +178,9 @@ def _prompt_options(class_token_position, class_specific_context, kgcoop_weight,
         raise ValueError(f"`kgcoop_weight` must be a number >= 0, got {kgcoop_weight!r}.")
     lines = []
     if class_token_position != "end":
-        layout = {
-            "middle": "`[first half of the context] {class name} [second half of the context].`",
-            "front": "`{class name} [context].`",
-        }[class_token_position]
         lines.append(
-            f"Class-token position **{class_token_position}** (CoOp's CLASS_TOKEN_POSITION): the prompt is {layout}"
+            f"Class-token position **{class_token_position}** (CoOp's CLASS_TOKEN_POSITION): the prompt is "
+            f"{PROMPT_LAYOUTS[class_token_position]}"
         )
     if class_specific_context:
         lines.append(
@@ -194,14 +223,16 @@ def render_model_card(
             loaded from (named, not linked, and no `base_model` in the front matter: it is not on the Hub).
         datasets: dataset id or list of ids trained on (front matter `datasets`).
         results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "H": float,
-            "random_weights": bool}`: base and new accuracy and their harmonic mean H, in percent (0 to 100) as in
-            the `results.json` of `training/run_cocoop.py`; any metric may be missing (H is computed from base and
-            new when absent). No metric at all: no results section and no model-index.
+            "accuracy": float, "random_weights": bool}`, in percent (0 to 100) as in the `results.json` of
+            `training/run_cocoop.py`: base and new accuracy and their harmonic mean H for a base-to-new run,
+            `accuracy` for a run on all classes (`--protocol all`). Any metric may be missing (H is computed from
+            base and new when absent). No metric at all: no results section and no model-index.
         recipe: training settings, e.g. `{"shots": 16, "seed": 1, "epochs": 10, "lr": 0.002, "batch_size": 1}`;
             `None` values are left out, extra keys are shown as they are.
         repo_id: where the card will live; used in the usage snippets (defaults to `"<your-repo-id>"`).
         base_model_revision: commit of `base_model` the prompts were learned on.
-        class_names: the trained classes (listed on the card, first three used in the snippets).
+        class_names: the trained classes, in the model's order (listed on the card; the first three are the
+            snippets' example labels, except with a class-specific context, which scores only this list).
         n_ctx: number of learned context tokens.
         license: SPDX id for the front matter.
         model_name: title and model-index name (defaults to the repo name).
@@ -209,10 +240,17 @@ def render_model_card(
         random_weights: the model runs on random CLIP weights (a demo): the card warns and is tagged, with or
             without results. A result row with `random_weights` implies it.
         class_token_position, class_specific_context, kgcoop_weight, kgcoop_template: the model's CoOp-family
-            options (as in its config); those that differ from plain CoCoOp/CoOp are listed under "Prompt options".
+            options (as in its config); those that differ from plain CoCoOp/CoOp are listed under "Prompt options",
+            and the intro gives the prompt's layout. A class-specific context (CoOp and KgCoOp only) gets a card
+            and snippets that keep to the trained classes.
     """
-    if method not in METHOD_TEXT:
-        raise ValueError(f"`method` must be one of {sorted(METHOD_TEXT)}, got {method!r}.")
+    if method not in METHOD_NAMES:
+        raise ValueError(f"`method` must be one of {sorted(METHOD_NAMES)}, got {method!r}.")
+    if class_specific_context and method not in ("coop", "kgcoop"):
+        raise ValueError(
+            f"`class_specific_context=True` is an option of CoOp and KgCoOp (method 'coop' or 'kgcoop'), got "
+            f"method {method!r}."
+        )
     if not isinstance(base_model, str) or not base_model:
         raise ValueError(f"`base_model` must be the Hub id (or local folder) of the base CLIP, got {base_model!r}.")
     base_model_is_hub_id = is_hub_repo_id(base_model)
@@ -231,14 +269,16 @@ def render_model_card(
     for row in result_rows:
         row["random_weights"] = row["random_weights"] or random_weights
 
+    # A class-specific context classifies into its trained classes only: an image classifier, not a zero-shot one.
+    task = "image-classification" if class_specific_context else "zero-shot-image-classification"
     eval_results = []
     for row in result_rows:
-        for key, label in METRIC_FIELDS.items():
+        for key, label in CARD_METRIC_FIELDS.items():
             if key in row:
                 name = label + (", random CLIP weights" if row["random_weights"] else "")
                 eval_results.append(
                     EvalResult(
-                        task_type="zero-shot-image-classification",
+                        task_type=task,
                         dataset_type=row["dataset"],
                         dataset_name=row["dataset"],
                         metric_type="accuracy",
@@ -249,7 +289,7 @@ def render_model_card(
     tags = list(CARD_TAGS) + (["random-weights"] if random_weights else [])
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="zero-shot-image-classification",
+        pipeline_tag=task,
         base_model=base_model if base_model_is_hub_id else None,
         datasets=list(datasets) if datasets else None,
         tags=tags,
@@ -258,7 +298,7 @@ def render_model_card(
         eval_results=eval_results or None,
     )
 
-    columns = [key for key in METRIC_FIELDS if any(key in row for row in result_rows)]
+    columns = [key for key in CARD_METRIC_FIELDS if any(key in row for row in result_rows)]
     table = [
         [row["dataset"] + (" (random weights)" if row["random_weights"] else "")]
         + [f"{row[key]:.2f}" if key in row else "-" for key in columns]
@@ -275,15 +315,19 @@ def render_model_card(
         base_model_is_hub_id=base_model_is_hub_id,
         base_model_revision=base_model_revision,
         repo_id=repo_id,
-        method_intro=METHOD_TEXT[method][0],
-        method_detail=METHOD_TEXT[method][1].format(n_ctx=str(n_ctx) if n_ctx else "a few"),
+        method_intro=METHOD_INTRO[method],
+        method_detail=_method_detail(method, n_ctx, class_token_position, bool(class_specific_context), len(names)),
+        method_name=METHOD_NAMES[method],
+        class_specific_context=bool(class_specific_context),
         random_weights=random_weights,
         example_labels=", ".join(repr(name).replace("'", '"') for name in examples),
         class_names=shown,
         num_classes=len(names),
         recipe_rows=recipe_rows,
-        result_columns=[METRIC_FIELDS[key] for key in columns],
+        result_columns=[CARD_METRIC_FIELDS[key] for key in columns],
         result_rows=table,
+        base_to_new_results=any(key in METRIC_FIELDS for key in columns),
+        all_classes_results="accuracy" in columns,
         prompt_options=options,
         image_conditional=method == "cocoop",
         citation=CITATION + ("\n\n" + KGCOOP_CITATION if method == "kgcoop" or kgcoop_weight > 0 else ""),

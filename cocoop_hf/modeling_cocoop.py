@@ -313,17 +313,38 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 ((input_ids[:, :length].to(held_ids.device) == held_ids[:, :length]) | ~inside).all()
             )
             if not same:
-                differ = (eos_index != held_eos).nonzero().flatten().tolist()
-                shown = [self._class_names[i] for i in differ[:5]] if self._class_names else differ[:5]
-                raise ValueError(
-                    f"{why}; the given class prompts differ from the held ones (first differing classes: "
-                    f"{shown or 'same lengths, other tokens'}). Use a shared-context model (CoOp/CoCoOp) for new "
-                    "classes."
-                )
+                raise ValueError(f"{why}; {self._class_set_difference(input_ids, eos_index)}")
         elif class_names is not None:
             expected = self.config.class_names
             if [class_name_key(n) for n in class_names] != [class_name_key(n) for n in expected]:
                 raise ValueError(f"{why}: {expected[:5]}...; got {list(class_names)[:5]}...")
+
+    def _class_set_difference(self, input_ids: torch.Tensor, eos_index: torch.Tensor) -> str:
+        """How the given class prompts differ from the held ones, by class name: other classes, or another order."""
+
+        def prompts(ids, eos):  # each class's tokens up to its EOS: what defines the class for the text tower
+            return [tuple(row[: int(end) + 1]) for row, end in zip(ids.tolist(), eos.tolist(), strict=True)]
+
+        held = prompts(self.prompt_ids, self.eos_index)
+        given = prompts(input_ids, eos_index)
+        names = self._class_names or [f"class {i}" for i in range(len(held))]
+        position = {prompt: i for i, prompt in enumerate(held)}
+        if sorted(given) == sorted(held):
+            order = [names[position[prompt]] for prompt in given]
+            moved = [
+                f"{names[i]!r} at position {order.index(names[i])}" for i in range(len(held)) if order[i] != names[i]
+            ]
+            return (
+                f"the given prompts are its classes in another order ({', '.join(moved[:3])}, ...): pass them in the "
+                f"trained order {names[:10]}{' ...' if len(names) > 10 else ''} (labels are positions)."
+            )
+        unknown = [i for i, prompt in enumerate(given) if prompt not in position]
+        missing = [names[i] for i, prompt in enumerate(held) if prompt not in set(given)]
+        return (
+            f"the given prompts hold {len(unknown)} class(es) it was not trained on (at positions {unknown[:5]}) and "
+            f"lack {missing[:5]}{' ...' if len(missing) > 5 else ''}. Use a shared-context model (CoOp/CoCoOp) for "
+            "other classes."
+        )
 
     @torch.no_grad()
     def zero_shot_text_features(self, class_names, tokenizer=None) -> torch.Tensor:
@@ -441,9 +462,15 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         adapter's recorded fingerprint of its base CLIP must match (else ValueError; `allow_other_clip=True` loads
         anyway with a warning).
         """
-        return load_model(
+        model = load_model(
             cls, super().from_pretrained, pretrained_model_name_or_path, *model_args, clip_model=clip_model, **kwargs
         )
+        loaded = model[0] if isinstance(model, tuple) else model  # (model, loading info) with output_loading_info
+        saved_dtype = loaded.config.frozen_clip_dtype
+        if saved_dtype and clip_model is None and kwargs.get("dtype", kwargs.get("torch_dtype")) is None:
+            # Saved after cast_frozen_clip: the CLIP runs in that dtype again (a given clip_model is the caller's).
+            loaded.cast_frozen_clip(getattr(torch, saved_dtype))
+        return model
 
     # ------------------------------------------------------------------ frozen CLIP
 
@@ -454,11 +481,13 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         removes autocast's re-cast of every CLIP weight on every call; the official code likewise runs its CLIP in
         fp16 weights. The prompt embeddings are cast to CLIP's dtype where they enter its text layers, so gradients
         still reach the fp32 context. Numbers then differ from an fp32 CLIP by half-precision rounding. Saving
-        such a model writes CLIP's weights in `dtype` (an adapter-only save writes only the fp32 prompt learner).
+        such a model writes CLIP's weights in `dtype` (an adapter-only save writes only the fp32 prompt learner) and
+        records it in `config.frozen_clip_dtype`: `from_pretrained` casts the loaded CLIP to it again.
         """
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"`dtype` must be a floating-point torch.dtype such as torch.bfloat16, got {dtype!r}.")
         self.clip.to(dtype)
+        self.config.frozen_clip_dtype = None if dtype == self.dtype else str(dtype).removeprefix("torch.")
         return self
 
     @property

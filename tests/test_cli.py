@@ -208,3 +208,31 @@ def test_bad_input_ends_with_its_message_not_a_traceback(tmp_path):
     )
     assert process.returncode == 1 and "Traceback" in process.stderr
     assert (tmp_path / "mine.txt").read_text() == "a file of the user's"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("method: kgcoop\nkgcoop_weight: true\n", r"`kgcoop_weight` must be a number, got True \(bool\)"),
+        ("do_train: 1\n", r"`do_train` must be true or false, got 1 \(int\)"),
+        ("num_shots: 2.5\n", r"`num_shots` must be an integer, got 2.5 \(float\)"),
+        ("ctx_init: 4\n", r"`ctx_init` must be text, got 4 \(int\)"),
+        ("learning_rate: fast\n", r"`learning_rate`: 'fast' is not a valid float"),
+    ],
+)
+def test_config_file_values_of_the_wrong_kind_are_refused(tmp_path, text, match):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=r"config file .*run\.yaml: " + match):
+        run_cocoop.parse_args([str(config), "--output_dir", str(tmp_path / "o"), "--train_file", "x.parquet"])
+
+
+def test_config_file_text_is_read_as_the_command_line_reads_it(tmp_path):
+    # YAML reads 1e-3 as text and "false" stays text when quoted: both mean what they say on the command line.
+    config = tmp_path / "run.yaml"
+    config.write_text('learning_rate: 1e-3\ndo_train: "false"\nkgcoop_weight: "2"\nmethod: kgcoop\n')
+    model_args, _, training_args, _ = run_cocoop.parse_args(
+        [str(config), "--output_dir", str(tmp_path / "o"), "--train_file", "x.parquet", "--do_eval"]
+    )
+    assert training_args.learning_rate == 1e-3 and training_args.do_train is False
+    assert model_args.kgcoop_weight == 2.0

@@ -135,6 +135,15 @@ def test_command_line_class_token_position(tiny_clip_dir, tmp_path, tokenizer):
     assert_same_logits(loaded, expected)
 
 
+@pytest.mark.parametrize("position", ["middle", "front"])
+def test_a_cocoop_checkpoint_keeps_the_class_name_at_the_end(tiny_clip_dir, tmp_path, tokenizer, position):
+    path = write_dassl_checkpoint(tmp_path / "cocoop.pth.tar-10", official_state_dict(n_ctx=4, conditional=True))
+    with pytest.raises(ValueError, match=rf"a CoCoOp checkpoint.*class_token_position='{position}' was passed"):
+        from_official_checkpoint(
+            path, str(tiny_clip_dir), CLASS_NAMES, tokenizer=tokenizer, class_token_position=position
+        )
+
+
 def test_width_mismatch(tiny_clip_dir, tmp_path, tokenizer):
     """A ViT-B/16 checkpoint (text width 512) on a CLIP of text width 64."""
     state = official_state_dict(width=512, projection=512, hidden=32)

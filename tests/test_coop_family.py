@@ -290,12 +290,18 @@ def test_class_specific_context_refuses_another_class_set(family):
     with pytest.raises(ValueError, match=why + r".*got prompts for 8 classes"):
         model(image_embeds=unit_embeds(1), **model.class_prompts(NEW_CLASS_NAMES))
     other = FAMILY_CLASS_NAMES[:-1] + ["goldfish"]  # same count, one other name
-    with pytest.raises(ValueError, match=why + r".*differ from the held ones.*Use a shared-context model"):
+    unknown = r".*1 class\(es\) it was not trained on \(at positions \[5\]\) and lack \['tench'\]"
+    with pytest.raises(ValueError, match=why + unknown + r".*Use a shared-context model"):
         model(image_embeds=unit_embeds(1), **model.class_prompts(other))
     with pytest.raises(ValueError, match=why):
         model.set_class_names(NEW_CLASS_NAMES)
-    with pytest.raises(ValueError, match=why + r".*differ from the held ones"):
+    with pytest.raises(ValueError, match=why + unknown):
         model.set_class_names(other)
+    # Its own classes in another order: named, with the order to use (labels are positions).
+    reordered = FAMILY_CLASS_NAMES[::-1]
+    order = r".*its classes in another order \('a' at position 5, .*pass them in the trained order \['a', "
+    with pytest.raises(ValueError, match=why + order):
+        model(image_embeds=unit_embeds(1), **model.class_prompts(reordered))
     assert_same_held_state(before, held_state(model))
     # The held class set, as the processor gives it (any padding length), is accepted; so is set_class_names again.
     prompts = model.class_prompts(FAMILY_CLASS_NAMES)

@@ -15,7 +15,7 @@ from training.modeling_setup import DEFAULT_KGCOOP_TEMPLATE, build_model, kgcoop
 from training.report import aggregate, method_label, write_report
 from training.run_cocoop import CoCoOpTrainer, main
 
-from .conftest import TINY_CLIP
+from .conftest import TINY_CLIP, tiny_run_argv
 from .test_training import CIFAR10, REPO, argv
 
 
@@ -184,6 +184,44 @@ def test_class_specific_context_trains_on_all_classes_and_loads(tmp_path):
     with pytest.raises(ValueError, match=r"\(class-specific context\) learns one context per training class"):
         main(argv(tmp_path / "b2n", "--model_name_or_path", str(output_dir), train=False))
     assert not (tmp_path / "b2n").exists()
+    # On another dataset's classes: refused from the saved config, naming the classes, before any file is written
+    # (a few-shot list or a manifest would make the rerun into that folder a "previous run").
+    other = _imagefolder(tmp_path / "other", ["airplane", "bird", "whale"])
+    for _ in range(2):
+        with pytest.raises(
+            ValueError, match=r"no context for: \['whale'\]; its classes this run lacks: \['automobile'"
+        ):
+            main(
+                tiny_run_argv(tmp_path / "out", ["--dataset_name", str(other)], "--model_name_or_path",
+                              str(output_dir), "--protocol", "all", "--cache_dir", str(tmp_path / "cache"))
+            )  # fmt: skip
+        assert not (tmp_path / "out").exists()
+
+
+def _imagefolder(folder, classes):
+    """train/ and test/ with two tiny images per class folder."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for index, name in enumerate(classes):
+            for shot in range(2):
+                path = folder / split / name / f"{shot}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (4, 4), (40 * index, 90 * shot, 7)).save(path)
+    return folder
+
+
+def test_saved_class_specific_context_names_the_classes_it_lacks():
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(class_names=["cat", "dog", "sea lake"])
+    run_cocoop.check_saved_class_set("m", config, ["Cat", "dog", "sea_lake"])  # the same prompts: accepted
+    with pytest.raises(ValueError, match=r"same classes in another order: it has \['cat', 'dog', 'sea lake'\]"):
+        run_cocoop.check_saved_class_set("m", config, ["dog", "cat", "sea lake"])
+    with pytest.raises(
+        ValueError, match=r"m has a class-specific context .* 3 training classes only, and this run has 2"
+    ):
+        run_cocoop.check_saved_class_set("m", config, ["cat", "fish"])
 
 
 def test_middle_class_token_position_runs_base_to_new(tmp_path):

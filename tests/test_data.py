@@ -13,10 +13,12 @@ from training.data import (
     DataArguments,
     ImageTransform,
     build_transforms,
+    class_coverage,
     class_names_per_task,
     drop_or_raise_corrupt,
     few_shot_indices,
     load_splits,
+    protocol_relabels,
     select_few_shot,
     subsample_classes,
 )
@@ -107,6 +109,48 @@ def test_subsample_classes_is_the_official_rule():
     assert subsample_classes([3, 1], "all") == {1: 0, 3: 1}
     with pytest.raises(ValueError, match="subsample"):
         subsample_classes([0, 1], "half")
+
+
+def test_halves_are_taken_over_the_whole_class_list():
+    # 10 classes: the halves are 0-4 and 5-9 whichever labels the loaded splits happen to hold.
+    assert protocol_relabels(10, "base_to_new") == {
+        "base": {0: 0, 1: 1, 2: 2, 3: 3, 4: 4},
+        "new": {5: 0, 6: 1, 7: 2, 8: 3, 9: 4},
+    }
+    assert protocol_relabels(3, "all") == {"all": {0: 0, 1: 1, 2: 2}}
+
+
+def _labels(*labels):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"label": list(labels)})
+
+
+def test_class_coverage_keeps_new_classes_without_training_images(caplog):
+    names = ["a", "b", "c", "d"]
+    args = DataArguments(dataset_name="x", dataset_display_name="toy")
+    data = {"train": _labels(0, 1, 2, 0), "test": _labels(0, 1, 2, 3, 3)}
+    base = protocol_relabels(4, "base_to_new")["base"]
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        record = class_coverage(args, data, names, base)
+    # 'd' is a new class: it needs no training images, and stays in the list (and its test images in the new set).
+    assert record == {"num_classes": 4, "without_images": {"train": ["d"]}}
+    assert "toy: 1 of the 4 classes have no images in split 'train': ['d']" in caplog.text
+    # A trained (base) class without training images is refused, naming it.
+    data["train"] = _labels(0, 2, 3)
+    with pytest.raises(
+        ValueError, match=r"1 of the 2 base classes have no images in the training split 'train': \['b'\]"
+    ):
+        class_coverage(args, data, names, base)
+    # --protocol all trains on every class.
+    args = DataArguments(dataset_name="x", protocol="all")
+    with pytest.raises(ValueError, match=r"1 of the 4 trained classes .*\['b'\].*Dassl"):
+        class_coverage(args, data, names, protocol_relabels(4, "all")["all"])
+    # Evaluation only (no training split): nothing to refuse; the class missing from the test split is recorded.
+    assert class_coverage(args, {"test": _labels(0, 1, 3)}, names) == {
+        "num_classes": 4,
+        "without_images": {"test": ["c"]},
+    }
 
 
 # ------------------------------------------------------------------------------------------- transforms

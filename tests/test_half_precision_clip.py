@@ -96,17 +96,28 @@ def test_cast_frozen_clip_refuses_what_is_not_a_float_dtype(tiny_clip_dir, token
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_saving_after_the_cast_keeps_the_prompt_learner_in_fp32(tiny_clip_dir, tokenizer, tmp_path):
+def test_saving_after_the_cast_keeps_the_prompt_learner_in_fp32_and_the_clip_in_bf16(
+    tiny_clip_dir, tokenizer, tmp_path
+):
     model = build(tiny_clip_dir, tokenizer).cast_frozen_clip(torch.bfloat16)
-    model.save_pretrained(tmp_path)
+    assert model.config.frozen_clip_dtype == "bfloat16"
+    model.save_pretrained(tmp_path / "full")
+    model.save_pretrained(tmp_path / "adapter", adapter_only=True)
     # config.json records the model's own dtype (its prompt learner's), not the cast CLIP's: loading does not
-    # silently round the trained context to bf16.
+    # silently round the trained context to bf16; the CLIP is cast again to the dtype it ran in.
     assert model.dtype == torch.float32
-    loaded = CoCoOpModel.from_pretrained(tmp_path)
-    assert loaded.prompt_learner.ctx.dtype == torch.float32
-    assert torch.equal(loaded.prompt_learner.ctx, model.prompt_learner.ctx)
-    # CLIP comes back with the bf16 values it was saved with; cast again, the model answers exactly as before.
-    loaded.cast_frozen_clip(torch.bfloat16)
     embeds = unit_embeds(2, model.config.clip_config.projection_dim)
     with torch.no_grad():
-        assert torch.equal(loaded(image_embeds=embeds).logits, model(image_embeds=embeds).logits)
+        expected = model(image_embeds=embeds).logits
+    for folder in ("full", "adapter"):
+        loaded = CoCoOpModel.from_pretrained(tmp_path / folder)
+        assert loaded.prompt_learner.ctx.dtype == torch.float32
+        assert torch.equal(loaded.prompt_learner.ctx, model.prompt_learner.ctx)
+        assert {p.dtype for p in loaded.clip.parameters()} == {torch.bfloat16}, folder
+        with torch.no_grad():
+            assert torch.equal(loaded(image_embeds=embeds).logits, expected), folder
+    # An explicit dtype= is the caller's choice: the whole model in it, nothing cast afterwards.
+    whole = CoCoOpModel.from_pretrained(tmp_path / "full", dtype=torch.float32)
+    assert {p.dtype for p in whole.clip.parameters()} == {torch.float32}
+    # Cast back to the model's dtype: nothing left to record.
+    assert model.cast_frozen_clip(torch.float32).config.frozen_clip_dtype is None

@@ -306,3 +306,80 @@ def test_run_cocoop_on_an_imagefolder_copy_named_as_a_benchmark(tmp_path):
     assert content["classes"] == {"base": ["Annual Crop Land"], "new": ["Sea or Lake"]}
     run = content["runs"][0]
     assert run["dataset"] == "EuroSAT" and run["prompt_template"] == "a centered satellite photo of {}."
+
+
+def eurosat_imagefolder(folder: Path, missing=()) -> Path:
+    """An imagefolder copy of EuroSAT: `train/` and `test/`, each with two tiny images in every one of its 10 archive
+    folders, except the `missing` ones ("train/SeaLake": one split's folder, "SeaLake": the class in both)."""
+    from training.benchmarks import EUROSAT_RENAMES
+
+    for split in ("train", "test"):
+        for index, raw in enumerate(EUROSAT_RENAMES):
+            if raw in missing or f"{split}/{raw}" in missing:
+                continue
+            for shot in range(2):
+                path = folder / split / raw / f"{shot}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(_png(2 * index + shot))
+    return folder
+
+
+@pytest.mark.parametrize("benchmark", [True, False])
+def test_a_class_missing_from_the_train_split_stays_a_new_class(tmp_path, caplog, benchmark):
+    """Base-to-new needs no training images of the new classes: the halves come from the whole class list, so a class
+    the train split lacks keeps its place in the new half and its test images in the new evaluation."""
+    import logging
+
+    from training.run_cocoop import main
+
+    from .conftest import tiny_run_argv
+
+    copy = eurosat_imagefolder(tmp_path / "eurosat", missing=("train/SeaLake",))
+    data_args = ["--dataset_name", str(copy), *(["--benchmark", "eurosat"] if benchmark else [])]
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        content = main(
+            tiny_run_argv(tmp_path / "out", data_args, "--cache_dir", str(tmp_path / "c"), eval_batch_size=4)
+        )
+    sea = "Sea or Lake" if benchmark else "SeaLake"
+    assert content["classes"]["new"][-1] == sea and len(content["classes"]["new"]) == 5
+    metrics = content["runs"][0]["metrics"]
+    assert metrics["new"]["num_classes"] == 5 and metrics["new"]["num_samples"] == 10  # its 2 test images included
+    assert metrics["base"]["num_classes"] == 5 and metrics["base"]["num_samples"] == 10
+    expected = {"num_classes": 10, "without_images": {"train": [sea]}}
+    if benchmark:
+        expected["official_num_classes"] = 10
+    assert content["class_set"] == expected
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["class_set"] == expected
+    assert f"1 of the 10 classes have no images in split 'train': ['{sea}']" in caplog.text
+
+
+def test_a_base_class_missing_from_the_train_split_is_refused_before_any_file(tmp_path):
+    from training.run_cocoop import main
+
+    from .conftest import tiny_run_argv
+
+    copy = eurosat_imagefolder(tmp_path / "eurosat", missing=("train/AnnualCrop",))
+    data_args = ["--benchmark", "eurosat", "--dataset_name", str(copy)]
+    with pytest.raises(ValueError, match=r"1 of the 5 base classes have no images .*\['Annual Crop Land'\].*Dassl"):
+        main(tiny_run_argv(tmp_path / "out", data_args, "--cache_dir", str(tmp_path / "c")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_partial_archive_records_its_class_count(tmp_path, caplog):
+    """9 of EuroSAT's 10 folders: the results still say EuroSAT, and results.json says how many classes it had."""
+    import logging
+
+    from training.run_cocoop import main
+
+    from .conftest import tiny_run_argv
+
+    copy = eurosat_imagefolder(tmp_path / "eurosat", missing=("SeaLake",))
+    data_args = ["--benchmark", "eurosat", "--dataset_name", str(copy)]
+    with caplog.at_level(logging.WARNING, logger="training.benchmarks"):
+        content = main(
+            tiny_run_argv(tmp_path / "out", data_args, "--method", "zeroshot", "--cache_dir", str(tmp_path / "c"),
+                          eval_batch_size=4, train=False)
+        )  # fmt: skip
+    assert content["runs"][0]["dataset"] == "EuroSAT"
+    assert content["class_set"] == {"num_classes": 9, "without_images": {}, "official_num_classes": 10}
+    assert "EuroSAT: the source has 9 classes, the official dataset 10" in caplog.text

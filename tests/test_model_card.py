@@ -87,7 +87,11 @@ def test_random_weights_are_labelled():
         ({"results": {"dataset": "d", "hm": 50.0}}, ValueError, "unknown keys \\['hm'\\]: use dataset, base, new, H"),
         ({"results": {"dataset": "d", "base": "high"}}, TypeError, "finite number"),
         ({"results": {"base": 0.5}}, ValueError, "'dataset'"),
-        ({"results": {"dataset": "d", "accuracy": 0.5}}, ValueError, "unknown keys"),
+        ({"results": {"dataset": "d", "acc": 50.0}}, ValueError, "unknown keys \\['acc'\\]: use .*accuracy"),
+        ({"results": {"dataset": "d", "accuracy": 100.5}}, ValueError, "in percent, in \\[0, 100\\]"),
+        ({"results": {"dataset": "d", "accuracy": float("nan")}}, TypeError, "finite number"),
+        ({"class_specific_context": True}, ValueError, "option of CoOp and KgCoOp.*got method 'cocoop'"),
+        ({"class_specific_context": True, "method": "zeroshot"}, ValueError, "got method 'zeroshot'"),
         ({"results": "0.9"}, TypeError, "results"),
         ({"recipe": [16]}, TypeError, "recipe"),
         ({"datasets": [1]}, TypeError, "datasets"),
@@ -208,3 +212,129 @@ def test_card_names_the_coop_family_options():
         render_model_card(base_model=BASE, class_token_position="start")
     with pytest.raises(ValueError, match="`kgcoop_weight` must be a number >= 0"):
         render_model_card(base_model=BASE, kgcoop_weight=-1)
+
+
+def csc_card(**kwargs):
+    kwargs = {"base_model": BASE, "n_ctx": 4, "method": "coop", "class_specific_context": True, **kwargs}
+    return render_model_card(class_names=["tench", "goldfish", "stingray", "hen"], **kwargs)
+
+
+@pytest.mark.parametrize("method", ["coop", "kgcoop"])
+def test_class_specific_context_card_keeps_to_the_trained_classes(method):
+    """One learned context per class: the card says so, promises no new classes, and shows no other class set."""
+    card = csc_card(method=method, kgcoop_weight=8.0 if method == "kgcoop" else 0.0)
+    text = card.text
+    intro = text.split("## How to use")[0]
+    assert "Each trained class has its own 4 learned context vectors (class-specific context)" in intro
+    assert "scores exactly its 4 trained classes, in their trained order" in intro
+    assert "cannot classify new classes" in intro
+    for promise in ("work for any class names", "never seen in training", "shared by every image and every class"):
+        assert promise not in text, promise
+    usage = text.split("## How to use")[1].split("## Limitations")[0]
+    assert 'pipeline("image-classification", model="<your-repo-id>", trust_remote_code=True)' in usage
+    assert "set_class_names" not in usage and "candidate_labels=[" not in usage
+    assert "exactly the\ntrained labels in that order" in usage
+    assert "Trained classes, in the model's order (4): tench, goldfish, stingray, hen." in usage
+    limitations = text.split("## Limitations")[1]
+    assert "A learned context exists only for the 4 trained classes: the model cannot score any other class set" in (
+        limitations
+    )
+    assert front_matter(card)["pipeline_tag"] == "image-classification"
+    # A shared context keeps the zero-shot usage and claims, and no class-specific limitation.
+    shared_context = render_model_card(base_model=BASE, n_ctx=4, method=method, class_names=["tench", "goldfish"])
+    assert "candidate_labels=[" in shared_context.text and "set_class_names" in shared_context.text
+    assert "The learned prompts work for any class names" in shared_context.text
+    assert "A learned context exists only" not in shared_context.text
+    assert front_matter(shared_context)["pipeline_tag"] == "zero-shot-image-classification"
+
+
+def test_class_specific_context_card_snippets_run(tmp_path, tiny_clip_dir, monkeypatch):
+    """
+    The card a saved class-specific-context model renders for itself: its snippets run as written, and its prose
+    holds (the zero-shot pipeline takes exactly the trained labels in order and refuses another order).
+    """
+    from transformers import pipeline
+
+    from cocoop_hf import CoCoOpModel
+    from cocoop_hf.sharing_cocoop import _render_card
+
+    from .cocoop_sharing import write_images
+    from .conftest import CLASS_NAMES
+
+    model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, conditional=False, class_specific_context=True)
+    folder = tmp_path / "csc"
+    model.save_pretrained(folder)
+    card = _render_card(model, str(folder))
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(blocks) == 2
+    images = write_images(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes(images["red"].read_bytes())
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "model-card-snippet", "exec"), namespace)
+    assert namespace["probs"].shape == (1, len(CLASS_NAMES))
+    assert "scores exactly its 7 trained classes" in card.text
+    ranked = namespace["classifier"]("photo.jpg", top_k=len(CLASS_NAMES))
+    assert sorted(entry["label"] for entry in ranked) == sorted(CLASS_NAMES)
+    zero_shot = pipeline("zero-shot-image-classification", model=str(folder), trust_remote_code=True)
+    assert len(zero_shot("photo.jpg")) == len(zero_shot("photo.jpg", candidate_labels=CLASS_NAMES)) == 7
+    with pytest.raises(ValueError, match="class-specific context"):
+        zero_shot("photo.jpg", candidate_labels=CLASS_NAMES[::-1])
+
+
+@pytest.mark.parametrize(
+    "position, layout",
+    [
+        ("middle", "`[first half of the context] {class name} [second half of the context].`"),
+        ("front", "`{class name} [context].`"),
+    ],
+)
+@pytest.mark.parametrize("method", ["cocoop", "coop", "kgcoop"])
+def test_intro_gives_the_prompt_layout(method, position, layout):
+    text = render_model_card(base_model=BASE, n_ctx=4, method=method, class_token_position=position).text
+    intro = text.split("Prompt options")[0]
+    assert f"form the prompt {layout}" in intro or f"the prompt {layout} adapts" in intro
+    assert "`[context] {class name}.`" not in text
+    csc = csc_card(class_token_position=position).text.split("Prompt options")[0]
+    assert f"forming the prompt {layout}" in csc and "`[context] {class name}.`" not in csc
+
+
+@pytest.mark.parametrize(
+    "method, name", [("cocoop", "CoCoOp"), ("coop", "CoOp"), ("kgcoop", "KgCoOp"), ("zeroshot", "zero-shot CLIP")]
+)
+def test_caveats_name_the_method_used(method, name):
+    card = render_model_card(
+        base_model=BASE, method=method, results={"dataset": "d", "base": 20.0, "new": 10.0, "random_weights": True}
+    ).text
+    assert f"says nothing about {name}'s accuracy" in card and f"not a measure of {name}'s accuracy" in card
+    assert "These prompts inherit CLIP's biases" in card
+    if method != "cocoop":
+        assert "CoCoOp's" not in card and "CoCoOp inherits" not in card
+
+
+def test_all_classes_results_get_a_row_and_a_model_index_entry():
+    """A run on all classes (`--protocol all`, every class-specific-context run) reports one accuracy."""
+    card = csc_card(results={"dataset": "eurosat", "accuracy": 61.234}, model_name="me/csc")
+    text = card.text
+    assert "## Results" in text and "| Dataset | Accuracy (%) |" in text and "| eurosat | 61.23 |" in text
+    assert "over all the dataset's classes" in text and "base-to-new protocol" not in text
+    entry = front_matter(card)["model-index"][0]
+    assert entry["name"] == "me/csc" and entry["results"][0]["task"]["type"] == "image-classification"
+    assert entry["results"][0]["metrics"] == [{"type": "accuracy", "value": 61.23, "name": "Accuracy (%)"}]
+    mixed = render_model_card(
+        base_model=BASE,
+        results=[
+            {"dataset": "a", "base": 80.0, "new": 60.0},
+            {"dataset": "b", "accuracy": 50.0, "random_weights": True},
+        ],
+    )
+    assert "| Dataset | Base accuracy (%) | New accuracy (%) | H, harmonic mean (%) | Accuracy (%) |" in mixed.text
+    assert (
+        "| a (random weights) | 80.00 | 60.00 | 68.57 | - |" in mixed.text
+        and "| b (random weights) | - | - | - | 50.00 |" in mixed.text
+    )
+    assert "base-to-new protocol" in mixed.text and "over all the dataset's classes" in mixed.text
+    metrics = [result["metrics"] for result in front_matter(mixed)["model-index"][0]["results"]]
+    assert [m["name"] for m in metrics[1]] == ["Accuracy (%), random CLIP weights"]
+    assert "None" not in str(card) and "None" not in str(mixed)

@@ -13,7 +13,7 @@ from training.report import RANDOM_WEIGHTS_NOTE
 
 
 DATASETS = ["EuroSAT", "DescribableTextures"]
-METHOD_INDEX = {"zeroshot": 0, "coop": 1, "cocoop": 2}
+METHOD_INDEX = {"zeroshot": 0, "coop": 1, "cocoop": 2, "kgcoop": 3}
 
 
 def accuracies(dataset, method, seed):
@@ -65,6 +65,15 @@ class FakeRunCocoop:
             "metrics": {"base": {"accuracy": base}, "new": {"accuracy": new}},
             "H": harmonic_mean(base, new),
         }
+        if method != "zeroshot":  # as run_cocoop records them (training/report.py method_options)
+            weight = options.get("--kgcoop_weight", 8.0 if method == "kgcoop" else 0.0)
+            run["method_options"] = {
+                "conditional": method == "cocoop",
+                "n_ctx": 4,
+                "class_token_position": options.get("--class_token_position", "end"),
+                "class_specific_context": False,
+                "kgcoop_weight": float(weight),
+            }
         note = RANDOM_WEIGHTS_NOTE if options.get("--random_init_clip") == "true" else None
         content = {"note": note, "runs": [run], "aggregate": []}
         (run_benchmark.Path(output_dir) / "results.json").write_text(json.dumps(content))
@@ -394,3 +403,58 @@ def test_every_dataset_layout_is_checked_before_the_first_cell(tmp_path, monkeyp
     with pytest.raises(FileNotFoundError, match="caltech-101"):
         run_benchmark.main(argv)
     assert ran == []
+
+
+@pytest.mark.parametrize(
+    "method, extra, title",
+    [
+        ("kgcoop", ["--kgcoop_weight", "4"], "KgCoOp (w=4)"),
+        ("coop", ["--class_token_position", "middle"], "CoOp (class token middle)"),
+        ("cocoop", ["--kgcoop_weight", "2"], "CoCoOp (+KgCoOp w=2)"),
+    ],
+)
+def test_a_variant_row_is_labelled_by_its_options_without_the_papers_figures(fake, tmp_path, method, extra, title):
+    argv = grid_argv(tmp_path, methods=(method,), seeds=("1",), datasets=("eurosat",), extra=extra)
+    table = run_benchmark.main(argv)
+    (row,) = table["rows"]
+    assert (row["method"], row["title"], row["published"]) == (method, title, False)
+    assert table["paper_average"] == {} and list(table["average"].values())[0]["title"] == title
+    markdown = (tmp_path / "grid" / "table1.md").read_text()
+    assert f"| EuroSAT | {title} | 1 |" in markdown
+    assert f"| {title} | 1 | " in markdown and " | - | - | - |" in markdown
+    assert f"| {run_benchmark.METHOD_TITLES[method]} |" not in markdown
+    paper = run_benchmark.PAPER_AVERAGES[method]
+    assert f"{paper['base']:.2f}" not in markdown and "not the method as published" in markdown
+
+
+def test_the_published_form_keeps_the_papers_figures(fake, tmp_path):
+    table = run_benchmark.main(grid_argv(tmp_path, methods=("kgcoop", "coop"), seeds=("1",), datasets=("eurosat",)))
+    assert [(row["title"], row["published"]) for row in table["rows"]] == [("KgCoOp", True), ("CoOp", True)]
+    assert table["paper_average"] == {m: run_benchmark.PAPER_AVERAGES[m] for m in ("kgcoop", "coop")}
+    markdown = (tmp_path / "grid" / "table1.md").read_text()
+    assert "| 80.73 | 73.60 | 77.00 |" in markdown and "not the method as published" not in markdown
+
+
+@pytest.mark.parametrize(
+    "methods, extra, message",
+    [
+        ([], ["--bogus_flag", "1"], r"EuroSAT / zeroshot / seed 1: .*\['--bogus_flag', '1'\]"),
+        ([], ["--num_train_epochs", "abc"], "invalid float value: 'abc'"),
+        (["coop"], ["--class_specific_context", "true"], "EuroSAT / coop / seed 1: .*cannot score the new classes"),
+        (["coop"], ["--model_name_or_path", "some/model"], "the grid trains its own models"),
+        ([], ["--kgcoop_weight", "4"], "--method zeroshot scores plain CLIP"),  # the zero-shot cell refuses it
+        (["cocoop", "coop"], ["--kgcoop_weight", "4"], "EuroSAT / coop / seed 1: .*pass --method kgcoop"),
+    ],
+)
+def test_flags_run_cocoop_refuses_stop_the_grid_before_anything_is_written(
+    tmp_path, monkeypatch, methods, extra, message
+):
+    """With the published recipes: a typo after '--' used to surface when the first cell started, the folder made."""
+    ran = []
+    monkeypatch.setattr(run_cocoop, "main", lambda argv: ran.append(argv))
+    monkeypatch.setattr(run_benchmark, "check_layouts", lambda datasets, data_root: None)
+    argv = ["--benchmark", "eurosat", "--data_root", str(tmp_path / "data"), "--output_dir", str(tmp_path / "g")]
+    argv += ["--method", *methods] if methods else []
+    with pytest.raises(ValueError, match=message):
+        run_benchmark.main([*argv, "--", *extra])
+    assert ran == [] and not (tmp_path / "g").exists()

@@ -195,3 +195,103 @@ def test_recipes_and_every_layout_are_checked_before_the_first_cell(tmp_path, mo
     with pytest.raises(ValueError, match=r"recipe file\(s\) missing: .*nowhere.yaml"):
         run_transfer_benchmark.main([*argv[:-1]])
     assert ran == [] and not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize(
+    "methods, extra, message",
+    [
+        (["coop"], ["--class_specific_context", "true"], "one context per class scores only the classes it was"),
+        (["cocoop"], ["--model_name_or_path", "some/model"], "the grid trains its own models"),
+        ([], ["--bogus_flag", "1"], r"zeroshot seed 1 on ImageNet: run_cocoop refuses .*\['--bogus_flag', '1'\]"),
+        (["coop"], ["--clip_dtype", "fp64"], "--clip_dtype must be one of"),
+    ],
+)
+def test_flags_are_checked_before_anything_is_written(tmp_path, monkeypatch, methods, extra, message):
+    """These surfaced after the source had trained (CSC), as 'a finished run of another cell' (a trained model), or
+    once the grid folder was made and the first cell started (a typo)."""
+    ran = []
+    monkeypatch.setattr(run_cocoop, "main", lambda argv: ran.append(argv))
+    monkeypatch.setattr(evaluate_transfer, "main", lambda argv: ran.append(argv))
+    root = tmp_path / "data"
+    make_imagenet(root)
+    make_eurosat(root)
+    argv = ["--data_root", str(root), "--output_dir", str(tmp_path / "g"), "--targets", "eurosat", "--seeds", "1"]
+    argv += ["--method", *methods] if methods else []
+    with pytest.raises(ValueError, match=message):
+        run_transfer_benchmark.main([*argv, "--", *extra])
+    assert ran == [] and not (tmp_path / "g").exists()
+
+
+def test_source_data_options_and_clip_dtype_reach_the_evaluations(tmp_path, monkeypatch):
+    """--max_eval_samples (and the other data options of the source run) apply to every target; --clip_dtype bf16
+    evaluates the targets with the CLIP weights the source was trained and scored with."""
+    grid_dir = tmp_path / "g"
+    base = ["--data_root", str(tmp_path / "data"), "--output_dir", str(grid_dir), "--targets", "eurosat"]
+    base += ["--method", "cocoop", "--seeds", "1"]
+    args = run_transfer_benchmark.parse_args(
+        [*base, "--", "--max_eval_samples", "3", "--clip_dtype", "bf16", "--image_size", "32"]
+    )
+    cells = run_transfer_benchmark.build_grid(args)
+    run_transfer_benchmark.check_cells(cells, args)
+    evaluation = next(cell for cell in cells if cell.kind == "evaluate")
+    argv = run_transfer_benchmark.evaluate_argv(evaluation, args)
+    assert argv[argv.index("--clip_dtype") + 1] == "bf16"
+    command = run_transfer_benchmark.cell_command(evaluation, args)
+    assert command[-2:] == ["target options:", json.dumps({"image_size": 32, "max_eval_samples": 3})]
+
+    seen = []
+    monkeypatch.setattr(evaluate_transfer, "main", lambda argv: seen.append((argv, (grid_dir / "EuroSAT" / "cocoop" /
+                        "seed1" / "targets.json").read_text())))  # fmt: skip
+    run_transfer_benchmark.run_one(evaluation, args, [])
+    (target,) = json.loads(seen[0][1])["targets"]
+    assert (target["benchmark"], target["max_eval_samples"], target["image_size"]) == ("EuroSAT", 3, 32)
+    assert "--clip_dtype" in seen[0][0]
+
+    # without them, the cell's command is what earlier grids recorded: their cells are still skipped, not refused
+    args = run_transfer_benchmark.parse_args(base)
+    run_transfer_benchmark.check_cells(run_transfer_benchmark.build_grid(args), args)
+    argv = run_transfer_benchmark.evaluate_argv(evaluation, args)
+    assert "--clip_dtype" not in argv
+    assert run_transfer_benchmark.cell_command(evaluation, args) == ["evaluate_transfer", *argv]
+    assert run_transfer_benchmark.target_entry(evaluation, args) == {
+        "benchmark": "EuroSAT",
+        "data_root": str((tmp_path / "data").resolve()),
+        "eval_split": "test",
+    }
+
+
+def test_tables_label_rows_by_the_models_options_and_show_the_shots_used(tmp_path):
+    """A CoOp model with the class token in the middle is its own row, without the paper's CoOp row beside it; an
+    evaluation is labelled by the model it scores (its training cell's results), even one that records no options."""
+    cell = run_transfer_benchmark.TransferCell
+
+    def content(dataset, method, accuracy, options=None, shots=None):
+        run = {"dataset": dataset, "method": method, "seed": 1, "num_shots": shots,
+               "metrics": {"all": {"accuracy": accuracy}}}  # fmt: skip
+        if options is not None:
+            run["method_options"] = {"conditional": method == "cocoop", "n_ctx": 4, "class_specific_context": False,
+                                     "kgcoop_weight": 0.0, **options}  # fmt: skip
+        return {"note": None, "runs": [run]}
+
+    middle, end = {"class_token_position": "middle"}, {"class_token_position": "end"}
+    results = {
+        cell("zeroshot", "zeroshot", 1, "ImageNet", tmp_path / "a"): content("ImageNet", "zeroshot", 60.0),
+        cell("zeroshot", "zeroshot", 1, "EuroSAT", tmp_path / "b"): content("EuroSAT", "zeroshot", 40.0),
+        cell("train", "coop", 1, "ImageNet", tmp_path / "c"): content("ImageNet", "coop", 70.0, middle, shots=1),
+        cell("evaluate", "coop", 1, "EuroSAT", tmp_path / "d"): content("EuroSAT", "coop", 30.0),
+        cell("train", "cocoop", 1, "ImageNet", tmp_path / "e"): content("ImageNet", "cocoop", 71.0, end, shots=1),
+        cell("evaluate", "cocoop", 1, "EuroSAT", tmp_path / "f"): content("EuroSAT", "cocoop", 45.0, end),
+    }
+    tables = run_transfer_benchmark.transfer_tables(results, ["zeroshot", "coop", "cocoop"], ["EuroSAT"])
+    cross = tables["tables"]["cross_dataset"]
+    assert list(cross["rows"]) == ["zeroshot", "coop (class token middle)", "cocoop"]
+    assert cross["rows"]["coop (class token middle)"]["EuroSAT"]["mean"] == 30.0
+    assert list(cross["paper"]) == ["cocoop"]
+    assert tables["shots"] == [1]
+    markdown = run_transfer_benchmark.transfer_markdown(tables)
+    assert "| CoOp (class token middle) | 70.00 | 30.00 | 30.00 |" in markdown
+    assert "| CoOp (paper) |" not in markdown and "| CoCoOp (paper) | 71.02 | 45.37 | 65.74 |" in markdown
+    assert "trained on ImageNet, all classes, 1 shot\n" in markdown and "16 shots" not in markdown
+    assert "CoOp (class token middle): not the method as published" in markdown
+    run_transfer_benchmark.write_tables(tmp_path / "out", tables)
+    assert (tmp_path / "out" / "transfer.png").stat().st_size > 0

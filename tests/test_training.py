@@ -105,6 +105,26 @@ def test_trained_folder_loads_and_reproduces_base_accuracy(e2e_run, tmp_path):
     assert again["runs"][0]["metrics"] == content["runs"][0]["metrics"]
 
 
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--method", "coop"], r"is a cocoop model; --method coop asks for another: drop --method"),
+        (["--method", "zeroshot"], r"is a cocoop model; --method zeroshot asks for another"),
+        # Given explicitly (true or false), an option is compared with the saved one, whatever --method says.
+        (
+            ["--class_specific_context", "true", "--protocol", "all"],
+            r"was saved with \{'class_specific_context': False\}",
+        ),
+        (["--class_token_position", "front"], r"was saved with \{'class_token_position': 'end'\}"),
+    ],
+)
+def test_a_saved_model_keeps_its_method_and_options(e2e_run, tmp_path, no_training, flags, match):
+    output_dir, _ = e2e_run
+    with pytest.raises(ValueError, match=match):
+        main(argv(tmp_path / "eval", "--model_name_or_path", str(output_dir), *flags, train=False))
+    assert not (tmp_path / "eval").exists()  # refused before anything is written
+
+
 def test_only_prompt_learner_is_optimised_with_dassl_sgd(tmp_path):
     from transformers import TrainingArguments
 
@@ -191,7 +211,7 @@ def test_coop_trains_through_the_same_script(tmp_path):
 
 def test_clip_dtype_trains_an_fp32_prompt_learner_on_a_bf16_clip(tmp_path):
     content = main(argv(tmp_path / "half", "--method", "coop", "--clip_dtype", "bf16"))
-    assert content["recipe"]["CLIP weights"] == "bf16"
+    assert content["recipe"]["CLIP weights"] == "bfloat16"
     assert content["arguments"]["model"]["clip_dtype"] == "bf16"
     saved = load_file(tmp_path / "half" / "model.safetensors")
     assert saved["prompt_learner.ctx"].dtype == torch.float32

@@ -30,11 +30,12 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A trained CoCoOp/CoOp folder or repo to start from (e.g. evaluation only)."}
     )
-    method: str = field(
-        default="cocoop",
+    method: str | None = field(
+        default=None,
         metadata={
             "help": "'cocoop' (meta-net), 'coop' (conditional=False), 'kgcoop' (CoOp + the KgCoOp regulariser, Yao et "
-            "al., CVPR 2023) or 'zeroshot' (CLIP, no training)."
+            "al., CVPR 2023) or 'zeroshot' (CLIP, no training). Default: 'cocoop'; with --model_name_or_path, the "
+            "saved model's (another one is refused)."
         },
     )
     kgcoop_weight: float | None = field(
@@ -73,20 +74,25 @@ class ModelArguments:
         },
     )
     random_init_seed: int = field(default=0, metadata={"help": "Seed of the random CLIP weights."})
-    clip_dtype: str = field(
-        default="fp32",
+    clip_dtype: str | None = field(
+        default=None,
         metadata={
-            "help": "Dtype of the frozen CLIP's weights: 'fp32' (default), 'bf16' or 'fp16' (for a GPU; the official "
-            "code runs its CLIP in fp16 weights). The prompt learner, its gradients and the optimizer stay fp32; "
-            "combine with --bf16/--fp16 (autocast). The saved model holds CLIP in that dtype."
+            "help": "Dtype of the frozen CLIP's weights: 'fp32', 'bf16' or 'fp16' (for a GPU; the official code runs "
+            "its CLIP in fp16 weights). The prompt learner, its gradients and the optimizer stay fp32; combine with "
+            "--bf16/--fp16 (autocast). Default: fp32, or what a --model_name_or_path model was saved with (the saved "
+            "model records it and loads in it again)."
         },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for Hub downloads."})
 
     def __post_init__(self):
+        # Whether --method was given: a saved model (--model_name_or_path) brings its own, and another is refused.
+        self.method_given = self.method is not None
+        if self.method is None:
+            self.method = "cocoop"
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
-        if self.clip_dtype not in CLIP_DTYPES:
+        if self.clip_dtype is not None and self.clip_dtype not in CLIP_DTYPES:
             raise ValueError(f"--clip_dtype must be one of {CLIP_DTYPES}, got {self.clip_dtype!r}.")
         if isinstance(self.ctx_init, str) and self.ctx_init.strip().lower() in ("", "none", "null"):
             self.ctx_init = None
@@ -104,6 +110,8 @@ class ModelArguments:
                 f"--kgcoop_weight must be a finite number >= 0 (the KgCoOp weight w; official: "
                 f"{KGCOOP_DEFAULT_WEIGHT}), got {weight}."
             )
+        if self.model_name_or_path and not self.method_given:
+            return  # the saved model's method and options: flags are checked against them (check_saved_options)
         if self.method == "zeroshot":
             given = [
                 flag
@@ -157,6 +165,7 @@ class ModelArguments:
             name: value
             for name, value in (
                 ("kgcoop_weight", self.kgcoop_weight),
+                # argparse cannot tell "--class_specific_context false" from no flag: only True counts as given.
                 ("class_specific_context", self.class_specific_context or None),
                 ("class_token_position", self.class_token_position),
             )
@@ -201,8 +210,40 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"config file {config_path} has unknown arguments {unknown}; see --help for the names.")
+        _check_file_value_types(parser, values, config_path)
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def _check_file_value_types(parser, values: dict, config_path) -> None:
+    """
+    A config file's values become defaults as they are (argparse converts only command-line strings). Text is
+    converted as the same text on the command line would be (YAML reads `1e-3` as a string); values of the wrong
+    kind are refused, e.g. `kgcoop_weight: true` (would train with w = 1). Changes `values` in place.
+    """
+    actions = {action.dest: action for action in parser._actions}
+    for name, value in values.items():
+        action = actions[name]
+        kind = getattr(action.type, "__name__", "")
+        if value is None or action.nargs in ("+", "*") or kind not in ("string_to_bool", "int", "float", "str"):
+            continue
+        if isinstance(value, str) and kind != "str":
+            try:
+                values[name] = action.type(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"config file {config_path}: `{name}`: {value!r} is not a valid {kind}.") from error
+            continue
+        wrong = {
+            "string_to_bool": not isinstance(value, bool),
+            "int": isinstance(value, bool) or not isinstance(value, int),
+            "float": isinstance(value, bool) or not isinstance(value, (int, float)),
+            "str": not isinstance(value, str),
+        }[kind]
+        if wrong:
+            expected = {"string_to_bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
+            raise ValueError(
+                f"config file {config_path}: `{name}` must be {expected[kind]}, got {value!r} ({type(value).__name__})."
+            )
 
 
 class _CurrentStdoutHandler(std_logging.StreamHandler):

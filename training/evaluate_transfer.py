@@ -39,12 +39,20 @@ from training.data import (
     class_names_per_task,
     drop_or_raise_corrupt,
     load_splits,
+    protocol_relabels,
     select_labels,
-    subsample_classes,
 )
 from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import build_model, has_random_weights
-from training.report import PLOT_NAME, RANDOM_WEIGHTS_NOTE, RESULTS_NAME, TABLE_NAME, saved_method, write_report
+from training.report import (
+    PLOT_NAME,
+    RANDOM_WEIGHTS_NOTE,
+    RESULTS_NAME,
+    TABLE_NAME,
+    method_options,
+    saved_method,
+    write_report,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -143,6 +151,45 @@ def clip_record(model, model_args: ModelArguments) -> dict:
     return {"name_or_path": name, "revision": revision, "random_weights": has_random_weights(model, model_args)}
 
 
+# ModelArguments fields that a saved model (--model_name_or_path) brings itself: the flags' values play no part.
+SAVED_MODEL_FIELDS = (
+    "clip_model_name_or_path",
+    "clip_revision",
+    "method",
+    "kgcoop_weight",
+    "class_specific_context",
+    "class_token_position",
+    "n_ctx",
+    "ctx_init",
+    "meta_net_reduction",
+)
+
+
+def model_arguments_record(model_args: ModelArguments, model) -> dict:
+    """
+    The model arguments as results.json records them. With --model_name_or_path, the fields the saved model brings
+    (its CLIP, method and prompt options) hold the loaded model's values, not the unused defaults of the flags, and
+    `from_saved_model` names them.
+    """
+    record = asdict(model_args)
+    if not model_args.model_name_or_path:
+        return record
+    config = model.config
+    record.update(
+        clip_model_name_or_path=config.clip_name_or_path,
+        clip_revision=config.clip_revision,
+        method=saved_method(config),
+        n_ctx=config.n_ctx,
+        ctx_init=config.ctx_init,
+        meta_net_reduction=config.meta_net_reduction,
+    )
+    options = method_options(config)
+    for name in ("kgcoop_weight", "class_specific_context", "class_token_position"):
+        record[name] = options[name]
+    record["from_saved_model"] = list(SAVED_MODEL_FIELDS)
+    return record
+
+
 def main(argv=None) -> dict:
     import logging as std_logging
 
@@ -170,9 +217,10 @@ def main(argv=None) -> dict:
         _, eval_transform = build_transforms(image_processor, target.image_size)
         data, class_names = load_splits(target, [target.eval_split], cache_dir=model_args.cache_dir)
         full = data[target.eval_split]
-        # A base_to_new target is scored on its two halves as run_cocoop splits them (official subsample_classes).
+        # A base_to_new target is scored on its two halves as run_cocoop splits them (official subsample_classes,
+        # over the whole class list: a class without images in this split does not shift the halves).
         if target.protocol == "base_to_new":
-            relabels = {task: subsample_classes(full["label"], task) for task in ("base", "new")}
+            relabels = protocol_relabels(len(class_names), "base_to_new")
             names = class_names_per_task(class_names, relabels)
         else:
             relabels, names = {"all": None}, {"all": class_names}  # every class, labels as loaded
@@ -191,6 +239,10 @@ def main(argv=None) -> dict:
     method = model_args.method
     if model_args.model_name_or_path:
         method = saved_method(model.config)  # what the loaded model is, whatever --method says
+    # What the model is, as its config says: a saved model keeps the options it was trained with.
+    options = method_options(model.config)
+    if options["kgcoop_weight"] > 0:
+        options["kgcoop_template_source"] = "the saved model's config"
     evaluation = evaluate_sets(
         model, eval_sets, accelerator, args.per_device_eval_batch_size, args.dataloader_num_workers, load_metrics()
     )
@@ -201,6 +253,7 @@ def main(argv=None) -> dict:
     for name, tasks in tasks_of.items():
         metrics = {task: evaluation[name if task == "all" else f"{name} ({task})"] for task in tasks}
         run = {"dataset": name, "method": method, "seed": args.seed, "num_shots": None, "metrics": metrics}
+        run["method_options"] = dict(options)
         if "base" in metrics and "new" in metrics:
             run["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
         runs.append(run)
@@ -211,7 +264,8 @@ def main(argv=None) -> dict:
         "source_dataset": source_dataset,
         "model": model_args.model_name_or_path or model_args.clip_model_name_or_path,
         "clip": clip_record(model, model_args),
-        "arguments": {"model": asdict(model_args), "transfer": asdict(args)},
+        "method_options": options,
+        "arguments": {"model": model_arguments_record(model_args, model), "transfer": asdict(args)},
     }
     content = write_report(output_dir, runs, note=note, extra=extra)
     if note:

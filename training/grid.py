@@ -8,7 +8,9 @@ A cell is any object with `dataset`, `method`, `seed` and `output_dir` attribute
 """
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import sys
 from pathlib import Path
@@ -119,6 +121,42 @@ def run_cocoop_argv(cell, extra: list[str], data_root: str, options: tuple[str, 
         str(cell.output_dir),
         *extra,
     ]
+
+
+def check_run_cocoop_flags(cell, argv: list[str]) -> tuple:
+    """
+    run_cocoop's own parsing and checks of a cell's command (a typo, a bad value, an option that does not fit the
+    method or the protocol), before the grid writes anything: a flag after `--` that run_cocoop would refuse stops
+    the grid now, not when that cell comes up hours later. A --model_name_or_path is refused: the grid trains its
+    own models, and a cell's folder would hold a run of another model than the cell names. Returns run_cocoop's
+    (model, data, training, run) arguments of the cell.
+    """
+    from training import run_cocoop
+
+    printed = io.StringIO()
+    refused = f"{cell}: run_cocoop refuses the flags after '--'"
+    try:
+        with contextlib.redirect_stderr(printed):  # argparse prints its usage there before it exits
+            model_args, data_args, training_args, run_args = run_cocoop.parse_args(argv)
+    except SystemExit:  # argparse's error, a bad value: its message is the last line it printed
+        lines = printed.getvalue().strip().splitlines()
+        raise ValueError(f"{refused}: {lines[-1] if lines else 'they do not parse'}") from None
+    except ValueError as error:
+        raise ValueError(f"{refused}: {error}") from None
+    if model_args.model_name_or_path is not None:
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} after '--': the grid trains its own models, each "
+            "cell from --clip_model_name_or_path with its method's recipe. Evaluate a trained model on other datasets "
+            "with training/evaluate_transfer.py, or on its own with training/run_cocoop.py --model_name_or_path."
+        )
+    try:
+        # What run_cocoop.main refuses before it writes a file: template options, the model config's rules.
+        run_cocoop.zero_shot_template(model_args, data_args, training_args, run_args)
+        kgcoop_template, _ = run_cocoop.kgcoop_template(model_args, data_args, run_args)
+        run_cocoop.check_method_config(model_args, kgcoop_template)
+    except ValueError as error:
+        raise ValueError(f"{refused}: {error}") from None
+    return model_args, data_args, training_args, run_args
 
 
 def check_layouts(datasets: list[str], data_root: str) -> None:

@@ -11,7 +11,11 @@ RANDOM_WEIGHTS_ATTRIBUTE = "random_clip_weights"
 # The KgCoOp hand-crafted prompt without a dataset template (CoCoOpConfig's default, official CUSTOM_TEMPLATES for
 # ImageNet, Caltech101, StanfordCars, SUN397).
 DEFAULT_KGCOOP_TEMPLATE = "a photo of a {}."
-CLIP_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # torch attribute names: torch is imported late here
+CLIP_TORCH_DTYPES = {
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+}  # torch attribute names: torch is imported late here
 # Where htyao89/KgCoOp trainers/kgcoop.py CUSTOM_TEMPLATES differs from CoOp trainers/zsclip.py CUSTOM_TEMPLATES.
 KGCOOP_TEMPLATE_OVERRIDES = {"DescribableTextures": "a photo of a {}, a type of texture."}
 
@@ -21,7 +25,7 @@ def build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_templ
     features come from `kgcoop_template`; zero-shot: CoOp with the context of ctx_init; for a template, see
     `build_zero_shot_clip`), its frozen CLIP's weights in `--clip_dtype`."""
     model = _build_model(model_args, class_names, seed, kgcoop_template)
-    if model_args.clip_dtype != "fp32":
+    if model_args.clip_dtype is not None:
         import torch
 
         model.cast_frozen_clip(getattr(torch, CLIP_TORCH_DTYPES[model_args.clip_dtype]))
@@ -113,7 +117,19 @@ def check_method_config(model_args: ModelArguments, kgcoop_template: str | None 
 
 
 def check_saved_options(config, model_args: ModelArguments, kgcoop_template: str | None) -> None:
-    """A saved model runs with the options it was trained with: a flag asking for others is an error, not ignored."""
+    """
+    A saved model runs with the method and options it was trained with: a flag asking for others is an error, not
+    ignored. Without --method, `model_args.method` becomes the saved model's.
+    """
+    from training.report import saved_method
+
+    saved = saved_method(config)
+    if model_args.method_given and model_args.method != saved:
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} is a {saved} model; --method {model_args.method} "
+            "asks for another: drop --method (the saved model's is used), or train a new model."
+        )
+    model_args.method = saved
     given = model_args.given_method_options()
     if kgcoop_template is not None and getattr(config, "kgcoop_weight", 0.0) > 0:
         given["kgcoop_template"] = kgcoop_template
@@ -171,7 +187,7 @@ def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names)
         _, clip = random_clip(model_args)
     else:
         clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
-    if model_args.clip_dtype != "fp32":
+    if model_args.clip_dtype is not None:
         import torch
 
         clip.to(getattr(torch, CLIP_TORCH_DTYPES[model_args.clip_dtype]))

@@ -55,10 +55,12 @@ def saved_method(config) -> str:
     return "kgcoop" if getattr(config, "kgcoop_weight", 0.0) > 0 else "coop"
 
 
-def method_label(run: dict) -> str:
+def method_label(run: dict, titles: dict[str, str] | None = None) -> str:
     """
     A run's method with the options that differ from the method's published form: "coop (CSC, class token
-    middle)", "kgcoop (w=4)", "cocoop (+KgCoOp w=8)". Runs of one label are one row of a table.
+    middle)", "kgcoop (w=4)", "cocoop (+KgCoOp w=8)". Runs of one label are one row of a table. `titles` names the
+    methods ({"kgcoop": "KgCoOp", ...}: "KgCoOp (w=4)"); a run without `method_options` (results written before
+    they were recorded, zero-shot CLIP with a template) is labelled by its method alone.
     """
     method, options = run["method"], run.get("method_options") or {}
     parts = []
@@ -66,12 +68,22 @@ def method_label(run: dict) -> str:
         parts.append("CSC")
     if options.get("class_token_position", "end") != "end":
         parts.append(f"class token {options['class_token_position']}")
-    weight = options.get("kgcoop_weight", 0.0)
-    if method == "kgcoop" and weight != KGCOOP_DEFAULT_WEIGHT:
+    weight = options.get("kgcoop_weight")
+    if weight is not None and method == "kgcoop" and weight != KGCOOP_DEFAULT_WEIGHT:
         parts.append(f"w={weight:g}")
-    elif method != "kgcoop" and weight > 0:
+    elif weight is not None and method != "kgcoop" and weight > 0:
         parts.append(f"+KgCoOp w={weight:g}")
-    return f"{method} ({', '.join(parts)})" if parts else method
+    name = (titles or {}).get(method, method)
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def is_published_form(run: dict) -> bool:
+    """
+    Whether a run is its method as published, so that the paper's figures compare with it: CoOp with the class
+    token at the end, one shared context and no KgCoOp term; KgCoOp with w = 8 (and CoOp's prompt layout); CoCoOp
+    without the regulariser, class token at the end. Zero-shot CLIP always is.
+    """
+    return method_label(run) == run["method"]
 
 
 def options_text(options: dict) -> str:
@@ -140,9 +152,8 @@ def markdown_table(rows: list[dict], note: str | None = None) -> str:
         label = row.get("label", row["method"])
         lines.append(f"| {row['dataset']} | {label} | {seeds} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(
-        "Top-1 accuracy (%); H = 2·Base·New/(Base+New), their harmonic mean; mean ± sample std over seeds where several."
-    )
+    harmonic = " H = 2·Base·New/(Base+New), their harmonic mean;" if "H" in columns else ""
+    lines.append(f"Top-1 accuracy (%);{harmonic} mean ± sample std over seeds where several.")
     return "\n".join(lines) + "\n"
 
 
@@ -198,9 +209,10 @@ def model_card(
     options: dict | None = None,
 ):
     """
-    The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json; only
-    base-to-new figures: transfer-only rows are left to results.md). `options`: the model's CoOp-family options as
-    `method_options` gives them (class-token position, class-specific context, KgCoOp weight and template).
+    The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json): base, new
+    and H of a base-to-new run, else the accuracy on all classes (`--protocol all`). `options`: the model's
+    CoOp-family options as `method_options` gives them (class-token position, class-specific context, KgCoOp weight
+    and template).
     """
     from cocoop_hf.modelcard_cocoop import render_model_card
 
@@ -208,15 +220,16 @@ def model_card(
     card_results = []
     for row in rows:
         scores = row["scores"]
+        entry = {"dataset": f"{row['dataset']} ({row.get('label', row['method'])})", "random_weights": random_weights}
         if "base" in scores or "new" in scores:
-            entry = {
-                "dataset": f"{row['dataset']} ({row.get('label', row['method'])})",
-                "random_weights": random_weights,
-            }
             for column in METRIC_FIELDS:
                 if column in scores:
                     entry[column] = scores[column]["mean"]
-            card_results.append(entry)
+        elif "all" in scores:
+            entry["accuracy"] = scores["all"]["mean"]
+        else:
+            continue
+        card_results.append(entry)
     datasets = list(dict.fromkeys(row["dataset"] for row in rows)) or None
     return render_model_card(
         base_model=base_model,

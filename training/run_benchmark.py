@@ -41,6 +41,7 @@ from training.grid import (
     METHOD_TITLES,
     RECIPES,
     check_layouts,
+    check_run_cocoop_flags,
     check_same_cell,
     expected_shots,
     parse_grid_args,
@@ -51,7 +52,7 @@ from training.grid import (
     run_cocoop_argv,
     run_identity,
 )
-from training.report import RESULTS_NAME, aggregate, bar_chart, markdown_table
+from training.report import RESULTS_NAME, aggregate, bar_chart, is_published_form, markdown_table, method_label
 
 
 logger = logging.get_logger(__name__)
@@ -67,6 +68,11 @@ PAPER_AVERAGES = {
 # The datasets of Table 1: every benchmark with a train split (ImageNet-V2/-Sketch/-A/-R are evaluation-only).
 BASE_TO_NEW = tuple(name for name, bench in BENCHMARKS.items() if not bench.test_only)
 TABLE_STEM = "table1"
+VARIANT_NOTE = (
+    "{titles}: not the method as published (CoOp: class token at the end, one shared context, no KgCoOp term; "
+    "KgCoOp: w = 8; CoCoOp: no KgCoOp term, class token at the end). The papers report no such runs: '-' in the "
+    "paper's columns."
+)
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,10 @@ def run_cell(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> 
 def run_grid(args) -> dict[Cell, dict]:
     """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
     cells = build_grid(args)
-    # Check every dataset's layout and every earlier cell first: a problem stops the grid before hours of training.
+    # Check every cell's flags, every dataset's layout and every earlier cell first: a problem stops the grid before
+    # anything is written, not hours of training later.
+    for cell in cells:
+        check_run_cocoop_flags(cell, run_cocoop_argv(cell, args.extra, args.data_root))
     check_layouts(args.benchmark, args.data_root)
     return run_cells(
         cells,
@@ -211,7 +220,10 @@ def run_grid(args) -> dict[Cell, dict]:
 
 def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -> dict:
     """
-    Rows per dataset and method, the average over datasets, the paper's averages and the random-weights note.
+    Rows per dataset and method variant, the average over datasets, the paper's averages and the random-weights note.
+
+    A row is labelled by what its runs' results.json records (`method_options`, see `training.report.method_label`):
+    "KgCoOp (w=4)" or "CoOp (class token middle)" is not the paper's KgCoOp or CoOp, and gets no paper figures.
 
     H follows the paper: per dataset, the harmonic mean of the seed-averaged Base and New accuracies (official
     parse_test_res.py averages each accuracy over seeds); in the average row, of the dataset-averaged ones (Table 1's
@@ -219,19 +231,31 @@ def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -
     is kept in the JSON too ("H_mean_over_seeds").
     """
     runs = [content["runs"][0] for content in results.values()]
-    by_key = {(row["dataset"], row["method"]): row for row in aggregate(runs)}
     canonical = {run["dataset"]: get_benchmark(run["dataset"]).name for run in runs}
+    variants = {
+        method_label(run): {
+            "method": run["method"],
+            "title": method_label(run, METHOD_TITLES),
+            "published": is_published_form(run),
+        }
+        for run in runs
+    }
+    labels = [label for method in methods for label, variant in variants.items() if variant["method"] == method]
+    by_key = {(canonical[row["dataset"]], row["label"]): row for row in aggregate(runs)}
     rows = []
     for dataset in datasets:
-        for method in methods:
-            row = next((r for (d, m), r in by_key.items() if canonical[d] == dataset and m == method), None)
+        for label in labels:
+            row = by_key.get((dataset, label))
             if row is None:
                 continue
             base, new = row["scores"]["base"], row["scores"]["new"]
             rows.append(
                 {
                     "dataset": dataset,
-                    "method": method,
+                    "method": row["method"],
+                    "label": label,
+                    "title": variants[label]["title"],
+                    "published": variants[label]["published"],
                     "seeds": row["seeds"],
                     "base": base,
                     "new": new,
@@ -240,14 +264,15 @@ def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -
                 }
             )
     averages = {}
-    for method in methods:
-        members = [row for row in rows if row["method"] == method]
+    for label in labels:
+        members = [row for row in rows if row["label"] == label]
         if not members:
             continue
         base = statistics.fmean(row["base"]["mean"] for row in members)
         new = statistics.fmean(row["new"]["mean"] for row in members)
         covered = [row["dataset"] for row in members]
-        averages[method] = {
+        averages[label] = {
+            **variants[label],
             "datasets": covered,
             "n": len(covered),
             "paper_datasets": set(covered) == set(BASE_TO_NEW),
@@ -262,7 +287,10 @@ def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -
         "methods": methods,
         "rows": rows,
         "average": averages,
-        "paper_average": {method: PAPER_AVERAGES[method] for method in methods},
+        # only beside rows that are the method as published: a variant has no published figures
+        "paper_average": {
+            label: PAPER_AVERAGES[variant["method"]] for label, variant in averages.items() if variant["published"]
+        },
         "H_convention": "H = 2*Base*New/(Base+New) of the mean accuracies (over seeds; over datasets in the average)",
     }
 
@@ -278,14 +306,7 @@ def _report_rows(table: dict) -> list[dict]:
     rows = []
     for row in table["rows"]:
         scores = {"base": row["base"], "new": row["new"], "H": {"mean": row["H"], "std": 0.0, "n": 1}}
-        rows.append(
-            {
-                "dataset": row["dataset"],
-                "method": METHOD_TITLES[row["method"]],
-                "seeds": row["seeds"],
-                "scores": scores,
-            }
-        )
+        rows.append({"dataset": row["dataset"], "method": row["title"], "seeds": row["seeds"], "scores": scores})
     return rows
 
 
@@ -298,15 +319,19 @@ def table1_markdown(table: dict) -> str:
         lines += [f"## {labels[0] if len(labels) == 1 else 'Averages over datasets'}", ""]
         lines.append("| Method | Datasets | Base | New | H | Paper: Base | Paper: New | Paper: H |")
         lines.append("|---|---|---|---|---|---|---|---|")
-        for method, average in table["average"].items():
-            paper = table["paper_average"][method]
+        for label, average in table["average"].items():
+            paper = table["paper_average"].get(label)
+            shown = [f"{paper[c]:.2f}" for c in ("base", "new", "H")] if paper else ["-"] * 3
             lines.append(
-                f"| {METHOD_TITLES[method]} | {average['n']} | {average['base']:.2f} | {average['new']:.2f} | "
-                f"{average['H']:.2f} | {paper['base']:.2f} | {paper['new']:.2f} | {paper['H']:.2f} |"
+                f"| {average['title']} | {average['n']} | {average['base']:.2f} | {average['new']:.2f} | "
+                f"{average['H']:.2f} | " + " | ".join(shown) + " |"
             )
         lines.append("")
         if not all(a["paper_datasets"] for a in table["average"].values()):
             lines += ["The paper averages over all 11 datasets: the two sides are not comparable.", ""]
+        variants = [a["title"] for a in table["average"].values() if not a["published"]]
+        if variants:
+            lines += [VARIANT_NOTE.format(titles=", ".join(variants)), ""]
     lines += ["## Per dataset", ""]
     lines.append(markdown_table(_report_rows(table)).rstrip("\n"))
     lines += [
@@ -323,14 +348,14 @@ def write_table(output_dir, table: dict) -> None:
     (output_dir / f"{TABLE_STEM}.json").write_text(json.dumps(table, indent=2))
     (output_dir / f"{TABLE_STEM}.md").write_text(table1_markdown(table))
     rows = _report_rows(table)
-    for method, average in table["average"].items():  # one more group on the chart: our average, the paper's beside
-        label = f"average ({average['n']})"
-        for who, scores in (
-            (METHOD_TITLES[method], average),
-            (f"{METHOD_TITLES[method]} (paper)", PAPER_AVERAGES[method]),
-        ):
+    for label, average in table["average"].items():  # one more group on the chart: our average, the paper's beside
+        group = f"average ({average['n']})"
+        bars = [(average["title"], average)]
+        if label in table["paper_average"]:
+            bars.append((f"{average['title']} (paper)", table["paper_average"][label]))
+        for who, scores in bars:
             stats = {c: {"mean": scores[c], "std": 0.0, "n": 1} for c in ("base", "new", "H")}
-            rows.append({"dataset": label, "method": who, "seeds": [], "scores": stats})
+            rows.append({"dataset": group, "method": who, "seeds": [], "scores": stats})
     bar_chart(rows, output_dir / f"{TABLE_STEM}.png", table["note"])
 
 

@@ -39,15 +39,16 @@ from training.data import (
     DataArguments,
     ImageTransform,
     build_transforms,
+    class_coverage,
     class_names_per_task,
     dataset_identity,
     drop_or_raise_corrupt,
     few_shot_indices,
     load_splits,
     official_fewshot_rows,
+    protocol_relabels,
     record_training_items,
     select_labels,
-    subsample_classes,
     warn_if_training_split_is_evaluated,
 )
 from training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
@@ -177,6 +178,33 @@ def check_class_sets(data_args, training_args, what: str) -> None:
             f"{what} learns one context per training class, so the model cannot score the new classes of "
             "--protocol base_to_new: pass --protocol all (the official CSC runs, scripts/coop/main.sh)."
         )
+
+
+def check_saved_class_set(model_name_or_path, config, class_names: list[str]) -> None:
+    """
+    A saved class-specific context scores exactly the classes it was trained on, in their order (the model refuses
+    any other set once built): compare its config's id2label with the run's classes before any file is written.
+    """
+    from cocoop_hf.processing_cocoop import class_name_key
+
+    saved = config.class_names
+    if [class_name_key(name) for name in saved] == [class_name_key(name) for name in class_names]:
+        return
+    saved_keys, run_keys = {class_name_key(n) for n in saved}, {class_name_key(n) for n in class_names}
+    lacking = [name for name in class_names if class_name_key(name) not in saved_keys]
+    extra = [name for name in saved if class_name_key(name) not in run_keys]
+    if lacking or extra:
+        difference = (
+            f"this run's classes it has no context for: {lacking[:10]}{' ...' if len(lacking) > 10 else ''}; its "
+            f"classes this run lacks: {extra[:10]}{' ...' if len(extra) > 10 else ''}"
+        )
+    else:
+        difference = f"the same classes in another order: it has {saved[:10]}, this run {class_names[:10]}"
+    raise ValueError(
+        f"--model_name_or_path {model_name_or_path} has a class-specific context (one learned context per class) "
+        f"for its {len(saved)} training classes only, and this run has {len(class_names)} classes: {difference}. "
+        "Evaluate it on the classes it was trained on, or train a model for these."
+    )
 
 
 def uses_kgcoop(model_args) -> bool:
@@ -383,7 +411,6 @@ def main(argv=None, callbacks=None) -> dict:
     setup_logging(training_args)
     push_to_hub = training_args.push_to_hub
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
-    check_output_dir(training_args, run_args)
     random_note = RANDOM_WEIGHTS_NOTE if model_args.random_init_clip else None
     if random_note and training_args.process_index == 0:
         print("\n" + "=" * 100 + f"\n{random_note}\n" + "=" * 100 + "\n", flush=True)
@@ -403,8 +430,16 @@ def main(argv=None, callbacks=None) -> dict:
     fewshot_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
     quiet = not training_args.should_log or training_args.disable_tqdm
 
-    # Classes the model trains on: the base half (base-to-new) or all of them. Dassl samples the few-shot set first,
-    # then subsamples classes, with the label set taken from the (few-shot) training data.
+    # Classes the model trains on: the base half (base-to-new) or all of them, halved over the whole class list (see
+    # protocol_relabels); every trained class must have training images (class_coverage).
+    relabels = protocol_relabels(len(class_names), data_args.protocol)
+    names = class_names_per_task(class_names, relabels)
+    train_task = "base" if data_args.protocol == "base_to_new" else "all"
+    class_set = class_coverage(data_args, data, class_names, relabels[train_task] if training_args.do_train else None)
+    if model_args.model_name_or_path and getattr(config, "class_specific_context", False):
+        check_saved_class_set(model_args.model_name_or_path, config, names[train_task])
+    check_output_dir(training_args, run_args)  # after the checks above: a refused run leaves --output_dir untouched
+
     label_source = data[data_args.train_split if training_args.do_train else data_args.eval_split]
     train_indices = None
     if training_args.do_train and data_args.num_shots is not None:
@@ -423,11 +458,6 @@ def main(argv=None, callbacks=None) -> dict:
                 dataset=dataset_identity(data_args),
                 official=official,
             )
-    present = label_source["label"] if train_indices is None else [label_source["label"][i] for i in train_indices]
-    tasks = {"base": "base", "new": "new"} if data_args.protocol == "base_to_new" else {"all": "all"}
-    relabels = {task: subsample_classes(present, subsample) for task, subsample in tasks.items()}
-    names = class_names_per_task(class_names, relabels)
-    train_task = "base" if data_args.protocol == "base_to_new" else "all"
 
     train_dataset, skipped = None, {}
     if training_args.do_train:
@@ -538,7 +568,7 @@ def main(argv=None, callbacks=None) -> dict:
         "lr schedule": f"{run_args.lr_schedule} (warmup {run_args.warmup_epochs} epoch at {run_args.warmup_lr:g})",
         "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
-        "CLIP weights": model_args.clip_dtype,
+        "CLIP weights": str(next(model.clip.parameters()).dtype).removeprefix("torch."),
     }
     if template is not None:
         recipe["prompt template"] = template
@@ -552,6 +582,7 @@ def main(argv=None, callbacks=None) -> dict:
         "world_size": training_args.world_size,
         "protocol": data_args.protocol,
         "classes": names,
+        "class_set": class_set,
         "skipped_corrupt_images": skipped,
         "recipe": recipe,
         **({"zero_shot": {"prompt_template": template, "source": template_source}} if template is not None else {}),

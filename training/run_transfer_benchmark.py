@@ -18,13 +18,17 @@ Cells, each in its own folder under --output_dir:
 - `<Target>/<method>/seed<S>`: training/evaluate_transfer.py of that model on the target's test split;
 - `<Dataset>/zeroshot/seed<S>`: training/run_cocoop.py --method zeroshot on the dataset (first seed only: nothing
   random).
-Flags after `--` go to every run_cocoop run; those evaluate_transfer knows (batch size, workers, CPU, precision) to
-the evaluations as well. A finished cell is skipped, an interrupted training resumes from its newest checkpoint, an
-interrupted evaluation runs again. Writes `transfer.md`, `transfer.json` and `transfer.png` into --output_dir: ours
+Flags after `--` go to every run_cocoop run; those evaluate_transfer knows (batch size, workers, CPU, precision, CLIP
+weights dtype) to the evaluations as well, and the source's evaluation data options (--max_eval_samples, --image_size,
+--verify_images, --skip_corrupt_images) to every target. Every cell's flags are checked before anything is written;
+--class_specific_context (such a model scores only the source's classes) and --model_name_or_path (the grid trains
+its own models) are refused. A finished cell is skipped, an interrupted training resumes from its newest checkpoint,
+an interrupted evaluation runs again. Writes `transfer.md`, `transfer.json` and `transfer.png` into --output_dir: ours
 (mean ± std over seeds) beside the paper's values.
 """
 
 import argparse
+import dataclasses
 import json
 import logging as std_logging
 import statistics
@@ -44,6 +48,7 @@ from training.checkpoints import MANIFEST_NAME
 from training.grid import (
     METHOD_TITLES,
     check_layouts,
+    check_run_cocoop_flags,
     check_same_cell,
     expected_shots,
     parse_grid_args,
@@ -54,7 +59,7 @@ from training.grid import (
     run_cocoop_argv,
     run_identity,
 )
-from training.report import RESULTS_NAME, TABLE_NAME, bar_chart
+from training.report import RESULTS_NAME, TABLE_NAME, bar_chart, is_published_form, method_label
 
 
 logger = logging.get_logger(__name__)
@@ -102,8 +107,11 @@ PAPER_DG = {
     }.items()
 }
 TABLE_STEM = "transfer"
-# run_cocoop flags that evaluate_transfer takes too (the same meaning); --fp16/--bf16 become its --mixed_precision.
+# run_cocoop flags that evaluate_transfer takes too (the same meaning); --fp16/--bf16 become its --mixed_precision,
+# and the source's CLIP weights dtype (--clip_dtype, from the recipe or after `--`) is passed on as such.
 EVAL_FLAGS = ("--per_device_eval_batch_size", "--dataloader_num_workers", "--use_cpu", "--cache_dir")
+# Data options of the source run that every target gets too (in its targets.json entry), where not the default.
+TARGET_OPTIONS = ("max_eval_samples", "image_size", "verify_images", "skip_corrupt_images")
 TARGETS_FILE = "targets.json"
 
 
@@ -201,18 +209,15 @@ def _flag_values(extra: list[str], names) -> dict[str, str]:
     return {f"--{key}": value for key, value in known.items() if value is not None}
 
 
-def _true(value) -> bool:
-    return str(value).lower() in ("true", "1", "yes")
-
-
-def evaluate_argv(cell: TransferCell, extra: list[str], output_root) -> list[str]:
-    """evaluate_transfer flags of an evaluation cell; the precision is the training's (the recipe's --fp16/--bf16,
-    or those after `--`), as the official xd_test.sh evaluates with the training config."""
-    model_dir = training_cell(cell, output_root).output_dir.resolve()
-    forwarded = _flag_values(extra, EVAL_FLAGS)
-    recipe = cli.read_structured_file(recipe_for(cell.method, SOURCE), "recipe")
-    precision = {**{f"--{k}": recipe.get(k) for k in ("fp16", "bf16")}, **_flag_values(extra, ("--fp16", "--bf16"))}
-    mixed = "fp16" if _true(precision.get("--fp16")) else "bf16" if _true(precision.get("--bf16")) else "no"
+def evaluate_argv(cell: TransferCell, args) -> list[str]:
+    """
+    evaluate_transfer flags of an evaluation cell. The precision (--fp16/--bf16) and the CLIP weights dtype
+    (--clip_dtype) are the training's, from the recipe or after `--`, as the official xd_test.sh evaluates with the
+    training config; `args.sources` holds each method's run_cocoop arguments (see `run_grid`).
+    """
+    model_args, _, training_args, _ = args.sources[cell.method]
+    model_dir = training_cell(cell, args.output_dir).output_dir.resolve()
+    mixed = "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else "no"
     argv = [
         "--model_name_or_path",
         str(model_dir),
@@ -225,15 +230,32 @@ def evaluate_argv(cell: TransferCell, extra: list[str], output_root) -> list[str
         "--mixed_precision",
         mixed,
     ]
-    for name, value in forwarded.items():
+    if model_args.clip_dtype not in (None, "fp32"):  # None: fp32 (the default)
+        argv += ["--clip_dtype", model_args.clip_dtype]
+    for name, value in _flag_values(args.extra, EVAL_FLAGS).items():
         argv += [name, value]
     return argv
+
+
+def target_options(cell: TransferCell, args) -> dict:
+    """The source run's data options (`TARGET_OPTIONS`) that differ from their defaults: each target gets them too."""
+    _, data_args, _, _ = args.sources[cell.method]
+    defaults = {field.name: field.default for field in dataclasses.fields(data_args)}
+    return {name: getattr(data_args, name) for name in TARGET_OPTIONS if getattr(data_args, name) != defaults[name]}
+
+
+def target_entry(cell: TransferCell, args) -> dict:
+    """The one target of an evaluation cell's targets.json: the dataset's test split, all classes."""
+    entry = {"benchmark": cell.dataset, "data_root": str(Path(args.data_root).resolve()), "eval_split": "test"}
+    return {**entry, **target_options(cell, args)}
 
 
 def cell_command(cell: TransferCell, args) -> list[str]:
     """What defines a cell's run (recorded in grid_cells.json; resume flags aside)."""
     if cell.kind == "evaluate":
-        return ["evaluate_transfer", *evaluate_argv(cell, args.extra, args.output_dir)]
+        options = target_options(cell, args)
+        shown = ["target options:", json.dumps(options, sort_keys=True)] if options else []
+        return ["evaluate_transfer", *evaluate_argv(cell, args), *shown]
     return ["run_cocoop", *run_cocoop_argv(cell, args.extra, args.data_root, ALL_CLASSES)]
 
 
@@ -284,9 +306,9 @@ def run_one(cell: TransferCell, args, flags: list[str]) -> None:
         from training import evaluate_transfer
 
         cell.output_dir.mkdir(parents=True, exist_ok=True)
-        target = {"benchmark": cell.dataset, "data_root": str(Path(args.data_root).resolve()), "eval_split": "test"}
+        target = target_entry(cell, args)
         (cell.output_dir / TARGETS_FILE).write_text(json.dumps({"targets": [target]}, indent=2) + "\n")
-        argv = [*evaluate_argv(cell, args.extra, args.output_dir), *flags]
+        argv = [*evaluate_argv(cell, args), *flags]
         logger.info("evaluate_transfer %s", " ".join(argv))
         evaluate_transfer.main(argv)
         return
@@ -297,6 +319,34 @@ def run_one(cell: TransferCell, args, flags: list[str]) -> None:
     run_cocoop.main(argv)
 
 
+def check_cells(cells: list[TransferCell], args) -> None:
+    """
+    Every cell's flags, parsed and checked as its script will, before anything is written (a typo after `--` would
+    otherwise stop the grid at its first cell, or hours in); sets `args.sources`, each method's run_cocoop arguments
+    of its training on the source, which the evaluations follow.
+    """
+    from training import evaluate_transfer
+
+    args.sources = {}
+    for cell in cells:
+        if cell.kind == "evaluate":
+            continue
+        parsed = check_run_cocoop_flags(cell, run_cocoop_argv(cell, args.extra, args.data_root, ALL_CLASSES))
+        if cell.kind == "train" and parsed[0].class_specific_context:
+            raise ValueError(
+                "--class_specific_context: a model with one context per class scores only the classes it was "
+                f"trained on ({SOURCE}'s), not the targets' classes that Tables 2 and 3 evaluate it on. Drop it (the "
+                "transfer runs share one context across classes)."
+            )
+        args.sources.setdefault(cell.method, parsed)
+    for cell in cells:
+        if cell.kind == "evaluate":
+            try:
+                evaluate_transfer.parse_args(evaluate_argv(cell, args))
+            except ValueError as error:
+                raise ValueError(f"{cell}: evaluate_transfer refuses its flags: {error}") from None
+
+
 def run_grid(args) -> dict[TransferCell, dict]:
     """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
     recipes = {recipe_for(method, SOURCE) for method in args.method}  # zero-shot: one recipe for every dataset
@@ -304,6 +354,7 @@ def run_grid(args) -> dict[TransferCell, dict]:
     if missing:
         raise ValueError(f"recipe file(s) missing: {missing}.")
     cells = build_grid(args)
+    check_cells(cells, args)
     check_layouts([SOURCE, *args.targets], args.data_root)
     return run_cells(
         cells,
@@ -332,17 +383,38 @@ def _stats(values: list[float], seeds: list[int]) -> dict:
 
 
 def transfer_tables(results: dict[TransferCell, dict], methods: list[str], targets: list[str]) -> dict:
-    """Accuracy per method and dataset (mean ± sample std over seeds), Table 2 and Table 3, the paper's beside."""
+    """
+    Accuracy per method variant and dataset (mean ± sample std over seeds), Table 2 and Table 3, the paper's beside.
+
+    A row is labelled by what its model's results.json records (`method_options`, see
+    `training.report.method_label`): an evaluation by the options of the model it scores, its training cell's run.
+    The paper's values stand only beside rows that are the method as published.
+    """
+    trained = {
+        (cell.method, cell.seed): content["runs"][0] for cell, content in results.items() if cell.kind == "train"
+    }
     scores: dict[str, dict[str, dict[int, float]]] = {}
+    variants = {}
     for cell, content in results.items():
-        accuracy = content["runs"][0]["metrics"]["all"]["accuracy"]
-        scores.setdefault(cell.method, {}).setdefault(cell.dataset, {})[cell.seed] = accuracy
-    per_method = {
-        method: {
+        run = content["runs"][0]
+        model_run = trained.get((cell.method, cell.seed), run) if cell.kind == "evaluate" else run
+        label = method_label(model_run)
+        variants.setdefault(
+            label,
+            {
+                "method": cell.method,
+                "title": method_label(model_run, METHOD_TITLES),
+                "published": is_published_form(model_run),
+            },
+        )
+        scores.setdefault(label, {}).setdefault(cell.dataset, {})[cell.seed] = run["metrics"]["all"]["accuracy"]
+    labels = [label for method in methods for label, variant in variants.items() if variant["method"] == method]
+    per_label = {
+        label: {
             dataset: _stats([by_seed[s] for s in sorted(by_seed)], sorted(by_seed))
-            for dataset, by_seed in scores.get(method, {}).items()
+            for dataset, by_seed in scores[label].items()
         }
-        for method in methods
+        for label in labels
     }
     tables = {}
     for key, all_targets, paper in (
@@ -353,24 +425,36 @@ def transfer_tables(results: dict[TransferCell, dict], methods: list[str], targe
         if not columns:
             continue
         rows = {}
-        for method in methods:
-            row = {d: per_method[method][d] for d in (SOURCE, *columns) if d in per_method[method]}
+        for label in labels:
+            row = {d: per_label[label][d] for d in (SOURCE, *columns) if d in per_label[label]}
             if key == "cross_dataset" and all(t in row for t in columns):
                 means = [row[t]["mean"] for t in columns]
                 row["average"] = {"mean": statistics.fmean(means), "n_targets": len(columns)}
-            rows[method] = row
+            rows[label] = row
         tables[key] = {
             "columns": [SOURCE, *columns] + (["average"] if key == "cross_dataset" else []),
             "rows": rows,
-            "paper": {m: paper[m] for m in methods if m in paper},
+            "paper": {
+                label: paper[variants[label]["method"]]
+                for label in labels
+                if variants[label]["published"] and variants[label]["method"] in paper
+            },
             "average_is_papers": key == "cross_dataset" and set(columns) == set(CROSS_DATASET_TARGETS),
         }
     notes = sorted({content["note"] for content in results.values() if content.get("note")})
-    return {"note": " ".join(notes) or None, "methods": methods, "targets": targets, "tables": tables}
+    shots = sorted({run.get("num_shots") for run in trained.values() if run.get("num_shots") is not None})
+    return {
+        "note": " ".join(notes) or None,
+        "methods": methods,
+        "labels": {label: variants[label] for label in labels},
+        "targets": targets,
+        "shots": shots,
+        "tables": tables,
+    }
 
 
 TABLE_TITLES = {
-    "cross_dataset": "Cross-dataset transfer (CoCoOp paper, Table 2): trained on ImageNet, all classes, 16 shots",
+    "cross_dataset": "Cross-dataset transfer (CoCoOp paper, Table 2): trained on ImageNet, all classes",
     "domain_generalisation": "Domain generalisation (CoCoOp paper, Table 3): trained on ImageNet",
 }
 COLUMN_NAMES = {
@@ -383,6 +467,18 @@ COLUMN_NAMES = {
     "DescribableTextures": "DTD",
     "average": "Average",
 }
+VARIANT_NOTE = (
+    "{titles}: not the method as published (CoOp: class token at the end, one shared context, no KgCoOp term; "
+    "CoCoOp: no KgCoOp term, class token at the end). The paper reports no such runs: no (paper) row beside them."
+)
+
+
+def table_title(key: str, shots: list[int]) -> str:
+    """A table's heading, with the shots the source models were trained with (as their results.json records)."""
+    title = TABLE_TITLES[key]
+    if key == "cross_dataset" and shots:
+        title += ", " + ", ".join(str(n) for n in shots) + (" shot" if shots == [1] else " shots")
+    return title
 
 
 def transfer_markdown(tables: dict) -> str:
@@ -391,10 +487,11 @@ def transfer_markdown(tables: dict) -> str:
         lines += [f"> **{tables['note']}**", ""]
     for key, table in tables["tables"].items():
         columns = table["columns"]
-        lines += [f"## {TABLE_TITLES[key]}", ""]
+        lines += [f"## {table_title(key, tables.get('shots', []))}", ""]
         lines.append("| Method | " + " | ".join(COLUMN_NAMES.get(c, c) for c in columns) + " |")
         lines.append("|---|" + "---|" * len(columns))
-        for method, row in table["rows"].items():
+        for label, row in table["rows"].items():
+            title = tables["labels"][label]["title"]
             cells = []
             for column in columns:
                 stat = row.get(column)
@@ -404,14 +501,17 @@ def transfer_markdown(tables: dict) -> str:
                     cells.append(f"{stat['mean']:.2f} ± {stat['std']:.2f}")
                 else:
                     cells.append(f"{stat['mean']:.2f}")
-            lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + " |")
-            paper = table["paper"].get(method)
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+            paper = table["paper"].get(label)
             if paper is not None:
                 shown = [f"{paper[c]:.2f}" if c in paper else "-" for c in columns]
-                lines.append(f"| {METHOD_TITLES[method]} (paper) | " + " | ".join(shown) + " |")
+                lines.append(f"| {title} (paper) | " + " | ".join(shown) + " |")
         lines.append("")
         if key == "cross_dataset" and not table["average_is_papers"]:
             lines += ["The paper's average is over all 10 targets: this one covers fewer, so they do not compare.", ""]
+    variants = [variant["title"] for variant in tables["labels"].values() if not variant["published"]]
+    if variants:
+        lines += [VARIANT_NOTE.format(titles=", ".join(variants)), ""]
     lines.append(
         "Top-1 accuracy (%) on each dataset's test split, all its classes; mean ± sample std over seeds where several. "
         "Rows marked (paper): the CoCoOp paper (Zhou et al., CVPR 2022)."
@@ -426,16 +526,17 @@ def write_tables(output_dir, tables: dict) -> None:
     (output_dir / f"{TABLE_STEM}.md").write_text(transfer_markdown(tables))
     rows, seen = [], set()
     for table in tables["tables"].values():
-        for method, row in table["rows"].items():
+        for label, row in table["rows"].items():
+            title = tables["labels"][label]["title"]
             for dataset, stat in row.items():
-                if dataset == "average" or (method, dataset) in seen:
+                if dataset == "average" or (label, dataset) in seen:
                     continue
-                seen.add((method, dataset))
-                label = COLUMN_NAMES.get(dataset, dataset)
-                rows.append(_chart_row(label, METHOD_TITLES[method], stat["mean"], stat["std"]))
-                paper = table["paper"].get(method, {}).get(dataset)
+                seen.add((label, dataset))
+                column = COLUMN_NAMES.get(dataset, dataset)
+                rows.append(_chart_row(column, title, stat["mean"], stat["std"]))
+                paper = table["paper"].get(label, {}).get(dataset)
                 if paper is not None:
-                    rows.append(_chart_row(label, f"{METHOD_TITLES[method]} (paper)", paper, 0.0))
+                    rows.append(_chart_row(column, f"{title} (paper)", paper, 0.0))
     bar_chart(rows, output_dir / f"{TABLE_STEM}.png", tables["note"])
 
 
