@@ -276,6 +276,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         device = self.prompt_learner.ctx.device
         if self.config.class_specific_context:
             self._check_class_specific(class_names, encoding["input_ids"], encoding["eos_index"])
+        if self.config.class_token_position != "end":
+            _check_name_lengths(encoding["name_length"], encoding["eos_index"], self.config, class_names)
         zero_shot = torch.empty(0, 0, device=device)
         if self.config.kgcoop_weight > 0:
             zero_shot = self.zero_shot_text_features(class_names, tokenizer=tokenizer)
@@ -1004,13 +1006,21 @@ def _check_class_prompts(input_ids, eos_index, config: CoCoOpConfig, name_length
         raise TypeError(f"`name_length` must be an integer torch.Tensor, got {found}: {help_text}.")
     if tuple(name_length.shape) != (classes,):
         raise ValueError(f"`name_length` must be ({classes},), one per class, got {tuple(name_length.shape)}.")
+    if position != "end":
+        _check_name_lengths(name_length, eos_index, config)
+
+
+def _check_name_lengths(name_length: torch.Tensor, eos_index: torch.Tensor, config: CoCoOpConfig, names=None) -> None:
+    """For "middle"/"front": each class name, moved as a block of `name_length` tokens, must fit in its prompt."""
     room = eos_index.to(name_length.device) - 1 - config.n_ctx  # the name and '.' sit between context and EOS
-    bad = (name_length < 1) | (name_length > room)
-    if bad.any():
+    bad = ((name_length < 1) | (name_length > room)).nonzero().flatten().tolist()
+    if bad:
+        shown = [names[i] for i in bad[:5]] if names is not None else bad[:5]
         raise ValueError(
-            f"`name_length` must lie in [1, eos_index - 1 - n_ctx] (the tokens between the context and EOS), got "
-            f"{name_length[bad].tolist()[:5]} for classes {bad.nonzero().flatten().tolist()[:5]}: build the prompts "
-            "with the model's processor or model.class_prompts(class_names)."
+            f"`name_length` must lie in [1, eos_index - 1 - n_ctx] (the tokens between the context and EOS) for "
+            f'class_token_position="{config.class_token_position}", got {name_length[bad].tolist()[:5]} for classes '
+            f"{shown}: a name that tokenises to more tokens alone than inside its prompt cannot be moved; build the "
+            "prompts with the model's processor or model.class_prompts(class_names), or rename those classes."
         )
 
 

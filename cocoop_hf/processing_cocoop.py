@@ -158,15 +158,10 @@ def build_prompt_ids(
     eos_index = torch.tensor([len(ids) - 1 for ids in encoded], dtype=torch.long)
     # Official CoOp trainers/coop.py: name_lens = len(_tokenizer.encode(name)), the name tokenised on its own.
     names = [clean_class_name(name) for name in class_names]
-    name_length = [len(ids) for ids in tokenizer(names, add_special_tokens=False)["input_ids"]]
-    for name, ids, count in zip(class_names, encoded, name_length, strict=True):
-        if not 1 <= count <= len(ids) - 2 - n_ctx:
-            # The name, read alone, must fit in the tokens between the context and EOS it is moved out of.
-            raise ValueError(
-                f"class name {name!r} tokenises to {count} tokens alone but leaves {len(ids) - 2 - n_ctx} tokens "
-                "after the context in its prompt: use a name that tokenises the same on its own."
-            )
-    name_length = torch.tensor(name_length, dtype=torch.long)
+    # Only a model with class_token_position "middle"/"front" reads it (and checks that it fits the prompt).
+    name_length = torch.tensor(
+        [len(ids) for ids in tokenizer(names, add_special_tokens=False)["input_ids"]], dtype=torch.long
+    )
     return BatchEncoding({"input_ids": input_ids, "eos_index": eos_index, "name_length": name_length})
 
 

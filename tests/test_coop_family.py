@@ -477,9 +477,10 @@ def test_model_card_of_a_saved_model_names_its_options(family):
     assert "learned with **CoCoOp**" in text and "Class-token position **middle**" in text and "KgCoOp" not in text
 
 
-def test_build_prompt_ids_refuses_a_name_longer_alone_than_in_its_prompt(tokenizer):
+def test_a_name_longer_alone_than_in_its_prompt_is_refused_where_it_is_moved(tokenizer):
     """name_lens counts the name tokenised alone; if that ran past the name's tokens in the prompt, the moved span
-    would take '.' or EOS with it: refused (no real CLIP name seen does this, a tokenizer could)."""
+    would take '.' or EOS with it: a middle/front model refuses it (no real CLIP name seen does this, a tokenizer
+    could); an "end" model never moves the name and takes the prompts."""
 
     class LongerAlone:
         def __init__(self, inner):
@@ -494,5 +495,12 @@ def test_build_prompt_ids_refuses_a_name_longer_alone_than_in_its_prompt(tokeniz
                 return {"input_ids": [ids + ids for ids in out["input_ids"]]}  # every name reads twice as long
             return out
 
-    with pytest.raises(ValueError, match=r"class name 'great_white_shark' tokenises to 6 tokens alone but leaves 4"):
-        build_prompt_ids(LongerAlone(tokenizer), ["great_white_shark"], "a photo of a", 4)
+    # The prompts are built (an "end" model never reads name_length); a model that moves the name refuses them.
+    prompts = build_prompt_ids(LongerAlone(tokenizer), ["great_white_shark"], "a photo of a", 4)
+    assert prompts["name_length"].tolist() == [6] and int(prompts["eos_index"][0]) - 1 - 4 == 4
+    middle = CoCoOpModel(make_config(conditional=False, class_token_position="middle"))
+    with pytest.raises(ValueError, match=r"got \[6\] for classes \[0\]: a name that tokenises to more tokens alone"):
+        middle(image_embeds=unit_embeds(1), **prompts)
+    end = CoCoOpModel(make_config(conditional=False))
+    end.prompt_learner.ctx.data.normal_(std=0.02)
+    assert end(image_embeds=unit_embeds(1), **prompts).logits.shape == (1, 1)
