@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from pathlib import Path
 
 from transformers.utils import logging
@@ -293,5 +294,17 @@ def main(argv=None):
     return model
 
 
+def _run_from_command_line() -> None:
+    """Refused input (ValueError / FileNotFoundError naming the culprit) ends as `error: <message>`, exit 2, as
+    argparse does; COCOOP_HF_TRACEBACK=1 shows the traceback too."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("COCOOP_HF_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main()
+    _run_from_command_line()

@@ -35,6 +35,12 @@ KGCOOP_CITATION = """@inproceedings{yao2023kgcoop,
     booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
     year={2023}
 }"""
+COOP_CITATION = """@article{zhou2022coop,
+    title={Learning to Prompt for Vision-Language Models},
+    author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
+    journal={International Journal of Computer Vision (IJCV)},
+    year={2022}
+}"""
 CITATION = """@inproceedings{zhou2022cocoop,
     title={Conditional Prompt Learning for Vision-Language Models},
     author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
@@ -330,5 +336,9 @@ def render_model_card(
         all_classes_results="accuracy" in columns,
         prompt_options=options,
         image_conditional=method == "cocoop",
-        citation=CITATION + ("\n\n" + KGCOOP_CITATION if method == "kgcoop" or kgcoop_weight > 0 else ""),
+        citation="\n\n".join(
+            [CITATION]
+            + ([COOP_CITATION] if method in ("coop", "kgcoop") else [])  # CoOp's context, KgCoOp's base method
+            + ([KGCOOP_CITATION] if method == "kgcoop" or kgcoop_weight > 0 else [])
+        ),
     )

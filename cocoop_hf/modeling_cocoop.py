@@ -441,6 +441,9 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         Loading then takes CLIP and its tokenizer from the base CLIP named by `config.clip_name_or_path` at
         `config.clip_revision`, or from an already-loaded CLIP (`from_pretrained(folder, clip_model=clip)`).
         """
+        # What the saved CLIP runs in, from the weights themselves (a later .to(...) may have changed them since a cast).
+        clip_dtype = self._text_dtype()
+        self.config.frozen_clip_dtype = None if clip_dtype == self.dtype else str(clip_dtype).removeprefix("torch.")
         return save_model(self, save_directory, adapter_only=adapter_only, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):

@@ -290,3 +290,21 @@ def test_model_does_not_import_the_converter():
 
     assert "convert_official" not in Path(modeling.__file__).read_text()
     assert not hasattr(CoCoOpModel, "from_official_checkpoint")
+
+
+def test_command_line_refusal_is_one_line(tiny_clip_dir, tmp_path):
+    """python -m cocoop_hf.convert_official ends refused input with 'error: <message>' and status 2, no traceback."""
+    import subprocess
+    import sys
+
+    path = write_dassl_checkpoint(tmp_path / "cocoop.pth.tar-10", official_state_dict(n_ctx=4, conditional=True))
+    names_file = tmp_path / "classnames.txt"
+    names_file.write_text("\n".join(CLASS_NAMES))
+    argv = ["--checkpoint", str(path), "--clip", str(tiny_clip_dir), "--class_names_file", str(names_file)]
+    argv += ["--output_dir", str(tmp_path / "out"), "--class_token_position", "middle"]
+    done = subprocess.run(
+        [sys.executable, "-m", "cocoop_hf.convert_official", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in done.stderr
+    assert "class_token_position='middle' was passed" in done.stderr

@@ -121,3 +121,9 @@ def test_saving_after_the_cast_keeps_the_prompt_learner_in_fp32_and_the_clip_in_
     assert {p.dtype for p in whole.clip.parameters()} == {torch.float32}
     # Cast back to the model's dtype: nothing left to record.
     assert model.cast_frozen_clip(torch.float32).config.frozen_clip_dtype is None
+    # The record follows the weights saved, also after a plain .to(): a reloaded copy is what was saved.
+    loaded = CoCoOpModel.from_pretrained(tmp_path / "full").to(torch.float32)
+    loaded.save_pretrained(tmp_path / "again")
+    again = CoCoOpModel.from_pretrained(tmp_path / "again")
+    assert again.config.frozen_clip_dtype is None
+    assert {p.dtype for p in again.clip.parameters()} == {torch.float32}

@@ -141,6 +141,8 @@ def test_card_names_the_training_method():
     assert "learned with **CoOp**" in coop and "meta-network turns" not in coop
     assert "zero-shot CLIP" in zeroshot and "Nothing is learned" in zeroshot and "learned with" not in zeroshot
     assert "`[context] {class name}.`" in coop
+    # CoOp-style prompts cite CoOp (IJCV 2022) beside CoCoOp; CoCoOp's card does not.
+    assert "zhou2022coop" in coop and "zhou2022coop" not in cocoop
     # Only CoCoOp's prompt depends on the image: its card alone says inference is per image and class.
     kgcoop = render_model_card(base_model=BASE, n_ctx=4, method="kgcoop").text
     assert "once per image and class" in cocoop

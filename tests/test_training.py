@@ -116,6 +116,7 @@ def test_trained_folder_loads_and_reproduces_base_accuracy(e2e_run, tmp_path):
             r"was saved with \{'class_specific_context': False\}",
         ),
         (["--class_token_position", "front"], r"was saved with \{'class_token_position': 'end'\}"),
+        (["--n_ctx", "8", "--ctx_init", "none"], r"was saved with \{'n_ctx': 4, 'ctx_init': 'a photo of a'\}"),
     ],
 )
 def test_a_saved_model_keeps_its_method_and_options(e2e_run, tmp_path, no_training, flags, match):
@@ -225,6 +226,19 @@ def test_clip_dtype_trains_an_fp32_prompt_learner_on_a_bf16_clip(tmp_path):
     assert not torch.equal(
         saved["prompt_learner.ctx"], load_file(tmp_path / "start" / "model.safetensors")["prompt_learner.ctx"]
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--optim", "adamw_torch"], r"--optim is not used by this script: the optimizer is always SGD"),
+        (["--lr_scheduler_type", "cosine"], r"--lr_scheduler_type is not used.*pass --lr_schedule hf"),
+        (["--warmup_steps", "2"], r"--warmup_steps is not used.*--warmup_epochs"),
+    ],
+)
+def test_trainer_options_the_script_does_not_use_are_refused(tmp_path, no_training, flags, match):
+    with pytest.raises(ValueError, match=match):
+        main(argv(tmp_path / "unused", *flags))
 
 
 @pytest.mark.parametrize("epochs", ["0", "-1"])

@@ -131,6 +131,11 @@ def check_saved_options(config, model_args: ModelArguments, kgcoop_template: str
         )
     model_args.method = saved
     given = model_args.given_method_options()
+    # Prompt-shape flags left at their defaults are not "given" (argparse cannot tell); any other value is.
+    for name, default in (("n_ctx", None), ("ctx_init", "a photo of a"), ("meta_net_reduction", 16)):
+        value = getattr(model_args, name)
+        if value != default and not (name == "meta_net_reduction" and not config.conditional):
+            given[name] = value
     if kgcoop_template is not None and getattr(config, "kgcoop_weight", 0.0) > 0:
         given["kgcoop_template"] = kgcoop_template
     differ = {name: value for name, value in given.items() if getattr(config, name, None) != value}

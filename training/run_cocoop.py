@@ -159,6 +159,7 @@ def parse_args(argv=None):
         raise ValueError(f"--lr_schedule must be 'dassl_cosine' or 'hf', got {run_args.lr_schedule!r}.")
     if run_args.lr_schedule == "dassl_cosine" and training_args.max_steps > 0:
         raise ValueError("--max_steps does not fit the per-epoch Dassl schedule: use --num_train_epochs.")
+    check_unused_trainer_options(training_args, run_args)
     if training_args.do_train and training_args.max_steps <= 0 and not training_args.num_train_epochs > 0:
         raise ValueError(
             f"--num_train_epochs {training_args.num_train_epochs} trains nothing: give a positive number of epochs, "
@@ -169,6 +170,41 @@ def parse_args(argv=None):
     if training_args.do_train and training_args.do_eval:
         warn_if_training_split_is_evaluated(data_args)
     return model_args, data_args, training_args, run_args
+
+
+def check_unused_trainer_options(training_args, run_args) -> None:
+    """
+    Trainer options this script would ignore, refused: it always trains with Dassl's SGD (official optim config), and
+    with `--lr_schedule dassl_cosine` (the default) with Dassl's warm-up + cosine schedule. A warm-up as long as the
+    training is allowed (Dassl does the same) but said: every step then runs at the warm-up rate.
+    """
+    from transformers import TrainingArguments
+
+    defaults = TrainingArguments.__dataclass_fields__
+    unused = []
+    if str(getattr(training_args.optim, "value", training_args.optim)) != defaults["optim"].default:
+        unused.append(("--optim", "the optimizer is always SGD (--learning_rate, --sgd_momentum, --weight_decay)"))
+    if run_args.lr_schedule == "dassl_cosine":
+        scheduler = str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
+        if scheduler != defaults["lr_scheduler_type"].default:
+            unused.append(("--lr_scheduler_type", "pass --lr_schedule hf to use Trainer's schedulers"))
+        if training_args.warmup_steps:
+            unused.append(("--warmup_steps", "the Dassl warm-up is --warmup_epochs / --warmup_lr"))
+    if unused:
+        raise ValueError(
+            "; ".join(f"{flag} is not used by this script: {why}" for flag, why in unused)
+            + ". Drop it (nothing is silently ignored)."
+        )
+    epochs = training_args.num_train_epochs
+    if training_args.do_train and run_args.lr_schedule == "dassl_cosine" and 0 < epochs <= run_args.warmup_epochs:
+        logger.warning(
+            "--num_train_epochs %s <= --warmup_epochs %s: every step trains at the warm-up rate %g, never at "
+            "--learning_rate %g (as Dassl would).",
+            epochs,
+            run_args.warmup_epochs,
+            run_args.warmup_lr,
+            training_args.learning_rate,
+        )
 
 
 def check_class_sets(data_args, training_args, what: str) -> None:
