@@ -230,9 +230,12 @@ def test_config_file_values_of_the_wrong_kind_are_refused(tmp_path, text, match)
 def test_config_file_text_is_read_as_the_command_line_reads_it(tmp_path):
     # YAML reads 1e-3 as text and "false" stays text when quoted: both mean what they say on the command line.
     config = tmp_path / "run.yaml"
-    config.write_text('learning_rate: 1e-3\ndo_train: "false"\nkgcoop_weight: "2"\nmethod: kgcoop\n')
+    config.write_text(
+        'learning_rate: 1e-3\ndo_train: "false"\nkgcoop_weight: "2"\nmethod: kgcoop\nreport_to: [none]\n'
+    )
     model_args, _, training_args, _ = run_cocoop.parse_args(
         [str(config), "--output_dir", str(tmp_path / "o"), "--train_file", "x.parquet", "--do_eval"]
     )
     assert training_args.learning_rate == 1e-3 and training_args.do_train is False
     assert model_args.kgcoop_weight == 2.0
+    assert training_args.report_to in ([], ["none"], "none")  # a list, as Trainer takes it

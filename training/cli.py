@@ -237,7 +237,10 @@ def _check_file_value_types(parser, values: dict, config_path) -> None:
             "string_to_bool": not isinstance(value, bool),
             "int": isinstance(value, bool) or not isinstance(value, int),
             "float": isinstance(value, bool) or not isinstance(value, (int, float)),
-            "str": not isinstance(value, str),
+            # A list of text too: Trainer's `report_to` is "str or list of str" and argparse types it as str.
+            "str": not (
+                isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+            ),
         }[kind]
         if wrong:
             expected = {"string_to_bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
