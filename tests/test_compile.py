@@ -10,6 +10,7 @@ from cocoop_hf import CoCoOpModel
 
 from .conftest import CLASS_NAMES, random_pixels
 from .reference_cocoop import held_prompts, reference_logits
+from .test_modeling import randomize_prompt_learner
 
 
 RTOL = 1e-5  # fp32, relative to the largest reference logit
@@ -18,10 +19,7 @@ RTOL = 1e-5  # fp32, relative to the largest reference logit
 @pytest.mark.parametrize("conditional", [True])
 def test_compiled_text_path_equals_reference(tiny_clip_dir, tokenizer, conditional):
     model = CoCoOpModel.from_clip(str(tiny_clip_dir), CLASS_NAMES, conditional=conditional, tokenizer=tokenizer)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in model.prompt_learner.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    randomize_prompt_learner(model, seed=3)
     pixels, labels = random_pixels(2), torch.tensor([0, 3])
 
     reference = reference_logits(model, *held_prompts(model), pixel_values=pixels)
@@ -46,12 +44,7 @@ BUCKET_NAMES = ["a", "tench", "red fox", "x_y_z", "great white shark", "very lon
 
 
 def bucketed_model(tiny_clip_dir, tokenizer, names):
-    model = CoCoOpModel.from_clip(str(tiny_clip_dir), names, tokenizer=tokenizer)
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for parameter in model.prompt_learner.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
+    return randomize_prompt_learner(CoCoOpModel.from_clip(str(tiny_clip_dir), names, tokenizer=tokenizer), seed=5)
 
 
 def test_fixed_shape_buckets_change_no_number(tiny_clip_dir, tokenizer):

@@ -15,6 +15,7 @@ from .reference_cocoop import (
     reference_name_lens,
     reference_zero_shot_features,
 )
+from .test_modeling import assert_close_relative, randomize_prompt_learner
 
 
 # Names of 1 to 11 tokens, so "middle"/"front" move spans of different lengths and classes differ in length.
@@ -96,23 +97,12 @@ def test_config_overrides_in_from_pretrained_are_checked(tmp_path):
 
 def build(clip_dir, tokenizer, names=FAMILY_CLASS_NAMES, seed=0, **config):
     """A family model on the tiny CLIP with a random non-trivial prompt learner (a wrong assembly shows)."""
-    model = CoCoOpModel.from_clip(str(clip_dir), names, tokenizer=tokenizer, **config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.prompt_learner.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
+    return randomize_prompt_learner(CoCoOpModel.from_clip(str(clip_dir), names, tokenizer=tokenizer, **config), seed)
 
 
 def unit_embeds(batch, dim=48, seed=0):
     embeds = torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed))
     return embeds / embeds.norm(dim=-1, keepdim=True)
-
-
-def assert_close_relative(actual, expected, rtol=RTOL, what="values"):
-    scale = expected.abs().max().item()
-    diff = (actual - expected).abs().max().item()
-    assert diff <= rtol * scale, f"{what}: max abs diff {diff:.3e} > {rtol} x max |ref| {scale:.3e}"
 
 
 def grads(model, loss):

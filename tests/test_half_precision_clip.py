@@ -9,6 +9,8 @@ from cocoop_hf import CoCoOpModel
 
 from .conftest import random_pixels
 from .reference_cocoop import reference_family
+from .test_coop_family import unit_embeds
+from .test_modeling import randomize_prompt_learner
 
 
 NAMES = ["a", "very long class name with many words", "x_y_z", "tench", "b c"]
@@ -26,17 +28,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(clip_dir, tokenizer, **config):
-    model = CoCoOpModel.from_clip(str(clip_dir), NAMES, tokenizer=tokenizer, **config)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.prompt_learner.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
-
-
-def unit_embeds(batch, dim):
-    embeds = torch.randn(batch, dim, generator=torch.Generator().manual_seed(1))
-    return embeds / embeds.norm(dim=-1, keepdim=True)
+    return randomize_prompt_learner(CoCoOpModel.from_clip(str(clip_dir), NAMES, tokenizer=tokenizer, **config))
 
 
 def relative_error(actual, expected) -> float:
@@ -46,7 +38,7 @@ def relative_error(actual, expected) -> float:
 @pytest.mark.parametrize("option", OPTIONS)
 def test_half_precision_clip_follows_the_fp32_reference(tiny_clip_dir, tokenizer, option):
     model = build(tiny_clip_dir, tokenizer, **OPTIONS[option])
-    embeds = unit_embeds(3, model.config.clip_config.projection_dim)
+    embeds = unit_embeds(3, model.config.clip_config.projection_dim, seed=1)
     labels = torch.tensor([0, 4, 2])
     with torch.no_grad():
         expected, _ = reference_family(model, model.prompt_ids, model.eos_index, model.name_length.tolist(), embeds)
@@ -80,7 +72,7 @@ def test_a_training_step_updates_the_fp32_context_only(tiny_clip_dir, tokenizer)
     clip_before = {name: p.clone() for name, p in model.clip.named_parameters()}
     ctx_before = model.prompt_learner.ctx.detach().clone()
     optimizer = torch.optim.SGD(model.prompt_learner.parameters(), lr=0.1)
-    embeds = unit_embeds(2, model.config.clip_config.projection_dim)
+    embeds = unit_embeds(2, model.config.clip_config.projection_dim, seed=1)
     model(image_embeds=embeds, labels=torch.tensor([1, 3])).loss.backward()
     optimizer.step()
     assert model.prompt_learner.ctx.dtype == torch.float32
@@ -106,7 +98,7 @@ def test_saving_after_the_cast_keeps_the_prompt_learner_in_fp32_and_the_clip_in_
     # config.json records the model's own dtype (its prompt learner's), not the cast CLIP's: loading does not
     # silently round the trained context to bf16; the CLIP is cast again to the dtype it ran in.
     assert model.dtype == torch.float32
-    embeds = unit_embeds(2, model.config.clip_config.projection_dim)
+    embeds = unit_embeds(2, model.config.clip_config.projection_dim, seed=1)
     with torch.no_grad():
         expected = model(image_embeds=embeds).logits
     for folder in ("full", "adapter"):
@@ -127,3 +119,16 @@ def test_saving_after_the_cast_keeps_the_prompt_learner_in_fp32_and_the_clip_in_
     again = CoCoOpModel.from_pretrained(tmp_path / "again")
     assert again.config.frozen_clip_dtype is None
     assert {p.dtype for p in again.clip.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("recorded", ["__class__", "int8", "torch.bfloat16", 16])
+def test_a_foreign_frozen_clip_dtype_in_config_json_is_refused(tiny_clip_dir, tokenizer, tmp_path, recorded):
+    """The recorded dtype names a torch attribute on load: only the float dtypes are read, anything else refused."""
+    import json
+
+    build(tiny_clip_dir, tokenizer).cast_frozen_clip(torch.bfloat16).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["frozen_clip_dtype"] = recorded
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="`frozen_clip_dtype` must be"):
+        CoCoOpModel.from_pretrained(tmp_path)

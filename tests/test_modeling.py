@@ -39,10 +39,10 @@ def randomize_prompt_learner(model, seed=0, std=0.3):
     return model
 
 
-def assert_close_relative(actual, expected, rtol=RTOL):
+def assert_close_relative(actual, expected, rtol=RTOL, what="values"):
     scale = expected.abs().max().item()
     diff = (actual - expected).abs().max().item()
-    assert diff <= rtol * scale, f"max abs diff {diff:.3e} > {rtol} x max |ref| {scale:.3e}"
+    assert diff <= rtol * scale, f"{what}: max abs diff {diff:.3e} > {rtol} x max |ref| {scale:.3e}"
 
 
 @pytest.fixture(scope="module")
