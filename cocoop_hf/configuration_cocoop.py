@@ -7,6 +7,15 @@ from collections.abc import Mapping
 from transformers import CLIPConfig, PretrainedConfig
 from transformers.utils import logging
 
+from .limits_cocoop import (
+    MAX_MODEL_CONFIG_BYTES,
+    check_backbone_config,
+    check_class_count,
+    check_file_size,
+    check_weights_cover_config,
+    describe_value,
+)
+
 
 logger = logging.get_logger(__name__)
 
@@ -32,15 +41,9 @@ _CHECKED_FIELDS = (
 )
 
 
-def _shown(value, limit: int = 80) -> str:
-    text = repr(value)
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
 def _check_int(field: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{field}` must be a positive integer, got {_shown(value)}.")
+        raise ValueError(f"`{field}` must be a positive integer, got {describe_value(value)}.")
 
 
 # Official CoOp `TRAINER.COOP.CLASS_TOKEN_POSITION` (trainers/coop.py PromptLearner.forward).
@@ -51,36 +54,41 @@ def _checked_id2label(id2label) -> dict[int, str]:
     """`id2label` as `{0: name, 1: name, ...}`; JSON keys ("0", "1", ...) become ints, as transformers does."""
     if not isinstance(id2label, Mapping):
         raise ValueError(
-            f"`id2label` must be a mapping from class index to class name, got {_shown(id2label)}: pass "
+            f"`id2label` must be a mapping from class index to class name, got {describe_value(id2label)}: pass "
             'dict(enumerate(class_names)) (in config.json: {"0": "name", "1": ...}).'
         )
+    check_class_count(len(id2label), "`id2label`")  # before any work sized by it
     checked = {}
     for key, name in id2label.items():
-        if isinstance(key, str) and key.isascii() and key.isdigit():
+        # At most 9 digits: a longer key is no class index under MAX_CLASSES, and int() of a huge one is slow.
+        if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9:
             index = int(key)
         elif isinstance(key, int) and not isinstance(key, bool):
             index = key
         else:
-            raise ValueError(f"`id2label` keys must be class indices 0, 1, ..., got the key {_shown(key)}.")
+            raise ValueError(f"`id2label` keys must be class indices 0, 1, ..., got the key {describe_value(key)}.")
         if index in checked:
-            raise ValueError(f"`id2label` has the class index {index} twice (keys {key!r} and another spelling).")
+            raise ValueError(
+                f"`id2label` has the class index {index} twice (keys {describe_value(key)} and another spelling)."
+            )
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"`id2label[{index}]` must be a non-empty class name, got {_shown(name)}.")
+            raise ValueError(f"`id2label[{index}]` must be a non-empty class name, got {describe_value(name)}.")
         checked[index] = name
     if sorted(checked) != list(range(len(checked))):
         missing = sorted(set(range(len(checked))) - set(checked))
         extra = sorted(set(checked) - set(range(len(checked))))
         raise ValueError(
             f"`id2label` keys must be exactly 0..{len(checked) - 1} (one per class, labels are positions), got "
-            f"{_shown(sorted(checked), 200)}: missing {missing}, unexpected {extra}."
+            f"{describe_value(sorted(checked), 200)}: missing {describe_value(missing, 200, typed=False)}, unexpected "
+            f"{describe_value(extra, 200, typed=False)}."
         )
     names = {}
     for index in range(len(checked)):
         first = names.setdefault(checked[index], index)
         if first != index:
             raise ValueError(
-                f"`id2label` names class {first} and class {index} both {checked[index]!r}: each class needs its own "
-                "name (label2id could not map both)."
+                f"`id2label` names class {first} and class {index} both {describe_value(checked[index])}: each class "
+                "needs its own name (label2id could not map both)."
             )
     return {index: checked[index] for index in range(len(checked))}
 
@@ -135,6 +143,12 @@ class CoCoOpConfig(PretrainedConfig):
             ints); `label2id` is derived from it when not given and must be its inverse when given.
 
     Integers must be `int` and flags `bool` (a config.json saying `"4"` or `"false"` is refused, not coerced).
+
+    Limits, checked before anything is built (`limits_cocoop.py`): at most `MAX_CLASSES` = 100,000 classes
+    (`id2label`, `num_labels`); the CLIP within `BACKBONE_LIMITS` (e.g. 64 layers, width 8,192, MLP 32,768, text
+    context 1,024, vocabulary 1,000,000, images 1,024 px in 1 to 4,096 patches; generous for ViT-bigG, SigLIP 2 and
+    MetaCLIP 2); a local config.json of at most 64 MiB, and a full model folder's safetensors weights must hold the
+    parameters its `clip_config` describes.
     """
 
     model_type = "cocoop"
@@ -163,9 +177,14 @@ class CoCoOpConfig(PretrainedConfig):
             clip_config = CLIPConfig()
             logger.info("`clip_config` is None: using the default CLIPConfig.")
         elif isinstance(clip_config, dict):
+            check_backbone_config(clip_config)  # before CLIPConfig builds anything sized by it
             clip_config = CLIPConfig(**clip_config)
         elif not isinstance(clip_config, CLIPConfig):
             raise TypeError(f"`clip_config` must be a CLIPConfig or a dict, got {type(clip_config).__name__}.")
+        else:
+            check_backbone_config(clip_config)
+        if kwargs.get("num_labels") is not None:  # PretrainedConfig would make that many "LABEL_i" names
+            check_class_count(kwargs["num_labels"], "`num_labels`")
         # The dtype a CLIP was saved in is not part of what CoCoOp learns on: left in the sub-configs, it pins the CLIP's
         # tensors to it when the CoCoOp model is loaded with another `dtype` (half the model fp16, half fp32).
         for sub_config in (clip_config, clip_config.text_config, clip_config.vision_config):
@@ -184,17 +203,17 @@ class CoCoOpConfig(PretrainedConfig):
             ("class_specific_context", class_specific_context),
         ):
             if not isinstance(value, bool):
-                raise ValueError(f"`{field}` must be True or False (a JSON boolean), got {_shown(value)}.")
+                raise ValueError(f"`{field}` must be True or False (a JSON boolean), got {describe_value(value)}.")
         if isinstance(clip_name_or_path, os.PathLike):
             clip_name_or_path = os.fspath(clip_name_or_path)
         for field, value in (("clip_name_or_path", clip_name_or_path), ("clip_revision", clip_revision)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"`{field}` must be a non-empty string or None, got {_shown(value)}.")
+                raise ValueError(f"`{field}` must be a non-empty string or None, got {describe_value(value)}.")
 
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(
                 f"`class_token_position` must be one of {CLASS_TOKEN_POSITIONS} (official CLASS_TOKEN_POSITION), got "
-                f"{_shown(class_token_position)}."
+                f"{describe_value(class_token_position)}."
             )
         if (
             isinstance(kgcoop_weight, bool)
@@ -204,21 +223,22 @@ class CoCoOpConfig(PretrainedConfig):
         ):
             raise ValueError(
                 f"`kgcoop_weight` must be a finite number >= 0 (the KgCoOp weight w; 0 turns the regulariser off, the "
-                f"official recipes use 8.0), got {_shown(kgcoop_weight)}."
+                f"official recipes use 8.0), got {describe_value(kgcoop_weight)}."
             )
         if not isinstance(kgcoop_template, str) or kgcoop_template.count("{}") != 1:
             raise ValueError(
                 '`kgcoop_template` must be a string with exactly one "{}" where the class name goes (e.g. '
-                f'"a photo of a {{}}."), got {_shown(kgcoop_template)}.'
+                f'"a photo of a {{}}."), got {describe_value(kgcoop_template)}.'
             )
         if "{" in kgcoop_template.replace("{}", "", 1) or "}" in kgcoop_template.replace("{}", "", 1):
             raise ValueError(
-                f'`kgcoop_template` may hold no brace besides its one "{{}}", got {_shown(kgcoop_template)}: '
+                f'`kgcoop_template` may hold no brace besides its one "{{}}", got {describe_value(kgcoop_template)}: '
                 "str.format would read it as another field."
             )
         if frozen_clip_dtype not in (None, "bfloat16", "float16", "float32"):
             raise ValueError(
-                f'`frozen_clip_dtype` must be "bfloat16", "float16", "float32" or None, got {_shown(frozen_clip_dtype)}.'
+                '`frozen_clip_dtype` must be "bfloat16", "float16", "float32" or None, got '
+                f"{describe_value(frozen_clip_dtype)}."
             )
         if class_specific_context:
             if conditional:
@@ -235,13 +255,16 @@ class CoCoOpConfig(PretrainedConfig):
 
         if ctx_init is not None:
             if not isinstance(ctx_init, str) or not ctx_init.strip():
-                raise ValueError(f"`ctx_init` must be a non-empty string of words or None, got {ctx_init!r}.")
+                raise ValueError(
+                    f"`ctx_init` must be a non-empty string of words or None, got {describe_value(ctx_init)}."
+                )
             # Official PromptLearner: underscores are spaces and n_ctx is the word count.
             ctx_init = " ".join(ctx_init.replace("_", " ").split())
             n_words = len(ctx_init.split(" "))
             if n_ctx is not None and n_ctx != n_words:
                 raise ValueError(
-                    f"`n_ctx`={n_ctx} is inconsistent with `ctx_init`={ctx_init!r}, which has {n_words} words: "
+                    f"`n_ctx`={n_ctx} is inconsistent with `ctx_init`={describe_value(ctx_init, typed=False)}, which "
+                    f"has {n_words} words: "
                     f"pass n_ctx={n_words} or n_ctx=None, or ctx_init=None for a random context of {n_ctx} tokens."
                 )
             n_ctx = n_words
@@ -270,8 +293,8 @@ class CoCoOpConfig(PretrainedConfig):
                 kwargs["label2id"] = expected
             elif not isinstance(kwargs["label2id"], Mapping) or dict(kwargs["label2id"]) != expected:
                 raise ValueError(
-                    f"`label2id` must be the inverse of `id2label` ({_shown(expected, 200)}), got "
-                    f"{_shown(kwargs['label2id'], 200)}: pass label2id=None to derive it."
+                    f"`label2id` must be the inverse of `id2label` ({describe_value(expected, 200)}), got "
+                    f"{describe_value(kwargs['label2id'], 200)}: pass label2id=None to derive it."
                 )
         elif kwargs.get("label2id") is not None:
             raise ValueError("`label2id` was given without `id2label`: pass id2label (the class names by index).")
@@ -297,15 +320,24 @@ class CoCoOpConfig(PretrainedConfig):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "CoCoOpConfig":
-        """`PretrainedConfig.from_pretrained`; a bad value in the file is reported with the file's path."""
+        """
+        `PretrainedConfig.from_pretrained`; a bad value in the file is reported with the file's path. A local file is
+        refused past MAX_MODEL_CONFIG_BYTES before it is read, and a local full model's weight files must be large
+        enough for the CLIP its config describes (`check_weights_cover_config`): both before any model is built.
+        """
+        path = str(pretrained_model_name_or_path)
+        folder = os.path.join(path, kwargs.get("subfolder") or "").rstrip(os.sep) if os.path.isdir(path) else None
+        source = os.path.join(folder, "config.json") if folder else path
+        source = source if os.path.isfile(source) else f"config.json of {path}"
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            if os.path.isfile(source):
+                check_file_size(source, MAX_MODEL_CONFIG_BYTES, "model config")
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            config = loaded[0] if isinstance(loaded, tuple) else loaded  # (config, unused kwargs) if asked for
+            if folder and not config.adapter_only:
+                check_weights_cover_config(folder, config.clip_config, "its clip_config")
+            return loaded
         except (ValueError, TypeError) as error:
-            path = str(pretrained_model_name_or_path)
-            if os.path.isdir(path):
-                source = os.path.join(path, kwargs.get("subfolder") or "", "config.json")
-            else:
-                source = path if os.path.isfile(path) else f"config.json of {path}"
             raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}") from error
 
     @classmethod

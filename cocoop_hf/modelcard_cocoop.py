@@ -2,7 +2,8 @@
 
 The template is `model_card_template.md` beside this file (package data). This module is part of the installed
 package only: saved model folders do not ship it (they need no card renderer to load and run). It imports only the
-standard library and huggingface_hub.
+standard library, huggingface_hub and its sibling `markdown_cocoop`. Every value a user chose (class and dataset
+names, recipe values, paths) is escaped where it lands: `markdown_cell` in tables and text, a Python literal in code.
 """
 
 import math
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .markdown_cocoop import markdown_cell, markdown_code
 
 
 CARD_TAGS = ["cocoop", "prompt-learning", "clip"]
@@ -113,8 +116,17 @@ def _normalise_recipe(recipe) -> list[tuple[str, str]]:
             continue
         if isinstance(value, float):
             value = f"{value:g}"
-        rows.append((RECIPE_FIELDS.get(key, str(key)), str(value)))
+        rows.append((markdown_cell(RECIPE_FIELDS.get(key, str(key))), markdown_cell(value)))
     return rows
+
+
+def python_str(text: str) -> str:
+    """`text` as a Python string literal (`ast.literal_eval` gives it back), in double quotes where `repr` allows."""
+    literal = repr(text)
+    if literal[0] == "'" and '"' not in text:
+        # repr chose single quotes, so `text` holds no quote at all: the same body in double quotes.
+        return '"' + literal[1:-1] + '"'
+    return literal
 
 
 # What the card calls each training method (`training/run_cocoop.py --method`), wherever it speaks of the method's
@@ -194,7 +206,7 @@ def _prompt_options(class_token_position, class_specific_context, kgcoop_weight,
             "the classes it was trained on and refuses any other class set."
         )
     if kgcoop_weight > 0:
-        template = f" of the prompt `{kgcoop_template}`" if kgcoop_template else ""
+        template = f" of the prompt {markdown_code(kgcoop_template)}" if kgcoop_template else ""
         lines.append(
             f"**KgCoOp regulariser**, weight w = {kgcoop_weight:g}: loss = cross-entropy + w x (1 - mean cosine "
             f"similarity to CLIP's zero-shot text features{template})."
@@ -306,27 +318,31 @@ def render_model_card(
 
     columns = [key for key in CARD_METRIC_FIELDS if any(key in row for row in result_rows)]
     table = [
-        [row["dataset"] + (" (random weights)" if row["random_weights"] else "")]
+        [markdown_cell(row["dataset"]) + (" (random weights)" if row["random_weights"] else "")]
         + [f"{row[key]:.2f}" if key in row else "-" for key in columns]
         for row in result_rows
     ]
     names = list(class_names) if class_names else []
-    shown = ", ".join(names[:50]) + (f", ... ({len(names) - 50} more)" if len(names) > 50 else "")
+    shown = ", ".join(markdown_cell(name) for name in names[:50]) + (
+        f", ... ({len(names) - 50} more)" if len(names) > 50 else ""
+    )
     examples = names[:3] if names else ["cat", "dog", "car"]
     return ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE_FILE.read_text(encoding="utf-8"),
-        title=model_name,
+        title_text=markdown_cell(model_name),
         base_model=base_model,
         base_model_is_hub_id=base_model_is_hub_id,
+        base_model_code=markdown_code(base_model),
         base_model_revision=base_model_revision,
-        repo_id=repo_id,
+        base_model_revision_code=markdown_code(base_model_revision or ""),
+        repo_id_literal=python_str(repo_id),
         method_intro=METHOD_INTRO[method],
         method_detail=_method_detail(method, n_ctx, class_token_position, bool(class_specific_context), len(names)),
         method_name=METHOD_NAMES[method],
         class_specific_context=bool(class_specific_context),
         random_weights=random_weights,
-        example_labels=", ".join(repr(name).replace("'", '"') for name in examples),
+        example_labels=", ".join(python_str(name) for name in examples),
         class_names=shown,
         num_classes=len(names),
         recipe_rows=recipe_rows,

@@ -16,11 +16,18 @@ from transformers import BatchEncoding, CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
+from .class_set_cocoop import (
+    ClassPrompts,
+    ClassSet,
+    build_class_prompts,
+    check_class_specific,
+    check_name_lengths,
+)
 from .configuration_cocoop import CoCoOpConfig
+from .limits_cocoop import check_clip_checkpoint
 from .processing_cocoop import (
     CoCoOpProcessor,
     build_prompt_ids,
-    class_name_key,
     clean_class_name,
     validate_class_names,
 )
@@ -175,13 +182,11 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         self.clip.requires_grad_(False)
         self.gradient_checkpointing = False
         self.tokenizer = None
-        # Derived from the class names at run time; never saved (rebuilt by set_class_names / from_pretrained).
-        self.register_buffer("prompt_ids", torch.empty(0, 0, dtype=torch.long), persistent=False)
-        self.register_buffer("eos_index", torch.empty(0, dtype=torch.long), persistent=False)
-        self.register_buffer("name_length", torch.empty(0, dtype=torch.long), persistent=False)
-        # KgCoOp's frozen zero-shot text features of the held class set, (classes, projection_dim), L2-normalised.
-        self.register_buffer("zero_shot_embeds", torch.empty(0, 0), persistent=False)
-        self._class_names = None
+        # The held class set (names, prompt ids, KgCoOp's zero-shot features): one immutable record, replaced whole by
+        # set_class_names, read once per call. Derived from the names, never saved (from_pretrained rebuilds it from
+        # config.id2label). Not buffers: a loaded model's non-persistent buffers hold uninitialised memory, and
+        # several tensors assigned one by one can be seen half-swapped by another thread.
+        self._class_set: ClassSet | None = None
         self._suffix_encoder = self._encode_suffix  # replaced by a compiled version in compile_text_path()
         self._length_buckets = None  # fixed suffix-length buckets of a compiled text path (compile_text_path)
         self.post_init()
@@ -209,6 +214,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         """
         class_names = validate_class_names(class_names)
         clip_kwargs = dict(clip_kwargs or {})
+        check_clip_checkpoint(clip_name_or_path, revision=revision, **clip_kwargs)  # stock loading builds first
         clip = CLIPModel.from_pretrained(clip_name_or_path, revision=revision, **clip_kwargs)
         if tokenizer is None:
             tokenizer = CoCoOpProcessor.load_clip_tokenizer(
@@ -264,7 +270,18 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         """
         Change the class set the model holds (used when `forward` gets no class prompts), keeping the learned
         weights; updates `config.id2label`. To score another class set for one call, pass its prompts to `forward`
-        instead: this method changes the model for every caller.
+        instead: this method changes the model for every caller. The new class set replaces the old one as a whole:
+        a forward running in another thread uses one or the other, never a mix.
+        """
+        self._hold_class_names(class_names, tokenizer)
+
+    def _hold_class_names(self, class_names, tokenizer=None, lazy_source: str | None = None) -> None:
+        """
+        `set_class_names`; with `lazy_source` (where the names come from, e.g. a config.json), the names are checked
+        now ([`validate_class_names`]) but tokenised, with KgCoOp's zero-shot features, at the first call that uses the
+        held class set, whose errors then name `lazy_source`: `from_pretrained` loads a config with very many classes
+        without tokenising them all. A class-specific context is always built now (its class count is bounded by
+        its weights, and its class set is checked against them).
         """
         class_names = validate_class_names(class_names)  # a list: a generator would be consumed by the check
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
@@ -272,81 +289,60 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             raise ValueError(
                 "no tokenizer to build prompts with: pass `tokenizer=` (a CLIPTokenizer) to set_class_names."
             )
-        encoding = self.class_prompts(class_names, tokenizer=tokenizer)
-        device = self.prompt_learner.ctx.device
-        if self.config.class_specific_context:
-            self._check_class_specific(class_names, encoding["input_ids"], encoding["eos_index"])
-        if self.config.class_token_position != "end":
-            _check_name_lengths(encoding["name_length"], encoding["eos_index"], self.config, class_names)
-        zero_shot = torch.empty(0, 0, device=device)
-        if self.config.kgcoop_weight > 0:
-            zero_shot = self.zero_shot_text_features(class_names, tokenizer=tokenizer)
-        self.prompt_ids = encoding["input_ids"].to(device)
-        self.eos_index = encoding["eos_index"].to(device)
-        self.name_length = encoding["name_length"].to(device)
-        self.zero_shot_embeds = zero_shot
+        class_set = ClassSet(tuple(class_names), tokenizer, source=lazy_source)
+        if lazy_source is None or self.config.class_specific_context:
+            class_set.prompts(self._build_class_prompts)  # errors here, before anything is changed
+        self._class_set = class_set  # the one assignment that swaps the class set
         self.tokenizer = tokenizer
-        self._class_names = list(class_names)
-        self.config.id2label = dict(enumerate(self._class_names))
-        self.config.label2id = {name: i for i, name in enumerate(self._class_names)}
+        self.config.id2label = dict(enumerate(class_set.names))
+        self.config.label2id = {name: i for i, name in enumerate(class_set.names)}
+
+    def _build_class_prompts(self, class_set: ClassSet) -> ClassPrompts:
+        """The tensors of `class_set` for this model, checked (class_set_cocoop.build_class_prompts)."""
+        return build_class_prompts(self, class_set)
+
+    def _held_prompts(self) -> ClassPrompts:
+        """The prompts of the held class set (built at first use), on the prompt learner's device."""
+        held = self._class_set  # read once: this call uses this class set whatever another thread sets meanwhile
+        if held is None:
+            raise ValueError(
+                "this model holds no class prompts: pass class prompts (input_ids and eos_index from "
+                "CoCoOpProcessor(class_names=...) or model.class_prompts(names)), or call "
+                "model.set_class_names(class_names, tokenizer=...) first."
+            )
+        return held.prompts(self._build_class_prompts).to(self.prompt_learner.ctx.device)
+
+    def _apply(self, fn, *args, **kwargs):
+        # `.to(device)`, `.half()`, `.cuda()`: the held prompts follow the weights, as buffers would.
+        super()._apply(fn, *args, **kwargs)
+        held = getattr(self, "_class_set", None)
+        if held is not None:
+            self._class_set = held.applied(fn)
+        return self
 
     @property
     def class_names(self) -> list[str] | None:
-        return self._class_names
+        held = self._class_set
+        return list(held.names) if held is not None else None
 
-    def _holds_prompts(self) -> bool:
-        return self.prompt_ids.numel() > 0 and self.prompt_ids.device.type != "meta"
+    # The held class set's tensors (built on first use), read-only; each property reads the record on its own, so
+    # code that needs several of them together uses one `_held_prompts()`.
+    @property
+    def prompt_ids(self) -> torch.Tensor:
+        return self._held_prompts().input_ids
 
-    def _check_class_specific(self, class_names, input_ids: torch.Tensor, eos_index: torch.Tensor) -> None:
-        """A class-specific context belongs to the classes it was trained on: refuse any other class set."""
-        rows = self.prompt_learner.ctx.shape[0]
-        why = (
-            f"this model has a class-specific context (class_specific_context=True: one learned context per class, "
-            f"{rows} classes), which exists only for the classes it was trained on and cannot score other classes"
-        )
-        if input_ids.shape[0] != rows:
-            raise ValueError(f"{why}; got prompts for {input_ids.shape[0]} classes.")
-        if self._holds_prompts():
-            held_ids, held_eos = self.prompt_ids, self.eos_index
-            length = min(held_ids.shape[1], input_ids.shape[1])
-            eos_index = eos_index.to(held_eos.device)
-            inside = torch.arange(length, device=held_eos.device)[None, :] <= held_eos[:, None]
-            same = torch.equal(eos_index, held_eos) and bool(
-                ((input_ids[:, :length].to(held_ids.device) == held_ids[:, :length]) | ~inside).all()
-            )
-            if not same:
-                raise ValueError(f"{why}; {self._class_set_difference(input_ids, eos_index)}")
-        elif class_names is not None:
-            expected = self.config.class_names
-            if [class_name_key(n) for n in class_names] != [class_name_key(n) for n in expected]:
-                raise ValueError(f"{why}: {expected[:5]}...; got {list(class_names)[:5]}...")
+    @property
+    def eos_index(self) -> torch.Tensor:
+        return self._held_prompts().eos_index
 
-    def _class_set_difference(self, input_ids: torch.Tensor, eos_index: torch.Tensor) -> str:
-        """How the given class prompts differ from the held ones, by class name: other classes, or another order."""
+    @property
+    def name_length(self) -> torch.Tensor:
+        return self._held_prompts().name_length
 
-        def prompts(ids, eos):  # each class's tokens up to its EOS: what defines the class for the text tower
-            return [tuple(row[: int(end) + 1]) for row, end in zip(ids.tolist(), eos.tolist(), strict=True)]
-
-        held = prompts(self.prompt_ids, self.eos_index)
-        given = prompts(input_ids, eos_index)
-        names = self._class_names or [f"class {i}" for i in range(len(held))]
-        position = {prompt: i for i, prompt in enumerate(held)}
-        if sorted(given) == sorted(held):
-            order = [names[position[prompt]] for prompt in given]
-            moved = [
-                f"{names[i]!r} at position {order.index(names[i])}" for i in range(len(held)) if order[i] != names[i]
-            ]
-            return (
-                f"the given prompts are its classes in another order ({', '.join(moved[:3])}, ...): pass them in the "
-                f"trained order {names[:10]}{' ...' if len(names) > 10 else ''} (labels are positions)."
-            )
-        unknown = [i for i, prompt in enumerate(given) if prompt not in position]
-        missing = [names[i] for i, prompt in enumerate(held) if prompt not in set(given)]
-        return (
-            f"the given prompts hold {len(unknown)} class(es) it was not trained on (at positions {unknown[:5]}) and "
-            f"lack {missing[:5]}{' ...' if len(missing) > 5 else ''}. Use a shared-context model (CoOp/CoCoOp) for "
-            "other classes."
-        )
+    @property
+    def zero_shot_embeds(self) -> torch.Tensor:
+        """KgCoOp's frozen zero-shot text features of the held class set, (classes, projection_dim), L2-normalised."""
+        return self._held_prompts().zero_shot
 
     @torch.no_grad()
     def zero_shot_text_features(self, class_names, tokenizer=None) -> torch.Tensor:
@@ -402,9 +398,18 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 shape = tuple(tensor.shape)
                 raise ValueError(f"{source}: tensor {name!r} has shape {shape}, {self._expected_shape(name)}")
-        self.prompt_learner.load_state_dict(
-            {name: tensor.to(expected[name].dtype) for name, tensor in state_dict.items()}, strict=True
-        )
+        converted = {name: tensor.to(expected[name].dtype) for name, tensor in state_dict.items()}
+        # NaN / infinite weights (a diverged run, a damaged file) would give NaN logits without a word; checked after
+        # the cast, which can overflow (an fp32 value beyond fp16's range).
+        for name, tensor in converted.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ValueError(
+                    f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN or infinity, as "
+                    f"{str(tensor.dtype).removeprefix('torch.')}): these weights are broken (e.g. a training run that "
+                    "diverged); load other weights."
+                )
+        self.prompt_learner.load_state_dict(converted, strict=True)
 
     def _expected_shape(self, name: str) -> str:
         """Why this model expects the shape it does for prompt-learner tensor `name`, for error messages."""
@@ -766,23 +771,23 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 chunked.append((chunk, length, len(real)))
         return chunked
 
-    def _prompts(self, input_ids, eos_index, name_length=None):
-        """The class prompts of this call: the given ones (checked), else the class set the model holds."""
+    def _prompts(self, input_ids, eos_index, name_length=None) -> tuple[ClassPrompts, bool]:
+        """
+        The class prompts of this call and whether they were given: the given ones (checked; `zero_shot` empty),
+        else the class set the model holds, read once.
+        """
         if input_ids is None and eos_index is None:
-            if not self._holds_prompts():
-                raise ValueError(
-                    "this model holds no class prompts: pass class prompts (input_ids and eos_index from "
-                    "CoCoOpProcessor(class_names=...) or model.class_prompts(names)), or call "
-                    "model.set_class_names(class_names, tokenizer=...) first."
-                )
-            return self.prompt_ids, self.eos_index, self.name_length
+            return self._held_prompts(), False
         _check_class_prompts(input_ids, eos_index, self.config, name_length)
         device = self.prompt_learner.ctx.device
         if self.config.class_specific_context:
-            self._check_class_specific(None, input_ids, eos_index)
+            held_set = self._class_set  # read once
+            held = held_set.prompts(self._build_class_prompts) if held_set is not None else None
+            check_class_specific(self, None, input_ids, eos_index, held)
         if name_length is not None:
             name_length = name_length.to(device)
-        return input_ids.to(device), eos_index.to(device), name_length
+        given = ClassPrompts(input_ids.to(device), eos_index.to(device), name_length, torch.empty(0, 0))
+        return given, True
 
     def _uses_prefix_cache(self) -> bool:
         """The fast path: every class shares the `[SOS, ctx]` prefix, so its keys/values are computed once."""
@@ -801,7 +806,12 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         `eos_index` / `name_length`: class prompts for this call (see `forward`); default: the class set the model
         holds.
         """
-        prompt_ids, eos_index, name_length = self._prompts(input_ids, eos_index, name_length)
+        prompts, _ = self._prompts(input_ids, eos_index, name_length)
+        return self._text_features(image_embeds, prompts)
+
+    def _text_features(self, image_embeds: torch.Tensor, prompts: ClassPrompts) -> torch.Tensor:
+        """`get_text_features` for the class prompts of one call."""
+        prompt_ids, eos_index, name_length = prompts.input_ids, prompts.eos_index, prompts.name_length
         # The meta-net reads the image feature in its own dtype: a half-precision CLIP gives half-precision features
         # to a prompt learner kept in fp32 (`cast_frozen_clip`).
         ctx = self.prompt_learner(image_embeds.to(self.prompt_learner.ctx.dtype))  # (batch|1, n_ctx, dim); CSC 4-d
@@ -885,7 +895,9 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             image_embeds = self.get_image_features(pixel_values)
         else:
             image_embeds = _normalised_image_embeds(image_embeds, self.config, self.prompt_learner.ctx.dtype)
-        text_embeds = self.get_text_features(image_embeds, input_ids, eos_index, name_length)  # (batch|1, classes, d)
+        # One read of the held class set per call: its prompts and zero-shot features belong to the same class set.
+        prompts, given = self._prompts(input_ids, eos_index, name_length)
+        text_embeds = self._text_features(image_embeds, prompts)  # (batch|1, classes, d)
         logit_scale = self.clip.logit_scale.exp()
         image_embeds_t = image_embeds.to(text_embeds.dtype)
         if self.config.conditional:
@@ -897,7 +909,8 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
             labels = _checked_labels(labels, logits)
             loss = F.cross_entropy(logits.float(), labels)
             if self.config.kgcoop_weight > 0:
-                zero_shot = self._kgcoop_targets(zero_shot_embeds, input_ids is not None, text_embeds.shape[1])
+                held_zero_shot = None if given else prompts.zero_shot
+                zero_shot = self._kgcoop_targets(zero_shot_embeds, held_zero_shot, text_embeds.shape[1])
                 # KgCoOp (Yao et al., CVPR 2023), official trainers/kgcoop.py CustomCLIP.forward:
                 # score = 1 - mean(CosineSimilarity(dim=1, eps=1e-07)(text_features, text_features_old)).
                 # A conditional model has a text feature per image and class: the mean runs over both (ours).
@@ -906,17 +919,20 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
                 loss = loss + self.config.kgcoop_weight * kgcoop_loss
         return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds, kgcoop_loss=kgcoop_loss)
 
-    def _kgcoop_targets(self, zero_shot_embeds, call_prompts: bool, classes: int) -> torch.Tensor:
-        """The zero-shot text features KgCoOp pulls towards: given to the call, else those of the held class set."""
+    def _kgcoop_targets(self, zero_shot_embeds, held_zero_shot, classes: int) -> torch.Tensor:
+        """
+        The zero-shot text features KgCoOp pulls towards: given to the call, else `held_zero_shot`, those of the held
+        class set (None when the call's prompts were given).
+        """
         projection_dim = self.config.clip_config.projection_dim
         if zero_shot_embeds is None:
-            if call_prompts:
+            if held_zero_shot is None:
                 raise ValueError(
                     f"kgcoop_weight={self.config.kgcoop_weight} needs the zero-shot text features of the classes of "
                     "this call's prompts: pass `zero_shot_embeds=model.zero_shot_text_features(class_names)` with "
                     "`input_ids`, or use the held class set (set_class_names)."
                 )
-            zero_shot_embeds = self.zero_shot_embeds
+            zero_shot_embeds = held_zero_shot
             if zero_shot_embeds.numel() == 0 or zero_shot_embeds.device.type == "meta":
                 raise ValueError(
                     f"kgcoop_weight={self.config.kgcoop_weight} but this model holds no zero-shot text features: "
@@ -1010,21 +1026,7 @@ def _check_class_prompts(input_ids, eos_index, config: CoCoOpConfig, name_length
     if tuple(name_length.shape) != (classes,):
         raise ValueError(f"`name_length` must be ({classes},), one per class, got {tuple(name_length.shape)}.")
     if position != "end":
-        _check_name_lengths(name_length, eos_index, config)
-
-
-def _check_name_lengths(name_length: torch.Tensor, eos_index: torch.Tensor, config: CoCoOpConfig, names=None) -> None:
-    """For "middle"/"front": each class name, moved as a block of `name_length` tokens, must fit in its prompt."""
-    room = eos_index.to(name_length.device) - 1 - config.n_ctx  # the name and '.' sit between context and EOS
-    bad = ((name_length < 1) | (name_length > room)).nonzero().flatten().tolist()
-    if bad:
-        shown = [names[i] for i in bad[:5]] if names is not None else bad[:5]
-        raise ValueError(
-            f"`name_length` must lie in [1, eos_index - 1 - n_ctx] (the tokens between the context and EOS) for "
-            f'class_token_position="{config.class_token_position}", got {name_length[bad].tolist()[:5]} for classes '
-            f"{shown}: a name that tokenises to more tokens alone than inside its prompt cannot be moved; build the "
-            "prompts with the model's processor or model.class_prompts(class_names), or rename those classes."
-        )
+        check_name_lengths(name_length, eos_index, config)
 
 
 def _checked_labels(labels, logits) -> torch.Tensor:

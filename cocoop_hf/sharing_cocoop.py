@@ -15,6 +15,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file, logging
 
 from .configuration_cocoop import CoCoOpConfig
+from .limits_cocoop import check_clip_checkpoint
 from .pipeline_cocoop import CUSTOM_PIPELINES
 from .processing_cocoop import HUB_KWARGS, CoCoOpProcessor
 
@@ -310,7 +311,8 @@ def load_model(model_class, load_full, path, *model_args, clip_model: CLIPModel 
     model.clip.requires_grad_(False)  # loading materialises every parameter with requires_grad=True
     tokenizer = _load_tokenizer(path, hub_kwargs, model.config)
     if tokenizer is not None:
-        model.set_class_names(model.config.class_names, tokenizer=tokenizer)
+        # Names checked now, tokenised at first use: a config.json with very many classes loads in bounded work.
+        model._hold_class_names(model.config.class_names, tokenizer, lazy_source=f"{path} (config.json, id2label)")
     return (model, loading_info) if output_loading_info else model
 
 
@@ -329,6 +331,8 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
     if clip_model is None:
         clip_kwargs = {key: kwargs[key] for key in CLIP_KWARGS if key in kwargs}
         try:
+            # Checked before stock loading builds whatever the base CLIP's config asks for.
+            check_clip_checkpoint(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
             clip_model = CLIPModel.from_pretrained(
                 config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs
             )
@@ -359,7 +363,7 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
     _check_fingerprint(path, metadata, clip_model, base, allow_other_clip)
     tokenizer = _load_tokenizer(config.clip_name_or_path, {"revision": config.clip_revision}, config)
     if tokenizer is not None:
-        model.set_class_names(config.class_names, tokenizer=tokenizer)
+        model._hold_class_names(config.class_names, tokenizer, lazy_source=f"{path} (config.json, id2label)")
     return model.eval()  # as PreTrainedModel.from_pretrained
 
 

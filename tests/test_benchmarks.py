@@ -177,7 +177,9 @@ def test_class_without_train_images_is_an_error(tmp_path):
     write_split(tmp_path / "dtd", "split_zhou_DescribableTextures.json", tmp_path / "dtd" / "images", split)
     with pytest.raises(BenchmarkLayoutError, match=r"label 1 \('blotchy'\) occurs in test but has no train images"):
         load_benchmark("DTD", tmp_path)
-    split["test"] = []
+    # Label 1 nowhere: three entries (labels may run up to 2), none with label 1. (With two entries, label 2 is refused
+    # by itself: see tests/test_data_files_hostile.py.)
+    split["test"] = [["banded/d.jpg", 0, "banded"]]
     write_split(tmp_path / "dtd", "split_zhou_DescribableTextures.json", tmp_path / "dtd" / "images", split)
     with pytest.raises(BenchmarkLayoutError, match=r"labels without train images: \[1\]"):
         load_benchmark("DTD", tmp_path)

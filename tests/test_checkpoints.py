@@ -87,26 +87,29 @@ def finished_run(tmp_path_factory):
 def test_output_dir_with_the_users_files_is_refused_naming_them(tmp_path, no_training):
     output_dir = tmp_path / "out"
     output_dir.mkdir()
+    (output_dir / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"did not write .*: keep\.txt\..*--overwrite_output_dir"):
+        main(argv(output_dir))
+    # Files named as the run's outputs are refused even with the flag: they would be replaced.
     (output_dir / "README.md").write_text("my notes")
     (output_dir / "results.md").write_text("my table")
-    with pytest.raises(ValueError, match=r"did not write: README\.md, results\.md\..*--overwrite_output_dir"):
-        main(argv(output_dir))
+    with pytest.raises(ValueError, match=r"holds README\.md, results\.md, of the same name .* never replaced"):
+        main(argv(output_dir, "--overwrite_output_dir", "true"))
     assert (output_dir / "README.md").read_text() == "my notes"
     assert (output_dir / "results.md").read_text() == "my table"
+    assert sorted(p.name for p in output_dir.iterdir()) == ["README.md", "keep.txt", "results.md"]
 
 
-def test_overwrite_writes_over_same_named_user_files_and_keeps_the_others(tmp_path):
+def test_overwrite_keeps_the_users_other_files_and_a_later_run_names_them(tmp_path):
     output_dir = tmp_path / "out"
     output_dir.mkdir()
-    (output_dir / "README.md").write_text("my notes")
     (output_dir / "keep.txt").write_text("mine")
     main(argv(output_dir, "--overwrite_output_dir", "true", evaluate=False))
-    assert "my notes" not in (output_dir / "README.md").read_text()  # the model card, as the user allowed
     assert (output_dir / "keep.txt").read_text() == "mine"
     manifest = json.loads((output_dir / MANIFEST_NAME).read_text())
-    assert manifest["complete"] and "README.md" in manifest["written"] and "keep.txt" not in manifest["written"]
+    assert manifest["complete"] and "README.md" in manifest["entries"] and "keep.txt" not in manifest["entries"]
     # keep.txt is still the user's: a later run names it, even though the rest is a previous run of the script.
-    with pytest.raises(ValueError, match=r"did not write: keep\.txt\."):
+    with pytest.raises(ValueError, match=r"did not write .*: keep\.txt\."):
         main(argv(output_dir, evaluate=False))
 
 
@@ -124,20 +127,24 @@ def test_overwrite_leaves_no_stale_output_of_the_previous_run(finished_run, tmp_
     assert {"model.safetensors", "config.json", "results.json", "README.md", FEWSHOT_INDICES_NAME} <= names
 
 
-def test_interrupted_run_owns_what_it_wrote_and_not_what_was_there(tmp_path):
+def test_interrupted_run_owns_what_it_recorded_and_not_what_was_there(tmp_path):
+    from training.outputs import make_staging_folder, write_output
+
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     prepare_output_dir(folder, overwrite=True, resume=False)
-    (folder / "fewshot_indices.json").write_text("{}")  # written by the run, which then crashed
-    (folder / "tmp-checkpoint-3").mkdir()
-    with pytest.raises(ValueError, match=r"did not write: notes\.txt\."):
+    write_output(folder / "fewshot_indices.json", "{}")  # written (and recorded) by the run, which then crashed
+    make_staging_folder(folder, "tmp-checkpoint-3")
+    (folder / "tmp-checkpoint-3" / "optimizer.pt").write_bytes(b"half")
+    with pytest.raises(ValueError, match=r"did not write .*: notes\.txt\."):
         prepare_output_dir(folder, overwrite=False, resume=True)
     prepare_output_dir(folder, overwrite=True, resume=True)  # resuming keeps the run's files, drops the staging
     assert sorted(p.name for p in folder.iterdir()) == sorted(["fewshot_indices.json", MANIFEST_NAME, "notes.txt"])
     prepare_output_dir(folder, overwrite=True, resume=False)
     assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST_NAME, "notes.txt"])
-    (folder / "model.safetensors").write_text("x")
+    write_output(folder / "model.safetensors", b"x")
+    (folder / "late.txt").write_text("the user's, made while the run ran")
     assert finish_output_dir(folder) == ["model.safetensors"]
 
 

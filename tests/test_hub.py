@@ -29,7 +29,9 @@ from .cocoop_sharing import (
 
 # Exactly the code that loading and running need: no checkpoint converter, no card renderer.
 REQUIRED_CODE = {
+    "class_set_cocoop.py",
     "configuration_cocoop.py",
+    "limits_cocoop.py",
     "modeling_cocoop.py",
     "processing_cocoop.py",
     "pipeline_cocoop.py",
@@ -260,7 +262,12 @@ def test_processor_push_to_hub(shared, monkeypatch):
     processor.push_to_hub("me/tiny-cocoop")
     (commit,) = hub.commits
     # The processor's code and the config file it validates config.json with: what loading it remotely needs.
-    assert set(commit["files"]) == PROCESSOR_FILES | {"processing_cocoop.py", "configuration_cocoop.py", "README.md"}
+    assert set(commit["files"]) == PROCESSOR_FILES | {
+        "processing_cocoop.py",
+        "configuration_cocoop.py",
+        "limits_cocoop.py",
+        "README.md",
+    }
     saved = json.loads(commit["files"]["processor_config.json"])
     assert saved["auto_map"]["AutoProcessor"] == "processing_cocoop.CoCoOpProcessor"
     assert commit["files"]["README.md"].decode() == str(hub.existing_card)  # the CoCoOp card is kept

@@ -114,7 +114,7 @@ def test_imagenet_file_without_val_maps_onto_the_train_folder(tmp_path):
             touch(tmp_path / "imagenet" / "images" / "train" / wnid / f"{wnid}_{i}.JPEG")
             touch(tmp_path / "imagenet" / "images" / "val" / wnid / f"{wnid}_{i}.JPEG")
     write_classnames(tmp_path / "imagenet" / "classnames.txt")
-    chosen = [(4, 1), (0, 0), (2, 1)]
+    chosen = [(4, 1), (0, 0), (2, 1), (1, 0), (3, 1)]  # every class, as an official file lists them
     train = [
         FakeDatum(
             f"D:\\datasets\\imagenet\\images\\train\\{WNIDS[label]}\\{WNIDS[label]}_{i}.JPEG", label, 0, NAMES[label]
@@ -125,7 +125,7 @@ def test_imagenet_file_without_val_maps_onto_the_train_folder(tmp_path):
     args = DataArguments(benchmark="imagenet", data_root=str(tmp_path), fewshot_file=str(path), num_shots=1)
     data, class_names = load_benchmark_splits(args, ["train"])
     official = official_fewshot_rows(args, data["train"], class_names, seed=3)
-    assert official.indices == [4 * 2 + 1, 0, 2 * 2 + 1] and official.val is None
+    assert official.indices == [4 * 2 + 1, 0, 2 * 2 + 1, 1 * 2, 3 * 2 + 1] and official.val is None
 
 
 # ------------------------------------------------------------------------------------------- refusals

@@ -283,7 +283,7 @@ def test_full_folder_with_string_adapter_only_is_refused(shared, tmp_path):
         ({"clip_config": []}, r"`clip_config` must be a CLIPConfig or a dict, got list"),
         (
             {"clip_config": {"text_config": {"vocab_size": "x"}}},
-            r"Validation error for field 'vocab_size':\s+TypeError: Field 'vocab_size' expected int",
+            r"`clip_config\.text_config\.vocab_size` must be an integer from 1 to 1,000,000, got 'x' \(str\)",
         ),
     ],
 )

@@ -7,8 +7,9 @@ import pytest
 
 from training import grid as training_grid
 from training import run_benchmark, run_cocoop
-from training.checkpoints import COMPLETE_MARKER_NAME, finish_output_dir, prepare_output_dir
+from training.checkpoints import COMPLETE_MARKER_NAME
 from training.evaluation import harmonic_mean
+from training.outputs import finish_output_dir, prepare_output_dir, record, write_output
 from training.report import RANDOM_WEIGHTS_NOTE
 
 
@@ -17,15 +18,18 @@ METHOD_INDEX = {"zeroshot": 0, "coop": 1, "cocoop": 2, "kgcoop": 3}
 
 
 def accuracies(dataset, method, seed):
-    """Distinct, known accuracies per cell; base and new vary with the seed so that mean-of-H != H-of-means."""
+    """
+    Distinct, known accuracies per cell; base and new vary with the seed so that mean-of-H != H-of-means. Both stay
+    percentages (seeds 1 to 3, any dataset and method): a cell's metrics outside [0, 100] are refused.
+    """
     d = run_benchmark.BASE_TO_NEW.index(dataset)
     m = METHOD_INDEX[method]
-    return 50.0 + 2 * d + 5 * m + 10 * seed, 80.0 - d - 3 * m - 20 * seed
+    return 30.0 + 2 * d + 5 * m + 10 * seed, 80.0 - d - 3 * m - 20 * seed
 
 
 class FakeRunCocoop:
     """
-    Stands in for run_cocoop.main: follows its output-folder rules (training/checkpoints.py), optionally dies on
+    Stands in for run_cocoop.main: follows its output-folder rules (training/outputs.py), optionally dies on
     chosen cells (after writing a complete checkpoint when asked), and writes the results.json of a finished run.
     """
 
@@ -54,6 +58,7 @@ class FakeRunCocoop:
                 checkpoint = run_benchmark.Path(output_dir) / "checkpoint-3"
                 checkpoint.mkdir()
                 (checkpoint / COMPLETE_MARKER_NAME).write_text(json.dumps({"files": {}}))
+                record(output_dir, checkpoint.name)  # as LeanCheckpointTrainer records a committed checkpoint
             raise KeyboardInterrupt(f"interrupted {key}")
         base, new = accuracies(dataset, method, seed)
         shots = None if method == "zeroshot" else int(options.get("--num_shots", 16))
@@ -76,7 +81,7 @@ class FakeRunCocoop:
             }
         note = RANDOM_WEIGHTS_NOTE if options.get("--random_init_clip") == "true" else None
         content = {"note": note, "runs": [run], "aggregate": []}
-        (run_benchmark.Path(output_dir) / "results.json").write_text(json.dumps(content))
+        write_output(run_benchmark.Path(output_dir) / "results.json", json.dumps(content))
         finish_output_dir(output_dir)
         return content
 

@@ -167,14 +167,17 @@ def test_adapter_folder_names_base_clip(adapter_dir, tiny_clip_dir):
 
 
 def assert_small_adapter_folder(folder) -> int:
-    """Config, prompt-learner weights, processor_config.json and code: no tokenizer files, < 300 KB in all."""
+    """
+    Config, prompt-learner weights, processor_config.json and code: no tokenizer files (3.6 MB), < 350 KB in all
+    (~140 KB of weights at ViT-B/16 widths, ~160 KB of code files).
+    """
     files = set(os.listdir(folder))
     assert {"config.json", ADAPTER_FILE, "processor_config.json", "modeling_cocoop.py"} <= files
     others = files - {"config.json", ADAPTER_FILE, "processor_config.json"}
     assert all(name.endswith(".py") for name in others), others  # no vocab.json, merges.txt, tokenizer*.json
     assert (folder / "processor_config.json").stat().st_size < 4_000
     total = sum((folder / name).stat().st_size for name in files)
-    assert total < 300_000, total
+    assert total < 350_000, total
     return total
 
 

@@ -20,12 +20,15 @@ import json
 import os
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from transformers.utils import logging
+
+from training.split_checks import read_json, read_text, read_wnid_lines, split_entries, text_lines
 
 
 logger = logging.get_logger(__name__)
@@ -71,8 +74,10 @@ def _require(path: Path, what: str, dataset: str) -> Path:
 
 def _read_lines(path: Path) -> list[str]:
     # universal newlines: the UCF101 lists ship with CRLF endings; blank lines carry no entry
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        return [line for _, line in text_lines(read_text(path, "list file"))]
+    except ValueError as error:  # not UTF-8: named by read_text
+        raise BenchmarkLayoutError(str(error)) from None
 
 
 def _check_files_exist(items: list[BenchmarkItem], dataset: str, split: str) -> None:
@@ -110,7 +115,9 @@ def _class_names(splits: dict, dataset: str, source: str) -> list[str]:
                 )
     if not names:
         raise BenchmarkLayoutError(f"{dataset}: the {source} split has no images.")
-    absent = sorted(set(range(max(names) + 1)) - set(names))
+    # At most len(names) labels are present, so the first ten absent ones lie below len(names) + 10: bounded however
+    # large a label of the file (a reader that took it from a list file's digits) may be.
+    absent = [label for label in range(min(max(names) + 1, len(names) + 10)) if label not in names]
     if absent or min(names) < 0:
         raise BenchmarkLayoutError(
             f"{dataset}: labels must run 0..{max(names)} with images for each class; "
@@ -143,14 +150,11 @@ def _folder_images(class_dir: Path) -> list[str]:
 
 def _read_wnid_names(path: Path) -> dict[str, str]:
     """`classnames.txt`: "<wnid> <class name with spaces>" per line, in file order (datasets/imagenet.py
-    `ImageNet.read_classnames`)."""
-    names: dict[str, str] = {}
-    for line in _read_lines(path):
-        wnid, _, name = line.partition(" ")
-        if not name:
-            raise BenchmarkLayoutError(f"{path}: line {line!r} should read '<wnid> <class name>'.")
-        names[wnid] = name
-    return names
+    `ImageNet.read_classnames`); a repeated wnid is refused (`split_checks.read_wnid_names`)."""
+    try:
+        return read_wnid_lines(path)
+    except ValueError as error:
+        raise BenchmarkLayoutError(str(error)) from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -180,25 +184,18 @@ def split_file_reader(name: str, image_subdir: str, split_file: str, can_generat
                 f"{name}: {split_file} missing at {split_path}; {DATASETS_MD} gives its download link ({hint})."
             )
         image_dir = _require(dataset_dir / image_subdir, f"image folder {image_subdir or '.'}/", name)
-        with open(split_path, encoding="utf-8") as f:
-            try:
-                raw = json.load(f)
-            except json.JSONDecodeError as err:
-                raise BenchmarkLayoutError(f"{split_path} is not valid JSON: {err}") from None
-        if not isinstance(raw, dict) or not {"train", "val", "test"} <= set(raw):
-            raise BenchmarkLayoutError(f"{split_path} must be a JSON object with keys train, val and test.")
-        splits = {}
-        for split in ("train", "val", "test"):
-            items = []
-            for entry in raw[split]:
-                if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
-                    raise BenchmarkLayoutError(
-                        f"{split_path}: {split} entry {entry!r} should be [relative_path, label, class_name]."
-                    )
-                rel, label, class_name = entry
-                items.append(BenchmarkItem(str(image_dir / rel), int(label), str(class_name)))
-            splits[split] = items
-        return splits
+        try:
+            raw = read_json(split_path, "split file")
+            if not isinstance(raw, dict) or not {"train", "val", "test"} <= set(raw):
+                raise ValueError(f"split file {split_path} must be a JSON object with keys train, val and test.")
+            # Every entry checked (labels bounded by the entry count, no image twice in a split) before use.
+            entries = split_entries(split_path, raw, ("train", "val", "test"), "split file")
+        except ValueError as error:
+            raise BenchmarkLayoutError(str(error)) from None
+        return {
+            split: [BenchmarkItem(str(image_dir / rel), label, name) for rel, label, name in items]
+            for split, items in entries.items()
+        }
 
     return read
 
@@ -375,7 +372,7 @@ def generate_oxford_pets(dataset_dir: Path, rng: random.Random) -> dict:
         items = []
         for line in _read_lines(list_path):
             fields = line.split(" ")
-            if len(fields) != 4 or not fields[1].isdigit():
+            if len(fields) != 4 or not fields[1].isdecimal():
                 raise BenchmarkLayoutError(f"{list_path}: line {line!r} should read '<image> <id> <species> <breed>'.")
             image, class_id = fields[0], int(fields[1])
             name = "_".join(image.split("_")[:-1]).lower()
@@ -425,7 +422,7 @@ def generate_ucf101(dataset_dir: Path, rng: random.Random) -> dict:
     label_of = {}
     for line in _read_lines(_require(lists / "classInd.txt", "ucfTrainTestlist/classInd.txt", dataset)):
         number, _, action = line.partition(" ")
-        if not number.isdigit() or not action or " " in action:
+        if not number.isdecimal() or not action or " " in action:
             raise BenchmarkLayoutError(f"{lists / 'classInd.txt'}: line {line!r} should read '<number> <Action>'.")
         label_of[action] = int(number) - 1
 
@@ -713,7 +710,7 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
         return _map_wnids(raw, wnid_names, name)
     if name == "ImageNetV2":
         # datasets/imagenetv2.py: folder "i" is label i, named by the i-th line of classnames.txt
-        if not raw.isdigit():
+        if not raw.isdecimal():
             raise LabelMapError(f"{name}: label {raw!r} is not a class number; expected the folder names '0'..'999'.")
         if wnid_names is None:
             _map_wnids(raw, None, name)
@@ -839,8 +836,8 @@ def official_label_map(name: str, raw_names: list[str], wnid_names: dict[str, st
         raise LabelMapError(f"--benchmark {bench.name}: label names that match no official class: {shown}")
     if needs_classnames is not None:
         raise needs_classnames
-    names = [name for _, name in mapped.values()]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(name for _, name in mapped.values())  # not list.count per name: quadratic in the class count
+    twice = sorted(name for name, count in counts.items() if count > 1)
     if twice:
         raise LabelMapError(
             f"--benchmark {bench.name}: several source labels give the official class name(s) {twice[:5]}: one "

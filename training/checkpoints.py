@@ -1,11 +1,8 @@
 """
-Who owns --output_dir, and lean, crash-safe Trainer checkpoints that resume exactly.
+Lean, crash-safe Trainer checkpoints that resume exactly.
 
-Output folder: the script records in `output_manifest.json` which entries of the folder were there before it started
-(the user's) and, once a run is finished, which ones it wrote. A folder holding anything the script did not write is
-refused (the files are named) unless --overwrite_output_dir; with the flag, everything an earlier run wrote is deleted
-first, so no stale file of that run lies beside the new ones, and the user's own files are left alone (same-named
-ones are written over: the flag says so).
+Who owns --output_dir (what a run wrote, recorded and hashed, and what it may delete) is training/outputs.py: a
+checkpoint is recorded there once it is renamed into place.
 
 Checkpoints (`checkpoint-N`): the prompt learner (`prompt_learner.safetensors`), optimizer, scheduler, RNG and trainer
 state only: the frozen CLIP and the tokenizer are rebuilt by the script, so a checkpoint is ~300 KB at ViT-B/16
@@ -26,7 +23,6 @@ import json
 import os
 import random
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,152 +32,27 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from training import outputs
+
+# Names other modules imported from here before the output-folder code moved to training/outputs.py.
+from training.outputs import (  # noqa: F401
+    MANIFEST_NAME,
+    STAGING_PREFIX,
+    finish_output_dir,
+    prepare_output_dir,
+    read_json,
+)
+from training.outputs import fsync as _fsync
+from training.run_settings import RUN_SETTINGS_KEY, check_resume_settings
+
 
 logger = logging.get_logger(__name__)
 
-MANIFEST_NAME = "output_manifest.json"
 CHECKPOINT_WEIGHTS_NAME = "prompt_learner.safetensors"
 COMPLETE_MARKER_NAME = "checkpoint_complete.json"
 TRAINER_STATE_NAME = "trainer_state.json"
-STAGING_PREFIX = "tmp-"  # never matches Trainer's `checkpoint-*` globs nor the `checkpoint-N` pattern below
 CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 _FORMAT = 1
-
-
-# ---------------------------------------------------------------------------------------------- small file tools
-
-
-def _fsync(path) -> None:
-    """Flush a file or folder to disk, so that a rename after it never publishes data still in the page cache."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some file systems do not open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, content) -> None:
-    """Write JSON to `path` through a temporary file and a rename: readers see the old or the new file, never half."""
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(content, indent=1, sort_keys=True), encoding="utf-8")
-    _fsync(staging)
-    os.replace(staging, path)
-    _fsync(path.parent)
-
-
-def read_json(path: Path):
-    """A JSON file's content, or None when it is missing or not valid JSON (a crash mid-write, a user's edit)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _remove(path: Path) -> None:
-    """Delete a file or folder; a folder is first renamed so that a crash mid-delete never leaves a partial one."""
-    if path.is_dir() and not path.is_symlink():
-        doomed = path.with_name(f"{STAGING_PREFIX}deleting-{path.name}")
-        if doomed.exists():
-            shutil.rmtree(doomed)
-        os.rename(path, doomed)
-        shutil.rmtree(doomed)
-    else:
-        path.unlink()
-
-
-# ---------------------------------------------------------------------------------------------- the output folder
-
-
-def _signature(path: Path) -> list:
-    """What tells a user's entry from one this script replaced: inode for folders, inode + size + mtime for files."""
-    stat = path.lstat()
-    if path.is_dir() and not path.is_symlink():
-        return ["dir", stat.st_ino]
-    return ["file", stat.st_ino, stat.st_size, stat.st_mtime_ns]
-
-
-def _entries(folder: Path) -> dict[str, Path]:
-    return {
-        path.name: path
-        for path in folder.iterdir()
-        if path.name != MANIFEST_NAME and path.name != MANIFEST_NAME + ".tmp"
-    }
-
-
-def _owned_entries(folder: Path, entries: dict[str, Path]) -> set[str]:
-    """Names in `folder` written by this script, as `output_manifest.json` records them (none without a manifest)."""
-    manifest = read_json(folder / MANIFEST_NAME)
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        return set()
-    if manifest.get("complete"):
-        return set(manifest.get("written", [])) & set(entries)
-    # A run that did not finish: everything but what was there before it started, unchanged.
-    before = manifest.get("preexisting", {})
-    return {name for name, path in entries.items() if before.get(name) != _signature(path)}
-
-
-def _shown(names, limit=8) -> str:
-    names = sorted(names)
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def prepare_output_dir(output_dir, overwrite: bool, resume: bool) -> None:
-    """
-    Check --output_dir before anything is written to it, and record what is in it (call on one process only).
-
-    Refuses a folder holding files this script did not write (naming them) and, unless resuming, a previous run;
-    with `overwrite` deletes every output of an earlier run (checkpoints included) and keeps the user's files. When
-    resuming, only the unfinished checkpoint folders of the interrupted run are deleted.
-    """
-    folder = Path(output_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--output_dir {folder} is a file, not a folder.")
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = _entries(folder)
-    owned = _owned_entries(folder, entries)
-    foreign = set(entries) - owned
-    if foreign and not overwrite:
-        raise ValueError(
-            f"--output_dir {folder} holds {len(foreign)} file(s) this script did not write: {_shown(foreign)}. "
-            "Choose another --output_dir, or pass --overwrite_output_dir to write into it anyway (files of the same "
-            "name as the run's outputs, e.g. README.md or results.md, are then replaced; the others are kept)."
-        )
-    if owned and not resume:
-        if not overwrite:
-            raise ValueError(
-                f"--output_dir {folder} holds a previous run ({_shown(owned)}): pass --overwrite_output_dir to "
-                "replace it, --resume_from_checkpoint to continue it, or another --output_dir."
-            )
-        for name in sorted(owned):
-            _remove(entries[name])
-        logger.warning(
-            "--overwrite_output_dir: deleted the %d output(s) of the previous run in %s.", len(owned), folder
-        )
-    elif owned:
-        for name in sorted(owned):
-            if name.startswith(STAGING_PREFIX):
-                logger.warning("Deleting %s: a checkpoint the interrupted run did not finish writing.", name)
-                _remove(entries[name])
-    if foreign:
-        logger.warning("--overwrite_output_dir: writing into %s, which also holds %s.", folder, _shown(foreign))
-    preexisting = {name: _signature(entries[name]) for name in sorted(foreign)}
-    _write_json_atomic(folder / MANIFEST_NAME, {"format": _FORMAT, "complete": False, "preexisting": preexisting})
-
-
-def finish_output_dir(output_dir) -> list[str]:
-    """Record the finished run's outputs in the manifest (call on one process, after the last write); returns them."""
-    folder = Path(output_dir)
-    entries = _entries(folder)
-    written = sorted(_owned_entries(folder, entries))
-    _write_json_atomic(folder / MANIFEST_NAME, {"format": _FORMAT, "complete": True, "written": written})
-    return written
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -268,10 +139,15 @@ def commit_checkpoint(staging: Path, final: Path, metadata: dict) -> None:
     marker.write_text(json.dumps({**metadata, "files": files}, indent=1), encoding="utf-8")
     _fsync(marker)
     _fsync(staging)
+    # Never over a symlink or a folder the run cannot prove its own (training/outputs.py).
+    outputs.check_destination(final, "checkpoint")
     if final.exists():  # an earlier checkpoint of the same step (a resume from an older one): replace it
-        _remove(final)
+        outputs.delete_owned(final.parent, final.name)
+    # Hashed once, now, and recorded before the rename: a later run deletes it only while unchanged.
+    outputs.expect(final.parent, {final.name: outputs.describe(staging)})
     os.rename(staging, final)
     _fsync(final.parent)
+    outputs.settle(final.parent, [final.name], staged_as=staging.name)
 
 
 def rotate_checkpoints(run_dir, save_total_limit: int | None, keep=()) -> None:
@@ -283,13 +159,16 @@ def rotate_checkpoints(run_dir, save_total_limit: int | None, keep=()) -> None:
         (int(match.group(1)), path) for path in folder.iterdir() if (match := CHECKPOINT_PATTERN.match(path.name))
     )
     protected = {Path(p).resolve() for p in keep if p}
+    tracked = outputs.load_manifest(folder) is not None
+    # In a folder with a manifest, only checkpoints this run recorded and that are unchanged count (and are deleted).
+    found = [(step, path) for step, path in found if not tracked or outputs.owns(folder, path.name)]
     surplus = len(found) - max(save_total_limit, 1)
     for _, path in found[:-1]:
         if surplus <= 0:
             break
         if path.resolve() not in protected:
             logger.info("Deleting older checkpoint %s (save_total_limit=%d).", path.name, save_total_limit)
-            _remove(path)
+            outputs.delete_owned(folder, path.name)
             surplus -= 1
 
 
@@ -361,6 +240,10 @@ class LeanCheckpointTrainer(Trainer):
     Mirrors `Trainer._save_checkpoint` of transformers 5.24 for everything but the model weights and the folder.
     """
 
+    # The settings that define the run (training/run_settings.py), set by the script: recorded in every checkpoint's
+    # marker and compared on resume. None (a Trainer used on its own): nothing recorded, nothing compared.
+    run_settings = None
+
     def __init__(self, *args, train_dataset=None, **kwargs):
         if (
             train_dataset is not None
@@ -389,9 +272,9 @@ class LeanCheckpointTrainer(Trainer):
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging, final = run_dir / f"{STAGING_PREFIX}{name}", run_dir / name
         if self.args.should_save:
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
+            # Recorded before anything goes in: a later run deletes this folder if the run is killed while writing.
+            run_dir.mkdir(parents=True, exist_ok=True)
+            outputs.make_staging_folder(run_dir, staging.name)
         self.accelerator.wait_for_everyone()  # every process writes its RNG state into the staging folder
         if self.args.should_save:
             save_prompt_learner(self.accelerator.unwrap_model(self.model), staging)
@@ -412,6 +295,8 @@ class LeanCheckpointTrainer(Trainer):
         if self.args.should_save:
             model_ = self.accelerator.unwrap_model(self.model)
             metadata = {"format": _FORMAT, "global_step": self.state.global_step}
+            if self.run_settings is not None:
+                metadata[RUN_SETTINGS_KEY] = self.run_settings
             if getattr(model_, "class_names", None) is not None:
                 metadata["class_names"] = list(model_.class_names)
             commit_checkpoint(staging, final, metadata)
@@ -443,6 +328,8 @@ class LeanCheckpointTrainer(Trainer):
             raise ValueError(f"cannot resume: {problem}.")
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         marker = read_json(Path(resume_from_checkpoint) / COMPLETE_MARKER_NAME)
+        if self.run_settings is not None:  # another run's checkpoint would continue silently under this run's labels
+            check_resume_settings(resume_from_checkpoint, marker, self.run_settings)
         saved_names = marker.get("class_names")
         if saved_names is not None and getattr(model, "class_names", None) not in (None, saved_names):
             raise ValueError(

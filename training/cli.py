@@ -1,7 +1,7 @@
 """What the training scripts share on the command line: a JSON/YAML file of options with flags overriding it, the
 model options (which CLIP, which method, which prompt) and the logging setup."""
 
-import json
+import dataclasses
 import logging as std_logging
 import math
 import os
@@ -9,6 +9,9 @@ import sys
 from dataclasses import dataclass, field
 
 from transformers.utils import logging
+
+from cocoop_hf.limits_cocoop import describe_value
+from training.config_files import read_structured_file
 
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -91,9 +94,11 @@ class ModelArguments:
         if self.method is None:
             self.method = "cocoop"
         if self.method not in METHODS:
-            raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
+            raise ValueError(f"--method must be one of {METHODS}, got {describe_value(self.method, typed=False)}.")
         if self.clip_dtype is not None and self.clip_dtype not in CLIP_DTYPES:
-            raise ValueError(f"--clip_dtype must be one of {CLIP_DTYPES}, got {self.clip_dtype!r}.")
+            raise ValueError(
+                f"--clip_dtype must be one of {CLIP_DTYPES}, got {describe_value(self.clip_dtype, typed=False)}."
+            )
         if isinstance(self.ctx_init, str) and self.ctx_init.strip().lower() in ("", "none", "null"):
             self.ctx_init = None
         self._check_method_options()
@@ -102,7 +107,8 @@ class ModelArguments:
         """The CoOp-family options that do not fit the method, refused in terms of the flags, before anything runs."""
         if self.class_token_position is not None and self.class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(
-                f"--class_token_position must be one of {CLASS_TOKEN_POSITIONS}, got {self.class_token_position!r}."
+                f"--class_token_position must be one of {CLASS_TOKEN_POSITIONS}, got "
+                f"{describe_value(self.class_token_position, typed=False)}."
             )
         weight = self.kgcoop_weight
         if weight is not None and (not math.isfinite(weight) or weight < 0):
@@ -173,24 +179,6 @@ class ModelArguments:
         }
 
 
-def read_structured_file(path, what: str = "config file"):
-    """The content of a JSON or YAML file, read as data only (`yaml.safe_load`: no tags that build objects)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"{what} {path} does not exist.")
-    with open(path, encoding="utf-8") as handle:
-        if str(path).endswith(".json"):
-            try:
-                return json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{what} {path} is not valid JSON: {error}.") from None
-        import yaml
-
-        try:
-            return yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ValueError(f"{what} {path} is not valid YAML: {error}") from None
-
-
 def parse_config_and_flags(parser, argv=None) -> tuple:
     """
     Parse `argv` (default: `sys.argv[1:]`) into the dataclasses of `parser` (an `HfArgumentParser`). A JSON/YAML file
@@ -198,6 +186,7 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
     Unknown names in the file are an error, not silently ignored.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, values = None, {}
     if argv and not argv[0].startswith("-") and argv[0].endswith(CONFIG_SUFFIXES):
         config_path = argv.pop(0)
         values = read_structured_file(config_path)
@@ -206,13 +195,45 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
                 f"config file {config_path} must hold a mapping of argument names to values, got "
                 f"{type(values).__name__}."
             )
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"config file {config_path} has unknown arguments {unknown}; see --help for the names.")
+        _check_file_names(parser, values, config_path)
         _check_file_value_types(parser, values, config_path)
         parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    check_finite_numbers(parsed, config_path, values)
+    return parsed
+
+
+def check_finite_numbers(parsed, config_path=None, file_values=None) -> None:
+    """
+    Every float option of the parsed dataclasses is a finite number: argparse's `float` and YAML (`.nan`, `.inf`)
+    both accept NaN and infinity, and `--learning_rate nan` would train NaN prompts and write results and a card
+    without a word. Checked once, after parsing, before anything is written; names the flag (or the config file).
+    """
+    for arguments in parsed:
+        for item in dataclasses.fields(arguments):
+            value = getattr(arguments, item.name, None)
+            if not isinstance(value, float) or math.isfinite(value):
+                continue
+            where = f"--{item.name}"
+            given = (file_values or {}).get(item.name)
+            if isinstance(given, float) and not math.isfinite(given):
+                where = f"config file {config_path}: `{item.name}`"
+            raise ValueError(f"{where} must be a finite number, got {value}.")
+
+
+def _check_file_names(parser, values: dict, config_path) -> None:
+    """Every name in a config file is an argument's (unknown ones are an error, not ignored), shown bounded."""
+    not_text = [name for name in values if not isinstance(name, str)]
+    if not_text:
+        raise ValueError(
+            f"config file {config_path}: argument names must be text, got {describe_value(not_text[0], 60)}."
+        )
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        shown = ", ".join(describe_value(name, 40, typed=False) for name in unknown[:5])
+        more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+        raise ValueError(f"config file {config_path} has unknown arguments [{shown}]{more}; see --help for the names.")
 
 
 def _check_file_value_types(parser, values: dict, config_path) -> None:
@@ -231,7 +252,9 @@ def _check_file_value_types(parser, values: dict, config_path) -> None:
             try:
                 values[name] = action.type(value)
             except (TypeError, ValueError) as error:
-                raise ValueError(f"config file {config_path}: `{name}`: {value!r} is not a valid {kind}.") from error
+                raise ValueError(
+                    f"config file {config_path}: `{name}`: {describe_value(value, typed=False)} is not a valid {kind}."
+                ) from error
             continue
         wrong = {
             "string_to_bool": not isinstance(value, bool),
@@ -245,7 +268,7 @@ def _check_file_value_types(parser, values: dict, config_path) -> None:
         if wrong:
             expected = {"string_to_bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
             raise ValueError(
-                f"config file {config_path}: `{name}` must be {expected[kind]}, got {value!r} ({type(value).__name__})."
+                f"config file {config_path}: `{name}` must be {expected[kind]}, got {describe_value(value)}."
             )
 
 
@@ -292,13 +315,23 @@ def setup_logging(script_logger_name: str, level: int, transformers_level: int |
 def run_script(main) -> None:
     """
     Run a script's `main()`. Bad input is refused with ValueError / FileNotFoundError carrying a message that names the
-    culprit: show that message and exit with status 2, as argparse does, instead of a traceback. Set
-    COCOOP_HF_TRACEBACK=1 to see the traceback too; any other exception keeps its traceback.
+    culprit: show that message and exit with status 2, as argparse does, instead of a traceback; so are a full disk and
+    a read-only or forbidden output path (OSError ENOSPC / EROFS / EACCES ...). Set COCOOP_HF_TRACEBACK=1 to see the
+    traceback too; any other exception keeps its traceback.
     """
+    from training.write_errors import write_error_message
+
     try:
         main()
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
         print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        # A full disk, a read-only or forbidden output folder: one line naming the path, not a traceback.
+        message = write_error_message(error)
+        if message is None or os.environ.get("COCOOP_HF_TRACEBACK"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

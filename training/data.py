@@ -6,7 +6,6 @@ Official reference: CoOp `datasets/oxford_pets.py` `OxfordPets.subsample_classes
 """
 
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from training.fewshot import label_fingerprint as label_fingerprint
 from training.fewshot import official_fewshot_rows as official_fewshot_rows
 from training.fewshot import record_training_items as record_training_items
 from training.fewshot import select_few_shot as select_few_shot
+from training.split_checks import read_class_names_file, read_json, repeated_names, split_entries
 
 
 logger = logging.get_logger(__name__)
@@ -129,6 +129,7 @@ class DataArguments:
                 f"--max_eval_samples must be a positive number of images, got {self.max_eval_samples!r}; "
                 "omit it (None) to evaluate on the whole split."
             )
+        check_image_size(self.image_size)
         if self.protocol not in ("base_to_new", "all"):
             raise ValueError(f"--protocol must be 'base_to_new' or 'all', got {self.protocol!r}.")
         if self.verify_images not in ("train", "all", "none"):
@@ -261,56 +262,29 @@ class DataArguments:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _read_class_names_file(path) -> list[str]:
-    """Class names in label order: a JSON list of strings (as the checkpoint converter reads) or one name per line."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--class_names_file {path} does not exist.")
-    text = Path(path).read_text(encoding="utf-8")
-    if str(path).endswith(".json") or text.lstrip().startswith("["):
-        # Read line by line, a JSON list would give names such as `[`, `"tench",` and `]`.
-        try:
-            names = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"--class_names_file {path} looks like JSON but does not parse ({error}): give a JSON list of "
-                "names, or a text file with one name per line."
-            ) from None
-        if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
-            raise ValueError(
-                f"--class_names_file {path}: a JSON class-name file must hold a list of non-empty strings, got "
-                f"{str(names)[:100]}."
-            )
-        names = [name.strip() for name in names]
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"--class_names_file {path} holds no class names (one per line, or a JSON list, expected).")
-    return names
-
-
 def _load_split_file(args: DataArguments, splits):
-    """Official CoOp `read_split`: lists of [relative path, label, class name]; checks every file exists."""
+    """
+    Official CoOp `read_split`: lists of [relative path, label, class name]; checks every entry
+    (`training.split_checks.split_entries`), that one label has one name and the labels run 0..n-1, that no two
+    labels share a name (their prompts would be identical), and that every file exists.
+    """
     from datasets import Dataset, Image
 
     if not os.path.isfile(args.split_file):
         raise ValueError(f"--split_file {args.split_file} does not exist.")
-    with open(args.split_file, encoding="utf-8") as handle:
-        content = json.load(handle)
+    content = read_json(args.split_file, "--split_file")
+    entries = split_entries(args.split_file, content, splits, "--split_file")
     datasets_, names = {}, {}
     for split in splits:
-        if split not in content:
-            raise ValueError(f"split {split!r} is not in {args.split_file}; it has {sorted(content)}.")
         paths, labels = [], []
-        for entry in content[split]:
-            if not isinstance(entry, list | tuple) or len(entry) != 3:
-                raise ValueError(
-                    f"{args.split_file}[{split!r}] entries must be [path, label, class name], got {entry!r}."
-                )
-            path, label, name = entry
+        for index, (path, label, name) in enumerate(entries[split]):
             paths.append(os.path.join(args.image_root, path))
-            labels.append(int(label))
-            if names.setdefault(int(label), name) != name:
-                raise ValueError(f"{args.split_file}: label {label} is named both {names[int(label)]!r} and {name!r}.")
+            labels.append(label)
+            if names.setdefault(label, name) != name:
+                raise ValueError(
+                    f"--split_file {args.split_file}: {split}[{index}] names label {label} {name!r}, but an earlier "
+                    f"entry names it {names[label]!r}: one label must have one class name."
+                )
         missing = [path for path in paths if not os.path.isfile(path)]
         if missing:
             raise ValueError(
@@ -320,9 +294,20 @@ def _load_split_file(args: DataArguments, splits):
         datasets_[split] = Dataset.from_dict({"image": paths, "label": labels}, split=split).cast_column(
             "image", Image()
         )
-    class_names = [names[i] for i in sorted(names)] if sorted(names) == list(range(len(names))) else None
-    if class_names is None:
-        raise ValueError(f"{args.split_file}: labels must be 0..n-1, got {sorted(names)[:10]}...")
+    # Labels are below the entry count (split_entries), so this list is as small as the file.
+    absent = [label for label in range(max(names, default=-1) + 1) if label not in names]
+    if absent:
+        raise ValueError(
+            f"--split_file {args.split_file}: labels must run 0..n-1 with entries for each class; no entry of "
+            f"{list(splits)} has the label(s) {absent[:10]}{' ...' if len(absent) > 10 else ''}."
+        )
+    class_names = [names[label] for label in range(len(names))]
+    twice = repeated_names(class_names, word="labels")
+    if twice:
+        raise ValueError(
+            f"--split_file {args.split_file}: the class name {twice}: two classes "
+            "with one name get the same prompt and cannot be told apart; give each class its own name."
+        )
     return datasets_, class_names
 
 
@@ -438,7 +423,7 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
                     "splits, or pass --class_names_file."
                 )
 
-    file_names = _read_class_names_file(args.class_names_file) if args.class_names_file else None
+    file_names = read_class_names_file(args.class_names_file) if args.class_names_file else None
     if file_names is not None and features_names is not None and len(file_names) != len(features_names):
         raise ValueError(
             f"--class_names_file {args.class_names_file} has {len(file_names)} class names, but the data has "
@@ -780,6 +765,20 @@ def drop_or_raise_corrupt(ds, split: str, skip: bool, disable_progress=False):
     logger.warning("Skipping %d corrupt image(s) in %s: %s", len(bad), split, "; ".join(n for _, n in bad[:5]))
     drop = {index for index, _ in bad}
     return ds.select([i for i in range(len(ds)) if i not in drop]), len(bad)
+
+
+def check_image_size(image_size) -> None:
+    """--image_size, when given, is a resolution a CLIP takes (0 read as "not given" and blamed the processor)."""
+    from cocoop_hf.limits_cocoop import BACKBONE_LIMITS
+
+    limit = BACKBONE_LIMITS["image_size"]
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= limit
+    ):
+        raise ValueError(
+            f"--image_size must be the model's input resolution in pixels, 1 to {limit} (e.g. 224), got "
+            f"{image_size!r}; omit it to use the image processor's crop size."
+        )
 
 
 def build_transforms(image_processor, image_size: int | None = None):

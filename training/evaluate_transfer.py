@@ -44,6 +44,7 @@ from training.data import (
 )
 from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import build_model, has_random_weights
+from training.outputs import check_separate_folders
 from training.report import (
     PLOT_NAME,
     RANDOM_WEIGHTS_NOTE,
@@ -198,6 +199,14 @@ def main(argv=None) -> dict:
 
     model_args, args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    # Results written into the model's folder would replace the trained run's own results.json, card and table.
+    check_separate_folders(
+        output_dir,
+        {
+            "--model_name_or_path": model_args.model_name_or_path,
+            "--clip_model_name_or_path": model_args.clip_model_name_or_path,
+        },
+    )
     previous = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
     if previous and not args.overwrite_output_dir:
         raise ValueError(

@@ -162,6 +162,7 @@ def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: lis
     labels = train_dataset["label"]
     where = f"the {bench.name} train split under {image_dir}"
     indices = []
+    item_of_row = {}  # row -> the index of the item of the file that named it
     for i, item in enumerate(train):
         parts, impath = _path_parts(item["impath"]), item["impath"]
         tails = [parts[j:] for j in range(len(folder), len(parts)) if parts[j - len(folder) : j] == folder]
@@ -183,6 +184,16 @@ def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: lis
                 f"{found[:5]}): it must name exactly one."
             )
         row = found[0]
+        if row in item_of_row:
+            # Dassl's draw (`random.sample` per class) never takes one image twice; a repeat would train on it twice.
+            j = item_of_row[row]
+            same = "lists it again" if train[j]["impath"] == impath else f"names the image of train[{j}] again"
+            raise ValueError(
+                f"--fewshot_file {path}: train[{i}] {impath!r} {same} (train[{j}] {train[j]['impath']!r}): an "
+                "official few-shot list holds each image once. Remove the repeat, or use the file the official run "
+                "wrote."
+            )
+        item_of_row[row] = i
         label = int(labels[row])
         if item["label"] != label or item["classname"] != class_names[label]:
             raise ValueError(
@@ -211,12 +222,43 @@ def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: lis
             f"but --num_shots is {args.num_shots}: the file must be a {args.num_shots}-shot list."
         )
 
+    _check_covers_the_classes(path, labels, indices, class_names, where)
     val = split.get("val")
+    first = {}
+    for i, item in enumerate(val or []):
+        j = first.setdefault(item["impath"], i)
+        if j != i:  # recorded with the run as the official validation list: it must hold each image once too
+            raise ValueError(
+                f"--fewshot_file {path}: val[{i}] {item['impath']!r} lists the image of val[{j}] again: an official "
+                "few-shot list holds each image once. Remove the repeat, or use the file the official run wrote."
+            )
     return OfficialFewShot(
         indices=indices,
         source={"path": str(Path(path).resolve()), "sha256": hashlib.sha256(content).hexdigest()},
         val=None if val is None else [[item["impath"], item["label"], item["classname"]] for item in val],
     )
+
+
+def _check_covers_the_classes(path, labels, indices, class_names: list[str], where: str) -> None:
+    """
+    An official few-shot file lists every class of the train split it was drawn from: Dassl's
+    `generate_fewshot_dataset` keeps each class (all its images when it has fewer than K). The official run then takes
+    its class list, and the base/new halves, from the labels of that list (CoOp datasets/oxford_pets.py
+    `subsample_classes` reads the few-shot train list; Dassl `DatasetBase.get_num_classes(train_x)`). A file lacking
+    a class of this split is no draw from it: trained classes would get no image, and the halves would differ from
+    the official run's. Refused, naming the missing classes.
+    """
+    listed = {int(labels[row]) for row in indices}
+    present = sorted(set(int(label) for label in labels))
+    missing = [label for label in present if label not in listed]
+    if missing:
+        shown = ", ".join(f"{label} {class_names[label]!r}" for label in missing[:10])
+        raise ValueError(
+            f"--fewshot_file {path} lists no image of {len(missing)} of the {len(present)} classes of {where}: "
+            f"{shown}{' ...' if len(missing) > 10 else ''}. An official few-shot file holds K images of every class "
+            "of the split it was drawn from (fewer where a class has fewer), and the official run takes its classes "
+            "and base/new halves from it: use the file written for this split."
+        )
 
 
 def label_fingerprint(labels) -> str:
@@ -332,10 +374,11 @@ def few_shot_indices(
 
 
 def _write_json_atomic(path: Path, content) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(json.dumps(content), encoding="utf-8")
-    os.replace(staging, path)  # a crash never leaves a half-written file that a resume would read
+    # A new file renamed into place (a crash never leaves a half-written file that a resume would read), never
+    # through a symlink, recorded in the --output_dir manifest as the run's (training/outputs.py).
+    from training.outputs import write_output
+
+    write_output(path, json.dumps(content), "few-shot indices")
 
 
 def record_training_items(output_dir, train_dataset, task: str, relabel: dict, class_names: dict) -> None:

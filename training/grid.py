@@ -17,9 +17,11 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from cocoop_hf.limits_cocoop import describe_value
 from training import cli
 from training.benchmarks import get_benchmark, load_benchmark
-from training.checkpoints import MANIFEST_NAME, latest_checkpoint, read_json
+from training.checkpoints import latest_checkpoint
+from training.outputs import MANIFEST_NAME, read_json, write_output
 
 
 logger = logging.get_logger(__name__)
@@ -73,7 +75,15 @@ def expected_shots(recipe: Path, extra: list[str], method: str) -> int | None:
     given = parser.parse_known_args(extra)[0].num_shots
     if given is not None:
         return given
-    return cli.read_structured_file(recipe, "recipe").get("num_shots")
+    content = cli.read_structured_file(recipe, "recipe")
+    if not isinstance(content, dict):
+        raise ValueError(f"recipe {recipe} must hold a mapping of run_cocoop options, got {type(content).__name__}.")
+    shots = content.get("num_shots")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        raise ValueError(
+            f"recipe {recipe}: `num_shots` must be a positive integer (images per class), got {describe_value(shots)}."
+        )
+    return shots
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -196,8 +206,9 @@ def resume_flags(cell) -> tuple[str, list[str]]:
     if latest_checkpoint(cell.output_dir) is not None:
         return "resume", ["--resume_from_checkpoint", "latest"]
     if isinstance(read_json(cell.output_dir / MANIFEST_NAME), dict):
-        # An interrupted run of this cell that saved no checkpoint: run_cocoop deletes its outputs (only those: a
-        # user's own files there are kept) and starts again.
+        # An interrupted run of this cell that saved no checkpoint: run_cocoop deletes what that run recorded and is
+        # unchanged (training/outputs.py); a user's own files there are kept, and one in the way of an output is
+        # refused, named, never replaced.
         return "restart", ["--overwrite_output_dir"]
     # No run of run_cocoop started here: let it refuse the folder, naming the files, before anything is written.
     return "run", []
@@ -206,11 +217,38 @@ def resume_flags(cell) -> tuple[str, list[str]]:
 # ---------------------------------------------------------------------------------------------- grid
 
 
+def read_cell_records(path: Path) -> dict[str, list[str]]:
+    """
+    `grid_cells.json` (cell folder -> the command it was run with); {} when there is none yet. A file that cannot be
+    read as such is refused, naming it: read as empty, the grid would skip or resume the cells of another command as
+    this command's (the grid writes it through a rename, so a damaged file is someone's edit, not a crash).
+    """
+    if not path.exists():
+        return {}
+    fix = (
+        "it records the command each cell of this grid was run with, so the grid cannot tell its cells from another "
+        "command's. Restore it, or choose another --output_dir"
+    )
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: invalid JSON or UTF-8
+        raise ValueError(f"{path} cannot be read as JSON ({type(error).__name__}: {error}): {fix}.") from None
+    if not isinstance(records, dict):
+        raise ValueError(
+            f"{path} must hold a JSON object (cell folder -> its command), got {type(records).__name__}: {fix}."
+        )
+    for folder, command in records.items():
+        if not (isinstance(command, list) and all(isinstance(part, str) for part in command)):
+            raise ValueError(
+                f"{path}: the record of {folder!r} must be a list of strings (the command its cell was run with), "
+                f"got {describe_value(command)}: {fix}."
+            )
+    return records
+
+
 def _write_records(path: Path, records: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    # A new file renamed into place, never through a symlink (training/outputs.py).
+    write_output(path, json.dumps(records, indent=2, sort_keys=True) + "\n", "grid records")
 
 
 def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finished_run, next_step, run, flags_name):
@@ -226,7 +264,7 @@ def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finish
     from tqdm.auto import tqdm
 
     records_path = Path(output_dir) / CELL_RECORDS_NAME
-    records = read_json(records_path) or {}
+    records = read_cell_records(records_path)
     for cell in cells:
         recorded, wanted = records.get(str(cell.output_dir)), command(cell)
         if recorded is not None and recorded != wanted:

@@ -52,6 +52,7 @@ def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_temp
     )
     path = model_args.clip_model_name_or_path
     if not model_args.random_init_clip:
+        checked_clip_config(model_args)  # stock from_pretrained would build whatever the config asks for
         set_seed(seed)  # meta-net (and a random context) are drawn from the training seed
         return CoCoOpModel.from_clip(
             path,
@@ -173,11 +174,25 @@ def random_clip(model_args: ModelArguments):
     """
     from transformers import CLIPConfig, CLIPModel
 
-    config = CLIPConfig.from_pretrained(
-        model_args.clip_model_name_or_path, revision=model_args.clip_revision, cache_dir=model_args.cache_dir
-    )
+    config = CLIPConfig.from_dict(checked_clip_config(model_args))
     set_seed(model_args.random_init_seed)
     return config, CLIPModel(config)
+
+
+def checked_clip_config(model_args: ModelArguments) -> dict:
+    """
+    The config.json of `--clip_model_name_or_path` as a dict, read as data and checked before any CLIP is built from
+    it (`cocoop_hf.limits_cocoop.check_clip_checkpoint`: the size limits; for a local folder whose weights are loaded,
+    weight files that hold the parameters the config describes).
+    """
+    from cocoop_hf.limits_cocoop import check_clip_checkpoint
+
+    return check_clip_checkpoint(
+        model_args.clip_model_name_or_path,
+        weights=not model_args.random_init_clip,
+        revision=model_args.clip_revision,
+        cache_dir=model_args.cache_dir,
+    )
 
 
 def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names):
@@ -191,6 +206,7 @@ def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names)
     if model_args.random_init_clip:
         _, clip = random_clip(model_args)
     else:
+        checked_clip_config(model_args)
         clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
     if model_args.clip_dtype is not None:
         import torch

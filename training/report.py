@@ -6,16 +6,33 @@ Aggregate several runs (seeds, methods, datasets) into one table and chart:
 """
 
 import argparse
+import io
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
 
+
+if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from transformers.utils import logging
 
+from cocoop_hf.limits_cocoop import describe_value
+from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
-from training.cli import KGCOOP_DEFAULT_WEIGHT
+from training.cli import KGCOOP_DEFAULT_WEIGHT, run_script
+from training.outputs import (
+    MANIFEST_NAME,
+    RUN_MARKERS,
+    finish_output_dir,
+    load_manifest,
+    prepare_output_dir,
+    shown,
+    write_output,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -24,6 +41,8 @@ RESULTS_NAME = "results.json"
 TABLE_NAME = "results.md"
 PLOT_NAME = "results.png"
 CARD_NAME = "README.md"
+# What this script's aggregation writes: a user's file of such a name in --output_dir is refused, never replaced.
+REPORT_OUTPUTS = re.compile(r"^(results\.(json|md|png)|tmp-.*)$")
 RANDOM_WEIGHTS_NOTE = (
     "MACHINERY DEMO: the CLIP weights are random, so every accuracy below is meaningless; it only shows that "
     "the pipeline runs end to end."
@@ -98,8 +117,45 @@ def options_text(options: dict) -> str:
     return text
 
 
-def run_scores(run: dict) -> dict[str, float]:
+# Metrics of a run entry in percent; each must be a finite number in [0, 100] before it enters a table or a mean.
+PERCENT_METRICS = ("accuracy", "macro_f1")
+
+
+def check_run_metrics(run, source) -> None:
+    """
+    Refuse a results.json run entry (`source` names the file) whose metrics are not percentages: accuracy, macro-F1
+    and H must be finite numbers in [0, 100] (an edited or damaged file with accuracy 1e6, NaN, -5 or "90" would
+    otherwise enter Table 1 and the seed means). Names the file and the field.
+    """
+
+    def refuse(field: str, value) -> None:
+        raise ValueError(
+            f"{source}: `{field}` must be a number in [0, 100] (percent), got {describe_value(value)}. The file was "
+            "edited or damaged: run it again, or leave that file out."
+        )
+
+    def check(field: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= 100):
+            refuse(field, value)  # NaN fails `0 <= value <= 100`; infinity too
+
+    if not isinstance(run, dict) or not isinstance(run.get("metrics"), dict):
+        got = run.get("metrics") if isinstance(run, dict) else run
+        raise ValueError(f"{source}: a run's `metrics` must be an object of evaluated sets, got {describe_value(got)}.")
+    for name, metrics in run["metrics"].items():
+        if not isinstance(metrics, dict) or "accuracy" not in metrics:
+            raise ValueError(
+                f"{source}: `metrics.{name}` must be an object with an `accuracy`, got {describe_value(metrics)}."
+            )
+        for field in PERCENT_METRICS:
+            if field in metrics:
+                check(f"metrics.{name}.{field}", metrics[field])
+    if run.get("H") is not None:
+        check("H", run["H"])
+
+
+def run_scores(run: dict, source="a run of the results") -> dict[str, float]:
     """Percent per column of one run entry: base / new accuracy and H, or the target set's accuracy ('all')."""
+    check_run_metrics(run, source)
     scores = {name: metrics["accuracy"] for name, metrics in run["metrics"].items()}
     if run.get("H") is not None:
         scores["H"] = run["H"]
@@ -135,7 +191,7 @@ def markdown_table(rows: list[dict], note: str | None = None) -> str:
     columns = [c for c in COLUMNS if any(c in row["scores"] for row in rows)]
     lines = []
     if note:
-        lines += [f"> **{note}**", ""]
+        lines += [f"> **{markdown_cell(note)}**", ""]
     lines.append("| Dataset | Method | Seeds | " + " | ".join(COLUMN_TITLES[c] for c in columns) + " |")
     lines.append("|---|---|---|" + "---|" * len(columns))
     for row in rows:
@@ -148,9 +204,10 @@ def markdown_table(rows: list[dict], note: str | None = None) -> str:
                 cells.append(f"{stat['mean']:.2f} ± {stat['std']:.2f}")
             else:
                 cells.append(f"{stat['mean']:.2f}")
-        seeds = ", ".join(str(s) for s in row["seeds"]) or "-"
-        label = row.get("label", row["method"])
-        lines.append(f"| {row['dataset']} | {label} | {seeds} | " + " | ".join(cells) + " |")
+        seeds = markdown_cell(", ".join(str(s) for s in row["seeds"]) or "-")
+        # Names come from results.json files: escaped, so that a `|` or a line break cannot add cells or rows.
+        label = markdown_cell(row.get("label", row["method"]))
+        lines.append(f"| {markdown_cell(row['dataset'])} | {label} | {seeds} | " + " | ".join(cells) + " |")
     lines.append("")
     harmonic = " H = 2·Base·New/(Base+New), their harmonic mean;" if "H" in columns else ""
     lines.append(f"Top-1 accuracy (%);{harmonic} mean ± sample std over seeds where several.")
@@ -190,8 +247,10 @@ def bar_chart(rows: list[dict], path, note: str | None = None) -> None:
     if note:
         figure.suptitle("RANDOM CLIP WEIGHTS: machinery demo, accuracies are meaningless", color="red")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
+    write_output(path, image.getvalue(), "chart")  # a new file renamed into place, never through a symlink
 
 
 def model_card(
@@ -256,7 +315,8 @@ def write_report(output_dir, runs: list[dict], *, note: str | None = None, extra
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = aggregate(runs)
     content = {"note": note, **(extra or {}), "runs": runs, "aggregate": rows}
-    (output_dir / RESULTS_NAME).write_text(json.dumps(content, indent=2, default=_json_default))
+    # Each output a new file renamed into place, never through a symlink nor over a file the run did not write.
+    write_output(output_dir / RESULTS_NAME, json.dumps(content, indent=2, default=_json_default), "results")
     if rows:  # a training-only run (no --do_eval) has nothing to tabulate or plot
         table = markdown_table(rows, note)
         described = {}
@@ -265,7 +325,7 @@ def write_report(output_dir, runs: list[dict], *, note: str | None = None, extra
                 described.setdefault(method_label(run), options_text(run["method_options"]))
         if described:
             table += "\n" + "".join(f"- {label}: {text}.\n" for label, text in described.items())
-        (output_dir / TABLE_NAME).write_text(table)
+        write_output(output_dir / TABLE_NAME, table, "results table")
         bar_chart(rows, output_dir / PLOT_NAME, note)
     return content
 
@@ -278,11 +338,41 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to results.json")
 
 
+def check_not_a_run_folder(output_dir) -> None:
+    """
+    Refuse an --output_dir holding a run's or a grid's outputs (its results.json would be replaced by the aggregate,
+    its manifest by this script's): a folder with the manifest of another script, or a run's results, model,
+    checkpoints, few-shot indices or grid tables that no earlier aggregate of this script recorded.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return
+    manifest = load_manifest(folder)
+    if (folder / MANIFEST_NAME).exists() and (manifest is None or manifest.get("producer") != "report"):
+        raise ValueError(
+            f"--output_dir {folder} holds the outputs of a training run ({MANIFEST_NAME}): the aggregate would "
+            "replace its results. Choose another --output_dir (e.g. a new folder beside the runs)."
+        )
+    found = {path.name for path in folder.iterdir() if RUN_MARKERS.match(path.name)}
+    recorded = set(manifest["entries"]) if manifest is not None else set()
+    if found - recorded:
+        raise ValueError(
+            f"--output_dir {folder} holds a run's or a grid's outputs ({shown(found - recorded)}): the aggregate "
+            "would replace them. Choose another --output_dir (e.g. a new folder beside the runs)."
+        )
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="Run folders (or results.json files) to aggregate.")
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Replace an earlier aggregate of this script in --output_dir (never a run's outputs nor other files).",
+    )
     args = parser.parse_args(argv)
+    check_not_a_run_folder(args.output_dir)
     runs, notes = [], set()
     for source in args.inputs:
         path = Path(source)
@@ -292,14 +382,20 @@ def main(argv=None) -> dict:
         content = json.loads(path.read_text())
         if "runs" not in content:
             raise ValueError(f"{path} is not a results file of training/run_cocoop.py (no 'runs').")
+        for run in content["runs"]:
+            check_run_metrics(run, path)  # here, where the file is known: its name is in the error
         runs.extend(content["runs"])
         if content.get("note"):
             notes.add(content["note"])
     note = " ".join(sorted(notes)) or None
+    prepare_output_dir(
+        args.output_dir, args.overwrite_output_dir, resume=False, outputs=REPORT_OUTPUTS, producer="report"
+    )
     content = write_report(args.output_dir, runs, note=note, extra={"sources": [str(s) for s in args.inputs]})
+    finish_output_dir(args.output_dir)
     print(markdown_table(content["aggregate"], note))
     return content
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(lambda: main(sys.argv[1:]))

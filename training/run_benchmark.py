@@ -32,9 +32,9 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 
 from transformers.utils import logging
 
+from cocoop_hf.markdown_cocoop import markdown_cell
 from training import cli
 from training.benchmarks import BENCHMARKS, get_benchmark
-from training.checkpoints import MANIFEST_NAME
 from training.evaluation import harmonic_mean
 from training.grid import (
     CONFIGS,
@@ -52,7 +52,16 @@ from training.grid import (
     run_cocoop_argv,
     run_identity,
 )
-from training.report import RESULTS_NAME, aggregate, bar_chart, is_published_form, markdown_table, method_label
+from training.outputs import MANIFEST_NAME, write_output
+from training.report import (
+    RESULTS_NAME,
+    aggregate,
+    bar_chart,
+    check_run_metrics,
+    is_published_form,
+    markdown_table,
+    method_label,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -179,6 +188,7 @@ def finished_run(cell: Cell) -> dict | None:
     check_same_cell(results_path, found, wanted)
     if "base" not in run.get("metrics", {}) or "new" not in run.get("metrics", {}):
         raise ValueError(f"{results_path} has no base and new accuracy: not a base-to-new run.")
+    check_run_metrics(run, results_path)  # before the cell is skipped and its figures enter Table 1
     return content
 
 
@@ -313,7 +323,7 @@ def _report_rows(table: dict) -> list[dict]:
 def table1_markdown(table: dict) -> str:
     lines = ["# Base-to-new generalization (CoCoOp paper, Table 1)", ""]
     if table["note"]:
-        lines += [f"> **{table['note']}**", ""]
+        lines += [f"> **{markdown_cell(table['note'])}**", ""]
     if table["average"]:
         labels = sorted({average_label(a) for a in table["average"].values()})
         lines += [f"## {labels[0] if len(labels) == 1 else 'Averages over datasets'}", ""]
@@ -323,13 +333,13 @@ def table1_markdown(table: dict) -> str:
             paper = table["paper_average"].get(label)
             shown = [f"{paper[c]:.2f}" for c in ("base", "new", "H")] if paper else ["-"] * 3
             lines.append(
-                f"| {average['title']} | {average['n']} | {average['base']:.2f} | {average['new']:.2f} | "
+                f"| {markdown_cell(average['title'])} | {average['n']} | {average['base']:.2f} | {average['new']:.2f} | "
                 f"{average['H']:.2f} | " + " | ".join(shown) + " |"
             )
         lines.append("")
         if not all(a["paper_datasets"] for a in table["average"].values()):
             lines += ["The paper averages over all 11 datasets: the two sides are not comparable.", ""]
-        variants = [a["title"] for a in table["average"].values() if not a["published"]]
+        variants = [markdown_cell(a["title"]) for a in table["average"].values() if not a["published"]]
         if variants:
             lines += [VARIANT_NOTE.format(titles=", ".join(variants)), ""]
     lines += ["## Per dataset", ""]
@@ -345,8 +355,9 @@ def table1_markdown(table: dict) -> str:
 def write_table(output_dir, table: dict) -> None:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / f"{TABLE_STEM}.json").write_text(json.dumps(table, indent=2))
-    (output_dir / f"{TABLE_STEM}.md").write_text(table1_markdown(table))
+    # New files renamed into place, never through a symlink (training/outputs.py).
+    write_output(output_dir / f"{TABLE_STEM}.json", json.dumps(table, indent=2), "table")
+    write_output(output_dir / f"{TABLE_STEM}.md", table1_markdown(table), "table")
     rows = _report_rows(table)
     for label, average in table["average"].items():  # one more group on the chart: our average, the paper's beside
         group = f"average ({average['n']})"

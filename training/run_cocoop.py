@@ -25,15 +25,8 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
 
-from training import cli
-from training.checkpoints import (
-    MANIFEST_NAME,
-    LeanCheckpointTrainer,
-    finish_output_dir,
-    prepare_output_dir,
-    resolve_resume_checkpoint,
-    resume_requested,
-)
+from training import cli, outputs, write_errors
+from training.checkpoints import LeanCheckpointTrainer, resolve_resume_checkpoint, resume_requested
 from training.cli import ModelArguments, parse_config_and_flags, run_script
 from training.data import (
     DataArguments,
@@ -59,6 +52,7 @@ from training.modeling_setup import (
     has_random_weights,
     kgcoop_template_for,
 )
+from training.outputs import MANIFEST_NAME, finish_output_dir, prepare_output_dir
 from training.report import (
     CARD_NAME,
     RANDOM_WEIGHTS_NOTE,
@@ -68,6 +62,7 @@ from training.report import (
     saved_method,
     write_report,
 )
+from training.run_settings import check_checkpoint_settings, run_settings
 from training.zeroshot import check_template
 
 
@@ -97,7 +92,8 @@ class RunArguments:
         default=False,
         metadata={
             "help": "Allow an --output_dir that is not empty: the outputs of a previous run there (checkpoints "
-            "included) are deleted first; other files are kept, except those the run writes over."
+            "included), as its output_manifest.json records them and unchanged, are deleted first; other files are "
+            "kept, and one of the same name as an output is refused, never replaced."
         },
     )
     save_adapter_only: bool = field(
@@ -298,16 +294,40 @@ def zero_shot_template(model_args, data_args, training_args, run_args) -> tuple[
     return template, source
 
 
-def check_output_dir(training_args, run_args) -> None:
+def check_output_dir(training_args, run_args, model_args=None) -> None:
     """
-    Refuse an --output_dir holding files this script did not write, or (unless resuming) a previous run, before
-    anything is written; with --overwrite_output_dir delete the previous run's outputs (see training/checkpoints.py).
+    Refuse an --output_dir holding files this script did not write, or (unless resuming) a previous run, or that is,
+    contains or lies inside a folder a model or checkpoint is read from, before anything is written; with
+    --overwrite_output_dir delete the previous run's outputs (see training/outputs.py).
     """
     resume = resume_requested(training_args.resume_from_checkpoint)
+    sources = {}
+    if model_args is not None:
+        sources["--model_name_or_path"] = model_args.model_name_or_path
+        sources["--clip_model_name_or_path"] = model_args.clip_model_name_or_path
+    reading = ()
+    if resume and training_args.do_train:
+        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        if Path(checkpoint).resolve().parent == Path(training_args.output_dir).resolve():
+            # An entry of --output_dir: resuming keeps it (a user's copy too: read, never deleted nor replaced).
+            reading = (Path(checkpoint).name,)
+        else:
+            sources["--resume_from_checkpoint"] = checkpoint
+    outputs.check_separate_folders(training_args.output_dir, sources)
     # One process checks and cleans the folder; the others wait for it (the Trainer writes from process 0 too).
     with training_args.main_process_first(local=training_args.save_on_each_node, desc="checking --output_dir"):
         if training_args.should_save:
-            prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
+            prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume, reading=reading)
+
+
+def trainer_log_entries(training_args) -> list[str]:
+    """The entry of --output_dir holding Trainer's TensorBoard logs (`runs/<time>_<host>`) when it writes them."""
+    import os
+
+    report_to = training_args.report_to or []
+    if "tensorboard" in report_to and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        return ["runs"]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -474,7 +494,13 @@ def main(argv=None, callbacks=None) -> dict:
     class_set = class_coverage(data_args, data, class_names, relabels[train_task] if training_args.do_train else None)
     if model_args.model_name_or_path and getattr(config, "class_specific_context", False):
         check_saved_class_set(model_args.model_name_or_path, config, names[train_task])
-    check_output_dir(training_args, run_args)  # after the checks above: a refused run leaves --output_dir untouched
+    settings = run_settings(model_args, data_args, training_args, run_args)
+    if training_args.do_train and resume_requested(training_args.resume_from_checkpoint):
+        # Another run's checkpoint (other seed, shots, method, lr, ...) is refused before a file is written.
+        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_checkpoint_settings(checkpoint, settings)
+    # After the checks above: a refused run leaves --output_dir untouched.
+    check_output_dir(training_args, run_args, model_args)
 
     label_source = data[data_args.train_split if training_args.do_train else data_args.eval_split]
     train_indices = None
@@ -535,6 +561,7 @@ def main(argv=None, callbacks=None) -> dict:
     trainer = CoCoOpTrainer(
         model=model, args=training_args, train_dataset=train_dataset, callbacks=callbacks, run_args=run_args
     )
+    trainer.run_settings = settings  # recorded in every checkpoint, compared on resume
     accelerator = trainer.accelerator
     epoch_evaluation = None
     if run_args.eval_each_epoch and training_args.do_train and eval_sets:
@@ -546,14 +573,20 @@ def main(argv=None, callbacks=None) -> dict:
         logger.info("Trainable tensors: %s", trainable)
         # "latest": the newest checkpoint whose writing finished (an interrupted one is skipped).
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        trainer.train(resume_from_checkpoint=resume)
+        with write_errors.writing(training_args.output_dir):  # a full disk while checkpointing: one line naming it
+            trainer.train(resume_from_checkpoint=resume)
     model = accelerator.unwrap_model(trainer.model)
 
     if trainer.is_world_process_zero() and template is None:  # zero-shot CLIP + template: nothing to save
         # The checkpoints hold the prompt learner only; the output is a model that loads on its own (with its CLIP,
         # or adapter-only with --save_adapter_only) and its processor, with the image processor this run used.
         model._image_processor = image_processor
-        model.save_pretrained(training_args.output_dir, adapter_only=run_args.save_adapter_only)
+        # Saved into a recorded staging folder, then moved into place, each file checked first (no symlink, nothing
+        # of the user's replaced) and recorded: the library's save_pretrained knows nothing of the manifest.
+        staging = outputs.make_staging_folder(training_args.output_dir, f"{outputs.STAGING_PREFIX}model")
+        with write_errors.writing(training_args.output_dir):
+            model.save_pretrained(staging, adapter_only=run_args.save_adapter_only)
+        outputs.publish_folder(staging, training_args.output_dir)
 
     evaluation = {}
     if training_args.do_eval:
@@ -639,8 +672,9 @@ def main(argv=None, callbacks=None) -> dict:
         method=method,
         options=options,
     )
-    card.save(Path(training_args.output_dir) / CARD_NAME)
-    finish_output_dir(training_args.output_dir)  # after the last file: a later run can tell them from the user's
+    outputs.write_output(Path(training_args.output_dir) / CARD_NAME, str(card), "model card")
+    # After the last file. Trainer's log folder (--report_to tensorboard) is written by Trainer, recorded now.
+    finish_output_dir(training_args.output_dir, also=trainer_log_entries(training_args))
     if random_note:
         print("\n" + "=" * 100 + f"\n{random_note}\n" + "=" * 100, flush=True)
     if evaluation:

@@ -42,9 +42,9 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 
 from transformers.utils import logging
 
+from cocoop_hf.markdown_cocoop import markdown_cell
 from training import cli
 from training.benchmarks import get_benchmark
-from training.checkpoints import MANIFEST_NAME
 from training.grid import (
     METHOD_TITLES,
     check_layouts,
@@ -59,7 +59,15 @@ from training.grid import (
     run_cocoop_argv,
     run_identity,
 )
-from training.report import RESULTS_NAME, TABLE_NAME, bar_chart, is_published_form, method_label
+from training.outputs import MANIFEST_NAME, write_output
+from training.report import (
+    RESULTS_NAME,
+    TABLE_NAME,
+    bar_chart,
+    check_run_metrics,
+    is_published_form,
+    method_label,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -289,6 +297,7 @@ def finished_cell(cell: TransferCell, args) -> dict | None:
         found["model"] = content.get("model")
         wanted["model"] = str(training_cell(cell, args.output_dir).output_dir.resolve())
     check_same_cell(results_path, found, wanted)
+    check_run_metrics(run, results_path)  # before the cell is skipped and its accuracy enters Table 2 / 3
     return content
 
 
@@ -307,7 +316,7 @@ def run_one(cell: TransferCell, args, flags: list[str]) -> None:
 
         cell.output_dir.mkdir(parents=True, exist_ok=True)
         target = target_entry(cell, args)
-        (cell.output_dir / TARGETS_FILE).write_text(json.dumps({"targets": [target]}, indent=2) + "\n")
+        write_output(cell.output_dir / TARGETS_FILE, json.dumps({"targets": [target]}, indent=2) + "\n", "targets")
         argv = [*evaluate_argv(cell, args), *flags]
         logger.info("evaluate_transfer %s", " ".join(argv))
         evaluate_transfer.main(argv)
@@ -484,14 +493,14 @@ def table_title(key: str, shots: list[int]) -> str:
 def transfer_markdown(tables: dict) -> str:
     lines = []
     if tables["note"]:
-        lines += [f"> **{tables['note']}**", ""]
+        lines += [f"> **{markdown_cell(tables['note'])}**", ""]
     for key, table in tables["tables"].items():
         columns = table["columns"]
         lines += [f"## {table_title(key, tables.get('shots', []))}", ""]
-        lines.append("| Method | " + " | ".join(COLUMN_NAMES.get(c, c) for c in columns) + " |")
+        lines.append("| Method | " + " | ".join(markdown_cell(COLUMN_NAMES.get(c, c)) for c in columns) + " |")
         lines.append("|---|" + "---|" * len(columns))
         for label, row in table["rows"].items():
-            title = tables["labels"][label]["title"]
+            title = markdown_cell(tables["labels"][label]["title"])  # a method label from the grid: escaped
             cells = []
             for column in columns:
                 stat = row.get(column)
@@ -509,7 +518,7 @@ def transfer_markdown(tables: dict) -> str:
         lines.append("")
         if key == "cross_dataset" and not table["average_is_papers"]:
             lines += ["The paper's average is over all 10 targets: this one covers fewer, so they do not compare.", ""]
-    variants = [variant["title"] for variant in tables["labels"].values() if not variant["published"]]
+    variants = [markdown_cell(variant["title"]) for variant in tables["labels"].values() if not variant["published"]]
     if variants:
         lines += [VARIANT_NOTE.format(titles=", ".join(variants)), ""]
     lines.append(
@@ -522,8 +531,9 @@ def transfer_markdown(tables: dict) -> str:
 def write_tables(output_dir, tables: dict) -> None:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / f"{TABLE_STEM}.json").write_text(json.dumps(tables, indent=2))
-    (output_dir / f"{TABLE_STEM}.md").write_text(transfer_markdown(tables))
+    # New files renamed into place, never through a symlink (training/outputs.py).
+    write_output(output_dir / f"{TABLE_STEM}.json", json.dumps(tables, indent=2), "table")
+    write_output(output_dir / f"{TABLE_STEM}.md", transfer_markdown(tables), "table")
     rows, seen = [], set()
     for table in tables["tables"].values():
         for label, row in table["rows"].items():
