@@ -28,6 +28,8 @@ from transformers.utils import logging
 
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
+from .output_folder import finish_output_dir, prepare_output_dir, survey_output_dir
+from .output_records import MANIFEST_FORMAT, MANIFEST_NAME, describe, publish_folder, write_json_atomic
 
 
 __all__ = [
@@ -165,8 +167,11 @@ def read_class_names(path) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- command line
 
-# What `save_pretrained` writes in either layout (full or adapter-only): replaced as a whole with
-# --overwrite_output_dir, so no stale weights of the other layout stay beside the new ones.
+# What `save_pretrained` writes in either layout (full or adapter-only). The converter records what it writes in the
+# folder's output_manifest.json (cocoop_hf/output_records.py, as the training scripts do): with --overwrite_output_dir
+# it replaces the files an earlier conversion recorded there, unchanged, as a whole (no stale weights of the other
+# layout stay beside the new ones); a file of such a name it did not write (or that changed since), or a symlink,
+# is the user's and refused, never replaced; other files are left alone.
 _OWN_FILE_NAMES = {
     "config.json",
     "generation_config.json",
@@ -185,35 +190,43 @@ _OWN_FILE_NAMES = {
 _OWN_FILE_PATTERN = re.compile(
     r"(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?|[A-Za-z0-9_]+_cocoop\.py"
 )
-
-
-def _is_own_file(name: str) -> bool:
-    return name in _OWN_FILE_NAMES or _OWN_FILE_PATTERN.fullmatch(name) is not None
+_OUTPUTS = re.compile(
+    "^(" + "|".join(re.escape(name) for name in sorted(_OWN_FILE_NAMES)) + f"|{_OWN_FILE_PATTERN.pattern}|tmp-.*)$"
+)
+_PRODUCER = "convert_official"
 
 
 def check_output_dir(output_dir, overwrite: bool) -> None:
-    """Refuse a folder that holds anything, unless `overwrite`; the error names what is there."""
+    """
+    Refuse a folder that holds anything, unless `overwrite`; with it, refuse one holding a file of the name of a
+    model file that this converter did not write there (or that changed since), or a symlink of such a name. The
+    error names what is there. Changes nothing.
+    """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"--output_dir {str(output_dir)!r} is a file, not a folder.")
-    if overwrite or not output_dir.exists():
+    if not output_dir.exists():
         return
     present = sorted(entry.name for entry in output_dir.iterdir())
-    if present:
+    if present and not overwrite:
         shown = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
         raise FileExistsError(
             f"--output_dir {str(output_dir)!r} is not empty ({shown}): choose an empty or new folder, or pass "
-            "--overwrite_output_dir to replace the model files there (other files are left alone)."
+            "--overwrite_output_dir to replace the model files an earlier conversion wrote there (other files are "
+            "left alone; a file it did not write is never replaced)."
         )
+    if present:
+        survey_output_dir(output_dir, True, False, _OUTPUTS, _PRODUCER)
 
 
 def save_converted(model, output_dir, adapter_only: bool = False, overwrite: bool = False) -> None:
     """
     Save `model` into `output_dir` without ever leaving a half-written model: it is written to a temporary sibling
-    folder first. A new or empty `output_dir` is then replaced by that folder in one rename. A non-empty one is
-    refused unless `overwrite`; with it, the files of either layout that `save_pretrained` writes (weights, config,
-    processor, tokenizer, code) are removed, so no stale weights stay beside the new ones, the new files are moved
-    in (config.json last) and other files are left alone and logged.
+    folder first, with the record of its files (output_manifest.json). A new or empty `output_dir` is then replaced
+    by that folder in one rename. A non-empty one is refused unless `overwrite`; with it, the files an earlier
+    conversion recorded there and that are unchanged are removed (either layout: no stale weights stay beside the new
+    ones) and the new files are moved in; a file of a model file's name the converter did not write is refused, never
+    replaced; other files are left alone and logged.
     """
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
@@ -222,26 +235,27 @@ def save_converted(model, output_dir, adapter_only: bool = False, overwrite: boo
     staging.mkdir()  # not tempfile.mkdtemp: its 0o700 mode would become the output folder's
     try:
         model.save_pretrained(staging, adapter_only=adapter_only)
-        new_files = sorted(entry.name for entry in staging.iterdir())
         if output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
         if not output_dir.exists():
-            os.replace(staging, output_dir)
+            entries = {entry.name: describe(entry) for entry in staging.iterdir()}
+            manifest = {"format": MANIFEST_FORMAT, "producer": _PRODUCER, "complete": True, "entries": entries}
+            write_json_atomic(staging / MANIFEST_NAME, {**manifest, "staging": {}, "pending": {}, "growing": {}})
+            os.replace(staging, output_dir)  # the files and their record appear together
             return
-        old_entries = sorted(output_dir.iterdir())
-        stale = [entry for entry in old_entries if entry.is_file() and _is_own_file(entry.name)]
-        unknown = [entry.name for entry in old_entries if entry.name not in new_files and entry not in stale]
-        # Old model files go first and config.json comes last: a crash in between leaves a folder that fails to
-        # load, never a mix of old and new weights that loads.
-        for entry in stale:
-            entry.unlink()
-        for name in sorted(new_files, key=lambda name: name == "config.json"):
-            os.replace(staging / name, output_dir / name)
+        _, stale, unknown = survey_output_dir(output_dir, True, False, _OUTPUTS, _PRODUCER)
+        # The earlier conversion's files go first: a crash in between leaves a folder that fails to load, never a mix
+        # of old and new weights that loads.
+        prepare_output_dir(output_dir, True, False, _OUTPUTS, _PRODUCER, name_others=False)
+        publish_folder(staging, output_dir)
+        finish_output_dir(output_dir)
         if stale:
-            logger.info("Replaced in %s: %s.", output_dir, ", ".join(entry.name for entry in stale))
+            logger.info("Replaced in %s: %s.", output_dir, ", ".join(sorted(stale)))
         if unknown:
             logger.warning(
-                "%s also holds files the converter did not write; left alone: %s.", output_dir, ", ".join(unknown)
+                "%s also holds files the converter did not write; left alone: %s.",
+                output_dir,
+                ", ".join(sorted(unknown)),
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -262,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite_output_dir",
         action="store_true",
-        help="Replace the model files (weights, config, processor, code) in a non-empty --output_dir; "
-        "other files there are left alone.",
+        help="Replace the model files (weights, config, processor, code) an earlier conversion wrote into a "
+        "non-empty --output_dir; a file of such a name it did not write is refused, other files are left alone.",
     )
     parser.add_argument(
         "--adapter_only", action="store_true", help="Write only config + prompt-learner tensors (names the base CLIP)."

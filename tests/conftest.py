@@ -136,6 +136,21 @@ def assert_same_held_state(before: dict, after: dict) -> None:
         assert torch.equal(after["prompt_learner"][name], tensor), name
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """
+    A finished 1-epoch run_cocoop run (tiny CLIP, CIFAR-10 demo data) with evaluation (results.md/.png) and a
+    checkpoint (`checkpoint-5`); tests work on copies.
+    """
+    from training.run_cocoop import main
+
+    from .test_training import argv
+
+    output_dir = tmp_path_factory.mktemp("finished") / "run"
+    main(argv(output_dir, "--save_strategy", "epoch"))
+    return output_dir
+
+
 def tiny_run_argv(output_dir, data_args, *extra, eval_batch_size=50, train=True, evaluate=True) -> list[str]:
     """`run_cocoop.main` flags of a seconds-long run: the tiny random CLIP, 2 shots, 1 epoch, CPU, no checkpoints."""
     args = [

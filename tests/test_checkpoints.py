@@ -73,14 +73,6 @@ def straight(tmp_path_factory):
     return output_dir
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished 1-epoch run with evaluation (results.md/.png) and a checkpoint; tests work on copies."""
-    output_dir = tmp_path_factory.mktemp("finished")
-    main(argv(output_dir, "--save_strategy", "epoch"))
-    return output_dir
-
-
 # ------------------------------------------------------------------------------------------- the output folder
 
 

@@ -48,14 +48,6 @@ def interrupted(monkeypatch, run_argv) -> None:
             main(run_argv)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished 1-epoch run with evaluation and a checkpoint; tests work on copies."""
-    output_dir = tmp_path_factory.mktemp("finished") / "run"
-    main(argv(output_dir, "--save_strategy", "epoch"))
-    return output_dir
-
-
 # ------------------------------------------------------------------------------------------- the user's files
 
 

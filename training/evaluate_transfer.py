@@ -15,11 +15,14 @@ targets.yaml lists the target datasets with the data options of run_cocoop.py, e
 
 Each target is evaluated on all its classes, or with `protocol: base_to_new` on its base and new halves (the
 official split of the sorted labels) with their harmonic mean H; the image features of a target are computed once.
-Writes results.json, results.md and results.png (accuracy per target) into --output_dir.
+Writes results.json, results.md and results.png (accuracy per target) into --output_dir, recorded in its
+output_manifest.json as run_cocoop.py records its outputs: --overwrite_output_dir replaces this script's earlier
+results there, never a file of the same name it did not write.
 """
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +47,13 @@ from training.data import (
 )
 from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import build_model, has_random_weights
-from training.outputs import check_separate_folders
+from training.outputs import (
+    check_separate_folders,
+    finish_output_dir,
+    owns,
+    prepare_output_dir,
+    survey_output_dir,
+)
 from training.report import (
     PLOT_NAME,
     RANDOM_WEIGHTS_NOTE,
@@ -58,15 +67,21 @@ from training.report import (
 
 logger = logging.get_logger(__name__)
 
-# What this script writes: an --output_dir holding any of them needs --overwrite_output_dir.
+# What this script writes, recorded in --output_dir's manifest (training/outputs.py): its own earlier results are
+# replaced only with --overwrite_output_dir, a user's file of such a name never.
 OUTPUT_FILES = (RESULTS_NAME, TABLE_NAME, PLOT_NAME)
+TRANSFER_OUTPUTS = re.compile(r"^(results\.(json|md|png)|tmp-.*)$")
+PRODUCER = "evaluate_transfer"
 
 
 @dataclass
 class TransferArguments:
     targets: str = field(default=None, metadata={"help": "YAML/JSON file with a `targets` list of data options."})
     output_dir: str = field(default=None, metadata={"help": "Where results.json / .md / .png go."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace results in --output_dir."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace this script's earlier results in --output_dir (never a file it did not write)."},
+    )
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
@@ -207,12 +222,18 @@ def main(argv=None) -> dict:
             "--clip_model_name_or_path": model_args.clip_model_name_or_path,
         },
     )
-    previous = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
+    # The targets file may lie in --output_dir (the transfer grid writes each cell's there): read, kept, never in the way.
+    targets_file = Path(args.targets).resolve()
+    reading = (targets_file.name,) if targets_file.parent == output_dir.resolve() else ()
+    previous = [name for name in OUTPUT_FILES if (output_dir / name).exists() and owns(output_dir, name)]
     if previous and not args.overwrite_output_dir:
         raise ValueError(
             f"--output_dir {output_dir} holds previous results {previous}: pass --overwrite_output_dir to replace "
             "them, or another --output_dir."
         )
+    # Checked now, changing nothing: a file of an output's name this script did not write is refused, never replaced;
+    # other files are kept. The previous results are deleted only once the new ones are ready to be written.
+    survey_output_dir(output_dir, True, False, TRANSFER_OUTPUTS, PRODUCER, reading)
     targets = read_targets(args.targets)
     source_dataset = trained_source_dataset(model_args.model_name_or_path, args.source_dataset)
     accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
@@ -276,7 +297,9 @@ def main(argv=None) -> dict:
         "method_options": options,
         "arguments": {"model": model_arguments_record(model_args, model), "transfer": asdict(args)},
     }
+    prepare_output_dir(output_dir, True, False, TRANSFER_OUTPUTS, PRODUCER, reading, name_others=False)
     content = write_report(output_dir, runs, note=note, extra=extra)
+    finish_output_dir(output_dir)
     if note:
         print("\n" + "=" * 100 + f"\n{note}\n" + "=" * 100, flush=True)
     print((output_dir / TABLE_NAME).read_text(), flush=True)

@@ -21,7 +21,7 @@ from cocoop_hf.limits_cocoop import describe_value
 from training import cli
 from training.benchmarks import get_benchmark, load_benchmark
 from training.checkpoints import latest_checkpoint
-from training.outputs import MANIFEST_NAME, read_json, write_output
+from training.outputs import MANIFEST_NAME, check_grid_folder, prepare_grid_folder, read_json, write_output
 
 
 logger = logging.get_logger(__name__)
@@ -247,8 +247,26 @@ def read_cell_records(path: Path) -> dict[str, list[str]]:
 
 
 def _write_records(path: Path, records: dict) -> None:
-    # A new file renamed into place, never through a symlink (training/outputs.py).
+    # A new file renamed into place, never through a symlink, recorded in the grid folder's manifest
+    # (training/outputs.py): a later run proves it the grid's own, a user's file of that name is refused.
     write_output(path, json.dumps(records, indent=2, sort_keys=True) + "\n", "grid records")
+
+
+def check_cell_folder(cell, output_dir) -> None:
+    """
+    Refuse a cell folder reached through a symlink (the cell folder itself, or its dataset or method folder): the
+    cell's run would write, and an interrupted one be restarted, in a folder outside the grid's.
+    """
+    root, path = Path(output_dir), Path(cell.output_dir)
+    parts = path.relative_to(root).parts if path.is_relative_to(root) else (path.name,)
+    root = root if path.is_relative_to(root) else path.parent
+    for part in parts:
+        root = root / part
+        if root.is_symlink():
+            raise ValueError(
+                f"{root} is a symbolic link: the cell {cell} would be run in {root.resolve()}, outside the grid "
+                "folder. Remove the link (or move the folder it points to there), or choose another --output_dir."
+            )
 
 
 def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finished_run, next_step, run, flags_name):
@@ -264,8 +282,10 @@ def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finish
     from tqdm.auto import tqdm
 
     records_path = Path(output_dir) / CELL_RECORDS_NAME
-    records = read_cell_records(records_path)
+    records = read_cell_records(records_path)  # a damaged file is refused naming what is wrong in it
+    check_grid_folder(output_dir)  # a records file or table the grid cannot prove its own is refused
     for cell in cells:
+        check_cell_folder(cell, output_dir)
         recorded, wanted = records.get(str(cell.output_dir)), command(cell)
         if recorded is not None and recorded != wanted:
             raise ValueError(
@@ -274,6 +294,7 @@ def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finish
             )
     finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
     logger.info("%s: %d finished, %d to run.", title, len(finished), len(cells) - len(finished))
+    prepare_grid_folder(output_dir)  # every check passed: from here the grid records what it writes there
     results = {}
     progress = tqdm(cells, desc=desc, unit="cell")
     for index, cell in enumerate(progress, 1):

@@ -1,37 +1,47 @@
 """
-What a script wrote into its --output_dir, recorded and hashed when written, and therefore what it may delete or
-replace: nothing else.
-
-`output_manifest.json` lists every entry the run writes, recorded as it is written (the manifest is rewritten
-atomically each time): a file with its size and SHA-256, a folder (a checkpoint, a log folder) with each of its files
-so. Staging entries (`tmp-...`: a file or checkpoint being written, a folder being deleted) are recorded with their
-inode when created, before anything goes in, and an entry's content is recorded as "pending" before it is renamed
-into place: a run killed at any point owns exactly what it recorded, and a later run deletes its leftovers and
-nothing else.
-
-A later run with --overwrite_output_dir deletes only recorded entries whose content still matches the record. An
-entry that is not recorded, or changed since, is the user's: it is kept, and if it has the name of one of the run's
-outputs (README.md, results.md, config.json, a checkpoint, ...) the run is refused naming it, before anything is
-written: a user's file is never replaced. Outputs are written as new files renamed into place, never through a
-symlink (a symlink where an output goes is refused).
+What a training script wrote into its --output_dir, recorded and hashed when written, and therefore what it may delete
+or replace: nothing else. The mechanism (`output_manifest.json`, writes renamed into place, never through a symlink)
+is cocoop_hf/output_records.py and cocoop_hf/output_folder.py, shared with the checkpoint converter; this module adds
+what the training scripts write (`RUN_OUTPUTS`), the grid folder's own files (`prepare_grid_folder`), Trainer's
+TensorBoard logs (`start_log_folders`) and the check that the output folder is not the one a model is read from.
 """
 
-import hashlib
-import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from transformers.utils import logging
 
+from cocoop_hf.output_folder import finish_output_dir, survey_output_dir  # noqa: F401
+from cocoop_hf.output_folder import prepare_output_dir as _prepare_output_dir
+from cocoop_hf.output_records import (  # noqa: F401  (the names the training scripts and tests import from here)
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    STAGING_PREFIX,
+    check_destination,
+    delete_owned,
+    describe,
+    expect,
+    forget,
+    fsync,
+    load_manifest,
+    make_staging_folder,
+    owns,
+    publish_folder,
+    read_json,
+    record,
+    remove,
+    save_manifest,
+    settle,
+    shown,
+    start_growing_folder,
+    write_json_atomic,
+    write_output,
+)
+
 
 logger = logging.get_logger(__name__)
 
-MANIFEST_NAME = "output_manifest.json"
-STAGING_PREFIX = "tmp-"  # never matches Trainer's `checkpoint-*` globs
-_FORMAT = 2
-_CHUNK = 1 << 20
 # What run_cocoop.py writes into --output_dir (its own files, the saved model and processor, Trainer's checkpoints
 # and logs): a user's entry of such a name is in the way of the run and refused, never replaced.
 RUN_OUTPUTS = re.compile(
@@ -45,337 +55,10 @@ RUN_MARKERS = re.compile(
     r"grid_cells\.json|table1\.json|transfer\.json)$"
 )
 
-
-# ---------------------------------------------------------------------------------------------- small file tools
-
-
-def fsync(path) -> None:
-    """Flush a file or folder to disk, so that a rename after it never publishes data still in the page cache."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some file systems do not open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_atomic(path: Path, data: bytes, staging: Path, created=None) -> None:
-    """
-    `data` into `path` through the new file `staging` renamed into place: `path` holds the old or the new bytes, never
-    half. `created()` runs once `staging` exists, before any byte goes in (to record it).
-    """
-    try:
-        with open(staging, "xb") as handle:  # "x": never through an existing file or a link someone left there
-            if created is not None:
-                created()
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
-    except BaseException as error:
-        if not isinstance(error, FileExistsError):
-            staging.unlink(missing_ok=True)  # never a half-written file left behind
-        if isinstance(error, OSError) and error.filename is None:  # write() on a full disk names no file
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
-    fsync(path.parent)
-
-
-def write_json_atomic(path: Path, content) -> None:
-    """
-    Write JSON to `path` (the manifest) through a temporary file and a rename: readers see the old or the new file,
-    never half. The temporary name belongs to `path` alone: one left by a killed process is replaced.
-    """
-    path = Path(path)
-    if path.is_symlink():
-        raise ValueError(f"{path} is a symbolic link: refusing to write through it or replace it; remove it first.")
-    staging = path.with_name(f"{STAGING_PREFIX}write-{path.name}")
-    if staging.is_symlink() or staging.is_file():
-        staging.unlink()
-    _write_bytes_atomic(path, json.dumps(content, indent=1, sort_keys=True).encode("utf-8"), staging)
-
-
-def read_json(path: Path):
-    """A JSON file's content, or None when it is missing or not valid JSON (a crash mid-write, a user's edit)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def remove(path: Path) -> None:
-    """
-    Delete a file or folder the caller proved its own. In a folder with a manifest use `delete_owned`, which also
-    records the folder renamed for deletion (`tmp-deleting-...`), so that one left by a kill mid-delete is the run's.
-    """
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        doomed = path.with_name(f"{STAGING_PREFIX}deleting-{path.name}")
-        if doomed.exists() or doomed.is_symlink():
-            raise ValueError(f"{doomed} is in the way of deleting {path}: move it away.")
-        os.rename(path, doomed)  # a crash mid-delete never leaves a partial folder under the name
-        shutil.rmtree(doomed)
-    else:
-        path.unlink()
-
-
-def shown(names, limit=8) -> str:
-    names = sorted(names)
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-# ---------------------------------------------------------------------------------------------- what is recorded
-
-
-def _bytes_record(data: bytes) -> list:
-    return [len(data), hashlib.sha256(data).hexdigest()]
-
-
-def _file_record(path: Path) -> list:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return [size, digest.hexdigest()]
-
-
-def describe(path: Path) -> dict:
-    """What recognises an entry again: size + SHA-256 of a file; of each file of a folder (symlinks as their target)."""
-    path = Path(path)
-    if path.is_symlink():
-        return {"kind": "link", "target": os.readlink(path)}
-    if path.is_dir():
-        files = {}
-        for root, dirs, names in os.walk(path):
-            dirs.sort()
-            for name in sorted(names) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-                item = Path(root) / name
-                key = item.relative_to(path).as_posix()
-                files[key] = ["link", os.readlink(item)] if item.is_symlink() else _file_record(item)
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-        return {"kind": "dir", "files": files}
-    return {"kind": "file", "record": _file_record(path)}
-
-
-def load_manifest(folder) -> dict | None:
-    """The folder's manifest (this format), or None: no manifest, an older format or a damaged one owns nothing."""
-    manifest = read_json(Path(folder) / MANIFEST_NAME)
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        return None
-    if not all(isinstance(manifest.get(key, {}), dict) for key in ("entries", "staging", "pending")):
-        return None
-    manifest.setdefault("entries", {})
-    manifest.setdefault("staging", {})
-    manifest.setdefault("pending", {})  # name -> content about to be renamed into place (see `expect`)
-    return manifest
-
-
-def _save_manifest(folder: Path, manifest: dict) -> None:
-    write_json_atomic(folder / MANIFEST_NAME, manifest)
-
-
-def _matches(folder: Path, name: str, manifest: dict) -> bool:
-    """Whether `folder/name` is provably the run's: recorded, and its content (a staging folder: inode) unchanged."""
-    path = folder / name
-    if not (path.exists() or path.is_symlink()):
-        return False
-    if name in manifest["staging"]:
-        return not path.is_symlink() and path.lstat().st_ino == manifest["staging"][name]
-    recorded = [manifest[key][name] for key in ("entries", "pending") if name in manifest[key]]
-    return bool(recorded) and describe(path) in recorded
-
-
-def owns(folder, name: str) -> bool:
-    """Whether `folder/name` was written by the run recorded in the folder's manifest and is unchanged since."""
-    manifest = load_manifest(folder)
-    return manifest is not None and _matches(Path(folder), name, manifest)
-
-
-def record(folder, name: str, staged_as: str | None = None) -> None:
-    """
-    Record `folder/name` (just written) as the run's, with its content, in place of the staging entry `staged_as` it
-    was renamed from (one manifest write: never both or neither); no-op in a folder without a manifest.
-    """
-    folder = Path(folder)
-    manifest = load_manifest(folder)
-    if manifest is None:
-        return
-    manifest["staging"].pop(name, None)
-    if staged_as is not None:
-        manifest["staging"].pop(staged_as, None)
-    manifest["entries"][name] = describe(folder / name)
-    _save_manifest(folder, manifest)
-
-
-def expect(folder, contents: dict, staging: dict | None = None) -> None:
-    """
-    Record, before they are renamed into place, the names and contents (`describe`) about to appear, and any staging
-    entries (name -> inode) just made, in one manifest write: a kill right after the rename leaves nothing of the
-    run unrecorded. Until `settle`, a name matches its earlier content or this one.
-    """
-    folder = Path(folder)
-    manifest = load_manifest(folder)
-    if manifest is None:
-        return
-    manifest["pending"].update(contents)
-    manifest["staging"].update(staging or {})
-    _save_manifest(folder, manifest)
-
-
-def settle(folder, names, staged_as: str | None = None) -> None:
-    """The `expect`ed `names` are in place: recorded as they are; the staging entry `staged_as` is gone."""
-    folder = Path(folder)
-    manifest = load_manifest(folder)
-    if manifest is None:
-        return
-    for name in names:
-        manifest["pending"].pop(name, None)
-        manifest["entries"][name] = describe(folder / name)
-    if staged_as is not None:
-        manifest["staging"].pop(staged_as, None)
-    _save_manifest(folder, manifest)
-
-
-def forget(folder, name: str) -> None:
-    """Drop `name` from the manifest (the run deleted it)."""
-    folder = Path(folder)
-    manifest = load_manifest(folder)
-    if manifest is None:
-        return
-    dropped = [manifest[key].pop(name, None) for key in ("entries", "staging", "pending")]
-    if dropped != [None, None, None]:
-        _save_manifest(folder, manifest)
-
-
-def delete_owned(folder, name: str) -> None:
-    """Delete `folder/name` (proved the run's by the caller) and drop it from the manifest, crash-safe (see remove)."""
-    folder = Path(folder)
-    path = folder / name
-    manifest = load_manifest(folder)
-    if manifest is not None:
-        doomed = f"{STAGING_PREFIX}deleting-{name}"
-        if path.is_dir() and not path.is_symlink():
-            if (folder / doomed).exists() and owns(folder, doomed):  # left by a kill mid-delete
-                remove(folder / doomed)
-                manifest = load_manifest(folder)
-            manifest["staging"][doomed] = path.lstat().st_ino  # the inode stays with the renamed folder
-        manifest["entries"].pop(name, None)
-        _save_manifest(folder, manifest)
-    remove(path)
-    forget(folder, name)
-    forget(folder, f"{STAGING_PREFIX}deleting-{name}")
-
-
-def make_staging_folder(folder, name: str) -> Path:
-    """
-    Create the empty staging folder `folder/name` (a `tmp-` name) and record it before anything goes in. A leftover
-    of a killed run of ours is deleted first; an entry of that name the run cannot prove its own is refused.
-    """
-    folder = Path(folder)
-    path = folder / name
-    if path.exists() or path.is_symlink():
-        if load_manifest(folder) is not None and not owns(folder, name):
-            raise ValueError(
-                f"{path} is in the way of this run's staging folder and was not made by it: move it away."
-            )
-        delete_owned(folder, name)
-    path.mkdir(parents=True)
-    manifest = load_manifest(folder)
-    if manifest is not None:
-        manifest["staging"][name] = path.lstat().st_ino
-        _save_manifest(folder, manifest)
-    return path
-
-
-def check_destination(path, what: str = "output") -> None:
-    """
-    Refuse to write `path` when a symlink is there (writing through it would change a file elsewhere; replacing it
-    would drop the user's link), or, in a folder with a manifest, an entry the run cannot prove its own.
-    """
-    path = Path(path)
-    if path.is_symlink():
-        raise ValueError(
-            f"{path} is a symbolic link where this script writes its {what}: refusing to write through it or "
-            "replace it. Remove the link, or choose another --output_dir."
-        )
-    if path.exists() and load_manifest(path.parent) is not None and not owns(path.parent, path.name):
-        raise ValueError(
-            f"{path} was not written by this run (or changed since): refusing to replace it. Move it away, or "
-            "choose another --output_dir."
-        )
-
-
-def write_output(path, data: bytes | str, what: str = "output") -> None:
-    """
-    Write `data` to `path` atomically (a new file renamed into place), refusing a symlink or someone else's file at
-    `path` (see `check_destination`). In a folder with a manifest the new file is recorded as staging before a byte
-    goes in (a kill leaves nothing unaccounted for) and `path` is recorded with its content once in place.
-    """
-    path = Path(path)
-    data = data.encode("utf-8") if isinstance(data, str) else data
-    check_destination(path, what)
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    if load_manifest(folder) is None:  # no run owns this folder: a staging name of this process alone
-        _write_bytes_atomic(path, data, folder / f"{STAGING_PREFIX}write-{os.getpid()}-{path.name}")
-        return
-    staging = folder / f"{STAGING_PREFIX}write-{path.name}"
-    if staging.exists() or staging.is_symlink():
-        if not owns(folder, staging.name):
-            raise ValueError(f"{staging} is in the way of writing {path} and was not made by this run: move it away.")
-        delete_owned(folder, staging.name)
-
-    def record_staging():
-        content = {"kind": "file", "record": _bytes_record(data)}
-        expect(folder, {path.name: content}, {staging.name: staging.lstat().st_ino})
-
-    _write_bytes_atomic(path, data, staging, record_staging)
-    settle(folder, [path.name], staged_as=staging.name)
-
-
-def publish_folder(staging: Path, folder) -> list[str]:
-    """
-    Move every entry of `staging` (a folder made by `make_staging_folder`) into `folder`, recording each. Every
-    destination is checked first, so that a refused one leaves the folder as it was (the files stay in `staging`).
-    """
-    folder = Path(folder)
-    names = sorted(path.name for path in staging.iterdir())
-    for name in names:
-        check_destination(folder / name)
-    expect(folder, {name: describe(staging / name) for name in names})  # hashed once, before the moves
-    for name in names:
-        destination = folder / name
-        if destination.is_dir():  # a folder of an earlier, resumed run of ours (os.replace cannot replace a folder)
-            delete_owned(folder, name)
-        os.replace(staging / name, destination)
-    fsync(folder)
-    staging.rmdir()
-    manifest = load_manifest(folder)
-    if manifest is not None:
-        for name in names:  # as expected: the moves do not change a byte
-            manifest["entries"][name] = manifest["pending"].pop(name)
-        manifest["staging"].pop(staging.name, None)
-        _save_manifest(folder, manifest)
-    return names
-
-
-# ---------------------------------------------------------------------------------------------- the output folder
-
-
-def _entries(folder: Path) -> dict[str, Path]:
-    return {
-        path.name: path
-        for path in folder.iterdir()
-        if path.name not in (MANIFEST_NAME, f"{STAGING_PREFIX}write-{MANIFEST_NAME}")  # the manifest's own
-    }
+# What a grid (run_benchmark.py, run_transfer_benchmark.py) writes at the top of its folder. Its cells' folders are
+# run_cocoop / evaluate_transfer output folders with manifests of their own: the grid never records them.
+GRID_OUTPUTS = re.compile(r"^(grid_cells\.json|table1\.(json|md|png)|transfer\.(json|md|png)|tmp-.*)$")
+GRID_PRODUCER = "grid"
 
 
 def prepare_output_dir(
@@ -383,87 +66,12 @@ def prepare_output_dir(
     overwrite: bool,
     resume: bool,
     outputs: re.Pattern = RUN_OUTPUTS,
-    producer: str = "run_cocoop",
+    producer="run_cocoop",
     reading=(),
+    name_others=True,
 ) -> None:
-    """
-    Check --output_dir before anything is written to it and start its manifest (call on one process only).
-
-    Refuses a folder holding entries the script cannot prove it wrote (naming them) unless `overwrite`, and always
-    when one of them has the name of an output (`outputs`): it would be replaced. Refuses a previous run unless
-    resuming or `overwrite`; with `overwrite` (not resuming) deletes the previous run's recorded, unchanged outputs.
-    When resuming, the run's recorded entries stay recorded and only its staging leftovers are deleted. `reading`:
-    names the run reads (the checkpoint it resumes from): never in the way, even when they are not the run's.
-    """
-    folder = Path(output_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--output_dir {folder} is a file, not a folder.")
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = load_manifest(folder)
-    if manifest is not None and manifest.get("producer", producer) != producer:
-        raise ValueError(
-            f"--output_dir {folder} holds the outputs of {manifest['producer']}, not of {producer}: choose another "
-            "--output_dir."
-        )
-    entries = _entries(folder)
-    owned = {name for name in entries if manifest is not None and _matches(folder, name, manifest)}
-    foreign = set(entries) - owned
-    in_the_way = {name for name in foreign if outputs.match(name) and name not in reading}
-    unreadable = manifest is None and (folder / MANIFEST_NAME).exists()
-    why = f" ({MANIFEST_NAME} is damaged or of an older version: it proves nothing)" if unreadable else ""
-    if in_the_way:  # with or without --overwrite_output_dir
-        raise ValueError(
-            f"--output_dir {folder} holds {shown(in_the_way)}, of the same name as this script's outputs, not written "
-            f"by it (or changed since){why}: they are never replaced. Move them away, or choose another --output_dir."
-        )
-    if foreign and not overwrite:
-        raise ValueError(
-            f"--output_dir {folder} holds {len(foreign)} file(s) this script did not write (or that changed since it "
-            f"wrote them): {shown(foreign)}. Choose another --output_dir, or pass --overwrite_output_dir to write "
-            "into it anyway (they are kept)."
-        )
-    kept = {}
-    if owned and not resume:
-        if not overwrite:
-            raise ValueError(
-                f"--output_dir {folder} holds a previous run ({shown(owned)}): pass --overwrite_output_dir to "
-                "replace it, --resume_from_checkpoint to continue it, or another --output_dir."
-            )
-        for name in sorted(owned):
-            delete_owned(folder, name)
-        logger.warning(
-            "--overwrite_output_dir: deleted the %d output(s) of the previous run in %s.", len(owned), folder
-        )
-    elif owned:
-        for name in sorted(owned):
-            if name in manifest["staging"]:
-                logger.warning("Deleting %s: left by the interrupted run before it was finished.", name)
-                delete_owned(folder, name)
-            else:
-                kept[name] = manifest["entries"][name]
-    if foreign:
-        logger.warning("--overwrite_output_dir: writing into %s, which also holds %s.", folder, shown(foreign))
-    _save_manifest(
-        folder,
-        {"format": _FORMAT, "producer": producer, "complete": False, "entries": kept, "staging": {}, "pending": {}},
-    )
-
-
-def finish_output_dir(output_dir, also=()) -> list[str]:
-    """
-    Mark the run finished (call on one process, after the last write), recording `also` (names of entries written by
-    code that records nothing itself, e.g. Trainer's log folder) if present; returns the recorded names.
-    """
-    folder = Path(output_dir)
-    manifest = load_manifest(folder)
-    if manifest is None:
-        raise ValueError(f"{folder / MANIFEST_NAME} is missing or damaged: the run's outputs cannot be recorded.")
-    for name in also:  # a name of RUN_OUTPUTS: a user's entry of that name was refused at the start
-        if (folder / name).exists():
-            manifest["entries"][name] = describe(folder / name)
-    manifest["complete"] = True
-    _save_manifest(folder, manifest)
-    return sorted(manifest["entries"])
+    """cocoop_hf.output_folder.prepare_output_dir, for run_cocoop.py's outputs unless told otherwise."""
+    _prepare_output_dir(output_dir, overwrite, resume, outputs, producer, reading, name_others)
 
 
 def check_separate_folders(output_dir, sources: dict) -> None:
@@ -485,3 +93,55 @@ def check_separate_folders(output_dir, sources: dict) -> None:
                 f"--output_dir {output_dir} {relation} the folder {flag} {source} is read from: the run would write "
                 "over (or delete) what it loads. Choose an --output_dir outside it."
             )
+
+
+# ---------------------------------------------------------------------------------------------- a grid's folder
+
+
+def check_grid_folder(output_dir) -> None:
+    """
+    Refuse a grid folder where the grid's own files (grid_cells.json, the tables) could not be told from a user's
+    files of the same name, changing nothing: one the grid did not record (or that changed since), or a grid folder
+    written before the grid recorded its files. Other entries (the cells' folders, the user's notes) are left alone.
+    """
+    folder = Path(output_dir)
+    if folder.is_dir() and not (folder / MANIFEST_NAME).exists():
+        older = sorted(path.name for path in folder.iterdir() if GRID_OUTPUTS.match(path.name))
+        if older:
+            raise ValueError(
+                f"{folder} holds {shown(older)} but no {MANIFEST_NAME}: written by a grid from before the grid "
+                "recorded its own files, or by someone else; the grid cannot tell, and never replaces a file it cannot "
+                f"prove its own. If they are this grid's, move them out of {folder} and re-run the same command (the "
+                "cells keep their runs: finished cells are skipped, interrupted ones resume; only the check that "
+                "earlier cells ran with the same flags starts afresh). Otherwise choose another --output_dir."
+            )
+    survey_output_dir(folder, overwrite=True, resume=True, outputs=GRID_OUTPUTS, producer=GRID_PRODUCER)
+
+
+def prepare_grid_folder(output_dir) -> None:
+    """
+    After `check_grid_folder`, before the grid writes: start (or keep) the grid folder's manifest, so that every file
+    the grid writes there is recorded (training.outputs.write_output) and a later run can prove it its own.
+    """
+    check_grid_folder(output_dir)
+    _prepare_output_dir(
+        output_dir,
+        overwrite=True,
+        resume=True,
+        outputs=GRID_OUTPUTS,
+        producer=GRID_PRODUCER,
+        name_others=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- Trainer's logs
+
+
+def start_log_folders(output_dir, names) -> None:
+    """
+    Create and record (by inode) the folders of --output_dir that Trainer writes logs into (`runs`, see
+    run_cocoop.trainer_log_entries) before it starts: a run interrupted while logging owns its logs, and its rerun
+    deletes them rather than refusing them as the user's. Recorded with their files by `finish_output_dir(also=)`.
+    """
+    for name in names:
+        start_growing_folder(output_dir, name)

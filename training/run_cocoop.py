@@ -318,6 +318,8 @@ def check_output_dir(training_args, run_args, model_args=None) -> None:
     with training_args.main_process_first(local=training_args.save_on_each_node, desc="checking --output_dir"):
         if training_args.should_save:
             prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume, reading=reading)
+            # Recorded before Trainer writes into it: an interrupted run's logs are its own, not the user's.
+            outputs.start_log_folders(training_args.output_dir, trainer_log_entries(training_args))
 
 
 def trainer_log_entries(training_args) -> list[str]:

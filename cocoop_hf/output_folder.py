@@ -1,0 +1,139 @@
+"""
+The output folder of a script that records what it writes (cocoop_hf/output_records.py): checked before anything is
+written to it, its previous outputs deleted only when provably the script's own, marked finished after the last write.
+Shared by the training scripts (training/outputs.py) and the checkpoint converter (cocoop_hf/convert_official.py).
+
+A later run with --overwrite_output_dir deletes only recorded entries whose content still matches the record. An
+entry that is not recorded, or changed since, is the user's: it is kept, and if it has the name of one of the
+script's outputs the run is refused naming it, before anything is written: a user's file is never replaced.
+"""
+
+import re
+from pathlib import Path
+
+from transformers.utils import logging
+
+from .output_records import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    STAGING_PREFIX,
+    delete_owned,
+    describe,
+    load_manifest,
+    matches,
+    save_manifest,
+    shown,
+)
+
+
+logger = logging.get_logger(__name__)
+
+
+def _entries(folder: Path) -> dict[str, Path]:
+    return {
+        path.name: path
+        for path in folder.iterdir()
+        if path.name not in (MANIFEST_NAME, f"{STAGING_PREFIX}write-{MANIFEST_NAME}")  # the manifest's own
+    }
+
+
+def survey_output_dir(
+    output_dir, overwrite: bool, resume: bool, outputs: re.Pattern, producer: str, reading=()
+) -> tuple[dict | None, set, set]:
+    """
+    The checks of `prepare_output_dir`, changing nothing: (manifest or None, names provably the script's, names that
+    are not). Raises when the folder is not the script's to write into (see `prepare_output_dir`).
+    """
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output_dir {folder} is a file, not a folder.")
+    if not folder.is_dir():
+        return None, set(), set()
+    manifest = load_manifest(folder)
+    if manifest is not None and manifest.get("producer", producer) != producer:
+        raise ValueError(
+            f"--output_dir {folder} holds the outputs of {manifest['producer']}, not of {producer}: choose another "
+            "--output_dir."
+        )
+    entries = _entries(folder)
+    owned = {name for name in entries if manifest is not None and matches(folder, name, manifest)}
+    # What the run reads (the checkpoint it resumes from, the targets file a grid put there) is kept as it is: never
+    # in the way, never deleted, not a stray file that needs --overwrite_output_dir.
+    foreign = set(entries) - owned - set(reading)
+    in_the_way = {name for name in foreign if outputs.match(name)}
+    unreadable = manifest is None and (folder / MANIFEST_NAME).exists()
+    why = f" ({MANIFEST_NAME} is damaged or of an older version: it proves nothing)" if unreadable else ""
+    if in_the_way:  # with or without --overwrite_output_dir
+        raise ValueError(
+            f"--output_dir {folder} holds {shown(in_the_way)}, of the same name as this script's outputs, not written "
+            f"by it (or changed since){why}: they are never replaced. Move them away, or choose another --output_dir."
+        )
+    if foreign and not overwrite:
+        raise ValueError(
+            f"--output_dir {folder} holds {len(foreign)} file(s) this script did not write (or that changed since it "
+            f"wrote them): {shown(foreign)}. Choose another --output_dir, or pass --overwrite_output_dir to write "
+            "into it anyway (they are kept)."
+        )
+    if owned - set(reading) and not resume and not overwrite:
+        raise ValueError(
+            f"--output_dir {folder} holds a previous run ({shown(owned)}): pass --overwrite_output_dir to "
+            "replace it, --resume_from_checkpoint to continue it, or another --output_dir."
+        )
+    return manifest, owned, foreign
+
+
+def prepare_output_dir(
+    output_dir, overwrite: bool, resume: bool, outputs: re.Pattern, producer: str, reading=(), name_others=True
+) -> None:
+    """
+    Check --output_dir before anything is written to it and start its manifest (call on one process only).
+
+    Refuses a folder holding entries the script cannot prove it wrote (naming them) unless `overwrite`, and always
+    when one of them has the name of an output (`outputs`): it would be replaced. Refuses a previous run unless
+    resuming or `overwrite`; with `overwrite` (not resuming) deletes the previous run's recorded, unchanged outputs.
+    When resuming, the run's recorded entries stay recorded and only its staging leftovers are deleted. `reading`:
+    names the run reads (the checkpoint it resumes from): kept, never in the way, even when they are not the run's.
+    `name_others`: log the entries that are not the script's (False where they are expected: a grid's cell folders).
+    """
+    folder = Path(output_dir)
+    manifest, owned, foreign = survey_output_dir(folder, overwrite, resume, outputs, producer, reading)
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = {key: {} for key in ("entries", "growing")}
+    deleted = 0
+    for name in sorted(owned):
+        if name in reading or (resume and name not in manifest["staging"]):
+            for key in kept:  # recorded as it was: a log folder still growing stays recognised by its inode
+                if name in manifest[key]:
+                    kept[key][name] = manifest[key][name]
+            if name not in manifest["entries"] and name not in manifest["growing"]:  # renamed into place, unsettled
+                kept["entries"][name] = describe(folder / name)
+            continue
+        if resume:
+            logger.warning("Deleting %s: left by the interrupted run before it was finished.", name)
+        else:
+            deleted += 1
+        delete_owned(folder, name)
+    if deleted:
+        logger.warning("--overwrite_output_dir: deleted the %d output(s) of the previous run in %s.", deleted, folder)
+    if foreign and name_others:
+        logger.warning("--overwrite_output_dir: writing into %s, which also holds %s.", folder, shown(foreign))
+    content = {"format": MANIFEST_FORMAT, "producer": producer, "complete": False, "staging": {}, "pending": {}}
+    save_manifest(folder, {**content, **kept})
+
+
+def finish_output_dir(output_dir, also=()) -> list[str]:
+    """
+    Mark the run finished (call on one process, after the last write), recording `also` (names of entries written by
+    code that records nothing itself, e.g. Trainer's log folder) if present; returns the recorded names.
+    """
+    folder = Path(output_dir)
+    manifest = load_manifest(folder)
+    if manifest is None:
+        raise ValueError(f"{folder / MANIFEST_NAME} is missing or damaged: the run's outputs cannot be recorded.")
+    for name in also:  # a name of the script's outputs: a user's entry of that name was refused at the start
+        if (folder / name).exists():
+            manifest["growing"].pop(name, None)
+            manifest["entries"][name] = describe(folder / name)
+    manifest["complete"] = True
+    save_manifest(folder, manifest)
+    return sorted(manifest["entries"])
