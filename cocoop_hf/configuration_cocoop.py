@@ -57,7 +57,7 @@ def _checked_id2label(id2label) -> dict[int, str]:
             f"`id2label` must be a mapping from class index to class name, got {describe_value(id2label)}: pass "
             'dict(enumerate(class_names)) (in config.json: {"0": "name", "1": ...}).'
         )
-    check_class_count(len(id2label), "`id2label`")  # before any work sized by it
+    check_class_count(len(id2label), "`id2label`", mapping=True)  # before any work sized by it
     checked = {}
     for key, name in id2label.items():
         # At most 9 digits: a longer key is no class index under MAX_CLASSES, and int() of a huge one is slow.
@@ -339,6 +339,10 @@ class CoCoOpConfig(PretrainedConfig):
             return loaded
         except (ValueError, TypeError) as error:
             raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}") from error
+        except RecursionError:  # json's parser gives up on a few hundred KB of nested `[`: one line, no traceback
+            raise ValueError(
+                f"{source} nests its JSON too deeply to be a model config (a config.json is a flat object of settings)."
+            ) from None
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs) -> "CoCoOpConfig":

@@ -29,7 +29,14 @@ from transformers.utils import logging
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
 from .output_folder import finish_output_dir, prepare_output_dir, survey_output_dir
-from .output_records import MANIFEST_FORMAT, MANIFEST_NAME, describe, publish_folder, write_json_atomic
+from .output_records import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    describe,
+    publish_folder,
+    register_outputs,
+    write_json_atomic,
+)
 
 
 __all__ = [
@@ -194,6 +201,7 @@ _OUTPUTS = re.compile(
     "^(" + "|".join(re.escape(name) for name in sorted(_OWN_FILE_NAMES)) + f"|{_OWN_FILE_PATTERN.pattern}|tmp-.*)$"
 )
 _PRODUCER = "convert_official"
+register_outputs(_PRODUCER, _OUTPUTS)  # no other name recorded in its manifest is ever its own
 
 
 def check_output_dir(output_dir, overwrite: bool) -> None:

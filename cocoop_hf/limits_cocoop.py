@@ -36,6 +36,11 @@ MAX_PATCHES = 4096
 # Classes of one model (id2label, num_labels): ImageNet-21k, the largest class set in common use, has 21,843; every
 # class is a prompt the text tower encodes, so the count sizes the work of each forward.
 MAX_CLASSES = 100_000
+# The whole CLIP a config describes: each per-field limit is generous, so together they still allow a model of ~10^11
+# parameters (64 layers of width 8192 in both towers). The largest public CLIP, ViT-bigG/14, has ~2.5 billion
+# parameters; twice that bounds every real backbone and still refuses a config that would take minutes and hundreds
+# of GB to build (random weights are built from the config alone, so this is checked before any build).
+MAX_CLIP_PARAMETERS = 5_000_000_000
 _TOWER_FIELDS = {
     "text_config": ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
                     "max_position_embeddings", "vocab_size"),
@@ -44,12 +49,14 @@ _TOWER_FIELDS = {
 }  # fmt: skip
 
 
-def check_class_count(count, field: str) -> None:
-    """Refuse a class count above MAX_CLASSES (or not a count) before anything is sized by it."""
+def check_class_count(count, field: str, mapping: bool = False) -> None:
+    """Refuse a class count above MAX_CLASSES (or not a count) before anything is sized by it. `mapping`: the count
+    is the length of `field` (id2label), said as "holds N classes" rather than shown as a number the user never wrote."""
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_CLASSES:
+        given = f"it holds {count:,} classes" if mapping else f"got {describe_value(count)}"
         raise ValueError(
-            f"{field} must hold at most {MAX_CLASSES:,} classes (ImageNet-21k has 21,843), got "
-            f"{describe_value(count)}: every class is a prompt the model encodes, so the count bounds the work."
+            f"{field} must hold at most {MAX_CLASSES:,} classes (ImageNet-21k has 21,843), {given}: every class is "
+            "a prompt the model encodes, so the count bounds the work."
         )
 
 
@@ -94,7 +101,7 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
         if _field(config, "num_labels") is not None:
             check_class_count(_field(config, "num_labels"), f"`{name}.num_labels`")
         if isinstance(_field(config, "id2label"), Mapping):
-            check_class_count(len(_field(config, "id2label")), f"`{name}.id2label`")
+            check_class_count(len(_field(config, "id2label")), f"`{name}.id2label`", mapping=True)
     for tower, values in towers.items():
         for name in _TOWER_FIELDS[tower]:
             value, limit = values[name], BACKBONE_LIMITS[name]
@@ -126,6 +133,13 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
         raise ValueError(
             f"`{where}projection_dim` must be an integer from 1 to {MAX_PROJECTION_DIM:,}, got "
             f"{describe_value(projection)}."
+        )
+    parameters = estimated_clip_parameters(clip_config)
+    if parameters > MAX_CLIP_PARAMETERS:
+        raise ValueError(
+            f"{f'`{source}`' if source else 'The config'} describes a CLIP of {parameters:,} parameters, more than the "
+            f"{MAX_CLIP_PARAMETERS:,} allowed (ViT-bigG/14, the largest public CLIP, has ~2.5 billion): reduce the "
+            "layers or widths; building it would take minutes and far more memory than any real backbone."
         )
 
 
@@ -168,7 +182,8 @@ def check_weights_cover_config(folder, clip_config, source: str) -> None:
     describes has parameters: stock transformers builds the whole model a config asks for, then fills what the
     weights lack with random values, so a tiny file could buy a huge, silently random model. Only the files' headers
     are read. A folder without readable safetensors weights (weights still on the Hub, an adapter, a `.bin` file, a
-    damaged file the loader reports) is left to the limits.
+    header that does not parse) is left to the limits; a header declaring more tensor bytes than its file holds (a
+    truncated or fake file) is refused here (OSError naming the file).
     """
     declared = 0
     with os.scandir(folder) as entries:
@@ -187,8 +202,20 @@ def check_weights_cover_config(folder, clip_config, source: str) -> None:
         )
 
 
+# Bytes per value of the safetensors dtypes (safetensors' Dtype enum); an unknown dtype is left to the loader.
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+
+
 def _declared_values(path) -> int | None:
-    """How many values the tensors of a safetensors file declare (its header only); None if it cannot be read."""
+    """
+    How many values the tensors of a safetensors file declare (its header only); None if it cannot be read. A header
+    that declares more tensor bytes than the file holds is refused (ValueError naming the file): its value count would
+    otherwise pass the check above, and the loader then fails with a traceback (OSError, naming the file).
+    """
+    size = os.stat(path).st_size
     with open(path, "rb") as handle:
         length = int.from_bytes(handle.read(8), "little")
         if not 0 < length <= MAX_SAFETENSORS_HEADER_BYTES:
@@ -199,7 +226,7 @@ def _declared_values(path) -> int | None:
             return None
     if not isinstance(header, dict):
         return None
-    total = 0
+    total = data_bytes = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -207,6 +234,13 @@ def _declared_values(path) -> int | None:
         if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             return None
         total += math.prod(shape)
+        data_bytes += math.prod(shape) * _DTYPE_BYTES.get(entry.get("dtype"), 0)
+    if data_bytes > size - 8 - length:
+        # OSError, as the loader's own report of a damaged file (sharing_cocoop.load_model): one line, no traceback.
+        raise OSError(
+            f"cannot read the weights {path}: its header declares {data_bytes:,} bytes of tensors, but the file holds "
+            f"only {max(size - 8 - length, 0):,} after it; the file is truncated or corrupt: save or download it again."
+        )
     return total
 
 
@@ -231,7 +265,10 @@ def check_clip_checkpoint(name_or_path, weights: bool = True, **from_pretrained_
             check_file_size(source, MAX_MODEL_CONFIG_BYTES, "config.json")
         else:
             source = f"config.json of {path}"
-        config, _ = CLIPConfig.get_config_dict(path, **hub_kwargs)
+        try:
+            config, _ = CLIPConfig.get_config_dict(path, **hub_kwargs)
+        except RecursionError:  # json's parser gives up on deeply nested lists: one line, no traceback
+            raise ValueError(f"{source} nests its JSON too deeply to be a CLIP config.") from None
     else:
         source = "the given config"
     try:

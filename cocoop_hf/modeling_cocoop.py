@@ -31,7 +31,7 @@ from .processing_cocoop import (
     clean_class_name,
     validate_class_names,
 )
-from .sharing_cocoop import load_model, push_model_to_hub, save_model
+from .sharing_cocoop import check_finite_tensors, load_model, push_model_to_hub, save_model
 
 
 logger = logging.get_logger(__name__)
@@ -401,14 +401,7 @@ class CoCoOpModel(CoCoOpPreTrainedModel):
         converted = {name: tensor.to(expected[name].dtype) for name, tensor in state_dict.items()}
         # NaN / infinite weights (a diverged run, a damaged file) would give NaN logits without a word; checked after
         # the cast, which can overflow (an fp32 value beyond fp16's range).
-        for name, tensor in converted.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                bad = int((~torch.isfinite(tensor)).sum())
-                raise ValueError(
-                    f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN or infinity, as "
-                    f"{str(tensor.dtype).removeprefix('torch.')}): these weights are broken (e.g. a training run that "
-                    "diverged); load other weights."
-                )
+        check_finite_tensors(converted, source)
         self.prompt_learner.load_state_dict(converted, strict=True)
 
     def _expected_shape(self, name: str) -> str:

@@ -16,11 +16,14 @@ from transformers.utils import logging
 from .output_records import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
+    MANIFEST_STAGING,
     STAGING_PREFIX,
     delete_owned,
     describe,
     load_manifest,
     matches,
+    read_json,
+    register_outputs,
     save_manifest,
     shown,
 )
@@ -30,11 +33,46 @@ logger = logging.get_logger(__name__)
 
 
 def _entries(folder: Path) -> dict[str, Path]:
+    entries = {path.name: path for path in folder.iterdir() if path.name != MANIFEST_NAME}
+    # A temporary manifest left by a process killed mid-write (or a user's file of such a name): never deleted, and
+    # never in the way (each write creates a new name), so not a reason to refuse the run; named, not ignored.
+    leftovers = {name for name in entries if MANIFEST_STAGING.match(name)}
+    if leftovers:
+        logger.warning("%s holds %s (left by a run killed while writing %s): kept.", folder, shown(leftovers), MANIFEST_NAME)
+    return {name: path for name, path in entries.items() if name not in leftovers}
+
+
+def _empty_staging(folder: Path, entries) -> set:
+    """
+    Empty `tmp-` folders: left by a run killed right after creating one, before it was recorded (a version that
+    recorded it after). Holding nothing, they are removed with rmdir (which never removes anything that went in).
+    """
     return {
-        path.name: path
-        for path in folder.iterdir()
-        if path.name not in (MANIFEST_NAME, f"{STAGING_PREFIX}write-{MANIFEST_NAME}")  # the manifest's own
+        name
+        for name in entries
+        if name.startswith(STAGING_PREFIX)
+        and (folder / name).is_dir()
+        and not (folder / name).is_symlink()
+        and not any((folder / name).iterdir())
     }
+
+
+def _check_manifest_file(folder: Path) -> None:
+    """Refuse a manifest that is a link (never read or replaced through it), a folder, a pipe or a device."""
+    path = folder / MANIFEST_NAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = "a symbolic link" if path.is_symlink() else "not a file"
+        raise ValueError(
+            f"{path} is {what}: this script records its outputs in a file of that name and never reads or replaces "
+            "anything else there. Move it away, or choose another --output_dir."
+        )
+    # Written atomically, a manifest is never half: one that is not a JSON object with a format is someone's file.
+    content = read_json(path) if path.exists() else {"format": MANIFEST_FORMAT}
+    if not (isinstance(content, dict) and isinstance(content.get("format"), int)):
+        raise ValueError(
+            f"{path} is not a record of this script (not a JSON object with a \"format\"): it is never replaced. "
+            "Move it away, or choose another --output_dir."
+        )
 
 
 def survey_output_dir(
@@ -49,6 +87,8 @@ def survey_output_dir(
         raise ValueError(f"--output_dir {folder} is a file, not a folder.")
     if not folder.is_dir():
         return None, set(), set()
+    register_outputs(producer, outputs, only_if_new=True)  # where the producer's module declared none
+    _check_manifest_file(folder)
     manifest = load_manifest(folder)
     if manifest is not None and manifest.get("producer", producer) != producer:
         raise ValueError(
@@ -59,10 +99,16 @@ def survey_output_dir(
     owned = {name for name in entries if manifest is not None and matches(folder, name, manifest)}
     # What the run reads (the checkpoint it resumes from, the targets file a grid put there) is kept as it is: never
     # in the way, never deleted, not a stray file that needs --overwrite_output_dir.
-    foreign = set(entries) - owned - set(reading)
+    foreign = set(entries) - owned - set(reading) - _empty_staging(folder, entries)
     in_the_way = {name for name in foreign if outputs.match(name)}
     unreadable = manifest is None and (folder / MANIFEST_NAME).exists()
     why = f" ({MANIFEST_NAME} is damaged or of an older version: it proves nothing)" if unreadable else ""
+    copied = {name for name in in_the_way if manifest is not None and name in manifest["staging"]}
+    if copied:  # recorded by inode, and the inode changed: the folder was copied (`cp -a`) after a run was killed
+        why += (
+            f" ({shown(copied)}: left by an interrupted run, in a folder copied since; if you want to resume that "
+            "run, delete them and re-run)"
+        )
     if in_the_way:  # with or without --overwrite_output_dir
         raise ValueError(
             f"--output_dir {folder} holds {shown(in_the_way)}, of the same name as this script's outputs, not written "
@@ -97,6 +143,11 @@ def prepare_output_dir(
     """
     folder = Path(output_dir)
     manifest, owned, foreign = survey_output_dir(folder, overwrite, resume, outputs, producer, reading)
+    for name in sorted(_empty_staging(folder, _entries(folder)) - owned) if folder.is_dir() else ():
+        try:
+            (folder / name).rmdir()  # refuses a folder something went into since: nothing of anyone's is lost
+        except OSError:
+            pass
     folder.mkdir(parents=True, exist_ok=True)
     kept = {key: {} for key in ("entries", "growing")}
     deleted = 0

@@ -11,12 +11,19 @@ inode when created, before anything goes in, and so is a folder a library keeps 
 a script killed at any point owns exactly what it recorded, and a later run deletes its leftovers and nothing else.
 An entry that is not recorded, or changed since, is the user's. Outputs are written as new files renamed into place,
 never through a symlink (a symlink where an output goes is refused).
+
+The manifest is a file anyone can edit, so it never proves more than the producer could have written: only names
+its producer declares (`register_outputs`) are ever its own, staging names only with `tmp-`; a staging entry is
+recorded before it is created (a kill right after leaves it recorded, and an empty one is recognised without its
+inode, e.g. after `cp -a`); anything not a regular file, folder or symlink (a pipe) is never opened and never the run's.
 """
 
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 
@@ -27,6 +34,18 @@ _CHUNK = 1 << 20
 # name -> what the manifest records of it: "entries" (name -> content), "staging" and "growing" (name -> inode),
 # "pending" (name -> content about to be renamed into place, see `expect`)
 _RECORD_KEYS = ("entries", "staging", "pending", "growing")
+# producer -> the names it writes (see `register_outputs`): a manifest proves nothing of any other name
+_PRODUCER_OUTPUTS: dict[str, re.Pattern] = {}
+
+
+def register_outputs(producer: str, outputs: re.Pattern, only_if_new: bool = False) -> None:
+    """
+    Declare the names `producer` writes into its folder (its `tmp-` staging names included). A manifest is a file
+    anyone can edit: an entry it records under another name (`notes.txt`) is never the producer's, so never deleted.
+    A producer declared by no one owns nothing.
+    """
+    if not (only_if_new and producer in _PRODUCER_OUTPUTS):
+        _PRODUCER_OUTPUTS[producer] = outputs
 
 
 # ---------------------------------------------------------------------------------------------- small file tools
@@ -52,8 +71,10 @@ def _write_bytes_atomic(path: Path, data: bytes, staging: Path, created=None) ->
     `data` into `path` through the new file `staging` renamed into place: `path` holds the old or the new bytes, never
     half. `created()` runs once `staging` exists, before any byte goes in (to record it).
     """
+    made = False
     try:
         with open(staging, "xb") as handle:  # "x": never through an existing file or a link someone left there
+            made = True  # from here `staging` is this process's file, and only then may it be deleted
             if created is not None:
                 created()
             handle.write(data)
@@ -61,7 +82,7 @@ def _write_bytes_atomic(path: Path, data: bytes, staging: Path, created=None) ->
             os.fsync(handle.fileno())
         os.replace(staging, path)
     except BaseException as error:
-        if not isinstance(error, FileExistsError):
+        if made:
             staging.unlink(missing_ok=True)  # never a half-written file left behind
         if isinstance(error, OSError) and error.filename is None:  # write() on a full disk names no file
             raise OSError(error.errno, error.strerror, str(path)) from error
@@ -72,20 +93,43 @@ def _write_bytes_atomic(path: Path, data: bytes, staging: Path, created=None) ->
 def write_json_atomic(path: Path, content) -> None:
     """
     Write JSON to `path` (the manifest) through a temporary file and a rename: readers see the old or the new file,
-    never half. The temporary name belongs to `path` alone: one left by a killed process is replaced.
+    never half. The temporary file is created new under a name of this process (`manifest_staging_name`), never one
+    that is there already (it may be a user's); one left by a process killed mid-write is never deleted.
     """
     path = Path(path)
     if path.is_symlink():
         raise ValueError(f"{path} is a symbolic link: refusing to write through it or replace it; remove it first.")
-    staging = path.with_name(f"{STAGING_PREFIX}write-{path.name}")
-    if staging.is_symlink() or staging.is_file():
-        staging.unlink()
-    _write_bytes_atomic(path, json.dumps(content, indent=1, sort_keys=True).encode("utf-8"), staging)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a file (a folder, a pipe or a device): refusing to replace it; move it away.")
+    data = json.dumps(content, indent=1, sort_keys=True).encode("utf-8")
+    for attempt in range(100):  # a name left by a killed process of the same id is skipped, never reused
+        staging = path.with_name(manifest_staging_name(path.name, attempt))
+        try:
+            _write_bytes_atomic(path, data, staging)
+            return
+        except FileExistsError as error:
+            if error.filename is not None and Path(error.filename).name != staging.name:
+                raise
+    raise ValueError(f"{path.parent} holds 100 leftover files {manifest_staging_name(path.name, 0)}...: move them away.")
+
+
+def manifest_staging_name(name: str, attempt: int = 0) -> str:
+    """The temporary name through which this process writes `name` (the manifest): see `write_json_atomic`."""
+    return f"{STAGING_PREFIX}write-{os.getpid()}-{attempt}-{name}"
+
+
+# a temporary manifest left by a process killed mid-write: never deleted, never in the way (never written again)
+MANIFEST_STAGING = re.compile(rf"^{STAGING_PREFIX}write-\d+-\d+-{re.escape(MANIFEST_NAME)}$")
 
 
 def read_json(path: Path):
-    """A JSON file's content, or None when it is missing or not valid JSON (a crash mid-write, a user's edit)."""
+    """
+    A JSON file's content, or None when it is missing, not a regular file (never read through a link, never a pipe
+    that would block) or not valid JSON (a crash mid-write, a user's edit).
+    """
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -120,21 +164,41 @@ def _bytes_record(data: bytes) -> list:
     return [len(data), hashlib.sha256(data).hexdigest()]
 
 
-def _file_record(path: Path) -> list:
+def _special(path) -> bool:
+    """Neither a regular file, a folder nor a symlink (a pipe, a socket, a device): the user's, never opened."""
+    mode = os.lstat(path).st_mode
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+
+
+def _file_record(path: Path) -> list | None:
+    """Size and SHA-256 of a regular file; None for anything else (a pipe would block the run forever: not opened)."""
+    try:  # O_NONBLOCK: a pipe swapped in after the check is opened without waiting, and refused below
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
     return [size, digest.hexdigest()]
 
 
-def describe(path: Path) -> dict:
-    """What recognises an entry again: size + SHA-256 of a file; of each file of a folder (symlinks as their target)."""
+def describe(path: Path) -> dict | None:
+    """
+    What recognises an entry again: size + SHA-256 of a file; of each file of a folder (symlinks as their target).
+    None for an entry holding anything else (a pipe, a socket, a device: never opened), which is then never the run's.
+    """
     path = Path(path)
     if path.is_symlink():
         return {"kind": "link", "target": os.readlink(path)}
+    if _special(path):
+        return None
     if path.is_dir():
         files = {}
         for root, dirs, names in os.walk(path):
@@ -143,20 +207,37 @@ def describe(path: Path) -> dict:
                 item = Path(root) / name
                 key = item.relative_to(path).as_posix()
                 files[key] = ["link", os.readlink(item)] if item.is_symlink() else _file_record(item)
+                if files[key] is None:
+                    return None
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
         return {"kind": "dir", "files": files}
-    return {"kind": "file", "record": _file_record(path)}
+    content = _file_record(path)
+    return None if content is None else {"kind": "file", "record": content}
+
+
+def _producers_name(name, outputs: re.Pattern | None, staging: bool) -> bool:
+    """Whether the producer can write `name` (`outputs`): a plain name; a staging one starts with `tmp-`."""
+    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+    if not plain or outputs is None or not outputs.match(name):
+        return False
+    return name.startswith(STAGING_PREFIX) or not staging
 
 
 def load_manifest(folder) -> dict | None:
-    """The folder's manifest (this format), or None: no manifest, an older format or a damaged one owns nothing."""
+    """
+    The folder's manifest (this format), or None: no manifest, an older format or a damaged one owns nothing. Of its
+    records only the names its producer writes (`register_outputs`) are kept: any other name is the user's.
+    """
     manifest = read_json(Path(folder) / MANIFEST_NAME)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         return None
     if not all(isinstance(manifest.get(key, {}), dict) for key in _RECORD_KEYS):
         return None
+    outputs = _PRODUCER_OUTPUTS.get(manifest.get("producer"))
     for key in _RECORD_KEYS:  # "growing" is absent from manifests written before it existed
-        manifest.setdefault(key, {})
+        records = manifest.setdefault(key, {})
+        staging = key == "staging"
+        manifest[key] = {name: value for name, value in records.items() if _producers_name(name, outputs, staging)}
     return manifest
 
 
@@ -169,11 +250,24 @@ def matches(folder: Path, name: str, manifest: dict) -> bool:
     path = folder / name
     if not (path.exists() or path.is_symlink()):
         return False
+    if _special(path):  # a pipe, a socket, a device: never made by a run, never opened
+        return False
     for key in ("staging", "growing"):  # recognised by the inode, whatever went in since
         if name in manifest[key]:
-            return not path.is_symlink() and path.lstat().st_ino == manifest[key][name]
+            if path.is_symlink():
+                return False
+            # Recorded before it was made (inode None), or copied (`cp -a` gives new inodes): an empty staging entry
+            # holds nothing anyone could lose.
+            return path.lstat().st_ino == manifest[key][name] or (key == "staging" and _empty(path))
     recorded = [manifest[key][name] for key in ("entries", "pending") if name in manifest[key]]
-    return bool(recorded) and describe(path) in recorded
+    content = describe(path)
+    return bool(recorded) and content is not None and content in recorded
+
+
+def _empty(path: Path) -> bool:
+    if path.is_dir():
+        return not any(path.iterdir())
+    return path.is_file() and path.lstat().st_size == 0
 
 
 def owns(folder, name: str) -> bool:
@@ -270,12 +364,18 @@ def make_staging_folder(folder, name: str) -> Path:
                 f"{path} is in the way of this run's staging folder and was not made by it: move it away."
             )
         delete_owned(folder, name)
-    path.mkdir(parents=True)
+    _record_staging(folder, name, None)  # before it exists: a kill right after mkdir leaves a recorded, empty folder
+    path.mkdir(parents=True)  # exclusive: fails if anything appeared there since
+    _record_staging(folder, name, path.lstat().st_ino)
+    return path
+
+
+def _record_staging(folder: Path, name: str, inode: int | None) -> None:
+    """Record the staging entry `name` by its inode; None: about to be created (see `matches`)."""
     manifest = load_manifest(folder)
     if manifest is not None:
-        manifest["staging"][name] = path.lstat().st_ino
+        manifest["staging"][name] = inode
         save_manifest(folder, manifest)
-    return path
 
 
 def start_growing_folder(folder, name: str) -> None:
@@ -337,6 +437,7 @@ def write_output(path, data: bytes | str, what: str = "output") -> None:
         if not owns(folder, staging.name):
             raise ValueError(f"{staging} is in the way of writing {path} and was not made by this run: move it away.")
         delete_owned(folder, staging.name)
+    _record_staging(folder, staging.name, None)  # before it exists: a kill right after creating it leaves it recorded
 
     def record_staging():
         content = {"kind": "file", "record": _bytes_record(data)}
@@ -366,7 +467,8 @@ def publish_folder(staging: Path, folder) -> list[str]:
     manifest = load_manifest(folder)
     if manifest is not None:
         for name in names:  # as expected: the moves do not change a byte
-            manifest["entries"][name] = manifest["pending"].pop(name)
+            if name in manifest["pending"]:  # not there: a name the producer does not write, never recorded
+                manifest["entries"][name] = manifest["pending"].pop(name)
         manifest["staging"].pop(staging.name, None)
         save_manifest(folder, manifest)
     return names

@@ -308,6 +308,11 @@ def load_model(model_class, load_full, path, *model_args, clip_model: CLIPModel 
             "the file is truncated or corrupt: save or download it again."
         ) from error
     _check_loading_info(path, model, loading_info, allow_mismatch)
+    # The stock loader takes NaN weights as they are; those of a diverged run would evaluate at chance silently.
+    check_finite_tensors(
+        {f"prompt_learner.{name}": tensor for name, tensor in model.prompt_learner.state_dict().items()},
+        f"{path} (model weights)",
+    )
     model.clip.requires_grad_(False)  # loading materialises every parameter with requires_grad=True
     tokenizer = _load_tokenizer(path, hub_kwargs, model.config)
     if tokenizer is not None:
@@ -384,6 +389,25 @@ def _check_fingerprint(path, metadata: dict, clip: CLIPModel, base: str, allow_o
     if not allow_other_clip:
         raise ValueError(message + " Load its own base CLIP, or pass allow_other_clip=True to load it anyway.")
     logger.warning("%s Loading anyway (allow_other_clip=True).", message)
+
+
+BROKEN_WEIGHTS = "these weights are broken (e.g. a training run that diverged); load other weights."
+
+
+def check_finite_tensors(tensors: dict, source: str, advice: str = BROKEN_WEIGHTS) -> None:
+    """
+    Refuse NaN or infinite values in the floating tensors of `tensors` (name -> tensor), naming `source` and the first
+    such tensor: weights like these give NaN logits, hence chance accuracy, without a word. The one finiteness check
+    of the prompt learner: loading its state, loading a full model, and a training run's result (`advice` says what
+    to do).
+    """
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{source}: tensor {name!r} holds {bad:,} non-finite value(s) (NaN or infinity, as "
+                f"{str(tensor.dtype).removeprefix('torch.')}): {advice}"
+            )
 
 
 def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -> None:

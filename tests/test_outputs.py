@@ -368,8 +368,9 @@ def test_what_a_run_killed_mid_write_or_mid_delete_leaves_is_its_own(tmp_path, m
     prepare_output_dir(folder, overwrite=True, resume=False)  # recorded: deleted, not refused as the user's
     assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, "notes.txt"])
     assert (folder / "notes.txt").read_text() == "mine"
-    # The same name not made by a run is the user's: refused, kept.
+    # The same name not made by a run is the user's: refused, kept (an empty one holds nothing: removed by rmdir).
     (folder / leftover).mkdir()
+    (folder / leftover / "notes.txt").write_text("mine too")
     with pytest.raises(ValueError, match=rf"holds {leftover}, of the same name"):
         prepare_output_dir(folder, overwrite=True, resume=False)
-    assert (folder / leftover).is_dir()
+    assert (folder / leftover / "notes.txt").read_text() == "mine too"

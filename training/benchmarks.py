@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from transformers.utils import logging
 
-from training.split_checks import read_json, read_text, read_wnid_lines, split_entries, text_lines
+from training.split_checks import read_json, read_text, read_wnid_lines, short, split_entries, text_lines
 
 
 logger = logging.get_logger(__name__)
@@ -104,14 +104,14 @@ def _class_names(splits: dict, dataset: str, source: str) -> list[str]:
             if known is None:
                 if split != source:
                     raise BenchmarkLayoutError(
-                        f"{dataset}: label {item.label} ({item.class_name!r}) occurs in {split} but has no "
+                        f"{dataset}: label {item.label} ({short(item.class_name)}) occurs in {split} but has no "
                         f"{source} images; the official class list is read from the {source} split."
                     )
                 names[item.label] = item.class_name
             elif known != item.class_name:
                 raise BenchmarkLayoutError(
-                    f"{dataset}: label {item.label} is named both {known!r} and {item.class_name!r} ({split} split, "
-                    f"{item.path}); one label must have one class name."
+                    f"{dataset}: label {item.label} is named both {short(known)} and {short(item.class_name)} "
+                    f"({split} split, {item.path}); one label must have one class name."
                 )
     if not names:
         raise BenchmarkLayoutError(f"{dataset}: the {source} split has no images.")
@@ -279,7 +279,9 @@ def read_fgvc_aircraft(dataset_dir: Path) -> dict:
         for line in _read_lines(list_path):
             image_id, _, variant = line.partition(" ")
             if variant not in label_of:
-                raise BenchmarkLayoutError(f"{list_path}: variant {variant!r} (line {line!r}) is not in variants.txt.")
+                raise BenchmarkLayoutError(
+                    f"{list_path}: variant {short(variant)} (line {short(line)}) is not in variants.txt."
+                )
             items.append(BenchmarkItem(str(image_dir / f"{image_id}.jpg"), label_of[variant], variant))
         splits[split] = items
     return splits
@@ -373,7 +375,9 @@ def generate_oxford_pets(dataset_dir: Path, rng: random.Random) -> dict:
         for line in _read_lines(list_path):
             fields = line.split(" ")
             if len(fields) != 4 or not fields[1].isdecimal():
-                raise BenchmarkLayoutError(f"{list_path}: line {line!r} should read '<image> <id> <species> <breed>'.")
+                raise BenchmarkLayoutError(
+                    f"{list_path}: line {short(line)} should read '<image> <id> <species> <breed>'."
+                )
             image, class_id = fields[0], int(fields[1])
             name = "_".join(image.split("_")[:-1]).lower()
             items.append(BenchmarkItem(str(image_dir / f"{image}.jpg"), class_id - 1, name))
@@ -399,7 +403,9 @@ def generate_sun397(dataset_dir: Path, rng: random.Random) -> dict:
             rel = line[1:]
             folder = os.path.dirname(rel)
             if folder not in label_of:
-                raise BenchmarkLayoutError(f"{list_path}: class {folder!r} of {line!r} is not in ClassName.txt.")
+                raise BenchmarkLayoutError(
+                    f"{list_path}: class {short(folder)} of {short(line)} is not in ClassName.txt."
+                )
             name = " ".join(reversed(folder.split("/")[1:]))
             items.append(BenchmarkItem(str(image_dir / rel), label_of[folder], name))
         return items
@@ -423,7 +429,9 @@ def generate_ucf101(dataset_dir: Path, rng: random.Random) -> dict:
     for line in _read_lines(_require(lists / "classInd.txt", "ucfTrainTestlist/classInd.txt", dataset)):
         number, _, action = line.partition(" ")
         if not number.isdecimal() or not action or " " in action:
-            raise BenchmarkLayoutError(f"{lists / 'classInd.txt'}: line {line!r} should read '<number> <Action>'.")
+            raise BenchmarkLayoutError(
+                f"{lists / 'classInd.txt'}: line {short(line)} should read '<number> <Action>'."
+            )
         label_of[action] = int(number) - 1
 
     def read(list_name: str) -> list[BenchmarkItem]:
@@ -432,7 +440,9 @@ def generate_ucf101(dataset_dir: Path, rng: random.Random) -> dict:
         for line in _read_lines(list_path):
             action, _, video = line.split(" ")[0].partition("/")
             if action not in label_of:
-                raise BenchmarkLayoutError(f"{list_path}: action {action!r} of {line!r} is not in classInd.txt.")
+                raise BenchmarkLayoutError(
+                    f"{list_path}: action {short(action)} of {short(line)} is not in classInd.txt."
+                )
             name = "_".join(_CAMEL_WORD.findall(action))
             path = image_dir / name / video.replace(".avi", ".jpg")
             items.append(BenchmarkItem(str(path), label_of[action], name))
@@ -682,11 +692,11 @@ OFFICIAL_CLASS_COUNTS = {
 def _map_wnids(raw: str, names: dict[str, str] | None, dataset: str) -> tuple[str, str]:
     if names is None:
         raise _NeedsClassnames(
-            f"--benchmark {dataset}: labels such as {raw!r} are named through ImageNet's classnames.txt ('<wnid> "
+            f"--benchmark {dataset}: labels such as {short(raw)} are named through ImageNet's classnames.txt ('<wnid> "
             f"<class name>' per line, from {DATASETS_MD}): pass it with --imagenet_classnames."
         )
     if raw not in names:
-        raise LabelMapError(f"{dataset}: {raw!r} is not a wnid of classnames.txt.")
+        raise LabelMapError(f"{dataset}: {short(raw)} is not a wnid of classnames.txt.")
     return raw, names[raw]
 
 
@@ -694,7 +704,7 @@ def _lowercase_key(name: str, raw: str, pattern: str, expected: str) -> str:
     """`raw` lowercased with "_" for spaces, which must then match `pattern`; else the error names `expected`."""
     key = raw.strip().replace(" ", "_").lower()
     if not re.fullmatch(pattern, key):
-        raise LabelMapError(f"{name}: label {raw!r} is no {expected}.")
+        raise LabelMapError(f"{name}: label {short(raw)} is no {expected}.")
     return key
 
 
@@ -706,12 +716,16 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
         # datasets/imagenet.py, imagenet_sketch.py, imagenet_a.py, imagenet_r.py: sorted wnid folders, names from
         # classnames.txt
         if not _WNID.fullmatch(raw):
-            raise LabelMapError(f"{name}: label {raw!r} is not a wnid; expected ImageNet wnids such as 'n01440764'.")
+            raise LabelMapError(
+                f"{name}: label {short(raw)} is not a wnid; expected ImageNet wnids such as 'n01440764'."
+            )
         return _map_wnids(raw, wnid_names, name)
     if name == "ImageNetV2":
         # datasets/imagenetv2.py: folder "i" is label i, named by the i-th line of classnames.txt
         if not raw.isdecimal():
-            raise LabelMapError(f"{name}: label {raw!r} is not a class number; expected the folder names '0'..'999'.")
+            raise LabelMapError(
+                f"{name}: label {short(raw)} is not a class number; expected the folder names '0'..'999'."
+            )
         if wnid_names is None:
             _map_wnids(raw, None, name)
         ordered = list(wnid_names.values())
@@ -729,8 +743,8 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
         folder = {new: old for old, new in EUROSAT_RENAMES.items()}.get(raw, raw)
         if folder not in EUROSAT_RENAMES:
             raise LabelMapError(
-                f"EuroSAT: label {raw!r} is no EuroSAT class; expected the 2750/ folder names {list(EUROSAT_RENAMES)} "
-                "(or their official names)."
+                f"EuroSAT: label {short(raw)} is no EuroSAT class; expected the 2750/ folder names "
+                f"{list(EUROSAT_RENAMES)} (or their official names)."
             )
         return folder, EUROSAT_RENAMES[folder]
     if name == "OxfordPets":
@@ -748,7 +762,7 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
             parts = parts[1:]  # the letter folder
         if not parts or any(" " in part for part in parts):
             raise LabelMapError(
-                f"SUN397: label {raw!r} is no SUN397 class path; expected the paths of ClassName.txt such as "
+                f"SUN397: label {short(raw)} is no SUN397 class path; expected the paths of ClassName.txt such as "
                 "'/a/abbey' or 'a/apartment_building/outdoor'."
             )
         return "/".join(parts), " ".join(reversed(parts))
@@ -758,7 +772,7 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
         action = raw.strip().replace("_", "")
         if not re.fullmatch(r"[A-Z][A-Za-z]*", action):
             raise LabelMapError(
-                f"UCF101: label {raw!r} is no UCF101 action; expected CamelCase such as 'ApplyEyeMakeup' (or "
+                f"UCF101: label {short(raw)} is no UCF101 action; expected CamelCase such as 'ApplyEyeMakeup' (or "
                 "'Apply_Eye_Makeup')."
             )
         return action.lower(), "_".join(_CAMEL_WORD.findall(action))
@@ -775,7 +789,7 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
             return None, raw
         if len(words) < 2 or not re.fullmatch(r"\d{4}", words[-1]):
             raise LabelMapError(
-                f"StanfordCars: label {raw!r} is no devkit class name; expected '<make> <model> <year>' such as "
+                f"StanfordCars: label {short(raw)} is no devkit class name; expected '<make> <model> <year>' such as "
                 "'AM General Hummer SUV 2000'."
             )
         return None, " ".join([words[-1], *words[:-1]])
@@ -783,8 +797,8 @@ def _official_key_and_name(bench: Benchmark, raw: str, wnid_names: dict[str, str
         # oxford_flowers.py (cat_to_name.json), fgvc_aircraft.py (variants.txt): names as written
         if raw.strip().isdigit():
             raise LabelMapError(
-                f"{name}: label {raw!r} is a class number, not a name; give the class names in the official order "
-                "(--class_names_file)."
+                f"{name}: label {short(raw)} is a class number, not a name; give the class names in the official "
+                "order (--class_names_file)."
             )
         return None, raw.strip()
     raise LabelMapError(f"{name}: no label map.")

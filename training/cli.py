@@ -199,11 +199,11 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
         _check_file_value_types(parser, values, config_path)
         parser.set_defaults(**values)
     parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    check_finite_numbers(parsed, config_path, values)
+    check_finite_numbers(parsed, config_path, values, argv)
     return parsed
 
 
-def check_finite_numbers(parsed, config_path=None, file_values=None) -> None:
+def check_finite_numbers(parsed, config_path=None, file_values=None, argv=None) -> None:
     """
     Every float option of the parsed dataclasses is a finite number: argparse's `float` and YAML (`.nan`, `.inf`)
     both accept NaN and infinity, and `--learning_rate nan` would train NaN prompts and write results and a card
@@ -212,13 +212,30 @@ def check_finite_numbers(parsed, config_path=None, file_values=None) -> None:
     for arguments in parsed:
         for item in dataclasses.fields(arguments):
             value = getattr(arguments, item.name, None)
-            if not isinstance(value, float) or math.isfinite(value):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             where = f"--{item.name}"
-            given = (file_values or {}).get(item.name)
-            if isinstance(given, float) and not math.isfinite(given):
+            if item.name in (file_values or {}) and f"--{item.name}" not in _given_flags(argv):
                 where = f"config file {config_path}: `{item.name}`"
-            raise ValueError(f"{where} must be a finite number, got {value}.")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where} must be a finite number, got {value}.")
+            # torch refuses these with "Invalid learning rate: -1", naming no flag; a negative warm-up lr or weight
+            # decay would be taken silently (the warm-up steps against the gradient, the decay grows the weights).
+            if item.name in NON_NEGATIVE_RATES and value < 0:
+                raise ValueError(f"{where} must be zero or more, got {value}: {NON_NEGATIVE_RATES[item.name]}.")
+
+
+# Rates that are refused when negative (check_finite_numbers), with what a right value looks like.
+NON_NEGATIVE_RATES = {
+    "learning_rate": "a learning rate is a step size (CoOp/CoCoOp: 0.002)",
+    "weight_decay": "weight decay shrinks weights toward zero (official: 5e-4)",
+    "warmup_lr": "the warm-up learning rate is a step size (official: 1e-5)",
+}
+
+
+def _given_flags(argv) -> set:
+    """The option names given on the command line (`--name` and `--name=value`)."""
+    return {arg.split("=", 1)[0] for arg in argv or () if isinstance(arg, str) and arg.startswith("--")}
 
 
 def _check_file_names(parser, values: dict, config_path) -> None:

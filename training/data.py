@@ -26,7 +26,7 @@ from training.fewshot import label_fingerprint as label_fingerprint
 from training.fewshot import official_fewshot_rows as official_fewshot_rows
 from training.fewshot import record_training_items as record_training_items
 from training.fewshot import select_few_shot as select_few_shot
-from training.split_checks import read_class_names_file, read_json, repeated_names, split_entries
+from training.split_checks import read_class_names_file, read_json, repeated_names, short, split_entries
 
 
 logger = logging.get_logger(__name__)
@@ -282,14 +282,16 @@ def _load_split_file(args: DataArguments, splits):
             labels.append(label)
             if names.setdefault(label, name) != name:
                 raise ValueError(
-                    f"--split_file {args.split_file}: {split}[{index}] names label {label} {name!r}, but an earlier "
-                    f"entry names it {names[label]!r}: one label must have one class name."
+                    f"--split_file {args.split_file}: {split}[{index}] names label {label} {short(name)}, but an "
+                    f"earlier entry names it {short(names[label])}: one label must have one class name."
                 )
-        missing = [path for path in paths if not os.path.isfile(path)]
+        # Shown as the file gives them (relative): the --image_root prefix would fill the shortened names.
+        missing = [entry[0] for entry, full in zip(entries[split], paths, strict=True) if not os.path.isfile(full)]
         if missing:
             raise ValueError(
                 f"{len(missing)} of {len(paths)} images of split {split!r} in {args.split_file} do not exist under "
-                f"--image_root {args.image_root}, e.g. {missing[:3]}: check --image_root."
+                f"--image_root {args.image_root}, e.g. {', '.join(short(path) for path in missing[:3])}: check "
+                "--image_root."
             )
         datasets_[split] = Dataset.from_dict({"image": paths, "label": labels}, split=split).cast_column(
             "image", Image()
@@ -557,14 +559,17 @@ def _normalise_columns(ds, split, image_column, label_column, class_names, image
     if _is_string(label_feature):
         if class_names is None:
             raise ValueError(
-                f"labels in column {label_column!r} of split {split!r} are strings (e.g. {ds[0][label_column]!r}), "
+                f"labels in column {label_column!r} of split {split!r} are strings (e.g. {short(ds[0][label_column])}), "
                 "not class indices, and no class names were given: pass --class_names_file (one name per line, "
                 "in label order) or store the labels as a ClassLabel feature."
             )
         index = {name: i for i, name in enumerate(class_names)}
         unknown = sorted({y for y in ds[label_column] if y not in index})
         if unknown:
-            raise ValueError(f"labels {unknown[:5]} of split {split!r} are not among the class names {class_names}.")
+            raise ValueError(
+                f"labels {', '.join(short(label) for label in unknown[:5])} of split {split!r} are not among the "
+                f"class names {short(class_names)}."
+            )
         ds = ds.map(lambda row: {label_column: index[row[label_column]]})
         ds = ds.cast_column(label_column, Value("int64"))
     elif not (

@@ -52,6 +52,7 @@ from training.outputs import (
     finish_output_dir,
     owns,
     prepare_output_dir,
+    register_outputs,
     survey_output_dir,
 )
 from training.report import (
@@ -72,6 +73,8 @@ logger = logging.get_logger(__name__)
 OUTPUT_FILES = (RESULTS_NAME, TABLE_NAME, PLOT_NAME)
 TRANSFER_OUTPUTS = re.compile(r"^(results\.(json|md|png)|tmp-.*)$")
 PRODUCER = "evaluate_transfer"
+# The names its manifest may prove its own (and the targets.json a transfer grid writes there); never any other.
+register_outputs(PRODUCER, re.compile(r"^(results\.(json|md|png)|targets\.json|tmp-.*)$"))
 
 
 @dataclass

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from transformers.utils import logging
 
+from training.split_checks import short
+
 
 if TYPE_CHECKING:
     from training.data import DataArguments
@@ -168,19 +170,19 @@ def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: lis
         tails = [parts[j:] for j in range(len(folder), len(parts)) if parts[j - len(folder) : j] == folder]
         if not tails:
             raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} is not inside a folder {'/'.join(folder)}, the "
+                f"--fewshot_file {path}: train[{i}] {short(impath)} is not inside a folder {'/'.join(folder)}, the "
                 f"{bench.name} image folder of the official layout: is this a file of another dataset?"
             )
         found = sorted({row for tail in tails for row in rows.get(tail, [])})
         if not found:
             tried = " or ".join(repr("/".join(tail)) for tail in tails)
             raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} is not in {where}: looked for {tried} there. Is "
+                f"--fewshot_file {path}: train[{i}] {short(impath)} is not in {where}: looked for {tried} there. Is "
                 "--data_root the right folder, with the same split file as the official run?"
             )
         if len(found) > 1:
             raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} matches {len(found)} images of {where} (rows "
+                f"--fewshot_file {path}: train[{i}] {short(impath)} matches {len(found)} images of {where} (rows "
                 f"{found[:5]}): it must name exactly one."
             )
         row = found[0]
@@ -189,17 +191,17 @@ def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: lis
             j = item_of_row[row]
             same = "lists it again" if train[j]["impath"] == impath else f"names the image of train[{j}] again"
             raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} {same} (train[{j}] {train[j]['impath']!r}): an "
-                "official few-shot list holds each image once. Remove the repeat, or use the file the official run "
+                f"--fewshot_file {path}: train[{i}] {short(impath)} {same} (train[{j}] {short(train[j]['impath'])}): "
+                "an official few-shot list holds each image once. Remove the repeat, or use the file the official run "
                 "wrote."
             )
         item_of_row[row] = i
         label = int(labels[row])
         if item["label"] != label or item["classname"] != class_names[label]:
             raise ValueError(
-                f"--fewshot_file {path}: train[{i}] {impath!r} has label {item['label']} ({item['classname']!r}) "
-                f"there, but label {label} ({class_names[label]!r}) in {where}: the file was written for other "
-                "labels (another split file or dataset version)."
+                f"--fewshot_file {path}: train[{i}] {short(impath)} has label {item['label']} "
+                f"({short(item['classname'])}) there, but label {label} ({short(class_names[label])}) in {where}: the "
+                "file was written for other labels (another split file or dataset version)."
             )
         indices.append(row)
     counts = {}
@@ -229,8 +231,9 @@ def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: lis
         j = first.setdefault(item["impath"], i)
         if j != i:  # recorded with the run as the official validation list: it must hold each image once too
             raise ValueError(
-                f"--fewshot_file {path}: val[{i}] {item['impath']!r} lists the image of val[{j}] again: an official "
-                "few-shot list holds each image once. Remove the repeat, or use the file the official run wrote."
+                f"--fewshot_file {path}: val[{i}] {short(item['impath'])} lists the image of val[{j}] again: an "
+                "official few-shot list holds each image once. Remove the repeat, or use the file the official run "
+                "wrote."
             )
     return OfficialFewShot(
         indices=indices,
@@ -252,7 +255,7 @@ def _check_covers_the_classes(path, labels, indices, class_names: list[str], whe
     present = sorted(set(int(label) for label in labels))
     missing = [label for label in present if label not in listed]
     if missing:
-        shown = ", ".join(f"{label} {class_names[label]!r}" for label in missing[:10])
+        shown = ", ".join(f"{label} {short(class_names[label])}" for label in missing[:10])
         raise ValueError(
             f"--fewshot_file {path} lists no image of {len(missing)} of the {len(present)} classes of {where}: "
             f"{shown}{' ...' if len(missing) > 10 else ''}. An official few-shot file holds K images of every class "

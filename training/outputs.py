@@ -30,6 +30,7 @@ from cocoop_hf.output_records import (  # noqa: F401  (the names the training sc
     publish_folder,
     read_json,
     record,
+    register_outputs,
     remove,
     save_manifest,
     settle,
@@ -59,6 +60,9 @@ RUN_MARKERS = re.compile(
 # run_cocoop / evaluate_transfer output folders with manifests of their own: the grid never records them.
 GRID_OUTPUTS = re.compile(r"^(grid_cells\.json|table1\.(json|md|png)|transfer\.(json|md|png)|tmp-.*)$")
 GRID_PRODUCER = "grid"
+# Only these names are ever the scripts' own, whatever a (hand-edited) manifest records (see register_outputs).
+register_outputs("run_cocoop", RUN_OUTPUTS)
+register_outputs(GRID_PRODUCER, GRID_OUTPUTS)
 
 
 def prepare_output_dir(

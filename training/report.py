@@ -30,6 +30,7 @@ from training.outputs import (
     finish_output_dir,
     load_manifest,
     prepare_output_dir,
+    register_outputs,
     shown,
     write_output,
 )
@@ -43,6 +44,7 @@ PLOT_NAME = "results.png"
 CARD_NAME = "README.md"
 # What this script's aggregation writes: a user's file of such a name in --output_dir is refused, never replaced.
 REPORT_OUTPUTS = re.compile(r"^(results\.(json|md|png)|tmp-.*)$")
+register_outputs("report", REPORT_OUTPUTS)  # no other name recorded in its manifest is ever its own
 RANDOM_WEIGHTS_NOTE = (
     "MACHINERY DEMO: the CLIP weights are random, so every accuracy below is meaningless; it only shows that "
     "the pipeline runs end to end."
@@ -362,6 +364,37 @@ def check_not_a_run_folder(output_dir) -> None:
         )
 
 
+def read_results_file(path: Path) -> dict:
+    """
+    A results.json of training/run_cocoop.py, checked as read: JSON (UTF-8), an object with a list `runs` of objects.
+    Anything else is one ValueError naming the file (not a parser message without a file name, nor a TypeError from
+    a `runs` of the wrong kind, nor a JSON string that merely contains "runs").
+    """
+    from training.split_checks import read_text
+
+    expected = 'an object {"runs": [{...}, ...]} as training/run_cocoop.py writes'
+    try:
+        content = json.loads(read_text(path, "results file"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"results file {path} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}): "
+            f"expected {expected}."
+        ) from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts (sys.int_info)
+        raise ValueError(f"results file {path} is not valid JSON: {str(error)[:80]}.") from None
+    except RecursionError:
+        raise ValueError(f"results file {path} nests its JSON too deeply: expected {expected}.") from None
+    if not isinstance(content, dict) or "runs" not in content:
+        raise ValueError(
+            f"{path} is not a results file of training/run_cocoop.py: it holds {describe_value(content)}, not "
+            f"{expected}."
+        )
+    runs = content["runs"]
+    if not isinstance(runs, list) or not all(isinstance(run, dict) for run in runs):
+        raise ValueError(f"{path}: `runs` must be a list of run objects, got {describe_value(runs)}.")
+    return content
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="Run folders (or results.json files) to aggregate.")
@@ -379,9 +412,7 @@ def main(argv=None) -> dict:
         path = path / RESULTS_NAME if path.is_dir() else path
         if not path.is_file():
             raise ValueError(f"{source}: no {RESULTS_NAME} found (is it a finished run's output folder?).")
-        content = json.loads(path.read_text())
-        if "runs" not in content:
-            raise ValueError(f"{path} is not a results file of training/run_cocoop.py (no 'runs').")
+        content = read_results_file(path)
         for run in content["runs"]:
             check_run_metrics(run, path)  # here, where the file is known: its name is in the error
         runs.extend(content["runs"])

@@ -44,6 +44,7 @@ from training.data import (
     select_labels,
     warn_if_training_split_is_evaluated,
 )
+from training.divergence import check_checkpoint_optimizer, check_trained_prompt_learner
 from training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
 from training.modeling_setup import (
     build_model,
@@ -575,9 +576,12 @@ def main(argv=None, callbacks=None) -> dict:
         logger.info("Trainable tensors: %s", trainable)
         # "latest": the newest checkpoint whose writing finished (an interrupted one is skipped).
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_checkpoint_optimizer(resume)  # a diverged run's NaN momentum would continue silently
         with write_errors.writing(training_args.output_dir):  # a full disk while checkpointing: one line naming it
             trainer.train(resume_from_checkpoint=resume)
     model = accelerator.unwrap_model(trainer.model)
+    if template is None:  # trained or loaded: NaN prompts would be saved and evaluated at chance without a word
+        check_trained_prompt_learner(model)
 
     if trainer.is_world_process_zero() and template is None:  # zero-shot CLIP + template: nothing to save
         # The checkpoints hold the prompt learner only; the output is a model that loads on its own (with its CLIP,

@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from cocoop_hf.processing_cocoop import class_name_key
+
 
 # The longest repr of a value put into a message: a hostile file must not make a message as large as itself.
 _SHOWN = 80
@@ -162,14 +164,25 @@ def read_wnid_lines(path) -> dict[str, str]:
 
 
 def repeated_names(names: list[str], places: list | None = None, word: str = "positions") -> str | None:
-    """A phrase naming the first repeated name and its two places (`places[i]` is the place of `names[i]`, e.g. a line
-    number; by default the position in the list), or None when every name is distinct."""
+    """
+    A phrase naming the first repeated name and its two places (`places[i]` is the place of `names[i]`, e.g. a line
+    number; by default the position in the list), or None when every name is distinct. Names are compared as CLIP's
+    tokenizer reads them (`class_name_key`, the rule of the library's `validate_class_names`): `cat` and `Cat` give
+    identical prompts, so they are a repeat too.
+    """
     first = {}
     for position, name in enumerate(names):
-        if name in first:
+        key = class_name_key(name)
+        if key in first:
             at = places if places is not None else range(len(names))
-            return f"{short(name)} is repeated ({word} {at[first[name]]} and {at[position]})"
-        first[name] = position
+            earlier = names[first[key]]
+            if earlier == name:
+                return f"{short(name)} is repeated ({word} {at[first[key]]} and {at[position]})"
+            return (
+                f"{short(name)} ({word[:-1]} {at[position]}) reads as the same words as {short(earlier)} "
+                f"({word[:-1]} {at[first[key]]}) to CLIP's tokenizer, which ignores case and spacing ('_' is a space)"
+            )
+        first[key] = position
     return None
 
 
