@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf.processing_cocoop import class_name_key
 
 
@@ -23,10 +24,7 @@ SPLIT_ENTRY = "[relative_path, label, class_name]"
 
 def short(value) -> str:
     """repr of `value`, cut to a short prefix (a value can be a megabyte of text or a deeply nested list)."""
-    if isinstance(value, list | dict) and len(value) > 8:
-        return f"<{type(value).__name__} of {len(value)} items>"
-    text = repr(value)
-    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."
+    return describe_value(value, _SHOWN, typed=False)
 
 
 def read_text(path, what: str) -> str:
