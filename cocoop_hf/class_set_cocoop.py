@@ -4,9 +4,10 @@ their prompt ids, EOS positions, name lengths and KgCoOp's zero-shot text featur
 
 It is ONE immutable record, swapped with a single attribute assignment: a forward that reads the record once sees
 one whole class set, never the prompt ids of one and the EOS positions of another, while another thread calls
-`set_class_names`. Also here: building a record's tensors for a model, and the checks a class set must pass
-(names that fit a moved class token, the trained classes of a class-specific context). This file travels with the code of every saved folder (the modeling file imports it), so it may
-import only torch, transformers and its sibling files.
+`set_class_names`. Also here: building a record's tensors for a model (KgCoOp's zero-shot features through the
+model's prompt text encoder), and the checks a class set must pass (names that fit a moved class token, the trained
+classes of a class-specific context). This file travels with the code of every saved folder (the modeling file
+imports it), so it may import only torch, transformers and its sibling files.
 """
 
 from collections.abc import Callable
@@ -15,22 +16,46 @@ from typing import Any
 
 import torch
 
-from .processing_cocoop import class_name_key
+from .backbones_cocoop import backbone_of, text_context
+from .processing_cocoop import class_name_key, clean_class_name
 
 
 @dataclass(frozen=True)
 class ClassPrompts:
-    """The tensors of one class set: `input_ids` (classes, 77), `eos_index` and `name_length` (classes,), and
-    `zero_shot` (classes, projection_dim) for KgCoOp, else an empty tensor."""
+    """The tensors of one class set: `input_ids` (classes, L), `eos_index`, `name_length` and `context_start`
+    (classes,), `zero_shot` (classes, embed_dim) for KgCoOp, else an empty tensor, and `attention_mask` (classes, L)
+    where the prompts carry one (a bidirectional backbone whose tokenizer returns it), else None."""
 
     input_ids: torch.Tensor
     eos_index: torch.Tensor
-    name_length: torch.Tensor
+    name_length: torch.Tensor | None
     zero_shot: torch.Tensor
+    context_start: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    # Pure facts derived from the tensors by the text encoders, computed once per record (`derived`).
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, key: str, compute: Callable[["ClassPrompts"], Any]) -> Any:
+        """`compute(self)`, kept in the record: a held class set's prompts pay for it once, not at every call. Two
+        first callers may both compute it (pure: equal results); one dict assignment publishes it."""
+        if key not in self._derived:
+            self._derived[key] = compute(self)
+        return self._derived[key]
 
     def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "ClassPrompts":
         """The same prompts after `fn` (what `Module._apply` gives: `.to(device)`, `.half()`, ...)."""
-        return ClassPrompts(fn(self.input_ids), fn(self.eos_index), fn(self.name_length), fn(self.zero_shot))
+
+        def maybe(tensor):
+            return fn(tensor) if tensor is not None else None
+
+        return ClassPrompts(
+            fn(self.input_ids),
+            fn(self.eos_index),
+            maybe(self.name_length),
+            fn(self.zero_shot),
+            fn(self.context_start),
+            maybe(self.attention_mask),
+        )
 
     def to(self, device) -> "ClassPrompts":
         """On `device` (itself when already there: the usual case, no copy)."""
@@ -101,11 +126,12 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
         with torch.inference_mode(False):  # built under inference_mode, they would be unusable for training
             encoding = model.class_prompts(names, tokenizer=class_set.tokenizer)
             device = model.prompt_learner.ctx.device
+            context_start = prompt_context_start(encoding, config)
             if config.class_specific_context:
                 held = model._class_set.built if model._class_set is not None else None
                 check_class_specific(model, names, encoding["input_ids"], encoding["eos_index"], held)
             if config.class_token_position != "end":
-                check_name_lengths(encoding["name_length"], encoding["eos_index"], config, names)
+                check_name_lengths(encoding["name_length"], encoding["eos_index"], config, names, context_start)
             zero_shot = torch.empty(0, 0, device=device)
             if config.kgcoop_weight > 0:
                 zero_shot = model.zero_shot_text_features(names, tokenizer=class_set.tokenizer)
@@ -113,22 +139,76 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
         if class_set.source is None:
             raise
         raise ValueError(f"the class names of {class_set.source}: {error}") from error
+    mask = encoding.get("attention_mask")
     return ClassPrompts(
         encoding["input_ids"].to(device),
         encoding["eos_index"].to(device),
         encoding["name_length"].to(device),
         zero_shot,
+        context_start.to(device),
+        mask.to(device) if mask is not None else None,
     )
 
 
-def check_name_lengths(name_length: torch.Tensor, eos_index: torch.Tensor, config, names=None) -> None:
+def prompt_context_start(encoding, config) -> torch.Tensor:
+    """Each prompt's first context position: the prompts' own `context_start`, else `config.prompt_context_start`."""
+    given = encoding.get("context_start")
+    if given is not None:
+        return given
+    start = getattr(config, "prompt_context_start", 1)
+    if start is None:
+        raise ValueError(
+            "the class prompts carry no `context_start` and config.prompt_context_start is None (a left-padding "
+            "tokenizer): build them with this model's processor or model.class_prompts(class_names)."
+        )
+    return torch.full_like(encoding["eos_index"], int(start))
+
+
+def zero_shot_text_features(model, class_names, tokenizer) -> torch.Tensor:
+    """
+    KgCoOp's frozen zero-shot text features `(classes, embed_dim)`, L2-normalised: the frozen backbone's text
+    features of `config.kgcoop_template.format(name)` (`_` in a name read as a space, as in the prompts), tokenised
+    as the backbone reads texts: a causal tower up to each EOS; a bidirectional one padded to its text context
+    (SigLIP is pooled at the last position, as trained), with the attention mask where its tokenizer gives one.
+    Official KgCoOp `trainers/kgcoop.py`: `clip_model_.encode_text(temp.format(c))`.
+    """
+    config = model.config
+    template = config.kgcoop_template
+    texts = [template.format(clean_class_name(name)) for name in class_names]
+    context = text_context(config.backbone_config)
+    causal = backbone_of(config.backbone_config).causal_text
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    for name, ids in zip(class_names, encoded, strict=True):
+        if len(ids) > context or (causal and ids[-1] != tokenizer.eos_token_id):
+            raise ValueError(
+                f"the zero-shot prompt of class {name!r} ({template!r}) makes {len(ids)} tokens, over the text "
+                f"context of {context}: shorten the name or `kgcoop_template`."
+            )
+    device = model.prompt_learner.ctx.device
+    if causal:
+        ids = torch.full((len(encoded), max(map(len, encoded))), tokenizer.pad_token_id, dtype=torch.long)
+        for row, tokens in enumerate(encoded):
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        eos = torch.tensor([len(t) - 1 for t in encoded], device=device)
+        return model.text_encoder.text_features(ids.to(device), eos_index=eos)
+    padded = tokenizer(texts, padding="max_length", max_length=context, truncation=False, return_tensors="pt")
+    mask = padded.get("attention_mask") if "attention_mask" in tokenizer.model_input_names else None
+    mask = mask.to(device) if mask is not None else None
+    return model.text_encoder.text_features(padded["input_ids"].to(device), attention_mask=mask)
+
+
+def check_name_lengths(
+    name_length: torch.Tensor, eos_index: torch.Tensor, config, names=None, context_start=None
+) -> None:
     """For "middle"/"front": each class name, moved as a block of `name_length` tokens, must fit in its prompt."""
-    room = eos_index.to(name_length.device) - 1 - config.n_ctx  # the name and '.' sit between context and EOS
+    start = context_start.to(name_length.device) if context_start is not None else 1
+    room = eos_index.to(name_length.device) - start - config.n_ctx  # the name and '.' sit between context and EOS
+    start_text = "1" if context_start is None or bool((context_start == 1).all()) else "context_start"
     bad = ((name_length < 1) | (name_length > room)).nonzero().flatten().tolist()
     if bad:
         shown = [names[i] for i in bad[:5]] if names is not None else bad[:5]
         raise ValueError(
-            f"`name_length` must lie in [1, eos_index - 1 - n_ctx] (the tokens between the context and EOS) for "
+            f"`name_length` must lie in [1, eos_index - {start_text} - n_ctx] (the tokens between the context and EOS) for "
             f'class_token_position="{config.class_token_position}", got {name_length[bad].tolist()[:5]} for classes '
             f"{shown}: a name that tokenises to more tokens alone than inside its prompt cannot be moved; build the "
             "prompts with the model's processor or model.class_prompts(class_names), or rename those classes."

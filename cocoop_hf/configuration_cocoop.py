@@ -1,12 +1,13 @@
-"""CoCoOp configuration: data only, no torch."""
+"""CoCoOp configuration: data only (the backbone's config is a sub-config chosen by its `model_type`)."""
 
 import math
 import os
 from collections.abc import Mapping
 
-from transformers import CLIPConfig, PretrainedConfig
+from transformers import AutoConfig, CLIPConfig, PretrainedConfig
 from transformers.utils import logging
 
+from .backbones_cocoop import BACKBONES, backbone_config_from_dict, backbone_of, embed_dim, text_context
 from .limits_cocoop import (
     MAX_MODEL_CONFIG_BYTES,
     check_backbone_config,
@@ -20,8 +21,9 @@ from .limits_cocoop import (
 logger = logging.get_logger(__name__)
 
 
-# The fields `CoCoOpConfig.__init__` checks (beyond `clip_config`).
+# The fields `CoCoOpConfig.__init__` checks (beyond `backbone_config` / `clip_config`).
 _CHECKED_FIELDS = (
+    "prompt_context_start",
     "n_ctx",
     "ctx_init",
     "meta_net_reduction",
@@ -93,13 +95,45 @@ def _checked_id2label(id2label) -> dict[int, str]:
     return {index: checked[index] for index in range(len(checked))}
 
 
+def _checked_backbone_config(config, keyword: str) -> PretrainedConfig:
+    """
+    The backbone config given as `keyword` (`backbone_config` or its old name `clip_config`): a config of one of the
+    supported backbones, or its dict (limits checked before the config class builds anything sized by it).
+    """
+    if isinstance(config, dict):
+        check_backbone_config(config, source=keyword)
+        return backbone_config_from_dict(config)
+    if not isinstance(config, PretrainedConfig):
+        if keyword == "clip_config":  # the old name: its old message, and where the other backbones go
+            expected = "CLIPConfig or a dict"
+            more = " (its new name `backbone_config` also takes MetaClip2Config, SiglipConfig, Siglip2Config)"
+        else:
+            expected, more = "CLIPConfig, MetaClip2Config, SiglipConfig, Siglip2Config or a dict", ""
+        raise TypeError(f"`{keyword}` must be a {expected}, got {type(config).__name__}{more}.")
+    row = backbone_of(getattr(config, "model_type", None) or type(config).__name__)
+    if not isinstance(config, row.config_class):
+        raise TypeError(
+            f"`{keyword}` is a {type(config).__name__} with model_type {config.model_type!r}, not a "
+            f"{row.config_class.__name__}: pass the backbone's own config class (supported: {sorted(BACKBONES)})."
+        )
+    check_backbone_config(config, source=keyword)
+    return config
+
+
 class CoCoOpConfig(PretrainedConfig):
     r"""
     Configuration for [`CoCoOpModel`]. Defaults reproduce CoCoOp ViT-B/16 `vit_b16_c4_ep10_batch1_ctxv1` of the
     official repo (Zhou et al., CVPR 2022).
 
     Args:
-        clip_config (`dict` or [`CLIPConfig`], *optional*): the frozen CLIP the prompts are learned for.
+        backbone_config (`dict` or `PretrainedConfig`, *optional*): the frozen dual encoder the prompts are learned
+            for, one of `backbones_cocoop.BACKBONES`: a [`CLIPConfig`] (also MetaCLIP 1 and the OpenCLIP conversions),
+            `MetaClip2Config`, `SiglipConfig` or `Siglip2Config`, or its dict as in config.json (chosen by its
+            `model_type`; a dict without one is CLIP). Defaults to `CLIPConfig()`. Saved in config.json under
+            `"backbone_config"`.
+        clip_config (`dict` or [`CLIPConfig`], *optional*): the old name of `backbone_config`, still read (config.json
+            files saved before other backbones existed hold `"clip_config"`); `config.clip_config` is a read-only alias
+            of `config.backbone_config`. Give one of the two.
         n_ctx (`int`, *optional*, defaults to 4): number of learned context tokens. With `ctx_init` it must equal
             the word count of `ctx_init` (or be left `None`, which means "the word count").
         ctx_init (`str`, *optional*, defaults to `"a photo of a"`): words whose token embeddings start the
@@ -135,6 +169,11 @@ class CoCoOpConfig(PretrainedConfig):
             and classes (an option of this library, not of the paper).
         kgcoop_template (`str`, *optional*, defaults to `"a photo of a {}."`): the hand-crafted prompt of the
             zero-shot text features KgCoOp pulls towards; exactly one `{}`, where the class name goes.
+        prompt_context_start (`int`, *optional*, defaults to 1): position of the first context token in a prompt
+            built by a right-padding tokenizer: 1 after CLIP's / MetaCLIP 2's start token, 0 for SigLIP's T5-style
+            tokenizer (no start token). `CoCoOpModel.from_clip` sets it from the tokenizer
+            (`processing_cocoop.prompt_context_start`). `None`: a left-padding tokenizer, where the start differs per
+            class and comes with the class prompts (`context_start`).
         frozen_clip_dtype (`str`, *optional*): `"bfloat16"` or `"float16"` when the frozen CLIP runs in that dtype
             under the prompt learner's own (set by `CoCoOpModel.cast_frozen_clip`); `from_pretrained` casts the
             loaded CLIP to it again, so a saved model answers as it did. `None`: CLIP in the model's dtype.
@@ -145,18 +184,20 @@ class CoCoOpConfig(PretrainedConfig):
     Integers must be `int` and flags `bool` (a config.json saying `"4"` or `"false"` is refused, not coerced).
 
     Limits, checked before anything is built (`limits_cocoop.py`): at most `MAX_CLASSES` = 100,000 classes
-    (`id2label`, `num_labels`); the CLIP within `BACKBONE_LIMITS` (e.g. 64 layers, width 8,192, MLP 32,768, text
+    (`id2label`, `num_labels`); the backbone within `BACKBONE_LIMITS` (e.g. 64 layers, width 8,192, MLP 32,768, text
     context 1,024, vocabulary 1,000,000, images 1,024 px in 1 to 4,096 patches; generous for ViT-bigG, SigLIP 2 and
     MetaCLIP 2); a local config.json of at most 64 MiB, and a full model folder's safetensors weights must hold the
-    parameters its `clip_config` describes.
+    parameters its `backbone_config` describes.
     """
 
     model_type = "cocoop"
-    sub_configs = {"clip_config": CLIPConfig}
+    # The backbone's config class varies with its model_type, as LLaVA's sub-configs do: AutoConfig stands for it
+    # (transformers walks `sub_configs` to set attention implementations and dtypes on each sub-config).
+    sub_configs = {"backbone_config": AutoConfig}
 
     def __init__(
         self,
-        clip_config=None,
+        backbone_config=None,
         n_ctx=None,
         ctx_init="a photo of a",
         meta_net_reduction=16,
@@ -171,25 +212,42 @@ class CoCoOpConfig(PretrainedConfig):
         kgcoop_weight=0.0,
         kgcoop_template="a photo of a {}.",
         frozen_clip_dtype=None,
+        prompt_context_start=1,
+        clip_config=None,
         **kwargs,
     ):
-        if clip_config is None:
-            clip_config = CLIPConfig()
-            logger.info("`clip_config` is None: using the default CLIPConfig.")
-        elif isinstance(clip_config, dict):
-            check_backbone_config(clip_config)  # before CLIPConfig builds anything sized by it
-            clip_config = CLIPConfig(**clip_config)
-        elif not isinstance(clip_config, CLIPConfig):
-            raise TypeError(f"`clip_config` must be a CLIPConfig or a dict, got {type(clip_config).__name__}.")
+        given = {
+            keyword: _checked_backbone_config(value, keyword)
+            for keyword, value in (("backbone_config", backbone_config), ("clip_config", clip_config))
+            if value is not None
+        }
+        if len(given) == 2:
+            raise ValueError(
+                "pass either `backbone_config` or `clip_config` (its old name), not both: they name the same backbone "
+                "config."
+            )
+        if given:
+            backbone = next(iter(given.values()))
         else:
-            check_backbone_config(clip_config)
+            backbone = CLIPConfig()
+            logger.info("`backbone_config` is None: using the default CLIPConfig.")
+        if prompt_context_start is not None and (
+            isinstance(prompt_context_start, bool)
+            or not isinstance(prompt_context_start, int)
+            or prompt_context_start < 0
+        ):
+            raise ValueError(
+                "`prompt_context_start` must be an integer >= 0 (the position of the first context token: 1 after a "
+                "start token as CLIP's, 0 without one as SigLIP's) or None (a left-padding tokenizer), got "
+                f"{describe_value(prompt_context_start)}."
+            )
         if kwargs.get("num_labels") is not None:  # PretrainedConfig would make that many "LABEL_i" names
             check_class_count(kwargs["num_labels"], "`num_labels`")
         # The dtype a CLIP was saved in is not part of what CoCoOp learns on: left in the sub-configs, it pins the CLIP's
         # tensors to it when the CoCoOp model is loaded with another `dtype` (half the model fp16, half fp32).
-        for sub_config in (clip_config, clip_config.text_config, clip_config.vision_config):
+        for sub_config in (backbone, backbone.text_config, backbone.vision_config):
             sub_config.dtype = None
-        self.clip_config = clip_config
+        self.backbone_config = backbone
 
         # A config.json edited by hand can say "4" or "false": Python would read "false" as true. Check types first.
         if n_ctx is not None:
@@ -275,16 +333,30 @@ class CoCoOpConfig(PretrainedConfig):
                 f'`class_token_position="middle"` needs `n_ctx` >= 2, got n_ctx={n_ctx}: the name goes after the '
                 'first n_ctx // 2 context tokens, which would be none (that is class_token_position="front").'
             )
-        max_positions = self.clip_config.text_config.max_position_embeddings
-        if n_ctx + 3 > max_positions:
+        max_positions = text_context(backbone)
+        # The tokens around the context: those before it (CLIP's SOS; none for SigLIP), then at least a name token
+        # and EOS. A left-padding tokenizer's start varies per class: its prompts are checked when built.
+        before = 1 if prompt_context_start is None else prompt_context_start
+        after = 2
+        if n_ctx + before + after > max_positions:
             raise ValueError(
                 f"`n_ctx`={n_ctx} leaves no room for a class name in the {max_positions}-token text context "
-                f"(needs SOS, name, '.', EOS): use n_ctx <= {max_positions - 3}."
+                f"(needs {before} token(s) before the context, then the name and EOS): use n_ctx <= "
+                f"{max_positions - before - after}."
             )
-        if self.clip_config.projection_dim // meta_net_reduction < 1:
+        if not backbone_of(backbone).causal_text and not getattr(backbone.vision_config, "vision_use_head", True):
+            # Image features are the attention-pooling head's output (SiglipVisionTransformer's pooler_output):
+            # without the head the vision tower gives no pooled feature to compare with the text.
             raise ValueError(
-                f"`meta_net_reduction`={meta_net_reduction} exceeds projection_dim="
-                f"{self.clip_config.projection_dim}: the meta-net hidden width would be 0."
+                "`backbone_config.vision_config.vision_use_head` must be true: SigLIP's image features are its vision "
+                "pooling head's output, which a tower without the head does not give."
+            )
+        joint_width = embed_dim(backbone)
+        if joint_width // meta_net_reduction < 1:
+            width_name = "projection_dim" if backbone_of(backbone).causal_text else "text_config.projection_size"
+            raise ValueError(
+                f"`meta_net_reduction`={meta_net_reduction} exceeds {width_name}={joint_width} (the joint image-text "
+                "width, the meta-net's input): the meta-net hidden width would be 0."
             )
         if kwargs.get("id2label") is not None:
             kwargs["id2label"] = _checked_id2label(kwargs["id2label"])
@@ -316,6 +388,7 @@ class CoCoOpConfig(PretrainedConfig):
         self.kgcoop_weight = float(kgcoop_weight)
         self.kgcoop_template = kgcoop_template
         self.frozen_clip_dtype = frozen_clip_dtype
+        self.prompt_context_start = prompt_context_start
         super().__init__(**kwargs)
 
     @classmethod
@@ -335,7 +408,7 @@ class CoCoOpConfig(PretrainedConfig):
             loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
             config = loaded[0] if isinstance(loaded, tuple) else loaded  # (config, unused kwargs) if asked for
             if folder and not config.adapter_only:
-                check_weights_cover_config(folder, config.clip_config, "its clip_config")
+                check_weights_cover_config(folder, config.backbone_config, "its backbone_config")
             return loaded
         except (ValueError, TypeError) as error:
             raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}") from error
@@ -360,6 +433,11 @@ class CoCoOpConfig(PretrainedConfig):
                 config_dict.pop("label2id", None)
             config_dict.update(overrides)
         return super().from_dict(config_dict, **kwargs)
+
+    @property
+    def clip_config(self) -> PretrainedConfig:
+        """Read-only alias of `backbone_config`, its old name (whatever the backbone: CLIP, MetaCLIP 2, SigLIP...)."""
+        return self.backbone_config
 
     @property
     def prompt_prefix(self) -> str:

@@ -24,8 +24,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging
 
+from .backbones_cocoop import backbone_model_type
+from .limits_cocoop import check_clip_checkpoint
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
 from .output_folder import finish_output_dir, prepare_output_dir, survey_output_dir
@@ -109,9 +112,12 @@ def from_official_checkpoint(
     the official run's `CLASS_TOKEN_POSITION` when it was not "end".
     `ctx_init` only fixes the placeholder words of the prompt (the checkpoint's context replaces their embeddings):
     it defaults to "a photo of a" for 4 context tokens and to "X X ... X" otherwise.
+    The official code runs on OpenAI's CLIP only: `clip_name_or_path` must be a CLIP checkpoint (`CLIPModel`); another
+    backbone (MetaCLIP 2, SigLIP, SigLIP 2) is refused before anything is read or built.
     """
     model_class = CoCoOpModel if model_class is None else model_class
     source = str(checkpoint_path)
+    _check_clip_backbone(clip_name_or_path, revision, clip_kwargs)
     state_dict = load_official_state_dict(checkpoint_path)
     inferred = infer_config_kwargs(state_dict, source=source)
     for key, value in inferred.items():
@@ -161,6 +167,18 @@ def from_official_checkpoint(
     return model
 
 
+def _check_clip_backbone(clip_name_or_path, revision, clip_kwargs) -> None:
+    """Refuse a base that is not a CLIP: official CoOp/CoCoOp contexts are learned on OpenAI's CLIP text tower only."""
+    config = check_clip_checkpoint(clip_name_or_path, weights=False, revision=revision, **(clip_kwargs or {}))
+    model_type = backbone_model_type(config)
+    if model_type != "clip":
+        raise ValueError(
+            f"{clip_name_or_path} is a {model_type!r} checkpoint, but official CoOp/CoCoOp checkpoints hold contexts "
+            "learned on OpenAI's CLIP (the official code is CLIP-only): their vectors mean nothing to another text "
+            "tower. Convert onto the CLIP the run used (e.g. openai/clip-vit-base-patch16)."
+        )
+
+
 def read_class_names(path) -> list[str]:
     """Class names from a JSON list or a text file with one name per line (blank lines skipped)."""
     text = Path(path).read_text(encoding="utf-8")
@@ -194,6 +212,10 @@ _OWN_FILE_NAMES = {
     "chat_template.jinja",
     "chat_template.json",
 }
+# The code files a saved folder ships: the modeling file and every sibling it imports (what custom_object_save copies,
+# e.g. text_encoder_causal.py), whatever their names; `*_cocoop.py` also covers those of earlier versions.
+_MODELING_FILE = sys.modules[CoCoOpModel.__module__].__file__
+_OWN_FILE_NAMES |= {Path(path).name for path in [_MODELING_FILE, *get_relative_import_files(_MODELING_FILE)]}
 _OWN_FILE_PATTERN = re.compile(
     r"(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?|[A-Za-z0-9_]+_cocoop\.py"
 )

@@ -1,6 +1,7 @@
 """
 Bounds on what a config may ask for, checked before anything is built from it, and bounded descriptions of a user's
-values for error messages. Data only, no torch: `configuration_cocoop.py` and the training scripts use it.
+values for error messages. Reads configs as data (objects or config.json dicts), builds nothing: `configuration_cocoop.py`
+and the training scripts use it; the backbone rows (which towers, which fields) come from `backbones_cocoop.py`.
 """
 
 import functools
@@ -10,7 +11,9 @@ import math
 import os
 from collections.abc import Mapping
 
-from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+from transformers import PretrainedConfig
+
+from .backbones_cocoop import backbone_of
 
 
 # A config.json of a few hundred bytes can describe a model of any size, and stock transformers builds it before a
@@ -60,38 +63,61 @@ def check_class_count(count, field: str, mapping: bool = False) -> None:
         )
 
 
-@functools.cache
-def _tower_defaults(tower: str) -> dict:
-    return (CLIPTextConfig() if tower == "text_config" else CLIPVisionConfig()).to_dict()
-
-
 def _field(config, name, default=None):
     """A setting of a config object or of its dict (config.json's form)."""
     return config.get(name, default) if isinstance(config, Mapping) else getattr(config, name, default)
 
 
+def _model_type(config) -> str:
+    """The backbone `model_type` of a config object or dict (config.json saved before backbones: CLIP)."""
+    model_type = _field(config, "model_type") or "clip"
+    backbone_of(model_type)  # one clear error naming the supported backbones
+    return model_type
+
+
+@functools.cache
+def _tower_defaults(model_type: str, tower: str) -> dict:
+    return backbone_of(model_type).config_class.sub_configs[tower]().to_dict()
+
+
+def _tower_fields(model_type: str, tower: str) -> tuple[str, ...]:
+    """The size fields of a tower: SigLIP 2's vision tower has `num_patches` (variable resolution) for `image_size`."""
+    if tower == "vision_config" and model_type == "siglip2":
+        return tuple(name if name != "image_size" else "num_patches" for name in _TOWER_FIELDS[tower])
+    return _TOWER_FIELDS[tower]
+
+
 def _towers(clip_config, where: str) -> dict:
-    """The text and vision sub-configs (object or dict; missing: CLIP's defaults), refused if neither."""
+    """The text and vision sub-configs (object or dict; missing: the backbone's defaults), refused if neither."""
+    model_type = _model_type(clip_config)
     towers = {}
     for tower in _TOWER_FIELDS:
         config = _field(clip_config, tower)
         if config is not None and not isinstance(config, (Mapping, PretrainedConfig)):
             raise ValueError(f"`{where}{tower}` must be a mapping of CLIP settings, got {describe_value(config)}.")
+        defaults = _tower_defaults(model_type, tower)
         towers[tower] = {
-            name: _field(config or {}, name, _tower_defaults(tower)[name]) for name in _TOWER_FIELDS[tower]
+            name: _field(config or {}, name, defaults.get(name)) for name in _tower_fields(model_type, tower)
         }
         towers[tower]["config"] = config or {}
+    if not backbone_of(model_type).causal_text:  # SigLIP: the text head's width, hidden_size when unset
+        text = towers["text_config"]
+        projection = _field(text["config"], "projection_size", None)
+        text["projection_size"] = text["hidden_size"] if projection is None else projection
+        vision = towers["vision_config"]
+        vision["vision_use_head"] = _field(vision["config"], "vision_use_head", True)
     return towers
 
 
 def check_backbone_config(clip_config, source: str = "clip_config") -> None:
     """
-    Refuse a CLIP config (a `CLIPConfig`, or its dict as in config.json, checked before CLIPConfig is built from it)
-    beyond BACKBONE_LIMITS, MAX_PATCHES or MAX_CLASSES, or whose image is smaller than a patch: a tiny file must not
-    buy a huge model, and the check costs nothing next to building one. `source` names it in the message ("" for
-    none).
+    Refuse a backbone config (a `CLIPConfig`, `MetaClip2Config`, `SiglipConfig` or `Siglip2Config`, or its dict as in
+    config.json, checked before the config class is built from it) beyond BACKBONE_LIMITS, MAX_PATCHES or
+    MAX_CLASSES, or whose image is smaller than a patch: a tiny file must not buy a huge model, and the check costs
+    nothing next to building one. `source` names it in the message ("" for none).
     """
     where = f"{source}." if source else ""
+    model_type = _model_type(clip_config)
     towers = _towers(clip_config, where)
     for name, config in (
         (source or "the config", clip_config),
@@ -103,8 +129,8 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
         if isinstance(_field(config, "id2label"), Mapping):
             check_class_count(len(_field(config, "id2label")), f"`{name}.id2label`", mapping=True)
     for tower, values in towers.items():
-        for name in _TOWER_FIELDS[tower]:
-            value, limit = values[name], BACKBONE_LIMITS[name]
+        for name in _tower_fields(model_type, tower):
+            value, limit = values[name], BACKBONE_LIMITS.get(name, MAX_PATCHES)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
                 why = ""
                 if isinstance(value, int) and not isinstance(value, bool) and value > limit:
@@ -120,7 +146,7 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
                 f"`{where}{tower}.hidden_size` ({values['hidden_size']}) must be a multiple of num_attention_heads "
                 f"({values['num_attention_heads']}): each attention head takes an equal share of the width."
             )
-        if tower == "vision_config":
+        if tower == "vision_config" and model_type != "siglip2":
             image, patch = values["image_size"], values["patch_size"]
             if patch > image or (image // patch) ** 2 > MAX_PATCHES:
                 raise ValueError(
@@ -128,10 +154,13 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
                     f"{MAX_PATCHES:,} patches (image_size >= patch_size, (image_size // patch_size)^2 <= "
                     f"{MAX_PATCHES:,}; e.g. 224 and 16)."
                 )
-    projection = _field(clip_config, "projection_dim", 512)
+    if backbone_of(model_type).causal_text:
+        projection_field, projection = "projection_dim", _field(clip_config, "projection_dim", 512)
+    else:
+        projection_field, projection = "text_config.projection_size", towers["text_config"]["projection_size"]
     if isinstance(projection, bool) or not isinstance(projection, int) or not 1 <= projection <= MAX_PROJECTION_DIM:
         raise ValueError(
-            f"`{where}projection_dim` must be an integer from 1 to {MAX_PROJECTION_DIM:,}, got "
+            f"`{where}{projection_field}` must be an integer from 1 to {MAX_PROJECTION_DIM:,}, got "
             f"{describe_value(projection)}."
         )
     parameters = estimated_clip_parameters(clip_config)
@@ -144,7 +173,11 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
 
 
 def estimated_clip_parameters(clip_config) -> int:
-    """The parameter count of `CLIPModel(clip_config)` (transformers' CLIP), from a config within the limits."""
+    """
+    The parameter count of the backbone model `clip_config` describes (transformers' `CLIPModel`, `MetaClip2Model`,
+    `SiglipModel` or `Siglip2Model`), from a config within the limits.
+    """
+    model_type = _model_type(clip_config)
     towers = _towers(clip_config, "")
     text, vision = towers["text_config"], towers["vision_config"]
 
@@ -153,11 +186,25 @@ def estimated_clip_parameters(clip_config) -> int:
         return tower["num_hidden_layers"] * (4 * width * width + 2 * width * mlp + mlp + 9 * width)
 
     text_count = (text["vocab_size"] + text["max_position_embeddings"] + 2) * text["hidden_size"] + encoder(text)
-    positions = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
-    patch_embedding = vision["num_channels"] * vision["patch_size"] ** 2  # a convolution without bias
-    vision_count = (1 + patch_embedding + positions + 4) * vision["hidden_size"] + encoder(vision)
-    projections = _field(clip_config, "projection_dim", 512) * (text["hidden_size"] + vision["hidden_size"])
-    return text_count + vision_count + projections + 1  # + logit_scale
+    patch_embedding = vision["num_channels"] * vision["patch_size"] ** 2  # weights per output channel
+    if backbone_of(model_type).causal_text:  # CLIP, MetaCLIP 2 (modeling_clip.py, modeling_metaclip_2.py)
+        positions = (vision["image_size"] // vision["patch_size"]) ** 2 + 1  # + the class token
+        # class embedding, a convolution without bias, positions, pre- and post-layer norms
+        vision_count = (1 + patch_embedding + positions + 4) * vision["hidden_size"] + encoder(vision)
+        projections = _field(clip_config, "projection_dim", 512) * (text["hidden_size"] + vision["hidden_size"])
+        return text_count + vision_count + projections + 1  # + logit_scale
+    # SigLIP (modeling_siglip.py): text `head` Linear(hidden, projection_size) with bias; vision patch convolution
+    # (SigLIP 2: a Linear) with bias, one position per patch (no class token), post layer norm, and the attention
+    # pooling head (probe, nn.MultiheadAttention, layer norm, MLP) when `vision_use_head`.
+    width, mlp = vision["hidden_size"], vision["intermediate_size"]
+    if model_type == "siglip2":
+        positions = vision["num_patches"]
+    else:
+        positions = (vision["image_size"] // vision["patch_size"]) ** 2
+    head = 4 * width * width + 2 * width * mlp + mlp + 8 * width if vision["vision_use_head"] else 0
+    vision_count = (patch_embedding + 1 + positions + 2) * width + head + encoder(vision)
+    text_head = (text["hidden_size"] + 1) * text["projection_size"]
+    return text_count + text_head + vision_count + 2  # + logit_scale, logit_bias
 
 
 # A model's config.json: the largest one allowed (MAX_CLASSES names in id2label and label2id) is a few tens of MB;
@@ -244,13 +291,14 @@ def _declared_values(path) -> int | None:
     return total
 
 
-# The options of `CLIPModel.from_pretrained` that say where its config.json is (dtype, device_map... do not).
+# The options of `from_pretrained` that say where a checkpoint's config.json is (dtype, device_map... do not).
 _HUB_OPTIONS = ("revision", "cache_dir", "force_download", "proxies", "token", "local_files_only", "subfolder")
 
 
 def check_clip_checkpoint(name_or_path, weights: bool = True, **from_pretrained_kwargs):
     """
-    Check the config of a CLIP checkpoint (Hub id or local folder) before `CLIPModel.from_pretrained(name_or_path,
+    Check the config of a backbone checkpoint (Hub id or local folder; CLIP, MetaCLIP 2, SigLIP or SigLIP 2 by its
+    `model_type`, another one refused) before `<its model class>.from_pretrained(name_or_path,
     **from_pretrained_kwargs)` builds a model from it: the limits, and for a local folder the size of its config.json
     and, with `weights` (they are to be loaded), that its weight files hold the parameters the config describes. Reads
     config.json as data (or takes `config=` where given, as from_pretrained would). Returns the config (dict or object).
@@ -266,7 +314,7 @@ def check_clip_checkpoint(name_or_path, weights: bool = True, **from_pretrained_
         else:
             source = f"config.json of {path}"
         try:
-            config, _ = CLIPConfig.get_config_dict(path, **hub_kwargs)
+            config, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
         except RecursionError:  # json's parser gives up on deeply nested lists: one line, no traceback
             raise ValueError(f"{source} nests its JSON too deeply to be a CLIP config.") from None
     else:

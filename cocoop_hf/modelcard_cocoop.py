@@ -2,7 +2,8 @@
 
 The template is `model_card_template.md` beside this file (package data). This module is part of the installed
 package only: saved model folders do not ship it (they need no card renderer to load and run). It imports only the
-standard library, huggingface_hub and its sibling `markdown_cocoop`. Every value a user chose (class and dataset
+standard library, huggingface_hub and its siblings `markdown_cocoop` and `backbones_cocoop` (the backbone's name and
+the licence usually given to its weights). Every value a user chose (class and dataset
 names, recipe values, paths) is escaped where it lands: `markdown_cell` in tables and text, a Python literal in code.
 """
 
@@ -14,10 +15,12 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .backbones_cocoop import backbone_of
 from .markdown_cocoop import markdown_cell, markdown_code
 
 
-CARD_TAGS = ["cocoop", "prompt-learning", "clip"]
+# Every card's tags; the backbone's `model_type` ("clip", "siglip", ...) follows them.
+CARD_TAGS = ["cocoop", "prompt-learning"]
 RECIPE_FIELDS = {
     "shots": "Shots per class",
     "seed": "Seed",
@@ -224,7 +227,7 @@ def render_model_card(
     base_model_revision: str | None = None,
     class_names=None,
     n_ctx: int | None = None,
-    license: str = "mit",
+    license: str | None = None,
     model_name: str | None = None,
     method: str = "cocoop",
     random_weights: bool = False,
@@ -232,6 +235,7 @@ def render_model_card(
     class_specific_context: bool = False,
     kgcoop_weight: float = 0.0,
     kgcoop_template: str | None = None,
+    backbone: str = "clip",
 ) -> ModelCard:
     """
     Render the model card of a CoCoOp checkpoint.
@@ -252,7 +256,9 @@ def render_model_card(
         class_names: the trained classes, in the model's order (listed on the card; the first three are the
             snippets' example labels, except with a class-specific context, which scores only this list).
         n_ctx: number of learned context tokens.
-        license: SPDX id for the front matter.
+        license: SPDX id for the front matter (default: the licence usually given to the backbone's released
+            weights, `backbones_cocoop.BACKBONES[backbone].weights_license`; the card says that the base
+            checkpoint's own licence decides).
         model_name: title and model-index name (defaults to the repo name).
         method: `"cocoop"`, `"coop"`, `"kgcoop"` or `"zeroshot"`: what the card says the prompts are.
         random_weights: the model runs on random CLIP weights (a demo): the card warns and is tagged, with or
@@ -261,7 +267,12 @@ def render_model_card(
             options (as in its config); those that differ from plain CoCoOp/CoOp are listed under "Prompt options",
             and the intro gives the prompt's layout. A class-specific context (CoOp and KgCoOp only) gets a card
             and snippets that keep to the trained classes.
+        backbone: the backbone's `model_type` ("clip", "metaclip_2", "siglip", "siglip2"): its name on the card, the
+            default licence, a tag, and for a sigmoid-trained backbone (SigLIP) what the cross-entropy training
+            means for its scores.
     """
+    backbone_row = backbone_of(backbone)
+    license = backbone_row.weights_license if license is None else license
     if method not in METHOD_NAMES:
         raise ValueError(f"`method` must be one of {sorted(METHOD_NAMES)}, got {method!r}.")
     if class_specific_context and method not in ("coop", "kgcoop"):
@@ -304,7 +315,8 @@ def render_model_card(
                         metric_value=round(row[key], 2),
                     )
                 )
-    tags = list(CARD_TAGS) + (["random-weights"] if random_weights else [])
+    tags = [*CARD_TAGS, backbone]
+    tags += ["random-weights"] if random_weights else []
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=task,
@@ -331,6 +343,9 @@ def render_model_card(
         card_data,
         template_str=CARD_TEMPLATE_FILE.read_text(encoding="utf-8"),
         title_text=markdown_cell(model_name),
+        backbone_name=backbone_row.display_name,
+        license=markdown_code(license),
+        sigmoid_backbone=backbone_row.has_logit_bias,
         base_model=base_model,
         base_model_is_hub_id=base_model_is_hub_id,
         base_model_code=markdown_code(base_model),

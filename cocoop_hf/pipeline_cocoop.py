@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from transformers import CLIPImageProcessor, Pipeline
+from transformers import AutoImageProcessor, Pipeline
 from transformers.image_utils import load_image
 from transformers.utils import logging
 
@@ -21,6 +21,8 @@ from .processing_cocoop import validate_class_names
 logger = logging.get_logger(__name__)
 
 PIPELINE_CLASS_NAME = "CoCoOpZeroShotImageClassificationPipeline"
+# What the image processors give that the model's forward reads (SigLIP 2: the last two).
+VISION_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 # Label sets whose prompt ids a pipeline keeps (tokenising 1,000 labels costs ~50 ms; a server sees few label sets).
 PROMPT_CACHE_SIZE = 32
 # Written into every saved config: `pipeline(task, model=<folder or repo id>, trust_remote_code=True)` finds it.
@@ -79,11 +81,13 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
         top_k (`int`, *optional*): keep the `top_k` best labels (default: all).
         timeout (`float`, *optional*): seconds to wait for a URL.
 
-    `hypothesis_template` is refused: CoCoOp learns its prompt instead of filling in a hand-written one.
+    `hypothesis_template` is refused: CoCoOp learns its prompt instead of filling in a hand-written one. Scores
+    are a softmax over the labels on every backbone: the prompts are trained with cross-entropy over the class set,
+    also on a sigmoid-trained SigLIP (whose stock pipeline scores each label alone with a sigmoid).
     """
 
     _load_processor = False
-    _load_image_processor = None  # optional: falls back to the base CLIP's image processor
+    _load_image_processor = None  # optional: falls back to the base backbone's image processor
     _load_feature_extractor = False
     _load_tokenizer = None  # optional: falls back to the model's own tokenizer
 
@@ -97,23 +101,23 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
                 "pipeline('zero-shot-image-classification') for plain CLIP."
             )
         super().__init__(*args, **kwargs)
-        self._prompt_cache = OrderedDict()  # tuple(labels) -> {"input_ids", "eos_index", "name_length"}
+        self._prompt_cache = OrderedDict()  # tuple(labels) -> the class prompts' tensors (input_ids, eos_index, ...)
         self._prompt_cache_lock = threading.Lock()
         config = self.model.config
         if self.tokenizer is None:
             self.tokenizer = self.model.tokenizer
         if self.tokenizer is None:
             raise ValueError(
-                "no CLIP tokenizer found beside the model or its base CLIP: pass tokenizer=... to pipeline()."
+                "no tokenizer found beside the model or its base backbone: pass tokenizer=... to pipeline()."
             )
         if self.image_processor is None:
             try:
-                self.image_processor = CLIPImageProcessor.from_pretrained(
+                self.image_processor = AutoImageProcessor.from_pretrained(
                     config.clip_name_or_path, revision=config.clip_revision
                 )
             except (OSError, ValueError, TypeError) as error:
                 raise ValueError(
-                    f"no image processor found in the model folder or its base CLIP {config.clip_name_or_path!r} "
+                    f"no image processor found in the model folder or its base backbone {config.clip_name_or_path!r} "
                     f"({error}): pass image_processor=... to pipeline()."
                 ) from error
 
@@ -143,7 +147,7 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
         if candidate_labels is None:
             labels = list(self.model.class_names or self.model.config.class_names)
         else:
-            labels = validate_class_names(candidate_labels)
+            labels = validate_class_names(candidate_labels, self.tokenizer)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"`top_k` must be a positive integer or None (all labels), got {top_k!r}.")
         return {"timeout": timeout}, {"candidate_labels": labels}, {"candidate_labels": labels, "top_k": top_k}
@@ -151,12 +155,17 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
     def preprocess(self, image, timeout=None):
         image = load_pipeline_image(image, timeout=timeout)
         inputs = self.image_processor(images=[image], return_tensors="pt")
-        return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
+        # SigLIP 2's processor also gives `pixel_attention_mask` and `spatial_shapes`: the model reads them all.
+        return {
+            name: value.to(self.dtype) if name == "pixel_values" else value
+            for name, value in inputs.items()
+            if name in VISION_INPUTS
+        }
 
     def _forward(self, model_inputs, candidate_labels):
         # The labels' prompts are an input of this call: the model (shared by every caller) is never changed.
         prompts = self._class_prompts(candidate_labels)
-        logits = self.model(pixel_values=model_inputs["pixel_values"], **prompts).logits  # (batch, labels)
+        logits = self.model(**model_inputs, **prompts).logits  # (batch, labels)
         return {"logits": logits}
 
     def _class_prompts(self, labels) -> dict:
@@ -168,7 +177,7 @@ class CoCoOpZeroShotImageClassificationPipeline(Pipeline):
                 self._prompt_cache.move_to_end(key)
                 return prompts
         encoding = self.model.class_prompts(list(labels), tokenizer=self.tokenizer)
-        prompts = {name: encoding[name].to(self.model.device) for name in ("input_ids", "eos_index", "name_length")}
+        prompts = {name: tensor.to(self.model.device) for name, tensor in encoding.items()}
         with self._prompt_cache_lock:
             self._prompt_cache[key] = prompts
             while len(self._prompt_cache) > PROMPT_CACHE_SIZE:

@@ -1,15 +1,26 @@
-"""Images -> pixel_values; class names -> the prompt token ids CoCoOp reads. The one place prompts are built."""
+"""
+Images -> pixel values (with SigLIP 2's patch mask and shapes); class names -> the prompt token ids CoCoOp reads,
+built with the backbone's own tokenizer by `prompt_ids_cocoop.build_prompt_ids` (the one prompt builder, re-exported
+here).
+"""
 
 import json
 import os
-import unicodedata
 
-import torch
 from huggingface_hub.errors import StrictDataclassError
 from transformers import BatchEncoding, ProcessorMixin
 from transformers.utils import cached_file, logging
 
+from .backbones_cocoop import backbone_of, text_context
 from .configuration_cocoop import CoCoOpConfig
+from .prompt_ids_cocoop import (  # noqa: F401  (public names of this module before prompt_ids_cocoop.py existed)
+    build_prompt_ids,
+    class_name_key,
+    clean_class_name,
+    is_clip_tokenizer,
+    prompt_context_start,
+    validate_class_names,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -19,152 +30,6 @@ logger = logging.get_logger(__name__)
 HUB_KWARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token", "subfolder", "proxies")
 
 
-def clean_class_name(name: str) -> str:
-    """Official CoOp/CoCoOp PromptLearner: `name.replace("_", " ")`."""
-    return name.replace("_", " ")
-
-
-# CLIP's pre-tokeniser pattern ('s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+), whose unmatched
-# whitespace is dropped; stdlib `re` has no \p{...}, so the pieces are found by Unicode category.
-_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
-# Oniguruma's Unicode \s (what the tokenizers library matches): not str.isspace, which also takes U+001C..U+001F.
-_SPACE_CATEGORIES = ("Zs", "Zl", "Zp")
-
-
-def _char_kind(char: str) -> str:
-    if char in "\t\n\v\f\r\x85" or unicodedata.category(char) in _SPACE_CATEGORIES:
-        return "space"
-    return {"L": "letter", "N": "number"}.get(unicodedata.category(char)[0], "other")
-
-
-def class_name_key(name: str) -> tuple[str, ...]:
-    """
-    The words CLIP's tokenizer makes of `name` in a prompt (`"... {name}."`): two names with the same key get the
-    same token ids, hence the same prompt and the same logits. Follows `CLIPTokenizer` (tokenizer.json of
-    openai/clip-vit-base-patch16): official `"_"` -> `" "`, then NFC, lowercase, and the pre-tokeniser split, which
-    drops whitespace. So `"Cat"`, `"cat"`, `"CAT "`, `"cat_dog"`/`"cat  dog"` and `"t-shirt"`/`"t - shirt"` collide.
-    """
-    # Lowercased one character at a time, like the tokenizers library: str.lower() would write a final sigma.
-    text = "".join(char.lower() for char in unicodedata.normalize("NFC", clean_class_name(name) + "."))
-    pieces, i = [], 0
-    while i < len(text):
-        kind = _char_kind(text[i])
-        contraction = next((c for c in _CONTRACTIONS if text.startswith(c, i)), None)
-        if contraction is not None:
-            end = i + len(contraction)
-        elif kind == "space":
-            i += 1
-            continue
-        elif kind == "number":
-            end = i + 1  # [\p{N}]: one digit per piece
-        else:  # a run of letters, or a run of other characters
-            end = i + 1
-            while end < len(text) and _char_kind(text[end]) == kind:
-                end += 1
-        pieces.append(text[i:end])
-        i = end
-    return tuple(pieces)
-
-
-def validate_class_names(class_names) -> list[str]:
-    """
-    Return `class_names` as a list of strings; raise on an empty list, a non-string, a blank name, or two names the
-    CLIP tokenizer cannot tell apart ([`class_name_key`]: they would get identical prompts and logits).
-    """
-    if isinstance(class_names, str):
-        raise TypeError(f"class names must be a list of strings, got the single string {class_names!r}.")
-    if isinstance(class_names, dict):
-        raise TypeError(
-            "class names must be a list of strings in label order, got a dict: pass "
-            "[id2label[i] for i in range(len(id2label))]."
-        )
-    try:
-        class_names = list(class_names)
-    except TypeError:
-        raise TypeError(f"class names must be a list of strings, got {type(class_names).__name__}.") from None
-    if not class_names:
-        raise ValueError("class names are empty: pass at least one class name.")
-    seen = {}
-    for index, name in enumerate(class_names):
-        if not isinstance(name, str):
-            raise TypeError(f"class name at index {index} must be a string, got {type(name).__name__}: {name!r}.")
-        key = class_name_key(name)
-        if key == (".",):
-            raise ValueError(f"class name at index {index} is blank ({name!r}).")
-        if key in seen:
-            first = seen[key]
-            raise ValueError(
-                f"duplicate class name {name!r} at index {index}: the CLIP tokenizer reads it as the same words as "
-                f"{class_names[first]!r} at index {first} (it ignores case and spacing; '_' is a space, as in the "
-                "official code), so both would get identical prompts and logits. Give each class a distinct name."
-            )
-        seen[key] = index
-    return class_names
-
-
-def build_prompt_ids(
-    tokenizer, class_names, prompt_prefix: str, n_ctx: int, context_length: int = 77
-) -> BatchEncoding:
-    """
-    Tokenise the CoCoOp prompts `"{prompt_prefix} {class name}."`, as the official PromptLearner does.
-
-    Returns a `BatchEncoding` with `input_ids` (classes, context_length), padded with the tokenizer's pad token,
-    `eos_index` (classes,): the position of each prompt's EOS token, and `name_length` (classes,): the token count
-    of the class name alone (official CoOp `name_lens`, what `class_token_position` "middle"/"front" moves). Positions
-    1..n_ctx hold the prefix words, whose embeddings the model replaces with the learned context.
-    """
-    class_names = validate_class_names(class_names)
-    if not isinstance(prompt_prefix, str) or not prompt_prefix.strip():
-        raise ValueError(f"`prompt_prefix` must be a non-empty string of context words, got {prompt_prefix!r}.")
-    for field, value, minimum in (("n_ctx", n_ctx, 1), ("context_length", context_length, 4)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{field}` must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
-    prefix_ids = tokenizer(prompt_prefix, add_special_tokens=False)["input_ids"]
-    if len(prefix_ids) != n_ctx:
-        raise ValueError(
-            f"the context words {prompt_prefix!r} tokenise to {len(prefix_ids)} tokens, but n_ctx={n_ctx}: "
-            "use a ctx_init whose words are single tokens of the CLIP vocabulary."
-        )
-    prompts = [f"{prompt_prefix} {clean_class_name(name)}." for name in class_names]
-    encoded = tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
-    special = {tokenizer.bos_token_id, tokenizer.eos_token_id}
-    eos_id = tokenizer.eos_token_id
-    seen = {}
-    for index, (name, ids) in enumerate(zip(class_names, encoded, strict=True)):
-        if len(ids) > context_length:
-            raise ValueError(
-                f"class name {name!r} makes a prompt of {len(ids)} tokens (SOS, {n_ctx} context, name, '.', EOS), "
-                f"over the text context of {context_length}: shorten this name to at most "
-                f"{context_length - n_ctx - 3} name tokens."
-            )
-        if special & set(ids[1:-1]):
-            # The text tower pools at the EOS token: one inside the name would end the prompt there.
-            raise ValueError(
-                f"class name {name!r} (index {index}) contains the tokenizer's start or end token "
-                f"({tokenizer.bos_token!r} / {tokenizer.eos_token!r}): remove it from the name."
-            )
-        if ids[0] != tokenizer.bos_token_id or ids[-1] != eos_id or ids[1 : 1 + n_ctx] != prefix_ids:
-            raise ValueError(f"unexpected tokenisation of the prompt for class {name!r}: {ids}.")
-        first = seen.setdefault(tuple(ids), index)
-        if first != index:
-            raise ValueError(
-                f"duplicate class name {name!r} at index {index}: it tokenises to the same prompt ids as "
-                f"{class_names[first]!r} at index {first}, so both would get identical logits. Give each class a "
-                "distinct name."
-            )
-    input_ids = torch.full((len(encoded), context_length), tokenizer.pad_token_id, dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    eos_index = torch.tensor([len(ids) - 1 for ids in encoded], dtype=torch.long)
-    # Official CoOp trainers/coop.py: name_lens = len(_tokenizer.encode(name)), the name tokenised on its own.
-    names = [clean_class_name(name) for name in class_names]
-    # Only a model with class_token_position "middle"/"front" reads it (and checks that it fits the prompt).
-    name_length = torch.tensor(
-        [len(ids) for ids in tokenizer(names, add_special_tokens=False)["input_ids"]], dtype=torch.long
-    )
-    return BatchEncoding({"input_ids": input_ids, "eos_index": eos_index, "name_length": name_length})
-
-
 def _naming(error: Exception, source: str) -> Exception:
     """`error` (a ValueError or TypeError) again, its message prefixed with where the bad value came from."""
     return (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}")
@@ -172,26 +37,39 @@ def _naming(error: Exception, source: str) -> Exception:
 
 class CoCoOpProcessor(ProcessorMixin):
     r"""
-    CLIP image processor + CLIP tokenizer, saved in every CoCoOp folder.
+    The backbone's image processor + its tokenizer, saved in every CoCoOp folder (any backbone of
+    `backbones_cocoop.BACKBONES`: CLIP, MetaCLIP 2, SigLIP, SigLIP 2; both load with the Auto classes).
 
-    `processor(images=...)` gives `pixel_values`; `processor(class_names=[...])` gives the prompt token ids
-    (`input_ids`, `eos_index`, `name_length`) that [`CoCoOpModel`] reads, built by [`build_prompt_ids`] with the
-    context words stored here (`prompt_prefix`, `n_ctx`, `context_length`, copied from the model's config when the
-    model saves it).
+    `processor(images=...)` gives `pixel_values` (SigLIP 2 also `pixel_attention_mask` and `spatial_shapes`, passed
+    through for the model); `processor(class_names=[...])` gives the prompt token ids (`input_ids`, `eos_index`,
+    `name_length`, `context_start`, and for SigLIP 2 `attention_mask`) that [`CoCoOpModel`] reads, built by
+    [`build_prompt_ids`] with the context words stored here (`prompt_prefix`, `n_ctx`, `context_length`,
+    `backbone_type`, copied from the model's config when the model saves it).
 
     Args:
-        image_processor ([`CLIPImageProcessor`]): resizes, crops and normalises images.
-        tokenizer ([`CLIPTokenizer`]): the tokenizer the prompts are built with.
+        image_processor: the backbone's image processor (`CLIPImageProcessor`, `SiglipImageProcessor`,
+            `Siglip2ImageProcessor`).
+        tokenizer: the backbone's tokenizer, the one the prompts are built with.
         prompt_prefix (`str`, *optional*): the context words (`config.prompt_prefix`).
         n_ctx (`int`, *optional*): number of context tokens (`config.n_ctx`).
-        context_length (`int`, *optional*, defaults to 77): the text tower's context.
+        context_length (`int`, *optional*, defaults to 77): the text tower's context (CLIP 77, SigLIP 64).
+        backbone_type (`str`, *optional*): the backbone's `model_type` ("clip", "metaclip_2", "siglip", "siglip2");
+            a bidirectional one gets prompt attention masks where its tokenizer returns them, and plain `text` padded
+            to `context_length` as the backbone was trained. `None` (processors saved before): CLIP's rules.
     """
 
     # Saved processors always carry their code, so AutoProcessor(..., trust_remote_code=True) loads them anywhere.
     _auto_class = "AutoProcessor"
 
     def __init__(
-        self, image_processor=None, tokenizer=None, prompt_prefix=None, n_ctx=None, context_length=77, **kwargs
+        self,
+        image_processor=None,
+        tokenizer=None,
+        prompt_prefix=None,
+        n_ctx=None,
+        context_length=77,
+        backbone_type=None,
+        **kwargs,
     ):
         if prompt_prefix is not None and (not isinstance(prompt_prefix, str) or not prompt_prefix.strip()):
             raise ValueError(f"`prompt_prefix` must be a non-empty string of context words, got {prompt_prefix!r}.")
@@ -202,9 +80,14 @@ class CoCoOpProcessor(ProcessorMixin):
                 "`context_length` must be the text tower's context, an integer >= 4 (77 for CLIP), got "
                 f"{context_length!r} ({type(context_length).__name__})."
             )
+        if backbone_type is not None:
+            if not isinstance(backbone_type, str):
+                raise ValueError(f"`backbone_type` must be a backbone's model_type string, got {backbone_type!r}.")
+            backbone_of(backbone_type)  # one clear error naming the supported backbones
         self.prompt_prefix = prompt_prefix
         self.n_ctx = n_ctx
         self.context_length = context_length
+        self.backbone_type = backbone_type
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
@@ -212,8 +95,9 @@ class CoCoOpProcessor(ProcessorMixin):
         """
         Load from a CoCoOp folder or Hub repo. A full folder holds the tokenizer and image processor. An adapter-only
         folder (`adapter_only: true` in its config.json) holds only the prompt settings and, usually, the image
-        processor config: the tokenizer (and a missing image processor) come from the base CLIP named by
-        `clip_name_or_path` at `clip_revision`, through the same cache and offline rules as the model.
+        processor config: the tokenizer (and a missing image processor) come from the base backbone named by
+        `clip_name_or_path` at `clip_revision` (any backbone: loaded with AutoTokenizer / AutoImageProcessor), through
+        the same cache and offline rules as the model.
         """
         base = cls._adapter_base_clip(pretrained_model_name_or_path, kwargs)
         if base is None:
@@ -221,7 +105,7 @@ class CoCoOpProcessor(ProcessorMixin):
                 return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
             except (ValueError, TypeError) as error:
                 raise _naming(error, f"processor files of {pretrained_model_name_or_path}") from error
-        from transformers import CLIPImageProcessor
+        from transformers import AutoImageProcessor
 
         base_name, base_revision, config = base
         # The base CLIP is another repo: its own revision, no subfolder; the access and cache arguments carry over.
@@ -229,23 +113,22 @@ class CoCoOpProcessor(ProcessorMixin):
             key: kwargs[key] for key in HUB_KWARGS if key in kwargs and key not in ("revision", "subfolder")
         }
         processor_dict, instantiation_kwargs = cls.get_processor_dict(pretrained_model_name_or_path, **kwargs)
-        text_config = config.get("clip_config", {}).get("text_config", {})
-        n_ctx = config.get("n_ctx")
-        # Same rule as CoCoOpConfig.prompt_prefix (this file may not import the config: it travels alone).
-        processor_dict.setdefault("prompt_prefix", config.get("ctx_init") or " ".join(["X"] * (n_ctx or 0)) or None)
-        processor_dict.setdefault("n_ctx", n_ctx)
-        processor_dict.setdefault("context_length", text_config.get("max_position_embeddings", 77))
-        vocab_size = text_config.get("vocab_size", 49408)  # CLIPTextConfig's default
+        # The config as CoCoOpConfig read it (checked in _adapter_base_clip): its backbone's defaults filled in.
+        processor_dict.setdefault("prompt_prefix", config.prompt_prefix)
+        processor_dict.setdefault("n_ctx", config.n_ctx)
+        processor_dict.setdefault("context_length", text_context(config.backbone_config))
+        processor_dict.setdefault("backbone_type", config.backbone_config.model_type)
+        vocab_size = config.backbone_config.text_config.vocab_size
         try:
-            tokenizer = cls.load_clip_tokenizer(base_name, vocab_size, revision=base_revision, **base_kwargs)
+            tokenizer = cls.load_backbone_tokenizer(base_name, vocab_size, revision=base_revision, **base_kwargs)
             image_config = processor_dict.get("image_processor")
-            if isinstance(image_config, dict):  # saved with the adapter, from the base CLIP's image processor
+            if isinstance(image_config, dict):  # saved with the adapter, from the base backbone's image processor
                 image_class = cls.get_possibly_dynamic_module(
                     image_config.get("image_processor_type", "CLIPImageProcessor")
                 )
                 image_processor = image_class.from_dict(image_config)
             else:
-                image_processor = CLIPImageProcessor.from_pretrained(base_name, revision=base_revision, **base_kwargs)
+                image_processor = AutoImageProcessor.from_pretrained(base_name, revision=base_revision, **base_kwargs)
         except OSError as error:
             raise OSError(
                 f"adapter-only CoCoOp folder {pretrained_model_name_or_path} takes its tokenizer from the base CLIP "
@@ -258,7 +141,9 @@ class CoCoOpProcessor(ProcessorMixin):
 
     @classmethod
     def _adapter_base_clip(cls, path, kwargs: dict):
-        """`(clip_name_or_path, clip_revision, config dict)` when `path` is an adapter-only CoCoOp folder, else None."""
+        """
+        `(clip_name_or_path, clip_revision, CoCoOpConfig)` when `path` is an adapter-only CoCoOp folder, else None.
+        """
         if os.path.isfile(str(path)):
             return None
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if kwargs.get(key) is not None}
@@ -281,7 +166,7 @@ class CoCoOpProcessor(ProcessorMixin):
                 raise ValueError(f"{config_file} is not valid JSON: {error}") from error
         if not isinstance(config, dict) or config.get("model_type") != "cocoop":
             return None
-        cls._check_raw_config(config, config_file)
+        checked = cls._check_raw_config(config, config_file)
         if not config.get("adapter_only"):
             return None
         if not config.get("clip_name_or_path"):
@@ -289,38 +174,52 @@ class CoCoOpProcessor(ProcessorMixin):
                 f"{path} is an adapter-only CoCoOp folder without `clip_name_or_path` in its config.json: the "
                 "tokenizer comes from the base CLIP, so add its Hub id or path (and `clip_revision`)."
             )
-        return config["clip_name_or_path"], config.get("clip_revision"), config
+        return config["clip_name_or_path"], config.get("clip_revision"), checked
 
     @staticmethod
-    def _check_raw_config(config: dict, config_file) -> None:
+    def _check_raw_config(config: dict, config_file) -> CoCoOpConfig:
         """
         Check a CoCoOp config.json read as raw JSON with `CoCoOpConfig`'s own rules (one rule set; its file ships
         beside this one in every saved folder) before its fields are used: a string "false" would read as true.
+        Returns the config.
         """
         try:
-            CoCoOpConfig.from_dict(config)
+            return CoCoOpConfig.from_dict(config)
         except (ValueError, TypeError, StrictDataclassError) as error:
             raise ValueError(f"{config_file}: {error}") from error
 
     @staticmethod
-    def load_clip_tokenizer(name_or_path, vocab_size: int, **kwargs):
+    def load_backbone_tokenizer(name_or_path, vocab_size: int, **kwargs):
         """
-        `CLIPTokenizer.from_pretrained`, checked: where no tokenizer files exist, transformers 5 silently builds a
-        2-token tokenizer. Raise `OSError` instead when the vocabulary does not match the text tower's `vocab_size`.
+        The backbone's tokenizer (`AutoTokenizer.from_pretrained`: CLIPTokenizer, XLMRobertaTokenizer, SigLIP's,
+        Gemma's), checked: where no tokenizer files exist, transformers 5 silently builds a tokenizer of its special
+        tokens only (2 tokens for CLIP). Raise `OSError` instead when its vocabulary cannot be the text tower's: for a
+        CLIP tokenizer, not exactly `vocab_size` tokens (as released); for another, more tokens than `vocab_size`
+        (ids past the embedding table; a model's table may be padded beyond its tokenizer) or nothing but special
+        tokens.
         """
-        from transformers import CLIPTokenizer
+        from transformers import AutoTokenizer
 
-        tokenizer = CLIPTokenizer.from_pretrained(name_or_path, **kwargs)
-        if len(tokenizer) != vocab_size:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        size, specials = len(tokenizer), len(set(tokenizer.all_special_ids))
+        clip = is_clip_tokenizer(tokenizer)
+        if (size != vocab_size) if clip else (size > vocab_size or size <= specials):
             raise OSError(
-                f"no usable CLIP tokenizer in {name_or_path} (revision {kwargs.get('revision')!r}): it has "
-                f"{len(tokenizer)} tokens, but the text tower has vocab_size {vocab_size}; are the tokenizer files "
-                "(vocab.json + merges.txt or tokenizer.json) there?"
+                f"no usable {'CLIP ' if clip else ''}tokenizer in {name_or_path} (revision {kwargs.get('revision')!r}): "
+                f"it has {size} tokens ({specials} special), but the text tower has vocab_size {vocab_size}; are the "
+                "tokenizer files (tokenizer.json, or vocab.json + merges.txt, or the sentencepiece model) there?"
             )
         return tokenizer
 
     @staticmethod
-    def save_adapter_config(save_directory, image_processor, prompt_prefix: str, n_ctx: int, context_length: int):
+    def load_clip_tokenizer(name_or_path, vocab_size: int, **kwargs):
+        """The old name of [`~CoCoOpProcessor.load_backbone_tokenizer`] (it loads any backbone's tokenizer)."""
+        return CoCoOpProcessor.load_backbone_tokenizer(name_or_path, vocab_size, **kwargs)
+
+    @staticmethod
+    def save_adapter_config(
+        save_directory, image_processor, prompt_prefix: str, n_ctx: int, context_length: int, backbone_type=None
+    ):
         """
         Write the `processor_config.json` of an adapter-only folder: prompt settings and the image processor config
         (a few KB; the stock image-classification pipeline reads it), no tokenizer files. `from_pretrained` takes the
@@ -332,6 +231,7 @@ class CoCoOpProcessor(ProcessorMixin):
             "prompt_prefix": prompt_prefix,
             "n_ctx": n_ctx,
             "context_length": context_length,
+            "backbone_type": backbone_type,
         }
         if image_processor is not None:
             processor_dict["image_processor"] = image_processor.to_dict()
@@ -342,9 +242,11 @@ class CoCoOpProcessor(ProcessorMixin):
 
     def __call__(self, images=None, text=None, class_names=None, return_tensors="pt", **kwargs):
         """
-        `images` (PIL images, arrays or tensors) -> `pixel_values`; `class_names` -> prompt `input_ids`,
-        `eos_index` and `name_length` (see [`~CoCoOpProcessor.tokenize_class_names`]); `text` -> plain CLIP
-        `input_ids`.
+        `images` (PIL images, arrays or tensors) -> `pixel_values` (and whatever else the backbone's image processor
+        gives: SigLIP 2's `pixel_attention_mask`, `spatial_shapes`); `class_names` -> the prompt ids (see
+        [`~CoCoOpProcessor.tokenize_class_names`]); `text` -> plain `input_ids` as the backbone reads them (a
+        bidirectional backbone's padded to `context_length`, `padding="max_length"`, as it was trained; CLIP's to
+        the longest text). Keyword arguments go to the tokenizer with `text`.
         """
         if images is None and text is None and class_names is None:
             raise ValueError("pass `images` (for pixel_values), `class_names` (for prompt ids) and/or `text`.")
@@ -352,7 +254,12 @@ class CoCoOpProcessor(ProcessorMixin):
             raise ValueError("pass either `text` or `class_names`: both make `input_ids`.")
         encoding = {}
         if text is not None:
-            encoding.update(self.tokenizer(text, return_tensors=return_tensors, padding=True, **kwargs))
+            if self.backbone_type is not None and not backbone_of(self.backbone_type).causal_text:
+                # SigLIP's text tower attends to padding (no mask): its features depend on padding to the context.
+                kwargs = {"padding": "max_length", "max_length": self.context_length, **kwargs}
+            else:
+                kwargs = {"padding": True, **kwargs}
+            encoding.update(self.tokenizer(text, return_tensors=return_tensors, **kwargs))
         if class_names is not None:
             encoding.update(self.tokenize_class_names(class_names))
         if images is not None:
@@ -367,14 +274,14 @@ class CoCoOpProcessor(ProcessorMixin):
 
     def tokenize_class_names(self, class_names, config=None) -> BatchEncoding:
         """
-        Prompt token ids for `class_names`: `input_ids` (classes, context_length), `eos_index` and `name_length`
-        (classes,), built by
-        [`build_prompt_ids`] with the context words of `config` (a [`CoCoOpConfig`]) or, without one, this
-        processor's `prompt_prefix` / `n_ctx` / `context_length`.
+        Prompt token ids for `class_names`: `input_ids` (classes, context_length), `eos_index`, `name_length` and
+        `context_start` (classes,), and `attention_mask` for a bidirectional backbone whose tokenizer gives one,
+        built by [`build_prompt_ids`] with the context words of `config` (a [`CoCoOpConfig`]) or, without one, this
+        processor's `prompt_prefix` / `n_ctx` / `context_length` / `backbone_type`.
         """
         if config is not None:
-            prompt_prefix, n_ctx = config.prompt_prefix, config.n_ctx
-            context_length = config.clip_config.text_config.max_position_embeddings
+            prompt_prefix, n_ctx, backbone = config.prompt_prefix, config.n_ctx, config.backbone_config
+            context_length = text_context(config.backbone_config)
         elif self.prompt_prefix is None or self.n_ctx is None:
             raise ValueError(
                 "this processor does not know the context words: pass the model's config "
@@ -382,4 +289,5 @@ class CoCoOpProcessor(ProcessorMixin):
             )
         else:
             prompt_prefix, n_ctx, context_length = self.prompt_prefix, self.n_ctx, self.context_length
-        return build_prompt_ids(self.tokenizer, class_names, prompt_prefix, n_ctx, context_length)
+            backbone = self.backbone_type
+        return build_prompt_ids(self.tokenizer, class_names, prompt_prefix, n_ctx, context_length, backbone=backbone)

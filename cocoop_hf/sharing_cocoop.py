@@ -10,12 +10,12 @@ import json
 import os
 
 import torch
-from transformers import CLIPModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file, logging
 
+from .backbones_cocoop import backbone_of, embed_dim, load_backbone, text_context, text_width
 from .configuration_cocoop import CoCoOpConfig
-from .limits_cocoop import check_clip_checkpoint
 from .pipeline_cocoop import CUSTOM_PIPELINES
 from .processing_cocoop import HUB_KWARGS, CoCoOpProcessor
 
@@ -31,18 +31,23 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_cocoop.CoCoOpModel",
     "AutoProcessor": "processing_cocoop.CoCoOpProcessor",
 }
-# Arguments that also apply to loading the base CLIP of an adapter.
+# Arguments that also apply to loading the base backbone (CLIP, MetaCLIP 2, SigLIP, SigLIP 2) of an adapter.
 CLIP_KWARGS = ("dtype", "device_map", "cache_dir", "local_files_only", "token")
 
 # ---------------------------------------------------------------------------------------------- base-CLIP fingerprint
 
 # An adapter's tensors only mean something on the CLIP it was trained on; another CLIP of the same widths (other
 # weights, other depth) would load silently. The adapter records a few weight samples of its base and is checked on load.
-# Samples, not a hash: the same CLIP loaded in fp16 or bf16 must still match.
+# Samples, not a hash: the same CLIP loaded in fp16 or bf16 must still match. Each backbone has the tensors of its
+# own family (CLIP, MetaCLIP 2: the two projections; SigLIP, SigLIP 2: the logit bias, the text head and the vision
+# pooling head's probe); only those a model has are sampled, so a CLIP's fingerprint is what it was before.
 _FINGERPRINT_TENSORS = (
     "logit_scale",
+    "logit_bias",
     "text_projection.weight",
     "visual_projection.weight",
+    "text_model.head.weight",
+    "vision_model.head.probe",
     "text_model.embeddings.token_embedding.weight",
     "vision_model.embeddings.patch_embedding.weight",
 )
@@ -50,36 +55,44 @@ _FINGERPRINT_SAMPLES = 16
 _FINGERPRINT_RTOL = 2e-2  # bf16 keeps 8 bits of mantissa (relative error <= 2^-8); another CLIP differs by O(1)
 
 
-def clip_fingerprint(clip: CLIPModel) -> dict:
-    """Depths, widths and evenly spaced weight samples of `clip` (plain JSON data)."""
+def clip_fingerprint(clip: PreTrainedModel) -> dict:
+    """Kind, depths, widths and evenly spaced weight samples of a backbone model `clip` (plain JSON data)."""
     config = clip.config
     fingerprint = {
         "text_layers": config.text_config.num_hidden_layers,
         "vision_layers": config.vision_config.num_hidden_layers,
         "text_width": config.text_config.hidden_size,
         "vision_width": config.vision_config.hidden_size,
-        "projection_dim": config.projection_dim,
+        "projection_dim": embed_dim(config),  # the joint width (SigLIP: text_config.projection_size)
         "samples": {},
     }
+    if backbone_of(config).model_type != "clip":  # CLIP adapters saved before other backbones record no kind
+        fingerprint["model_type"] = config.model_type
     parameters = dict(clip.named_parameters())
     if any(parameter.device.type == "meta" for parameter in parameters.values()):
         return fingerprint  # a CLIP not materialised (built on the meta device): shapes only
     # The last text layer too: a CLIP that differs only in its top layers still differs there.
     last_layer = f"text_model.encoder.layers.{config.text_config.num_hidden_layers - 1}.mlp.fc2.weight"
     for name in (*_FINGERPRINT_TENSORS, last_layer):
+        if name not in parameters:  # a tensor of another backbone family
+            continue
         flat = parameters[name].detach().reshape(-1)
         index = torch.linspace(0, flat.numel() - 1, min(_FINGERPRINT_SAMPLES, flat.numel())).round().long()
         fingerprint["samples"][name] = [float(value) for value in flat[index.to(flat.device)].float().cpu()]
     return fingerprint
 
 
-def fingerprint_differences(expected: dict, clip: CLIPModel) -> list[str]:
+def fingerprint_differences(expected: dict, clip: PreTrainedModel) -> list[str]:
     """What differs between a recorded fingerprint and `clip` (empty when they match within bf16 rounding)."""
     actual = clip_fingerprint(clip)
-    differences = [
-        f"{key}: adapter's base {expected[key]}, this CLIP {actual[key]}"
+    expected_type, actual_type = expected.get("model_type", "clip"), actual.get("model_type", "clip")
+    differences = (
+        [] if expected_type == actual_type else [f"model_type: adapter's base {expected_type}, this {actual_type}"]
+    )
+    differences += [
+        f"{key}: adapter's base {expected[key]}, this CLIP {actual.get(key)}"
         for key in expected
-        if key != "samples" and expected[key] != actual.get(key)
+        if key not in ("samples", "model_type") and expected[key] != actual.get(key)
     ]
     for name, values in expected.get("samples", {}).items():
         mine = actual["samples"].get(name)
@@ -138,7 +151,8 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
     prompt_settings = {
         "prompt_prefix": model.config.prompt_prefix,
         "n_ctx": model.config.n_ctx,
-        "context_length": model.config.clip_config.text_config.max_position_embeddings,
+        "context_length": text_context(model.config.backbone_config),
+        "backbone_type": model.config.backbone_config.model_type,
     }
     image_processor = _find_image_processor(model)
     if adapter_only:
@@ -146,7 +160,8 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
             logger.warning(
                 "No image processor found in %s or the base CLIP %s: %s holds none. CoCoOpProcessor and the "
                 "zero-shot pipeline load it from the base CLIP; the stock image-classification pipeline needs "
-                "image_processor=... (or set model._image_processor = CLIPImageProcessor(...) before saving).",
+                "image_processor=... (or set model._image_processor = <the backbone's image processor> before "
+                "saving).",
                 model.name_or_path,
                 model.config.clip_name_or_path,
                 save_directory,
@@ -159,7 +174,7 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
     if image_processor is None:
         logger.warning(
             "No image processor found in %s or the base CLIP %s: %s holds only the tokenizer; set "
-            "model._image_processor = CLIPImageProcessor(...) before saving to include one.",
+            "model._image_processor = <the backbone's image processor> before saving to include one.",
             model.name_or_path,
             model.config.clip_name_or_path,
             save_directory,
@@ -172,8 +187,8 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
 
 
 def _find_image_processor(model):
-    """The image processor to save: the one set on the model, else this model's folder's, else the base CLIP's."""
-    from transformers import CLIPImageProcessor
+    """The image processor to save: the one set on the model, else this model's folder's, else the base backbone's."""
+    from transformers import AutoImageProcessor
 
     image_processor = getattr(model, "_image_processor", None)
     sources = ((model.name_or_path, None), (model.config.clip_name_or_path, model.config.clip_revision))
@@ -181,7 +196,7 @@ def _find_image_processor(model):
         if not source:
             continue
         try:
-            image_processor = CLIPImageProcessor.from_pretrained(source, revision=revision)
+            image_processor = AutoImageProcessor.from_pretrained(source, revision=revision)
             break
         except (OSError, ValueError):
             continue
@@ -277,7 +292,7 @@ def _render_card(model, repo_id: str):
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_model(model_class, load_full, path, *model_args, clip_model: CLIPModel | None = None, **kwargs):
+def load_model(model_class, load_full, path, *model_args, clip_model: PreTrainedModel | None = None, **kwargs):
     """
     See `CoCoOpModel.from_pretrained`. `load_full` is `PreTrainedModel.from_pretrained` bound to `model_class` (the
     stock loader, for full folders).
@@ -336,19 +351,20 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
     if clip_model is None:
         clip_kwargs = {key: kwargs[key] for key in CLIP_KWARGS if key in kwargs}
         try:
-            # Checked before stock loading builds whatever the base CLIP's config asks for.
-            check_clip_checkpoint(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
-            clip_model = CLIPModel.from_pretrained(
-                config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs
-            )
+            # Checked before stock loading builds whatever the base's config asks for; loaded with its own class.
+            clip_model = load_backbone(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
         except OSError as error:
             raise OSError(
                 f"adapter-only CoCoOp folder {path} needs its base CLIP {config.clip_name_or_path!r} at revision "
                 f"{config.clip_revision!r}, which could not be loaded: {error}"
             ) from error
         base = repr(config.clip_name_or_path)
-    elif not isinstance(clip_model, CLIPModel):
-        raise TypeError(f"`clip_model` must be a transformers CLIPModel, got {type(clip_model).__name__}.")
+    elif not isinstance(clip_model, backbone_of(config.backbone_config).model_class):
+        expected = backbone_of(config.backbone_config).model_class.__name__
+        raise TypeError(
+            f"`clip_model` must be a transformers {expected} (the adapter at {path} was trained on a "
+            f"{config.backbone_config.model_type!r} backbone), got {type(clip_model).__name__}."
+        )
     else:
         ignored = sorted(key for key in CLIP_KWARGS if kwargs.get(key) is not None and key not in HUB_KWARGS)
         if ignored:
@@ -357,12 +373,17 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
                 "given CLIP's dtype and device; change those with clip_model.to(...) first)."
             )
         base = "the given clip_model"
-    if clip_model.config.projection_dim != config.clip_config.projection_dim:
+    if clip_model.config.model_type != config.backbone_config.model_type:
         raise ValueError(
-            f"adapter at {path} was trained for a CLIP with projection_dim={config.clip_config.projection_dim}, "
-            f"but {base} has {clip_model.config.projection_dim}."
+            f"adapter at {path} was trained on a {config.backbone_config.model_type!r} backbone, but {base} is a "
+            f"{clip_model.config.model_type!r} one ({type(clip_model).__name__}): load its own base."
         )
-    config.clip_config = clip_model.config
+    if embed_dim(clip_model.config) != embed_dim(config.backbone_config):
+        raise ValueError(
+            f"adapter at {path} was trained for a CLIP with projection_dim={embed_dim(config.backbone_config)}, "
+            f"but {base} has {embed_dim(clip_model.config)}."
+        )
+    config.backbone_config = clip_model.config
     model = model_class(config, clip_model=clip_model)
     model.load_prompt_learner_state(state, source=weights_file)  # shapes first: their message is the most precise
     _check_fingerprint(path, metadata, clip_model, base, allow_other_clip)
@@ -372,7 +393,7 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
     return model.eval()  # as PreTrainedModel.from_pretrained
 
 
-def _check_fingerprint(path, metadata: dict, clip: CLIPModel, base: str, allow_other_clip: bool) -> None:
+def _check_fingerprint(path, metadata: dict, clip: PreTrainedModel, base: str, allow_other_clip: bool) -> None:
     recorded = metadata.get("clip_fingerprint")
     if recorded is None:  # adapters saved before fingerprints existed
         logger.warning(
@@ -419,7 +440,7 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
         )
         raise ValueError(
             f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another CLIP or "
-            f"context (config: text width {model.config.clip_config.text_config.hidden_size}, n_ctx "
+            f"context (config: text width {text_width(model.config.backbone_config)}, n_ctx "
             f"{model.config.n_ctx}): load it with its own config.json."
         )
     missing = sorted(loading_info.get("missing_keys") or [])
@@ -431,15 +452,18 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
 
 
 def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
-    """The tokenizer saved beside the weights or, failing that, the base CLIP's; None (with a warning) if neither."""
+    """
+    The tokenizer saved beside the weights or, failing that, the base backbone's (AutoTokenizer, checked against the
+    text tower's vocabulary); None (with a warning) if neither.
+    """
     candidates = [(path, hub_kwargs)]
     if config.clip_name_or_path:
         candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
-    vocab_size = config.clip_config.text_config.vocab_size
+    vocab_size = config.backbone_config.text_config.vocab_size
     for source, source_kwargs in candidates:
         try:
             # Checked: a folder without tokenizer files gives a silent 2-token tokenizer otherwise.
-            return CoCoOpProcessor.load_clip_tokenizer(source, vocab_size, **source_kwargs)
+            return CoCoOpProcessor.load_backbone_tokenizer(source, vocab_size, **source_kwargs)
         except (OSError, ValueError, TypeError):
             continue
     logger.warning(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import CLIPConfig
 
-from cocoop_hf import modeling_cocoop
+from cocoop_hf import modeling_cocoop, text_encoder_causal
 
 from .conftest import FIXTURES, tiny_clip_config
 
@@ -91,13 +91,13 @@ def test_bad_arguments_are_rejected(bench):
 
 def test_checkpointing_rows_reach_the_model_and_still_agree(bench, tmp_path, monkeypatch):
     calls = []
-    original = modeling_cocoop.checkpoint
+    original = text_encoder_causal.checkpoint
 
     def counting_checkpoint(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeling_cocoop, "checkpoint", counting_checkpoint)
+    monkeypatch.setattr(text_encoder_causal, "checkpoint", counting_checkpoint)
     code, result = _run(bench, tmp_path, "--modes", "train", "--checkpointing")
     assert code == 0
     row = result["rows"][0]
@@ -181,16 +181,13 @@ def test_agreement_check_sees_a_wrong_kgcoop_term(bench, tmp_path, monkeypatch):
 
 
 def test_agreement_check_sees_a_middle_row_assembled_as_front(bench, tmp_path, monkeypatch):
-    original = modeling_cocoop.CoCoOpModel._prompt_layout
+    original = text_encoder_causal.prompt_layout
 
-    def as_front(self, *args):
-        self.config.class_token_position = "front"
-        try:
-            return original(self, *args)
-        finally:
-            self.config.class_token_position = "middle"
+    def as_front(context_start, eos_index, name_length, n_ctx, position, length):
+        assert position == "middle"
+        return original(context_start, eos_index, name_length, n_ctx, "front", length)
 
-    monkeypatch.setattr(modeling_cocoop.CoCoOpModel, "_prompt_layout", as_front)
+    monkeypatch.setattr(text_encoder_causal, "prompt_layout", as_front)
     code, result = _run(bench, tmp_path, "--modes", "eval", "--methods", "coop-middle")
     assert code == 1 and result["rows"][0]["pass"] == "FAIL"
 

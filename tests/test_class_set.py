@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-import cocoop_hf.modeling_cocoop as modeling
+import cocoop_hf.class_set_holder_cocoop as class_set_holder
 from cocoop_hf import CoCoOpModel
 
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES
@@ -150,15 +150,15 @@ def many_class_folder(shared, tmp_path, names) -> str:
 
 @pytest.fixture
 def counted_builds(monkeypatch):
-    """How many times the model tokenised a class set (modeling_cocoop's build_prompt_ids), with class counts."""
+    """How many times the model tokenised a class set (class_set_holder_cocoop's build_prompt_ids), with counts."""
     calls = []
-    original = modeling.build_prompt_ids
+    original = class_set_holder.build_prompt_ids
 
     def counting(tokenizer, class_names, *args, **kwargs):
         calls.append(len(list(class_names)))
         return original(tokenizer, class_names, *args, **kwargs)
 
-    monkeypatch.setattr(modeling, "build_prompt_ids", counting)
+    monkeypatch.setattr(class_set_holder, "build_prompt_ids", counting)
     return calls
 
 

@@ -28,7 +28,7 @@ def test_compiled_text_path_equals_reference(tiny_clip_dir, tokenizer, condition
     model.zero_grad()
 
     model.compile_text_path()
-    assert model._suffix_encoder is not model._encode_suffix
+    assert model.text_encoder._suffix_encoder is not model.text_encoder._encode_suffix
     output = model(pixel_values=pixels, labels=labels)
     output.loss.backward()
 
@@ -106,4 +106,4 @@ def test_length_buckets_are_checked(tiny_clip_dir, tokenizer, buckets):
     model = bucketed_model(tiny_clip_dir, tokenizer, BUCKET_NAMES[:2])
     with pytest.raises(ValueError, match="`length_buckets` must be suffix lengths in tokens"):
         model.compile_text_path(length_buckets=buckets)
-    assert model._suffix_encoder == model._encode_suffix  # nothing compiled, nothing changed
+    assert model.text_encoder._suffix_encoder == model.text_encoder._encode_suffix  # nothing compiled, nothing changed

@@ -347,7 +347,7 @@ def edited_copy(folder, tmp_path, edit):
 
 def test_a_saved_model_with_too_many_layers_is_refused_before_building(saved_full, tmp_path, monkeypatch):
     def edit(config):
-        config["clip_config"]["text_config"]["num_hidden_layers"] = 65  # the 100000 took minutes
+        config["backbone_config"]["text_config"]["num_hidden_layers"] = 65  # the 100000 took minutes
 
     folder = edited_copy(saved_full, tmp_path, edit)
     built = count_built_layers(monkeypatch)
@@ -363,7 +363,7 @@ def test_a_config_asking_for_more_than_its_weights_is_refused(saved_full, tmp_pa
     # 62 with random values (a warning in the log only).
     def edit(config):
         for tower in ("text_config", "vision_config"):
-            config["clip_config"][tower]["num_hidden_layers"] = 64
+            config["backbone_config"][tower]["num_hidden_layers"] = 64
 
     folder = edited_copy(saved_full, tmp_path, edit)
     built = count_built_layers(monkeypatch)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from cocoop_hf import CoCoOpConfig, CoCoOpModel, build_prompt_ids, modeling_cocoop
+from cocoop_hf import CoCoOpConfig, CoCoOpModel, build_prompt_ids, text_encoder_causal
 
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, assert_same_held_state, held_state, random_pixels, tiny_clip_config
 from .reference_cocoop import (
@@ -155,8 +155,10 @@ def test_logits_loss_and_gradients_equal_the_official_math(family, tokenizer, ca
     model.config.bucket_by_length = mode != "no_bucket"
     checkpoints = []
     if mode == "checkpointing":
-        original = modeling_cocoop.checkpoint
-        monkeypatch.setattr(modeling_cocoop, "checkpoint", lambda *a, **k: checkpoints.append(1) or original(*a, **k))
+        original = text_encoder_causal.checkpoint
+        monkeypatch.setattr(
+            text_encoder_causal, "checkpoint", lambda *a, **k: checkpoints.append(1) or original(*a, **k)
+        )
         model.gradient_checkpointing = True
     try:
         names = model.class_names
@@ -225,31 +227,33 @@ def test_coop_text_features_are_computed_once_per_forward(family):
     for case in ("csc-end", "coop-middle", "kgcoop-csc-front"):
         model = family[case]
         seen = []
-        original = model._encode_prompts
+        encoder = model.text_encoder
+        original = encoder._encode_prompts
 
-        def counting(hidden, eos, original=original, seen=seen):
+        def counting(hidden, eos, *args, original=original, seen=seen, **kwargs):
             seen.append(hidden.shape[0])
-            return original(hidden, eos)
+            return original(hidden, eos, *args, **kwargs)
 
-        model._encode_prompts = counting
+        encoder._encode_prompts = counting
         try:
             with torch.no_grad():
                 model(image_embeds=unit_embeds(16))
         finally:
-            del model._encode_prompts
+            del encoder._encode_prompts
         assert sum(seen) == len(model.class_names), (case, seen)
 
 
 def test_end_with_shared_context_keeps_the_prefix_path(family):
     model = family["coop-end"]
     calls = []
-    original = model._encode_full_prompts
-    model._encode_full_prompts = lambda *args: calls.append(1) or original(*args)
+    encoder = model.text_encoder
+    original = encoder._encode_full_prompts
+    encoder._encode_full_prompts = lambda *args: calls.append(1) or original(*args)
     try:
         with torch.no_grad():
             model(image_embeds=unit_embeds(2))
     finally:
-        del model._encode_full_prompts
+        del encoder._encode_full_prompts
     assert calls == []
 
 

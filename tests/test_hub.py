@@ -29,13 +29,23 @@ from .cocoop_sharing import (
 
 # Exactly the code that loading and running need: no checkpoint converter, no card renderer.
 REQUIRED_CODE = {
+    "backbones_cocoop.py",
+    "class_groups_cocoop.py",
     "class_set_cocoop.py",
+    "class_set_holder_cocoop.py",
     "configuration_cocoop.py",
     "limits_cocoop.py",
+    "model_inputs_cocoop.py",
     "modeling_cocoop.py",
-    "processing_cocoop.py",
     "pipeline_cocoop.py",
+    "processing_cocoop.py",
+    "prompt_ids_cocoop.py",
+    "prompt_layout_cocoop.py",
+    "prompt_learner_cocoop.py",
     "sharing_cocoop.py",
+    "text_encoder_bidirectional.py",
+    "text_encoder_causal.py",
+    "text_layers_cocoop.py",
 }
 
 
@@ -264,6 +274,8 @@ def test_processor_push_to_hub(shared, monkeypatch):
     # The processor's code and the config file it validates config.json with: what loading it remotely needs.
     assert set(commit["files"]) == PROCESSOR_FILES | {
         "processing_cocoop.py",
+        "prompt_ids_cocoop.py",
+        "backbones_cocoop.py",
         "configuration_cocoop.py",
         "limits_cocoop.py",
         "README.md",

@@ -389,7 +389,7 @@ def test_prompt_learner_state_width_mismatch(get_model):
 
 def test_gradient_checkpointing_is_used(get_model, monkeypatch):
     """With the flag on and gradients enabled, the text path runs through torch.utils.checkpoint."""
-    from cocoop_hf import modeling_cocoop
+    from cocoop_hf import text_encoder_causal
 
     calls = []
 
@@ -397,7 +397,7 @@ def test_gradient_checkpointing_is_used(get_model, monkeypatch):
         calls.append(function)
         return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
 
-    monkeypatch.setattr(modeling_cocoop, "checkpoint", spy)
+    monkeypatch.setattr(text_encoder_causal, "checkpoint", spy)
     model = get_model()
     model(pixel_values=random_pixels(1))
     assert not calls

@@ -54,7 +54,7 @@ def test_class_names_match_the_model_prompts(shared, processor):
 
 def test_images_and_class_names_together_feed_the_model(shared, processor):
     inputs = processor(images=Image.new("RGB", (32, 32)), class_names=CLASS_NAMES)
-    assert set(inputs) == {"pixel_values", "input_ids", "eos_index", "name_length"}
+    assert set(inputs) == {"pixel_values", "input_ids", "eos_index", "name_length", "context_start"}
     with torch.no_grad():
         held = shared.model(pixel_values=inputs["pixel_values"]).logits  # the class set the model holds
         given = shared.model(**inputs).logits  # the same names, as prompts from the processor

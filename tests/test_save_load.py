@@ -168,8 +168,8 @@ def test_adapter_folder_names_base_clip(adapter_dir, tiny_clip_dir):
 
 def assert_small_adapter_folder(folder) -> int:
     """
-    Config, prompt-learner weights, processor_config.json and code: no tokenizer files (3.6 MB), < 350 KB in all
-    (~140 KB of weights at ViT-B/16 widths, ~160 KB of code files).
+    Config, prompt-learner weights, processor_config.json and code: no tokenizer files (3.6 MB), < 450 KB in all
+    (~140 KB of weights at ViT-B/16 widths, ~240 KB of code files for the four backbones' text paths).
     """
     files = set(os.listdir(folder))
     assert {"config.json", ADAPTER_FILE, "processor_config.json", "modeling_cocoop.py"} <= files
@@ -177,7 +177,7 @@ def assert_small_adapter_folder(folder) -> int:
     assert all(name.endswith(".py") for name in others), others  # no vocab.json, merges.txt, tokenizer*.json
     assert (folder / "processor_config.json").stat().st_size < 4_000
     total = sum((folder / name).stat().st_size for name in files)
-    assert total < 350_000, total
+    assert total < 450_000, total
     return total
 
 
@@ -460,7 +460,7 @@ def test_adapter_on_a_half_precision_clip_runs(adapter_dir, tiny_clip_dir, expec
 
 def test_full_model_loads_wholly_in_the_requested_dtype(full_dir, expected_logits, pixel_values):
     """A CLIP saved in fp32 records dtype float32 in its config; it must not pin half the loaded model to it."""
-    saved = json.loads((full_dir / "config.json").read_text())["clip_config"]
+    saved = json.loads((full_dir / "config.json").read_text())["backbone_config"]
     assert saved.get("dtype") is None and saved["text_config"].get("dtype") is None
     model = CoCoOpModel.from_pretrained(full_dir, dtype=torch.bfloat16)
     assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}

@@ -115,6 +115,11 @@ def resolve_resume_checkpoint(value, output_dir) -> str | None:
     return str(value)
 
 
+def check_checkpoint_settings(checkpoint, settings: dict) -> None:
+    """`check_resume_settings` of a checkpoint folder, read from its marker (before anything of the run is written)."""
+    check_resume_settings(checkpoint, read_json(Path(checkpoint) / COMPLETE_MARKER_NAME), settings)
+
+
 def save_prompt_learner(model, folder) -> None:
     """The trainable tensors only: context and meta-net (`prompt_learner.*`), as safetensors."""
     from safetensors.torch import save_file

@@ -27,7 +27,13 @@ class ModelArguments:
     """Which CLIP, which method, which prompt."""
 
     clip_model_name_or_path: str = field(
-        default="openai/clip-vit-base-patch16", metadata={"help": "Hub id or local folder of the frozen CLIP."}
+        default="openai/clip-vit-base-patch16",
+        metadata={
+            "aliases": ["--backbone"],
+            "help": "Hub id or local folder of the frozen backbone (also --backbone, or `backbone:` in a config "
+            "file): a CLIPModel (every size, MetaCLIP 1, OpenCLIP conversions), MetaClip2Model, SiglipModel or "
+            "Siglip2Model checkpoint, told apart by its config.json `model_type`.",
+        },
     )
     clip_revision: str | None = field(default=None, metadata={"help": "Revision (commit) of the CLIP."})
     model_name_or_path: str | None = field(
@@ -72,8 +78,8 @@ class ModelArguments:
     random_init_clip: bool = field(
         default=False,
         metadata={
-            "help": "Build the CLIP from its config.json with RANDOM weights (demo/CI without weights): every "
-            "accuracy is then meaningless, and the outputs say so."
+            "help": "Build the backbone (any supported one) from its config.json with RANDOM weights (demo/CI "
+            "without weights): every accuracy is then meaningless, and the outputs say so."
         },
     )
     random_init_seed: int = field(default=0, metadata={"help": "Seed of the random CLIP weights."})
@@ -186,6 +192,7 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
     Unknown names in the file are an error, not silently ignored.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    _check_one_spelling(parser, argv)
     config_path, values = None, {}
     if argv and not argv[0].startswith("-") and argv[0].endswith(CONFIG_SUFFIXES):
         config_path = argv.pop(0)
@@ -195,6 +202,7 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
                 f"config file {config_path} must hold a mapping of argument names to values, got "
                 f"{type(values).__name__}."
             )
+        values = _file_names_as_dests(parser, values, config_path)
         _check_file_names(parser, values, config_path)
         _check_file_value_types(parser, values, config_path)
         parser.set_defaults(**values)
@@ -231,6 +239,39 @@ NON_NEGATIVE_RATES = {
     "weight_decay": "weight decay shrinks weights toward zero (official: 5e-4)",
     "warmup_lr": "the warm-up learning rate is a step size (official: 1e-5)",
 }
+
+
+def _spellings(parser) -> dict[str, list[str]]:
+    """An option's destination -> its names (`--backbone` is another name of `--clip_model_name_or_path`)."""
+    return {
+        action.dest: [option.lstrip("-") for option in action.option_strings]
+        for action in parser._actions
+        if len(action.option_strings) > 1
+    }
+
+
+def _check_one_spelling(parser, argv) -> None:
+    """An option given under two of its names (argparse would keep the last one silently) is refused."""
+    given = _given_flags(argv)
+    for dest, names in _spellings(parser).items():
+        used = [f"--{name}" for name in names if f"--{name}" in given]
+        if len(used) > 1:
+            raise ValueError(f"{' and '.join(used)} name the same option ({dest}): give one of them.")
+
+
+def _file_names_as_dests(parser, values: dict, config_path) -> dict:
+    """A config file's keys under an option's other name (`backbone`) read as its destination; both refused."""
+    values = dict(values)
+    for dest, names in _spellings(parser).items():
+        used = [name for name in names if name != dest and name in values]
+        if used and dest in values or len(used) > 1:
+            raise ValueError(
+                f"config file {config_path}: {', '.join(f'`{n}`' for n in [*used, dest] if n in values)} name the "
+                f"same option ({dest}): give one of them."
+            )
+        if used:
+            values[dest] = values.pop(used[0])
+    return values
 
 
 def _given_flags(argv) -> set:

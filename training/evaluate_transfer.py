@@ -34,19 +34,13 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
+from training.class_split import class_names_per_task, protocol_relabels, select_labels
 from training.cli import ModelArguments, parse_config_and_flags, read_structured_file, run_script, setup_logging
-from training.data import (
-    DataArguments,
-    ImageTransform,
-    build_transforms,
-    class_names_per_task,
-    drop_or_raise_corrupt,
-    load_splits,
-    protocol_relabels,
-    select_labels,
-)
+from training.data_arguments import DataArguments
+from training.data_loading import load_splits
 from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
-from training.modeling_setup import build_model, has_random_weights
+from training.image_transforms import ImageTransform, build_transforms, drop_or_raise_corrupt
+from training.modeling_setup import backbone_type, build_model, has_random_weights, load_image_processor
 from training.outputs import (
     check_separate_folders,
     finish_output_dir,
@@ -213,7 +207,6 @@ def main(argv=None) -> dict:
     import logging as std_logging
 
     from accelerate import Accelerator
-    from transformers import CLIPImageProcessor
 
     model_args, args = parse_args(argv)
     output_dir = Path(args.output_dir)
@@ -242,7 +235,7 @@ def main(argv=None) -> dict:
     accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
     setup_logging(logger.name, std_logging.INFO if accelerator.is_main_process else std_logging.WARNING)
     source = model_args.model_name_or_path or model_args.clip_model_name_or_path
-    image_processor = CLIPImageProcessor.from_pretrained(source)
+    image_processor = load_image_processor(source, backbone_type(model_args))
 
     # Load and check every target before the model runs: a bad target fails fast, not after hours of evaluation.
     eval_sets, tasks_of = {}, {}

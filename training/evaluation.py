@@ -47,7 +47,9 @@ def extract_image_features(model, dataset, accelerator, batch_size: int, num_wor
     features, labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
-            embeds = model.get_image_features(batch["pixel_values"])
+            # SigLIP 2's patch inputs (pixel_attention_mask, spatial_shapes) go with its pixels; no other has any.
+            vision_inputs = {key: value for key, value in batch.items() if key not in ("pixel_values", "labels")}
+            embeds = model.get_image_features(batch["pixel_values"], **vision_inputs)
         embeds, batch_labels = accelerator.gather_for_metrics((embeds.float().contiguous(), batch["labels"]))
         features.append(embeds.cpu())
         labels.append(batch_labels.cpu())

@@ -13,15 +13,13 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from transformers.utils import logging
 
+from training.data_arguments import DataArguments, fewshot_file_name
+from training.data_loading import SOURCE_ROW_COLUMN
 from training.split_checks import short
 
-
-if TYPE_CHECKING:
-    from training.data import DataArguments
 
 logger = logging.get_logger(__name__)
 
@@ -94,19 +92,10 @@ def select_few_shot(labels, num_shots: int, seed: int) -> list[int]:
     return dassl_few_shot(labels, num_shots, seed)[0]
 
 
-# Name of the files CoOp's datasets write (datasets/oxford_pets.py etc.: `f"shot_{num_shots}-seed_{seed}.pkl"` in
-# `<dataset_dir>/split_fewshot`).
-_FEWSHOT_FILE_NAME = re.compile(r"shot_(\d+)-seed_(\d+)\.pkl")
 # Image folder of the two benchmarks whose catalogue entry has none (no split file): the official `image_dir` joined
 # with the train folder for ImageNet (datasets/imagenet.py `read_data(classnames, "train")`) and FGVCAircraft's flat
 # `images` folder (datasets/fgvc_aircraft.py).
 _TRAIN_IMAGE_FOLDERS = {"ImageNet": "images/train", "FGVCAircraft": "images"}
-
-
-def fewshot_file_name(path) -> tuple[int | None, int | None]:
-    """(K, seed) from an official few-shot file name `shot_K-seed_S.pkl`; (None, None) for any other name."""
-    match = _FEWSHOT_FILE_NAME.fullmatch(Path(path).name)
-    return (int(match[1]), int(match[2])) if match else (None, None)
 
 
 @dataclass
@@ -123,7 +112,7 @@ def _path_parts(path: str) -> tuple[str, ...]:
     return tuple(part for part in re.split(r"[\\/]+", path) if part)
 
 
-def official_fewshot_rows(args: "DataArguments", train_dataset, class_names: list[str], seed: int) -> OfficialFewShot:
+def official_fewshot_rows(args: DataArguments, train_dataset, class_names: list[str], seed: int) -> OfficialFewShot:
     """
     The rows of `train_dataset` (the benchmark's train split as `load_benchmark_splits` returns it) that the official
     few-shot file `args.fewshot_file` lists in its "train" list, in that order. The file stores absolute paths of the
@@ -269,7 +258,7 @@ def label_fingerprint(labels) -> str:
     return hashlib.sha256(json.dumps([int(label) for label in labels]).encode()).hexdigest()
 
 
-def dataset_identity(args: "DataArguments") -> dict:
+def dataset_identity(args: DataArguments) -> dict:
     """What the training rows come from: Hub id / local folder, config, data_dir, or the local files (absolute)."""
 
     def local(path):
@@ -391,8 +380,6 @@ def record_training_items(output_dir, train_dataset, task: str, relabel: dict, c
     relabelling), image path or None] after class selection and any dropped corrupt image.
     """
     from datasets import Image
-
-    from training.data import SOURCE_ROW_COLUMN
 
     path = Path(output_dir) / FEWSHOT_INDICES_NAME
     saved = json.loads(path.read_text(encoding="utf-8"))

@@ -141,13 +141,14 @@ def check_run_cocoop_flags(cell, argv: list[str]) -> tuple:
     own models, and a cell's folder would hold a run of another model than the cell names. Returns run_cocoop's
     (model, data, training, run) arguments of the cell.
     """
-    from training import run_cocoop
+    from training.run_arguments import parse_args
+    from training.run_method import resolve_run_method
 
     printed = io.StringIO()
     refused = f"{cell}: run_cocoop refuses the flags after '--'"
     try:
         with contextlib.redirect_stderr(printed):  # argparse prints its usage there before it exits
-            model_args, data_args, training_args, run_args = run_cocoop.parse_args(argv)
+            model_args, data_args, training_args, run_args = parse_args(argv)
     except SystemExit:  # argparse's error, a bad value: its message is the last line it printed
         lines = printed.getvalue().strip().splitlines()
         raise ValueError(f"{refused}: {lines[-1] if lines else 'they do not parse'}") from None
@@ -161,9 +162,7 @@ def check_run_cocoop_flags(cell, argv: list[str]) -> tuple:
         )
     try:
         # What run_cocoop.main refuses before it writes a file: template options, the model config's rules.
-        run_cocoop.zero_shot_template(model_args, data_args, training_args, run_args)
-        kgcoop_template, _ = run_cocoop.kgcoop_template(model_args, data_args, run_args)
-        run_cocoop.check_method_config(model_args, kgcoop_template)
+        resolve_run_method(model_args, data_args, training_args, run_args, read_backbone=False)
     except ValueError as error:
         raise ValueError(f"{refused}: {error}") from None
     return model_args, data_args, training_args, run_args

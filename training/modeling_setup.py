@@ -1,4 +1,5 @@
-"""The model a training or evaluation script runs: built from `ModelArguments`, CoCoOp / CoOp / zero-shot CLIP."""
+"""The model a training or evaluation script runs: built from `ModelArguments`, CoCoOp / CoOp / zero-shot, on any
+supported backbone (`cocoop_hf/backbones_cocoop.py`: CLIP, MetaCLIP 2, SigLIP, SigLIP 2), with its image processor."""
 
 from transformers import set_seed
 
@@ -33,9 +34,8 @@ def build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_templ
 
 
 def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_template: str | None):
-    from transformers import CLIPTokenizer
-
     from cocoop_hf import CoCoOpConfig, CoCoOpModel
+    from cocoop_hf.processing_cocoop import prompt_context_start
 
     if model_args.model_name_or_path:
         model = CoCoOpModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
@@ -63,9 +63,9 @@ def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_temp
         )
     clip_config, clip = random_clip(model_args)
     clip_state = clip.state_dict()
-    tokenizer = CLIPTokenizer.from_pretrained(path, revision=model_args.clip_revision)
+    tokenizer = load_tokenizer(model_args, clip_config)
     config = CoCoOpConfig(
-        clip_config=clip_config.to_dict(),
+        backbone_config=clip_config.to_dict(),
         clip_name_or_path=str(path),
         clip_revision=model_args.clip_revision,
         id2label=dict(enumerate(class_names)),
@@ -73,6 +73,8 @@ def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_temp
         **{RANDOM_WEIGHTS_ATTRIBUTE: True},
         **method_kwargs,
     )
+    # As `CoCoOpModel.from_clip` sets it: where the tokenizer puts the first context token (CLIP 1, SigLIP 0).
+    config.prompt_context_start = prompt_context_start(tokenizer, config.prompt_prefix)
     set_seed(seed)
     model = CoCoOpModel(config)
     model.clip.load_state_dict(clip_state)
@@ -169,14 +171,46 @@ def kgcoop_template_for(benchmark: str | None, prompt_template: str | None = Non
 
 def random_clip(model_args: ModelArguments):
     """
-    `(CLIPConfig, CLIPModel)` of `--clip_model_name_or_path`'s config with random weights drawn from
-    `--random_init_seed`: the same weights for every training seed and every method (CoCoOp, CoOp, zero-shot).
+    `(config, model)` of `--clip_model_name_or_path`'s config (any supported backbone: the class its `model_type`
+    names) with random weights drawn from `--random_init_seed`: the same weights for every training seed and every
+    method (CoCoOp, CoOp, zero-shot).
     """
-    from transformers import CLIPConfig, CLIPModel
+    from cocoop_hf.backbones_cocoop import backbone_of
 
-    config = CLIPConfig.from_dict(checked_clip_config(model_args))
+    config_dict = checked_clip_config(model_args)
+    row = backbone_of(config_dict.get("model_type") or "clip")
+    config = row.config_class.from_dict(config_dict)
     set_seed(model_args.random_init_seed)
-    return config, CLIPModel(config)
+    return config, row.model_class(config)
+
+
+def backbone_type(model_args: ModelArguments) -> str:
+    """
+    The `model_type` of the run's backbone ("clip", "metaclip_2", "siglip", "siglip2"): a saved model's (its
+    config.json), else that of `--clip_model_name_or_path`'s config.json (read as data and checked, nothing built).
+    """
+    from cocoop_hf import CoCoOpConfig
+
+    if model_args.model_name_or_path:
+        saved = CoCoOpConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        return saved.backbone_config.model_type
+    return checked_clip_config(model_args).get("model_type") or "clip"
+
+
+def load_tokenizer(model_args: ModelArguments, backbone_config):
+    """
+    The tokenizer of `--clip_model_name_or_path`: CLIP's `CLIPTokenizer` (as always); another backbone's through
+    `CoCoOpProcessor.load_backbone_tokenizer` (AutoTokenizer, its vocabulary checked against the text tower's).
+    """
+    path, revision = model_args.clip_model_name_or_path, model_args.clip_revision
+    if backbone_config.model_type == "clip":
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+    from cocoop_hf import CoCoOpProcessor
+
+    vocab_size = backbone_config.text_config.vocab_size
+    return CoCoOpProcessor.load_backbone_tokenizer(path, vocab_size, revision=revision, cache_dir=model_args.cache_dir)
 
 
 def checked_clip_config(model_args: ModelArguments) -> dict:
@@ -196,18 +230,20 @@ def checked_clip_config(model_args: ModelArguments) -> dict:
 
 
 def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names):
-    """Plain CLIP (pretrained, or random as `random_clip` draws it) + a prompt template (training/zeroshot.py)."""
-    from transformers import CLIPModel, CLIPTokenizer
-
+    """The plain backbone (pretrained, or random as `random_clip` draws it) + a prompt template
+    (training/zeroshot.py), scored with the backbone's own text and logit rule."""
+    from cocoop_hf.backbones_cocoop import backbone_of
     from training.zeroshot import ZeroShotCLIP
 
     path, revision = model_args.clip_model_name_or_path, model_args.clip_revision
-    tokenizer = CLIPTokenizer.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
     if model_args.random_init_clip:
-        _, clip = random_clip(model_args)
+        config, clip = random_clip(model_args)
+        tokenizer = load_tokenizer(model_args, config)
     else:
-        checked_clip_config(model_args)
-        clip = CLIPModel.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
+        config_dict = checked_clip_config(model_args)  # stock from_pretrained would build whatever it asks for
+        row = backbone_of(config_dict.get("model_type") or "clip")
+        tokenizer = load_tokenizer(model_args, row.config_class.from_dict(config_dict))
+        clip = row.model_class.from_pretrained(path, revision=revision, cache_dir=model_args.cache_dir)
     if model_args.clip_dtype is not None:
         import torch
 
@@ -221,6 +257,21 @@ def build_zero_shot_clip(model_args: ModelArguments, template: str, class_names)
         clip_revision=revision,
         random_clip_weights=bool(model_args.random_init_clip),
     )
+
+
+def load_image_processor(source, backbone: str, revision: str | None = None):
+    """
+    The image processor of a run, from `source` (a saved model, or the backbone checkpoint): CLIP's
+    `CLIPImageProcessor` (as always); another backbone's own class through `AutoImageProcessor` (SigLIP: resize to
+    the square without a crop, mean/std 0.5; SigLIP 2: variable-resolution patches).
+    """
+    if backbone == "clip":
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor.from_pretrained(source, revision=revision)
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(source, revision=revision)
 
 
 def has_random_weights(model, model_args: ModelArguments | None = None) -> bool:

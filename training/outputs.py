@@ -43,12 +43,14 @@ from cocoop_hf.output_records import (  # noqa: F401  (the names the training sc
 
 logger = logging.get_logger(__name__)
 
-# What run_cocoop.py writes into --output_dir (its own files, the saved model and processor, Trainer's checkpoints
-# and logs): a user's entry of such a name is in the way of the run and refused, never replaced.
+# What run_cocoop.py writes into --output_dir (its own files, the saved model with the code files it loads with, the
+# processor with any backbone's tokenizer files, Trainer's checkpoints and logs): a user's entry of such a name is in
+# the way of the run and refused, never replaced.
 RUN_OUTPUTS = re.compile(
     r"^(README\.md|results\.(json|md|png)|fewshot_indices\.json|config\.json|.*\.safetensors(\.index\.json)?|"
-    r"[a-z_]+_cocoop\.py|(pre)?processor_config\.json|tokenizer.*|special_tokens_map\.json|vocab\.json|merges\.txt|"
-    r"chat_template\..*|generation_config\.json|training_args\.bin|checkpoint-\d+|runs|tmp-.*)$"
+    r"[a-z_]+_cocoop\.py|text_encoder_[a-z]+\.py|(pre)?processor_config\.json|tokenizer.*|special_tokens_map\.json|"
+    r"vocab\.json|merges\.txt|sentencepiece\.bpe\.model|spiece\.model|added_tokens\.json|chat_template\..*|"
+    r"generation_config\.json|training_args\.bin|checkpoint-\d+|runs|tmp-.*)$"
 )
 # Entries a finished run of run_cocoop.py or a grid leaves: a folder holding one is a run's (report.py refuses it).
 RUN_MARKERS = re.compile(

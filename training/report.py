@@ -142,7 +142,9 @@ def check_run_metrics(run, source) -> None:
 
     if not isinstance(run, dict) or not isinstance(run.get("metrics"), dict):
         got = run.get("metrics") if isinstance(run, dict) else run
-        raise ValueError(f"{source}: a run's `metrics` must be an object of evaluated sets, got {describe_value(got)}.")
+        raise ValueError(
+            f"{source}: a run's `metrics` must be an object of evaluated sets, got {describe_value(got)}."
+        )
     for name, metrics in run["metrics"].items():
         if not isinstance(metrics, dict) or "accuracy" not in metrics:
             raise ValueError(
@@ -268,12 +270,13 @@ def model_card(
     model_name=None,
     method="cocoop",
     options: dict | None = None,
+    backbone: str = "clip",
 ):
     """
     The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json): base, new
     and H of a base-to-new run, else the accuracy on all classes (`--protocol all`). `options`: the model's
     CoOp-family options as `method_options` gives them (class-token position, class-specific context, KgCoOp weight
-    and template).
+    and template). `backbone`: the base model's `model_type` (its name and usual weights licence on the card).
     """
     from cocoop_hf.modelcard_cocoop import render_model_card
 
@@ -308,6 +311,7 @@ def model_card(
         class_specific_context=options.get("class_specific_context", False),
         kgcoop_weight=options.get("kgcoop_weight", 0.0),
         kgcoop_template=options.get("kgcoop_template"),
+        backbone=backbone,
     )
 
 

@@ -128,10 +128,3 @@ def check_resume_settings(checkpoint, marker: dict, settings: dict) -> None:
             f"cannot resume from {checkpoint}: it belongs to a run with other settings: {'; '.join(differences)}. "
             f"Resume with the checkpoint's settings. {start_anew}"
         )
-
-
-def check_checkpoint_settings(checkpoint, settings: dict) -> None:
-    """`check_resume_settings` of a checkpoint folder, read from its marker (before anything of the run is written)."""
-    from training.checkpoints import COMPLETE_MARKER_NAME, read_json
-
-    check_resume_settings(checkpoint, read_json(Path(checkpoint) / COMPLETE_MARKER_NAME), settings)

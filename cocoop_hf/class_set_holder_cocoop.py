@@ -1,0 +1,186 @@
+"""
+The class set a CoCoOp model holds, and the class prompts of each call: a mixin of `CoCoOpModel`.
+
+The held class set is one immutable [`ClassSet`] record in `model._class_set`, replaced whole by `set_class_names` and
+read once per call; a call's prompts are the given ones (checked) or the held ones. Also here: names -> prompt ids
+with the model's tokenizer (`class_prompts`) and KgCoOp's zero-shot features (`zero_shot_text_features`). This file
+travels with the code of every saved folder (the modeling file imports it), so it may import only torch,
+transformers and its sibling files.
+"""
+
+import torch
+from transformers import BatchEncoding
+
+from .backbones_cocoop import backbone_of, text_context
+from .class_set_cocoop import (
+    ClassPrompts,
+    ClassSet,
+    build_class_prompts,
+    check_class_specific,
+    zero_shot_text_features,
+)
+from .model_inputs_cocoop import check_class_prompts
+from .processing_cocoop import build_prompt_ids, validate_class_names
+
+
+class ClassSetHolder:
+    """
+    The class set a model holds, as a mixin of `CoCoOpModel` (which supplies `config`, `tokenizer`,
+    `prompt_learner` and `text_encoder`): one immutable [`ClassSet`] record in
+    `self._class_set`, replaced whole by `set_class_names`, read once per call. Derived from the names, never saved
+    (`from_pretrained` rebuilds it from config.id2label). Not buffers: a loaded model's non-persistent buffers hold
+    uninitialised memory, and several tensors assigned one by one can be seen half-swapped by another thread.
+    """
+
+    _class_set: ClassSet | None
+
+    def set_class_names(self, class_names, tokenizer=None) -> None:
+        """
+        Change the class set the model holds (used when `forward` gets no class prompts), keeping the learned
+        weights; updates `config.id2label`. To score another class set for one call, pass its prompts to `forward`
+        instead: this method changes the model for every caller. The new class set replaces the old one as a whole:
+        a forward running in another thread uses one or the other, never a mix.
+        """
+        self._hold_class_names(class_names, tokenizer)
+
+    def _hold_class_names(self, class_names, tokenizer=None, lazy_source: str | None = None) -> None:
+        """
+        `set_class_names`; with `lazy_source` (where the names come from, e.g. a config.json), the names are checked
+        now ([`validate_class_names`]) but tokenised, with KgCoOp's zero-shot features, at the first call that uses the
+        held class set, whose errors then name `lazy_source`: `from_pretrained` loads a config with very many classes
+        without tokenising them all. A class-specific context is always built now (its class count is bounded by
+        its weights, and its class set is checked against them).
+        """
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        # a list: a generator would be consumed by the check
+        class_names = validate_class_names(class_names, tokenizer)
+        if tokenizer is None:
+            raise ValueError(
+                "no tokenizer to build prompts with: pass `tokenizer=` (the backbone's tokenizer) to set_class_names."
+            )
+        class_set = ClassSet(tuple(class_names), tokenizer, source=lazy_source)
+        if lazy_source is None or self.config.class_specific_context:
+            class_set.prompts(self._build_class_prompts)  # errors here, before anything is changed
+        self._class_set = class_set  # the one assignment that swaps the class set
+        self.tokenizer = tokenizer
+        self.config.id2label = dict(enumerate(class_set.names))
+        self.config.label2id = {name: i for i, name in enumerate(class_set.names)}
+
+    def _build_class_prompts(self, class_set: ClassSet) -> ClassPrompts:
+        """The tensors of `class_set` for this model, checked (class_set_cocoop.build_class_prompts)."""
+        return build_class_prompts(self, class_set)
+
+    def _held_prompts(self) -> ClassPrompts:
+        """The prompts of the held class set (built at first use), on the prompt learner's device."""
+        held = self._class_set  # read once: this call uses this class set whatever another thread sets meanwhile
+        if held is None:
+            raise ValueError(
+                "this model holds no class prompts: pass class prompts (input_ids and eos_index from "
+                "CoCoOpProcessor(class_names=...) or model.class_prompts(names)), or call "
+                "model.set_class_names(class_names, tokenizer=...) first."
+            )
+        return held.prompts(self._build_class_prompts).to(self.prompt_learner.ctx.device)
+
+    def _apply(self, fn, *args, **kwargs):
+        # `.to(device)`, `.half()`, `.cuda()`: the held prompts follow the weights, as buffers would.
+        super()._apply(fn, *args, **kwargs)
+        held = getattr(self, "_class_set", None)
+        if held is not None:
+            self._class_set = held.applied(fn)
+        return self
+
+    @property
+    def class_names(self) -> list[str] | None:
+        held = self._class_set
+        return list(held.names) if held is not None else None
+
+    # The held class set's tensors (built on first use), read-only; each property reads the record on its own, so
+    # code that needs several of them together uses one `_held_prompts()`.
+    @property
+    def prompt_ids(self) -> torch.Tensor:
+        return self._held_prompts().input_ids
+
+    @property
+    def eos_index(self) -> torch.Tensor:
+        return self._held_prompts().eos_index
+
+    @property
+    def name_length(self) -> torch.Tensor:
+        return self._held_prompts().name_length
+
+    @property
+    def context_start(self) -> torch.Tensor:
+        return self._held_prompts().context_start
+
+    @property
+    def zero_shot_embeds(self) -> torch.Tensor:
+        """KgCoOp's frozen zero-shot text features of the held class set, (classes, embed_dim), L2-normalised."""
+        return self._held_prompts().zero_shot
+
+    def class_prompts(self, class_names, tokenizer=None) -> BatchEncoding:
+        """
+        Prompt token ids for `class_names` with this model's context words: `input_ids` (classes, text context),
+        `eos_index`, `name_length` and `context_start` (classes,) [and `attention_mask` for SigLIP 2], what
+        `CoCoOpProcessor(class_names=...)` gives. Pass them to `forward` or `get_text_features` to use another class
+        set for one call; the model is not changed.
+        """
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError("no tokenizer to build prompts with: pass `tokenizer=` (the backbone's tokenizer).")
+        backbone_config = self.config.backbone_config
+        return build_prompt_ids(
+            tokenizer,
+            class_names,
+            self.config.prompt_prefix,
+            self.config.n_ctx,
+            text_context(backbone_config),
+            backbone=backbone_config,
+        )
+
+    @torch.no_grad()
+    def zero_shot_text_features(self, class_names, tokenizer=None) -> torch.Tensor:
+        """
+        KgCoOp's frozen zero-shot text features `(classes, embed_dim)`, L2-normalised: the frozen backbone's text
+        features of `config.kgcoop_template.format(name)` (`_` in a name read as a space, as in the prompts). The
+        model is not changed. Official KgCoOp `trainers/kgcoop.py`: `clip_model_.encode_text(temp.format(c))`.
+        """
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        class_names = validate_class_names(class_names, tokenizer)
+        if tokenizer is None:
+            raise ValueError("no tokenizer to build the zero-shot prompts with: pass `tokenizer=`.")
+        return zero_shot_text_features(self, class_names, tokenizer)
+
+    def _prompts(self, input_ids, eos_index, name_length=None, context_start=None, attention_mask=None):
+        """
+        The class prompts of this call and whether they were given: the given ones (checked; `zero_shot` empty),
+        else the class set the model holds, read once.
+        """
+        if all(x is None for x in (input_ids, eos_index, name_length, context_start, attention_mask)):
+            return self._held_prompts(), False
+        if attention_mask is not None and backbone_of(self.config.backbone_config).causal_text:
+            # Causal towers pool at EOS: padding after it is never seen, and their prompts carry no mask. A text
+            # tokenizer's mask here means plain texts were passed where class prompts belong.
+            raise TypeError(
+                f"{type(self).__name__}.forward() got an unexpected keyword argument 'attention_mask': class prompts "
+                f"of a causal text tower ({backbone_of(self.config.backbone_config).display_name}) carry no attention "
+                "mask; pass what model.class_prompts(class_names) or CoCoOpProcessor(class_names=...) returns."
+            )
+        start = check_class_prompts(input_ids, eos_index, self.config, name_length, context_start, attention_mask)
+        device = self.prompt_learner.ctx.device
+        if self.config.class_specific_context:
+            held_set = self._class_set  # read once
+            held = held_set.prompts(self._build_class_prompts) if held_set is not None else None
+            check_class_specific(self, None, input_ids, eos_index, held)
+
+        def moved(tensor):
+            return tensor.to(device) if tensor is not None else None
+
+        given = ClassPrompts(
+            moved(input_ids),
+            moved(eos_index),
+            moved(name_length),
+            torch.empty(0, 0),
+            moved(start),
+            moved(attention_mask),
+        )
+        return given, True
