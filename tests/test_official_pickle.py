@@ -489,14 +489,20 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+# The official-file reader: the loaders and the modules they are split into (records, interpreter, torch.save files).
+READER_MODULES = ("official_pickle", "pickle_records_cocoop", "pickle_reader_cocoop", "torch_save_file_cocoop")
+
+
 def test_reader_imports_no_model_code():
     """The reader stands alone (stdlib, torch, transformers' logging); the model side never imports the readers."""
     package = Path(cocoop_hf.__file__).parent
-    reader_imports = imported_modules(package / "official_pickle.py")
+    readers = {f"cocoop_hf.{name}" for name in READER_MODULES}
+    reader_imports = set().union(*(imported_modules(package / f"{name}.py") for name in READER_MODULES))
     assert {"torch", "zipfile", "pickletools"} <= reader_imports  # the parser sees the imports
-    outside = {name for name in reader_imports if name.split(".")[0] not in sys.stdlib_module_names}
+    assert readers - {"cocoop_hf.official_pickle"} <= reader_imports  # relative ones too
+    outside = {name for name in reader_imports - readers if name.split(".")[0] not in sys.stdlib_module_names}
     assert outside == {"torch", "transformers.utils"}, outside
     assert "cocoop_hf.official_pickle" in imported_modules(package / "convert_official.py")  # relative ones too
     for name in ("modeling_cocoop", "sharing_cocoop", "processing_cocoop", "pipeline_cocoop", "configuration_cocoop"):
         imports = imported_modules(package / f"{name}.py")
-        assert not {"cocoop_hf.official_pickle", "cocoop_hf.convert_official"} & imports, (name, imports)
+        assert not (readers | {"cocoop_hf.convert_official"}) & imports, (name, imports)
