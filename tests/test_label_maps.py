@@ -282,10 +282,10 @@ def test_a_source_with_another_class_count_is_warned(caplog):
     from training.benchmarks import BENCHMARKS, EUROSAT_RENAMES, OFFICIAL_CLASS_COUNTS
 
     assert set(OFFICIAL_CLASS_COUNTS) == set(BENCHMARKS)
-    with caplog.at_level(logging.WARNING, logger="training.benchmarks"):
+    with caplog.at_level(logging.WARNING, logger="training.label_maps"):
         official_label_map("EuroSAT", list(EUROSAT_RENAMES))
     assert "classes, the official dataset" not in caplog.text
-    with caplog.at_level(logging.WARNING, logger="training.benchmarks"):
+    with caplog.at_level(logging.WARNING, logger="training.label_maps"):
         official_label_map("EuroSAT", ["Forest", "River"])
     assert "EuroSAT: the source has 2 classes, the official dataset 10" in caplog.text
 
@@ -375,7 +375,7 @@ def test_a_partial_archive_records_its_class_count(tmp_path, caplog):
 
     copy = eurosat_imagefolder(tmp_path / "eurosat", missing=("SeaLake",))
     data_args = ["--benchmark", "eurosat", "--dataset_name", str(copy)]
-    with caplog.at_level(logging.WARNING, logger="training.benchmarks"):
+    with caplog.at_level(logging.WARNING, logger="training.label_maps"):
         content = main(
             tiny_run_argv(tmp_path / "out", data_args, "--method", "zeroshot", "--cache_dir", str(tmp_path / "c"),
                           eval_batch_size=4, train=False)
