@@ -55,6 +55,16 @@ _FINGERPRINT_SAMPLES = 16
 _FINGERPRINT_RTOL = 2e-2  # bf16 keeps 8 bits of mantissa (relative error <= 2^-8); another CLIP differs by O(1)
 
 
+def fingerprint_sample_index(numel: int) -> torch.Tensor:
+    """
+    The evenly spaced positions sampled from a flattened tensor of `numel` values. float32 `linspace`, as adapters
+    have recorded since fingerprints exist; its last position rounds up past the end beyond 2**24 values (CLIP
+    ViT-B/16's token embedding has 25,296,896), so it is clamped: positions that were in range do not move.
+    """
+    index = torch.linspace(0, numel - 1, min(_FINGERPRINT_SAMPLES, numel)).round().long()
+    return index.clamp_(max=numel - 1)
+
+
 def clip_fingerprint(clip: PreTrainedModel) -> dict:
     """Kind, depths, widths and evenly spaced weight samples of a backbone model `clip` (plain JSON data)."""
     config = clip.config
@@ -77,7 +87,7 @@ def clip_fingerprint(clip: PreTrainedModel) -> dict:
         if name not in parameters:  # a tensor of another backbone family
             continue
         flat = parameters[name].detach().reshape(-1)
-        index = torch.linspace(0, flat.numel() - 1, min(_FINGERPRINT_SAMPLES, flat.numel())).round().long()
+        index = fingerprint_sample_index(flat.numel())
         fingerprint["samples"][name] = [float(value) for value in flat[index.to(flat.device)].float().cpu()]
     return fingerprint
 

@@ -209,3 +209,17 @@ def test_folders_load_with_remote_code_without_the_package(saved, tmp_path):
             assert result["backbone"] == type(saved[model_type]["model"].clip).__name__
             assert result["processor"] == type(AutoTokenizer.from_pretrained(saved[model_type]["base"])).__name__
             torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=0, atol=ATOL)
+
+
+def test_fingerprint_samples_stay_inside_large_tensors():
+    """CLIP ViT-B/16's token embedding (49,408 x 512 = 25,296,896 values, past float32's exact integers) made the
+    float32 linspace's last sample index equal the tensor's size: saving an adapter of a real CLIP raised IndexError.
+    Positions of smaller tensors (what adapters recorded before) do not move."""
+    from cocoop_hf.sharing_cocoop import fingerprint_sample_index
+
+    numel = 49408 * 512
+    index = fingerprint_sample_index(numel)
+    assert int(index.max()) == numel - 1 and int(index.min()) == 0 and len(index) == 16
+    for small in (1, 7, 40 * 32, 1000 * 64, 2**24):
+        expected = torch.linspace(0, small - 1, min(16, small)).round().long()
+        assert torch.equal(fingerprint_sample_index(small), expected)
