@@ -21,6 +21,7 @@ from .class_set_cocoop import (
 )
 from .model_inputs_cocoop import check_class_prompts
 from .processing_cocoop import build_prompt_ids, validate_class_names
+from .prompt_ids_cocoop import prompt_markers
 
 
 class ClassSetHolder:
@@ -150,6 +151,58 @@ class ClassSetHolder:
             raise ValueError("no tokenizer to build the zero-shot prompts with: pass `tokenizer=`.")
         return zero_shot_text_features(self, class_names, tokenizer)
 
+    def _check_prompt_markers(self, input_ids, eos_index, context_start, attention_mask) -> None:
+        """
+        Given class prompts must be this model's kind (prompt_ids_cocoop.prompt_markers of its tokenizer): the EOS
+        id at each `eos_index` where its tokenizer appends one, its start tokens right before each `context_start`,
+        an attention mask exactly where its prompts carry one. Prompts built by another backbone's tokenizer (SigLIP's
+        for a CLIP model, MetaCLIP 2's `<s>` for CLIP's `<|startoftext|>`) or a SigLIP 2 prompt without its mask
+        would otherwise run and give wrong logits. Without a tokenizer (none loaded) there is nothing to compare.
+        """
+        tokenizer = self.tokenizer
+        if tokenizer is None:
+            return
+        backbone_config = self.config.backbone_config
+        lead, eos, with_mask = prompt_markers(tokenizer, self.config.prompt_prefix, backbone_config)
+        display = backbone_of(backbone_config).display_name
+        help_text = (
+            f"build them for this model ({display}, tokenizer {type(tokenizer).__name__}) with model.class_prompts("
+            "class_names) or its CoCoOpProcessor(class_names=...)"
+        )
+        if with_mask and attention_mask is None:
+            raise ValueError(
+                f"class prompts need `attention_mask`: this model's prompts ({display}) carry one (its tokenizer "
+                f"masks padding, and the text tower reads the mask); pass it with input_ids, or {help_text}."
+            )
+        if not with_mask and attention_mask is not None:
+            raise ValueError(
+                f"class prompts of this model ({display}) carry no `attention_mask` (its text tower attends to the "
+                f"padding, as it was trained): these prompts were built for another backbone; {help_text}."
+            )
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        if eos is not None:
+            found = input_ids[rows, eos_index.to(input_ids.device)]
+            bad = (found != eos).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(
+                    f"class prompts for classes {bad[:5]} do not hold this model's EOS token (id {eos}) at "
+                    f"`eos_index` (found ids {found[bad].tolist()[:5]}): they were built for another backbone or "
+                    f"`eos_index` is wrong; {help_text}."
+                )
+        if lead:
+            start = context_start.to(input_ids.device)
+            offsets = start[:, None] - len(lead) + torch.arange(len(lead), device=input_ids.device)[None, :]
+            found = input_ids[rows[:, None], offsets.clamp(min=0)]
+            expected = torch.tensor(lead, dtype=input_ids.dtype, device=input_ids.device)
+            bad = ((start < len(lead)) | (found != expected).any(dim=1)).nonzero().flatten().tolist()
+            if bad:
+                tokens = tokenizer.convert_ids_to_tokens(list(lead))
+                raise ValueError(
+                    f"class prompts for classes {bad[:5]} do not hold this model's start token(s) {tokens} (ids "
+                    f"{list(lead)}) right before `context_start` (got {start[bad].tolist()[:5]}): they were built for "
+                    f"another backbone; {help_text}."
+                )
+
     def _prompts(self, input_ids, eos_index, name_length=None, context_start=None, attention_mask=None):
         """
         The class prompts of this call and whether they were given: the given ones (checked; `zero_shot` empty),
@@ -166,6 +219,7 @@ class ClassSetHolder:
                 "mask; pass what model.class_prompts(class_names) or CoCoOpProcessor(class_names=...) returns."
             )
         start = check_class_prompts(input_ids, eos_index, self.config, name_length, context_start, attention_mask)
+        self._check_prompt_markers(input_ids, eos_index, start, attention_mask)
         device = self.prompt_learner.ctx.device
         if self.config.class_specific_context:
             held_set = self._class_set  # read once

@@ -77,7 +77,18 @@ def _model_type(config) -> str:
 
 @functools.cache
 def _tower_defaults(model_type: str, tower: str) -> dict:
-    return backbone_of(model_type).config_class.sub_configs[tower]().to_dict()
+    """
+    The default size fields of a tower's config class. Read from its dataclass fields, not by building a default
+    config: transformers' SiglipTextConfig() defaults to CLIP's bos/eos ids (49406/49407) past its own vocabulary
+    and warns about them at every build.
+    """
+    config_class = backbone_of(model_type).config_class.sub_configs[tower]
+    fields = getattr(config_class, "__dataclass_fields__", None)
+    if fields is not None:
+        defaults = {name: field.default for name, field in fields.items() if isinstance(field.default, (int, float))}
+        if all(name in defaults for name in _tower_fields(model_type, tower)):
+            return defaults
+    return config_class().to_dict()
 
 
 def _tower_fields(model_type: str, tower: str) -> tuple[str, ...]:
@@ -94,7 +105,10 @@ def _towers(clip_config, where: str) -> dict:
     for tower in _TOWER_FIELDS:
         config = _field(clip_config, tower)
         if config is not None and not isinstance(config, (Mapping, PretrainedConfig)):
-            raise ValueError(f"`{where}{tower}` must be a mapping of CLIP settings, got {describe_value(config)}.")
+            raise ValueError(
+                f"`{where}{tower}` must be a mapping of {backbone_of(model_type).display_name} settings, got "
+                f"{describe_value(config)}."
+            )
         defaults = _tower_defaults(model_type, tower)
         towers[tower] = {
             name: _field(config or {}, name, defaults.get(name)) for name in _tower_fields(model_type, tower)
@@ -166,8 +180,9 @@ def check_backbone_config(clip_config, source: str = "clip_config") -> None:
     parameters = estimated_clip_parameters(clip_config)
     if parameters > MAX_CLIP_PARAMETERS:
         raise ValueError(
-            f"{f'`{source}`' if source else 'The config'} describes a CLIP of {parameters:,} parameters, more than the "
-            f"{MAX_CLIP_PARAMETERS:,} allowed (ViT-bigG/14, the largest public CLIP, has ~2.5 billion): reduce the "
+            f"{f'`{source}`' if source else 'The config'} describes a {backbone_of(model_type).display_name} "
+            f"of {parameters:,} parameters, more than the {MAX_CLIP_PARAMETERS:,} allowed (ViT-bigG/14, the "
+            "largest public CLIP-style model, has ~2.5 billion): reduce the "
             "layers or widths; building it would take minutes and far more memory than any real backbone."
         )
 
@@ -243,7 +258,8 @@ def check_weights_cover_config(folder, clip_config, source: str) -> None:
     expected = estimated_clip_parameters(clip_config)
     if declared and declared < expected:
         raise ValueError(
-            f"{source} describes a CLIP of {expected:,} parameters, but the weights in {folder} hold {declared:,} "
+            f"{source} describes a {backbone_of(_model_type(clip_config)).display_name} of {expected:,} "
+            f"parameters, but the weights in {folder} hold {declared:,} "
             "values: the config does not match its weights (loading would build the whole model and fill the "
             "missing parameters with random values)."
         )
@@ -316,7 +332,7 @@ def check_clip_checkpoint(name_or_path, weights: bool = True, **from_pretrained_
         try:
             config, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
         except RecursionError:  # json's parser gives up on deeply nested lists: one line, no traceback
-            raise ValueError(f"{source} nests its JSON too deeply to be a CLIP config.") from None
+            raise ValueError(f"{source} nests its JSON too deeply to be a backbone config.") from None
     else:
         source = "the given config"
     try:

@@ -146,6 +146,12 @@ def check_class_prompts(input_ids, eos_index, config, name_length=None, context_
         )
     context_start = _checked_context_start(context_start, classes, config, eos_index.device)
     context = text_context(config.backbone_config)
+    if length > context:
+        raise ValueError(
+            f"class prompts do not fit this model: `input_ids` has {length} positions, but its text context is "
+            f"{context} ({backbone_of(config.backbone_config).display_name}): prompts built for another backbone? "
+            "Build them with this model's processor or model.class_prompts(class_names)."
+        )
     lowest = context_start + config.n_ctx + 1  # specials, the context, at least one name or '.' token, then EOS
     bad = (eos_index < lowest) | (eos_index >= min(length, context))
     if length > context or bad.any():

@@ -134,6 +134,7 @@ def python_str(text: str) -> str:
 
 # What the card calls each training method (`training/run_cocoop.py --method`), wherever it speaks of the method's
 # accuracy; and the intro's first sentence per method.
+# "zero-shot CLIP" is CLIP's name; another backbone's card names its own (`method_name`).
 METHOD_NAMES = {"cocoop": "CoCoOp", "coop": "CoOp", "kgcoop": "KgCoOp", "zeroshot": "zero-shot CLIP"}
 METHOD_INTRO = {
     "cocoop": "Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022)",
@@ -141,8 +142,35 @@ METHOD_INTRO = {
     "without meta-network",
     "kgcoop": "Prompts learned with **KgCoOp** (Knowledge-guided Context Optimization, Yao et al., CVPR 2023), "
     "packaged as a CoCoOp model without meta-network",
-    "zeroshot": "The **zero-shot CLIP** baseline, packaged as a CoCoOp model",
+    "zeroshot": "The **zero-shot {backbone}** baseline, packaged as a CoCoOp model",
 }
+# Hub owners whose releases of a backbone carry the licence of its row (`Backbone.weights_license`); any other base
+# checkpoint (MetaCLIP 1 and the LAION/OpenCLIP conversions load as CLIPModel too, under other licences; a local
+# folder) gets `license: other` and the card points to the base checkpoint's own card.
+KNOWN_PUBLISHERS = {
+    "clip": ("openai/",),
+    "metaclip_2": ("facebook/metaclip-2",),
+    "siglip": ("google/",),
+    "siglip2": ("google/",),
+}
+
+
+def method_name(method: str, backbone: str = "clip") -> str:
+    """What the card calls the method: "CoCoOp", ..., "zero-shot CLIP" / "zero-shot SigLIP 2"."""
+    if method == "zeroshot":
+        return f"zero-shot {backbone_of(backbone).display_name}"
+    return METHOD_NAMES[method]
+
+
+def card_license(backbone: str, base_model: str, base_model_is_hub_id: bool) -> str:
+    """
+    The front matter's licence: the one usually given to the backbone's released weights where `base_model` is a
+    Hub id of that release's publisher (`KNOWN_PUBLISHERS`), else "other" (the base checkpoint's card decides).
+    """
+    known = base_model_is_hub_id and base_model.startswith(KNOWN_PUBLISHERS.get(backbone, ()))
+    return backbone_of(backbone).weights_license if known else "other"
+
+
 # The prompt as the text encoder reads it, per class-token position (official CoOp trainers/coop.py,
 # `PromptLearner.forward`: "middle" splits the context in two halves around the class name, "front" puts it first).
 PROMPT_LAYOUTS = {
@@ -152,25 +180,34 @@ PROMPT_LAYOUTS = {
 }
 
 
-def _method_detail(method, n_ctx, class_token_position, class_specific_context, num_classes) -> str:
-    """The card's second paragraph: how the prompt is built and which classes the model can score."""
+def _method_detail(
+    method, n_ctx, class_token_position, class_specific_context, num_classes, name="CLIP", prompt_template=None
+) -> str:
+    """The card's second paragraph: how the prompt is built and which classes the model can score (`name`: the
+    backbone's display name)."""
+    if prompt_template is not None:
+        return (
+            f"Nothing is learned and no model is saved: the plain {name} scores each class with the prompt "
+            f"{markdown_code(prompt_template)} filled with the class name ('_' read as a space, as the official "
+            "ZeroshotCLIP does). This card records the run's results; the base checkpoint itself is what to use."
+        )
     if method == "zeroshot":
         return (
             "Nothing is learned: the context is the hand-written prompt's words and the meta-network adds nothing, "
-            "so the model classifies exactly as CLIP with the prompt `a photo of a {class name}.` (or the given "
-            "words)."
+            f"so the model classifies exactly as {name} with the prompt `a photo of a {{class name}}.` (or the "
+            "given words)."
         )
     count = str(n_ctx) if n_ctx else "a few"
     layout = PROMPT_LAYOUTS[class_token_position]
     if method == "cocoop":
         return (
-            f"A meta-network turns each image's CLIP feature into a bias on {count} learned context vectors, so the "
-            f"prompt {layout} adapts to every image; CLIP itself stays frozen. The learned prompts work for any class "
-            "names, including classes never seen in training."
+            f"A meta-network turns each image's {name} feature into a bias on {count} learned context vectors, so "
+            f"the prompt {layout} adapts to every image; {name} itself stays frozen. The learned prompts work for any "
+            "class names, including classes never seen in training."
         )
     kgcoop = (
         " Training adds to the cross-entropy a weighted term that keeps each class's learned text feature close to "
-        "CLIP's zero-shot feature of a hand-written prompt"
+        f"{name}'s zero-shot feature of a hand-written prompt"
         if method == "kgcoop"
         else ""
     )
@@ -179,19 +216,21 @@ def _method_detail(method, n_ctx, class_token_position, class_specific_context, 
         return (
             f"Each trained class has its own {count if count != 'a few' else 'few'} learned context vectors "
             "(class-specific context), the same for "
-            f"every image, forming the prompt {layout}; CLIP itself stays frozen.{kgcoop + '.' if kgcoop else ''} "
+            f"every image, forming the prompt {layout}; {name} itself stays frozen.{kgcoop + '.' if kgcoop else ''} "
             f"The model scores exactly {classes}, in their trained order: there is no learned context for any other "
             "class, so it cannot classify new classes."
         )
     if kgcoop:
         kgcoop += ", meant to keep the prompts useful for classes never seen in training."
     return (
-        f"{count} learned context vectors, shared by every image and every class, form the prompt {layout}; CLIP "
+        f"{count} learned context vectors, shared by every image and every class, form the prompt {layout}; {name} "
         f"itself stays frozen.{kgcoop} The learned prompts work for any class names."
     )
 
 
-def _prompt_options(class_token_position, class_specific_context, kgcoop_weight, kgcoop_template) -> list[str]:
+def _prompt_options(
+    class_token_position, class_specific_context, kgcoop_weight, kgcoop_template, name="CLIP"
+) -> list[str]:
     """One line per CoOp-family option that differs from plain CoCoOp/CoOp, for the card's "Prompt options"."""
     if class_token_position not in ("end", "middle", "front"):
         raise ValueError(f"`class_token_position` must be 'end', 'middle' or 'front', got {class_token_position!r}.")
@@ -212,7 +251,7 @@ def _prompt_options(class_token_position, class_specific_context, kgcoop_weight,
         template = f" of the prompt {markdown_code(kgcoop_template)}" if kgcoop_template else ""
         lines.append(
             f"**KgCoOp regulariser**, weight w = {kgcoop_weight:g}: loss = cross-entropy + w x (1 - mean cosine "
-            f"similarity to CLIP's zero-shot text features{template})."
+            f"similarity to {name}'s zero-shot text features{template})."
         )
     return lines
 
@@ -236,12 +275,13 @@ def render_model_card(
     kgcoop_weight: float = 0.0,
     kgcoop_template: str | None = None,
     backbone: str = "clip",
+    prompt_template: str | None = None,
 ) -> ModelCard:
     """
     Render the model card of a CoCoOp checkpoint.
 
     Args:
-        base_model: Hub id of the frozen CLIP (linked, and front matter `base_model`), or the local folder it was
+        base_model: Hub id of the frozen backbone (linked, and front matter `base_model`), or the local folder it was
             loaded from (named, not linked, and no `base_model` in the front matter: it is not on the Hub).
         datasets: dataset id or list of ids trained on (front matter `datasets`).
         results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "H": float,
@@ -257,11 +297,12 @@ def render_model_card(
             snippets' example labels, except with a class-specific context, which scores only this list).
         n_ctx: number of learned context tokens.
         license: SPDX id for the front matter (default: the licence usually given to the backbone's released
-            weights, `backbones_cocoop.BACKBONES[backbone].weights_license`; the card says that the base
-            checkpoint's own licence decides).
+            weights, `backbones_cocoop.BACKBONES[backbone].weights_license`, where `base_model` is a Hub id of their
+            publisher (`KNOWN_PUBLISHERS`: openai/ for CLIP, google/ for SigLIP and SigLIP 2, facebook/metaclip-2 for
+            MetaCLIP 2), else "other"; the card says that the base checkpoint's own licence decides).
         model_name: title and model-index name (defaults to the repo name).
         method: `"cocoop"`, `"coop"`, `"kgcoop"` or `"zeroshot"`: what the card says the prompts are.
-        random_weights: the model runs on random CLIP weights (a demo): the card warns and is tagged, with or
+        random_weights: the model runs on random backbone weights (a demo): the card warns and is tagged, with or
             without results. A result row with `random_weights` implies it.
         class_token_position, class_specific_context, kgcoop_weight, kgcoop_template: the model's CoOp-family
             options (as in its config); those that differ from plain CoCoOp/CoOp are listed under "Prompt options",
@@ -270,26 +311,37 @@ def render_model_card(
         backbone: the backbone's `model_type` ("clip", "metaclip_2", "siglip", "siglip2"): its name on the card, the
             default licence, a tag, and for a sigmoid-trained backbone (SigLIP) what the cross-entropy training
             means for its scores.
+        prompt_template: the template a zero-shot run (method "zeroshot") scored the plain backbone with: nothing
+            is learned or saved, so the card says so and shows the base checkpoint in transformers' zero-shot
+            pipeline with this template instead of this repo's usage.
     """
     backbone_row = backbone_of(backbone)
-    license = backbone_row.weights_license if license is None else license
+    name = backbone_row.display_name
     if method not in METHOD_NAMES:
         raise ValueError(f"`method` must be one of {sorted(METHOD_NAMES)}, got {method!r}.")
+    if prompt_template is not None and (method != "zeroshot" or not isinstance(prompt_template, str)):
+        raise ValueError(
+            f"`prompt_template` ({prompt_template!r}) is the template of a zero-shot run (method 'zeroshot', a "
+            f"string with one '{{}}'), got method {method!r}."
+        )
     if class_specific_context and method not in ("coop", "kgcoop"):
         raise ValueError(
             f"`class_specific_context=True` is an option of CoOp and KgCoOp (method 'coop' or 'kgcoop'), got "
             f"method {method!r}."
         )
     if not isinstance(base_model, str) or not base_model:
-        raise ValueError(f"`base_model` must be the Hub id (or local folder) of the base CLIP, got {base_model!r}.")
+        raise ValueError(
+            f"`base_model` must be the Hub id (or local folder) of the base {name} checkpoint, got {base_model!r}."
+        )
     base_model_is_hub_id = is_hub_repo_id(base_model)
+    license = card_license(backbone, base_model, base_model_is_hub_id) if license is None else license
     if isinstance(datasets, str):
         datasets = [datasets]
     if datasets is not None and (
         not isinstance(datasets, (list, tuple)) or not all(isinstance(d, str) and d for d in datasets)
     ):
         raise TypeError(f"`datasets` must be a dataset id or a list of ids, got {datasets!r}.")
-    options = _prompt_options(class_token_position, class_specific_context, kgcoop_weight, kgcoop_template)
+    options = _prompt_options(class_token_position, class_specific_context, kgcoop_weight, kgcoop_template, name)
     result_rows = _normalise_results(results)
     recipe_rows = _normalise_recipe(recipe)
     repo_id = repo_id or "<your-repo-id>"
@@ -304,14 +356,14 @@ def render_model_card(
     for row in result_rows:
         for key, label in CARD_METRIC_FIELDS.items():
             if key in row:
-                name = label + (", random CLIP weights" if row["random_weights"] else "")
+                metric = label + (f", random {name} weights" if row["random_weights"] else "")
                 eval_results.append(
                     EvalResult(
                         task_type=task,
                         dataset_type=row["dataset"],
                         dataset_name=row["dataset"],
                         metric_type="accuracy",
-                        metric_name=name,
+                        metric_name=metric,
                         metric_value=round(row[key], 2),
                     )
                 )
@@ -345,6 +397,7 @@ def render_model_card(
         title_text=markdown_cell(model_name),
         backbone_name=backbone_row.display_name,
         license=markdown_code(license),
+        known_license=license != "other",
         sigmoid_backbone=backbone_row.has_logit_bias,
         base_model=base_model,
         base_model_is_hub_id=base_model_is_hub_id,
@@ -352,9 +405,21 @@ def render_model_card(
         base_model_revision=base_model_revision,
         base_model_revision_code=markdown_code(base_model_revision or ""),
         repo_id_literal=python_str(repo_id),
-        method_intro=METHOD_INTRO[method],
-        method_detail=_method_detail(method, n_ctx, class_token_position, bool(class_specific_context), len(names)),
-        method_name=METHOD_NAMES[method],
+        method_intro=METHOD_INTRO[method].format(backbone=name)
+        if prompt_template is None
+        else f"The **zero-shot {name}** baseline with a hand-written prompt template",
+        method_detail=_method_detail(
+            method, n_ctx, class_token_position, bool(class_specific_context), len(names), name, prompt_template
+        ),
+        method_name=method_name(method, backbone),
+        template_run=prompt_template is not None,
+        pipeline_kwargs=", ".join(
+            f"{key}={python_str(value)}"
+            for key, value in (("model", base_model), ("revision", base_model_revision))
+            if value is not None
+        ),
+        template_labels=", ".join(python_str(label.replace("_", " ")) for label in examples),
+        template_literal=python_str(prompt_template or ""),
         class_specific_context=bool(class_specific_context),
         random_weights=random_weights,
         example_labels=", ".join(python_str(name) for name in examples),

@@ -170,12 +170,17 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         The context starts from the token embeddings of `ctx_init` (official PromptLearner: positions 1..n_ctx of
         the tokenised words) or, with `ctx_init=None`, from N(0, 0.02).
         """
-        class_names = validate_class_names(class_names, tokenizer)
+        # Before the (slow) backbone load, only what any tokenizer needs: CLIP's case-and-spacing rule is for CLIP's
+        # tokenizer alone (MetaCLIP 2's and SigLIP's are cased), checked below once the tokenizer is known.
+        class_names = validate_class_names(class_names, tokenizer, clip_rule=None if tokenizer is not None else False)
         clip_kwargs = dict(clip_kwargs or {})
         backbone = load_backbone(clip_name_or_path, revision=revision, **clip_kwargs)
         if tokenizer is None:
             tokenizer = CoCoOpProcessor.load_backbone_tokenizer(
-                clip_name_or_path, backbone.config.text_config.vocab_size, revision=revision
+                clip_name_or_path,
+                backbone.config.text_config.vocab_size,
+                revision=revision,
+                backbone_config=backbone.config,
             )
             class_names = validate_class_names(class_names, tokenizer)
         config = _config_for(backbone, clip_name_or_path, revision, class_names, tokenizer, config_kwargs)
@@ -429,20 +434,26 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
 
 def _config_for(backbone, name_or_path, revision, class_names, tokenizer, config_kwargs: dict) -> CoCoOpConfig:
     """The config of `from_clip`: the backbone's config and where it came from, the classes, the user's options."""
+    # Where the tokenizer puts the first context token (after SOS / <s>: 1; SigLIP's T5-style tokenizer: 0): the
+    # count of its leading special tokens, the same whatever the context words. Known before the config is built, so
+    # the config's n_ctx limit counts the tokens this tokenizer really puts before the context.
+    start = prompt_context_start(tokenizer, "x")
+    if "prompt_context_start" in config_kwargs and config_kwargs["prompt_context_start"] != start:
+        raise ValueError(
+            f"prompt_context_start={config_kwargs['prompt_context_start']!r}, but the tokenizer puts the first "
+            f"context token at {start!r}: leave prompt_context_start out (from_clip reads it from the tokenizer)."
+        )
     config = CoCoOpConfig(
         backbone_config=backbone.config.to_dict(),
         clip_name_or_path=str(name_or_path),
         clip_revision=revision or getattr(backbone.config, "_commit_hash", None),
         id2label=dict(enumerate(class_names)),
         label2id={name: i for i, name in enumerate(class_names)},
-        **config_kwargs,
+        **{**config_kwargs, "prompt_context_start": start},
     )
-    # Where the tokenizer puts the first context token (after SOS / <s>: 1; SigLIP's T5-style tokenizer: 0).
-    start = prompt_context_start(tokenizer, config.prompt_prefix)
-    if "prompt_context_start" in config_kwargs and config_kwargs["prompt_context_start"] != start:
+    if prompt_context_start(tokenizer, config.prompt_prefix) != start:  # the same count with the real words
         raise ValueError(
-            f"prompt_context_start={config_kwargs['prompt_context_start']!r}, but the tokenizer puts the first "
-            f"context token at {start!r}: leave prompt_context_start out (from_clip reads it from the tokenizer)."
+            f"the tokenizer puts a different number of special tokens before the context words "
+            f"{config.prompt_prefix!r} than before 'x': the context position is not fixed; use other ctx_init words."
         )
-    config.prompt_context_start = start
     return config

@@ -1,7 +1,8 @@
 """
 Images -> pixel values (with SigLIP 2's patch mask and shapes); class names -> the prompt token ids CoCoOp reads,
 built with the backbone's own tokenizer by `prompt_ids_cocoop.build_prompt_ids` (the one prompt builder, re-exported
-here).
+here). Also the loading of a model's tokenizer (`load_model_tokenizer`: saved beside the weights, else the base
+backbone's, padding on the side the model's prompts were built with).
 """
 
 import json
@@ -35,6 +36,17 @@ def _naming(error: Exception, source: str) -> Exception:
     return (TypeError if isinstance(error, TypeError) else ValueError)(f"{source}: {error}")
 
 
+def _default_context_length(backbone_type) -> int:
+    """The text context of `backbone_type`'s default text config (CLIP's 77 for None: processors saved before)."""
+    if backbone_type is None:
+        return 77
+    text_class = backbone_of(backbone_type).config_class.sub_configs["text_config"]
+    field = getattr(text_class, "__dataclass_fields__", {}).get("max_position_embeddings")
+    if field is not None and isinstance(field.default, int):  # read without building a config (no warnings)
+        return field.default
+    return text_class().max_position_embeddings
+
+
 class CoCoOpProcessor(ProcessorMixin):
     r"""
     The backbone's image processor + its tokenizer, saved in every CoCoOp folder (any backbone of
@@ -52,7 +64,8 @@ class CoCoOpProcessor(ProcessorMixin):
         tokenizer: the backbone's tokenizer, the one the prompts are built with.
         prompt_prefix (`str`, *optional*): the context words (`config.prompt_prefix`).
         n_ctx (`int`, *optional*): number of context tokens (`config.n_ctx`).
-        context_length (`int`, *optional*, defaults to 77): the text tower's context (CLIP 77, SigLIP 64).
+        context_length (`int`, *optional*): the text tower's context; defaults to the backbone's (`backbone_type`'s
+            default text config: CLIP and MetaCLIP 2 77, SigLIP and SigLIP 2 64; 77 without a `backbone_type`).
         backbone_type (`str`, *optional*): the backbone's `model_type` ("clip", "metaclip_2", "siglip", "siglip2");
             a bidirectional one gets prompt attention masks where its tokenizer returns them, and plain `text` padded
             to `context_length` as the backbone was trained. `None` (processors saved before): CLIP's rules.
@@ -67,7 +80,7 @@ class CoCoOpProcessor(ProcessorMixin):
         tokenizer=None,
         prompt_prefix=None,
         n_ctx=None,
-        context_length=77,
+        context_length=None,
         backbone_type=None,
         **kwargs,
     ):
@@ -75,15 +88,17 @@ class CoCoOpProcessor(ProcessorMixin):
             raise ValueError(f"`prompt_prefix` must be a non-empty string of context words, got {prompt_prefix!r}.")
         if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
             raise ValueError(f"`n_ctx` must be a positive integer, got {n_ctx!r} ({type(n_ctx).__name__}).")
+        if backbone_type is not None:
+            if not isinstance(backbone_type, str):
+                raise ValueError(f"`backbone_type` must be a backbone's model_type string, got {backbone_type!r}.")
+            backbone_of(backbone_type)  # one clear error naming the supported backbones
+        if context_length is None:
+            context_length = _default_context_length(backbone_type)
         if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 4:
             raise ValueError(
                 "`context_length` must be the text tower's context, an integer >= 4 (77 for CLIP), got "
                 f"{context_length!r} ({type(context_length).__name__})."
             )
-        if backbone_type is not None:
-            if not isinstance(backbone_type, str):
-                raise ValueError(f"`backbone_type` must be a backbone's model_type string, got {backbone_type!r}.")
-            backbone_of(backbone_type)  # one clear error naming the supported backbones
         self.prompt_prefix = prompt_prefix
         self.n_ctx = n_ctx
         self.context_length = context_length
@@ -120,7 +135,9 @@ class CoCoOpProcessor(ProcessorMixin):
         processor_dict.setdefault("backbone_type", config.backbone_config.model_type)
         vocab_size = config.backbone_config.text_config.vocab_size
         try:
-            tokenizer = cls.load_backbone_tokenizer(base_name, vocab_size, revision=base_revision, **base_kwargs)
+            tokenizer = cls.load_backbone_tokenizer(
+                base_name, vocab_size, revision=base_revision, backbone_config=config.backbone_config, **base_kwargs
+            )
             image_config = processor_dict.get("image_processor")
             if isinstance(image_config, dict):  # saved with the adapter, from the base backbone's image processor
                 image_class = cls.get_possibly_dynamic_module(
@@ -131,8 +148,8 @@ class CoCoOpProcessor(ProcessorMixin):
                 image_processor = AutoImageProcessor.from_pretrained(base_name, revision=base_revision, **base_kwargs)
         except OSError as error:
             raise OSError(
-                f"adapter-only CoCoOp folder {pretrained_model_name_or_path} takes its tokenizer from the base CLIP "
-                f"{base_name!r} at revision {base_revision!r}, which could not be loaded: {error}"
+                f"adapter-only CoCoOp folder {pretrained_model_name_or_path} takes its tokenizer from the base "
+                f"{backbone_of(config.backbone_config).display_name} {base_name!r} at revision {base_revision!r}, which could not be loaded: {error}"
             ) from error
         try:
             return cls.from_args_and_dict([image_processor, tokenizer], processor_dict, **instantiation_kwargs)
@@ -172,7 +189,8 @@ class CoCoOpProcessor(ProcessorMixin):
         if not config.get("clip_name_or_path"):
             raise ValueError(
                 f"{path} is an adapter-only CoCoOp folder without `clip_name_or_path` in its config.json: the "
-                "tokenizer comes from the base CLIP, so add its Hub id or path (and `clip_revision`)."
+                f"tokenizer comes from the base {backbone_of(checked.backbone_config).display_name}, so add its Hub id "
+                "or path (and `clip_revision`)."
             )
         return config["clip_name_or_path"], config.get("clip_revision"), checked
 
@@ -189,7 +207,7 @@ class CoCoOpProcessor(ProcessorMixin):
             raise ValueError(f"{config_file}: {error}") from error
 
     @staticmethod
-    def load_backbone_tokenizer(name_or_path, vocab_size: int, **kwargs):
+    def load_backbone_tokenizer(name_or_path, vocab_size: int, backbone_config=None, **kwargs):
         """
         The backbone's tokenizer (`AutoTokenizer.from_pretrained`: CLIPTokenizer, XLMRobertaTokenizer, SigLIP's,
         Gemma's), checked: where no tokenizer files exist, transformers 5 silently builds a tokenizer of its special
@@ -197,9 +215,15 @@ class CoCoOpProcessor(ProcessorMixin):
         CLIP tokenizer, not exactly `vocab_size` tokens (as released); for another, more tokens than `vocab_size`
         (ids past the embedding table; a model's table may be padded beyond its tokenizer) or nothing but special
         tokens.
+
+        `backbone_config`: the backbone's config, given to AutoTokenizer as `config=`. Without it AutoTokenizer
+        reads the folder's config.json, which in a CoCoOp folder is the CoCoOp config (model_type "cocoop" with an
+        `auto_map`): transformers then asks whether to trust its remote code (an `input()` prompt in a terminal).
         """
         from transformers import AutoTokenizer
 
+        if backbone_config is not None:
+            kwargs = {**kwargs, "config": backbone_config}
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         size, specials = len(tokenizer), len(set(tokenizer.all_special_ids))
         clip = is_clip_tokenizer(tokenizer)
@@ -291,3 +315,48 @@ class CoCoOpProcessor(ProcessorMixin):
             prompt_prefix, n_ctx, context_length = self.prompt_prefix, self.n_ctx, self.context_length
             backbone = self.backbone_type
         return build_prompt_ids(self.tokenizer, class_names, prompt_prefix, n_ctx, context_length, backbone=backbone)
+
+
+# ---------------------------------------------------------------------------------------------- a model's tokenizer
+
+
+def _with_saved_padding_side(tokenizer, config: CoCoOpConfig):
+    """
+    `tokenizer` padding on the side the model's prompts were built with: `config.prompt_context_start` is None only
+    for prompts of a left-padding tokenizer (processing_cocoop.prompt_context_start). A tokenizer saved before its
+    padding side was recorded, or an adapter's base tokenizer, may pad on the other side (SigLIP 2's pads left, and a
+    user may have set "right" before from_clip): rebuilt that way, the prompts would hold the tokens at other
+    positions and give other logits. The held class set's build checks the outcome (class_set_cocoop).
+    """
+    side = "left" if config.prompt_context_start is None else "right"
+    if getattr(tokenizer, "padding_side", side) != side:
+        logger.info("The model's prompts were built with padding on the %s: the loaded tokenizer pads so too.", side)
+        tokenizer.padding_side = side
+    return tokenizer
+
+
+def load_model_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
+    """
+    The tokenizer saved beside the weights or, failing that, the base backbone's (AutoTokenizer, checked against the
+    text tower's vocabulary); None (with a warning) if neither.
+    """
+    candidates = [(path, hub_kwargs)]
+    if config.clip_name_or_path:
+        candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
+    vocab_size = config.backbone_config.text_config.vocab_size
+    for source, source_kwargs in candidates:
+        try:
+            # Checked: a folder without tokenizer files gives a silent 2-token tokenizer otherwise.
+            tokenizer = CoCoOpProcessor.load_backbone_tokenizer(
+                source, vocab_size, backbone_config=config.backbone_config, **source_kwargs
+            )
+        except (OSError, ValueError, TypeError):
+            continue
+        return _with_saved_padding_side(tokenizer, config)
+    logger.warning(
+        "No tokenizer found in %s or its base backbone %s: the class prompts are not built. Call "
+        "model.set_class_names(class_names, tokenizer=...) before running the model.",
+        path,
+        config.clip_name_or_path,
+    )
+    return None

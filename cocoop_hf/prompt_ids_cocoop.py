@@ -79,13 +79,14 @@ def is_clip_tokenizer(tokenizer) -> bool:
     return isinstance(tokenizer, CLIPTokenizer)
 
 
-def validate_class_names(class_names, tokenizer=None) -> list[str]:
+def validate_class_names(class_names, tokenizer=None, *, clip_rule: bool | None = None) -> list[str]:
     """
     Return `class_names` as a list of strings; raise on an empty list, a non-string or a blank name. With no
     `tokenizer`, or a CLIP one, also on two names CLIP's tokenizer cannot tell apart ([`class_name_key`]: they would
     get identical prompts and logits). With another backbone's tokenizer that rule is not applied (it would refuse
     names a cased tokenizer tells apart, e.g. "Cat" and "cat"): [`build_prompt_ids`] refuses names whose prompt ids
-    are equal, by that tokenizer.
+    are equal, by that tokenizer. `clip_rule` overrides the choice (False: only the checks any tokenizer needs, e.g.
+    before the backbone's tokenizer is loaded).
     """
     if isinstance(class_names, str):
         raise TypeError(f"class names must be a list of strings, got the single string {class_names!r}.")
@@ -100,7 +101,8 @@ def validate_class_names(class_names, tokenizer=None) -> list[str]:
         raise TypeError(f"class names must be a list of strings, got {type(class_names).__name__}.") from None
     if not class_names:
         raise ValueError("class names are empty: pass at least one class name.")
-    clip_rule = tokenizer is None or is_clip_tokenizer(tokenizer)
+    if clip_rule is None:
+        clip_rule = tokenizer is None or is_clip_tokenizer(tokenizer)
     seen = {}
     for index, name in enumerate(class_names):
         if not isinstance(name, str):
@@ -118,6 +120,7 @@ def validate_class_names(class_names, tokenizer=None) -> list[str]:
                 f"duplicate class name {name!r} at index {index}: the CLIP tokenizer reads it as the same words as "
                 f"{class_names[first]!r} at index {first} (it ignores case and spacing; '_' is a space, as in the "
                 "official code), so both would get identical prompts and logits. Give each class a distinct name."
+                + ("" if tokenizer is not None else " (CLIP's rule, used where no tokenizer is given.)")
             )
         seen[key] = index
     return class_names
@@ -212,6 +215,9 @@ def build_prompt_ids(
     appends_eos = tokenizer.eos_token_id is not None and _appends_eos(tokenizer)
     names = [clean_class_name(name) for name in class_names]
     encoded = tokenizer([f"{prompt_prefix} {name}." for name in names], add_special_tokens=True)["input_ids"]
+    # The prompt of no name at all (the context and '.'): a name whose prompt tokenises to it is read as nothing (a
+    # tokenizer that drops punctuation reads '???' so) and would make a prompt of the context alone.
+    nameless = tokenizer(f"{prompt_prefix}.", add_special_tokens=True)["input_ids"]
     seen = {}
     lead = []
     for index, (name, ids) in enumerate(zip(class_names, encoded, strict=True)):
@@ -235,6 +241,12 @@ def build_prompt_ids(
             tokens = sorted(tokenizer.convert_ids_to_tokens(i) for i in found)
             raise ValueError(
                 f"class name {name!r} (index {index}) contains the tokenizer's {kind} {tokens}: remove it from the name."
+            )
+        if ids == nameless or not body:
+            raise ValueError(
+                f"class name {name!r} (index {index}) tokenises to nothing with this tokenizer "
+                f"({type(tokenizer).__name__}): its prompt would be the context alone, like a blank name. Give it a "
+                "name of words the tokenizer reads."
             )
         if ids[start : start + n_ctx] != prefix_ids:
             raise ValueError(
@@ -284,6 +296,20 @@ def build_prompt_ids(
     if with_mask:
         encoding["attention_mask"] = attention_mask
     return BatchEncoding(encoding)
+
+
+def prompt_markers(tokenizer, prompt_prefix: str, backbone) -> tuple[tuple[int, ...], int | None, bool]:
+    """
+    What every prompt `build_prompt_ids` makes with `tokenizer` carries, to recognise prompts built for another
+    backbone: the ids of the special tokens before the context (CLIP `<|startoftext|>`, MetaCLIP 2 `<s>`, SigLIP
+    none), the EOS id at `eos_index` (None where the tokenizer appends no EOS) and whether the prompts carry an
+    attention mask.
+    """
+    _check_prompt_prefix(prompt_prefix)
+    ids = tokenizer(f"{prompt_prefix} x.", add_special_tokens=True)["input_ids"]
+    lead = tuple(ids[: _leading_specials(ids, set(tokenizer.all_special_ids))])
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None and _appends_eos(tokenizer) else None
+    return lead, eos, _wants_attention_mask(tokenizer, backbone)
 
 
 def _appends_eos(tokenizer) -> bool:

@@ -97,5 +97,5 @@ def _expected_shape(config, name: str, shape: tuple) -> str:
         f"but this model needs {shape}: its meta-net maps the image feature (projection_dim "
         f"{joint}) to {hidden} hidden units (meta_net_reduction="
         f"{config.meta_net_reduction}) and then to the text width {width}. "
-        "Set meta_net_reduction to the value the tensors were trained with, or use the CLIP they belong to."
+        "Set meta_net_reduction to the value the tensors were trained with, or use the backbone they belong to."
     )

@@ -17,7 +17,7 @@ from transformers.utils import cached_file, logging
 from .backbones_cocoop import backbone_of, embed_dim, load_backbone, text_context, text_width
 from .configuration_cocoop import CoCoOpConfig
 from .pipeline_cocoop import CUSTOM_PIPELINES
-from .processing_cocoop import HUB_KWARGS, CoCoOpProcessor
+from .processing_cocoop import HUB_KWARGS, CoCoOpProcessor, load_model_tokenizer
 
 
 logger = logging.get_logger(__name__)
@@ -100,7 +100,7 @@ def fingerprint_differences(expected: dict, clip: PreTrainedModel) -> list[str]:
         [] if expected_type == actual_type else [f"model_type: adapter's base {expected_type}, this {actual_type}"]
     )
     differences += [
-        f"{key}: adapter's base {expected[key]}, this CLIP {actual.get(key)}"
+        f"{key}: adapter's base {expected[key]}, this {backbone_of(clip.config).display_name} {actual.get(key)}"
         for key in expected
         if key not in ("samples", "model_type") and expected[key] != actual.get(key)
     ]
@@ -132,7 +132,8 @@ def save_model(model, save_directory, adapter_only: bool = False, **kwargs):
         return result
     if not model.config.clip_name_or_path:
         raise ValueError(
-            "adapter_only=True needs config.clip_name_or_path (the base CLIP to load later); this model has none: "
+            "adapter_only=True needs config.clip_name_or_path (the base "
+            f"{backbone_of(model.config.backbone_config).display_name} to load later); this model has none: "
             "set model.config.clip_name_or_path (and clip_revision) or save the full model."
         )
     if kwargs:
@@ -168,8 +169,8 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
     if adapter_only:
         if image_processor is None:
             logger.warning(
-                "No image processor found in %s or the base CLIP %s: %s holds none. CoCoOpProcessor and the "
-                "zero-shot pipeline load it from the base CLIP; the stock image-classification pipeline needs "
+                "No image processor found in %s or the base backbone %s: %s holds none. CoCoOpProcessor and the "
+                "zero-shot pipeline load it from the base backbone; the stock image-classification pipeline needs "
                 "image_processor=... (or set model._image_processor = <the backbone's image processor> before "
                 "saving).",
                 model.name_or_path,
@@ -181,9 +182,12 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
     if model.tokenizer is None:
         logger.warning("No tokenizer on this model: %s holds no processor files.", save_directory)
         return
+    # The side the prompts are padded on places every token (SigLIP 2's tokenizer pads left; a user may set "right"):
+    # transformers writes `padding_side` into tokenizer_config.json only from init_kwargs, so record the live value.
+    model.tokenizer.init_kwargs["padding_side"] = model.tokenizer.padding_side
     if image_processor is None:
         logger.warning(
-            "No image processor found in %s or the base CLIP %s: %s holds only the tokenizer; set "
+            "No image processor found in %s or the base backbone %s: %s holds only the tokenizer; set "
             "model._image_processor = <the backbone's image processor> before saving to include one.",
             model.name_or_path,
             model.config.clip_name_or_path,
@@ -316,7 +320,8 @@ def load_model(model_class, load_full, path, *model_args, clip_model: PreTrained
         return _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, allow_other_clip)
     if clip_model is not None:
         raise ValueError(
-            f"{path} is a full CoCoOp folder (it holds its own CLIP): `clip_model=` is for adapter-only folders "
+            f"{path} is a full CoCoOp folder (it holds its own {backbone_of(config.backbone_config).display_name}): "
+            "`clip_model=` is for adapter-only folders "
             "(saved with save_pretrained(..., adapter_only=True)). Load it without clip_model=."
         )
     from safetensors import SafetensorError
@@ -339,7 +344,7 @@ def load_model(model_class, load_full, path, *model_args, clip_model: PreTrained
         f"{path} (model weights)",
     )
     model.clip.requires_grad_(False)  # loading materialises every parameter with requires_grad=True
-    tokenizer = _load_tokenizer(path, hub_kwargs, model.config)
+    tokenizer = load_model_tokenizer(path, hub_kwargs, model.config)
     if tokenizer is not None:
         # Names checked now, tokenised at first use: a config.json with very many classes loads in bounded work.
         model._hold_class_names(model.config.class_names, tokenizer, lazy_source=f"{path} (config.json, id2label)")
@@ -365,7 +370,8 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
             clip_model = load_backbone(config.clip_name_or_path, revision=config.clip_revision, **clip_kwargs)
         except OSError as error:
             raise OSError(
-                f"adapter-only CoCoOp folder {path} needs its base CLIP {config.clip_name_or_path!r} at revision "
+                f"adapter-only CoCoOp folder {path} needs its base {backbone_of(config.backbone_config).display_name} "
+                f"{config.clip_name_or_path!r} at revision "
                 f"{config.clip_revision!r}, which could not be loaded: {error}"
             ) from error
         base = repr(config.clip_name_or_path)
@@ -379,8 +385,9 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
         ignored = sorted(key for key in CLIP_KWARGS if kwargs.get(key) is not None and key not in HUB_KWARGS)
         if ignored:
             raise TypeError(
-                f"{ignored} load the base CLIP, but `clip_model=` is already loaded: drop them (the adapter takes the "
-                "given CLIP's dtype and device; change those with clip_model.to(...) first)."
+                f"{ignored} load the base {backbone_of(config.backbone_config).display_name}, but `clip_model=` is "
+                "already loaded: drop them (the adapter takes the given model's dtype and device; change those with "
+                "clip_model.to(...) first)."
             )
         base = "the given clip_model"
     if clip_model.config.model_type != config.backbone_config.model_type:
@@ -390,14 +397,15 @@ def _from_adapter(model_class, path, config, hub_kwargs, kwargs, clip_model, all
         )
     if embed_dim(clip_model.config) != embed_dim(config.backbone_config):
         raise ValueError(
-            f"adapter at {path} was trained for a CLIP with projection_dim={embed_dim(config.backbone_config)}, "
+            f"adapter at {path} was trained for a {backbone_of(config.backbone_config).display_name} with joint "
+            f"(projection) width {embed_dim(config.backbone_config)}, "
             f"but {base} has {embed_dim(clip_model.config)}."
         )
     config.backbone_config = clip_model.config
     model = model_class(config, clip_model=clip_model)
     model.load_prompt_learner_state(state, source=weights_file)  # shapes first: their message is the most precise
     _check_fingerprint(path, metadata, clip_model, base, allow_other_clip)
-    tokenizer = _load_tokenizer(config.clip_name_or_path, {"revision": config.clip_revision}, config)
+    tokenizer = load_model_tokenizer(config.clip_name_or_path, {"revision": config.clip_revision}, config)
     if tokenizer is not None:
         model._hold_class_names(config.class_names, tokenizer, lazy_source=f"{path} (config.json, id2label)")
     return model.eval()  # as PreTrainedModel.from_pretrained
@@ -407,18 +415,19 @@ def _check_fingerprint(path, metadata: dict, clip: PreTrainedModel, base: str, a
     recorded = metadata.get("clip_fingerprint")
     if recorded is None:  # adapters saved before fingerprints existed
         logger.warning(
-            "%s records no fingerprint of its base CLIP: cannot check that %s is the right one.", path, base
+            "%s records no fingerprint of its base backbone: cannot check that %s is the right one.", path, base
         )
         return
     differences = fingerprint_differences(json.loads(recorded), clip)
     if not differences:
         return
+    name = backbone_of(clip.config).display_name
     message = (
-        f"adapter at {path} was trained on another CLIP than {base}: {'; '.join(differences)}. Its prompts would "
-        "give wrong logits on this CLIP."
+        f"adapter at {path} was trained on another {name} than {base}: {'; '.join(differences)}. Its prompts "
+        f"would give wrong logits on this {name}."
     )
     if not allow_other_clip:
-        raise ValueError(message + " Load its own base CLIP, or pass allow_other_clip=True to load it anyway.")
+        raise ValueError(message + f" Load its own base {name}, or pass allow_other_clip=True to load it anyway.")
     logger.warning("%s Loading anyway (allow_other_clip=True).", message)
 
 
@@ -449,7 +458,7 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
             f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in mismatched
         )
         raise ValueError(
-            f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another CLIP or "
+            f"{path}: tensors do not fit this config ({details}). The checkpoint was saved for another backbone or "
             f"context (config: text width {text_width(model.config.backbone_config)}, n_ctx "
             f"{model.config.n_ctx}): load it with its own config.json."
         )
@@ -459,27 +468,3 @@ def _check_loading_info(path, model, loading_info: dict, allow_mismatch: bool) -
             f"{path}: the checkpoint lacks {len(missing)} tensor(s) {missing[:8]}; refusing to initialise them at "
             "random. The weights file is incomplete: save or download it again."
         )
-
-
-def _load_tokenizer(path, hub_kwargs: dict, config: CoCoOpConfig):
-    """
-    The tokenizer saved beside the weights or, failing that, the base backbone's (AutoTokenizer, checked against the
-    text tower's vocabulary); None (with a warning) if neither.
-    """
-    candidates = [(path, hub_kwargs)]
-    if config.clip_name_or_path:
-        candidates.append((config.clip_name_or_path, {"revision": config.clip_revision}))
-    vocab_size = config.backbone_config.text_config.vocab_size
-    for source, source_kwargs in candidates:
-        try:
-            # Checked: a folder without tokenizer files gives a silent 2-token tokenizer otherwise.
-            return CoCoOpProcessor.load_backbone_tokenizer(source, vocab_size, **source_kwargs)
-        except (OSError, ValueError, TypeError):
-            continue
-    logger.warning(
-        "No CLIP tokenizer found in %s or its base CLIP %s: the class prompts are not built. Call "
-        "model.set_class_names(class_names, tokenizer=...) before running the model.",
-        path,
-        config.clip_name_or_path,
-    )
-    return None

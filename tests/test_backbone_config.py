@@ -226,7 +226,8 @@ def test_a_checkpoint_config_asking_for_more_than_its_weights_is_refused(model_t
     saved = json.loads((folder / "config.json").read_text())
     saved["vision_config"]["num_hidden_layers"] = 64  # within the limits; its weights hold 2 layers
     (folder / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match=r"config\.json describes a CLIP of [\d,]+ parameters, but the weights in"):
+    name = {"siglip": "SigLIP", "siglip2": "SigLIP 2", "metaclip_2": "MetaCLIP 2"}[model_type]  # the backbone's own
+    with pytest.raises(ValueError, match=rf"config\.json describes a {name} of [\d,]+ parameters, but the weights in"):
         limits_cocoop.check_clip_checkpoint(folder)
 
 

@@ -119,7 +119,8 @@ def test_the_fingerprint_tells_backbones_apart(model_type, saved, tmp_path):
     json.dumps(fingerprint)  # plain JSON data
     other = load_backbone(save_tiny_backbone(tmp_path / "other", model_type, seed=7))
     assert any("other weights" in line for line in fingerprint_differences(fingerprint, other))
-    with pytest.raises(ValueError, match=r"trained on another CLIP than the given clip_model: .*other weights"):
+    name = {"siglip": "SigLIP", "siglip2": "SigLIP 2", "metaclip_2": "MetaCLIP 2"}[model_type]  # the backbone's own
+    with pytest.raises(ValueError, match=rf"trained on another {name} than the given clip_model: .*other weights"):
         CoCoOpModel.from_pretrained(entry["adapter"], clip_model=other)
     assert CoCoOpModel.from_pretrained(entry["adapter"], clip_model=other, allow_other_clip=True) is not None
     # Another kind of backbone: refused by class before any weight is compared.

@@ -18,11 +18,12 @@ logger = logging.get_logger(__name__)
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
-def _load_split_file(args: DataArguments, splits):
+def _load_split_file(args: DataArguments, splits, backbone: str = "clip"):
     """
     Official CoOp `read_split`: lists of [relative path, label, class name]; checks every entry
     (`training.split_checks.split_entries`), that one label has one name and the labels run 0..n-1, that no two
-    labels share a name (their prompts would be identical), and that every file exists.
+    labels share a name (their prompts would be identical: `split_checks.name_key` for `backbone`), and that every file
+    exists.
     """
     from datasets import Dataset, Image
 
@@ -60,7 +61,7 @@ def _load_split_file(args: DataArguments, splits):
             f"{list(splits)} has the label(s) {absent[:10]}{' ...' if len(absent) > 10 else ''}."
         )
     class_names = [names[label] for label in range(len(names))]
-    twice = repeated_names(class_names, word="labels")
+    twice = repeated_names(class_names, word="labels", backbone=backbone)
     if twice:
         raise ValueError(
             f"--split_file {args.split_file}: the class name {twice}: two classes "
@@ -106,11 +107,12 @@ def load_benchmark_splits(args: DataArguments, splits):
     return result, list(loaded["class_names"])
 
 
-def load_splits(args: DataArguments, splits, cache_dir=None):
+def load_splits(args: DataArguments, splits, cache_dir=None, backbone: str = "clip"):
     """
     The requested splits as `datasets.Dataset`s with columns `image` (decoded to PIL), `label` (int class index) and
     `source_row` (the row in the split as loaded, for messages about single images), plus the class names in label
     order. Raises before any training on missing columns, bad labels or class names that do not fit the labels.
+    `backbone` (the run's `model_type`): what makes two class names one prompt (`split_checks.name_key`).
     """
     from datasets import ClassLabel, DatasetDict, load_dataset
 
@@ -119,7 +121,7 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
     splits = list(dict.fromkeys(splits))
     sources = {}  # split -> the file it was read from, for messages
     if args.split_file is not None:
-        loaded, split_names = _load_split_file(args, splits)
+        loaded, split_names = _load_split_file(args, splits, backbone)
         image_column, label_column = "image", "label"
         features_names = split_names
         names_source = f"--split_file {args.split_file}"
@@ -181,7 +183,7 @@ def load_splits(args: DataArguments, splits, cache_dir=None):
                     "splits, or pass --class_names_file."
                 )
 
-    file_names = read_class_names_file(args.class_names_file) if args.class_names_file else None
+    file_names = read_class_names_file(args.class_names_file, backbone) if args.class_names_file else None
     if file_names is not None and features_names is not None and len(file_names) != len(features_names):
         raise ValueError(
             f"--class_names_file {args.class_names_file} has {len(file_names)} class names, but the data has "

@@ -2,7 +2,10 @@
 r"""
 Evaluate one model on several datasets' class sets: cross-dataset transfer (e.g. ImageNet -> Caltech101, ...) and
 domain generalisation (ImageNet -> ImageNet-V2 / -Sketch / -A / -R, each with its own class list). Works for a
-trained CoCoOp/CoOp folder (--model_name_or_path) and for zero-shot CLIP (--method zeroshot).
+trained CoCoOp/CoOp folder (--model_name_or_path) and for the zero-shot backbone (--method zeroshot): with
+--prompt_template, or on SigLIP / SigLIP 2 with the backbone's own template ("This is a photo of {}.", as run_cocoop.py
+scores it), the plain backbone scores `template.format(class name)`; on the CLIP family without one, the CoOp-packaged
+zero-shot model of the --ctx_init words ("a photo of a {}.").
 
     python training/evaluate_transfer.py --model_name_or_path out/cocoop_imagenet --targets targets.yaml \
         --output_dir out/transfer
@@ -34,13 +37,20 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
+from cocoop_hf.backbones_cocoop import backbone_of
 from training.class_split import class_names_per_task, protocol_relabels, select_labels
 from training.cli import ModelArguments, parse_config_and_flags, read_structured_file, run_script, setup_logging
 from training.data_arguments import DataArguments
 from training.data_loading import load_splits
 from training.evaluation import evaluate_sets, harmonic_mean, load_metrics
 from training.image_transforms import ImageTransform, build_transforms, drop_or_raise_corrupt
-from training.modeling_setup import backbone_type, build_model, has_random_weights, load_image_processor
+from training.modeling_setup import (
+    backbone_type,
+    build_model,
+    build_zero_shot_clip,
+    has_random_weights,
+    load_image_processor,
+)
 from training.outputs import (
     check_separate_folders,
     finish_output_dir,
@@ -51,13 +61,14 @@ from training.outputs import (
 )
 from training.report import (
     PLOT_NAME,
-    RANDOM_WEIGHTS_NOTE,
     RESULTS_NAME,
     TABLE_NAME,
     method_options,
+    random_weights_note,
     saved_method,
     write_report,
 )
+from training.zeroshot import check_template
 
 
 logger = logging.get_logger(__name__)
@@ -84,6 +95,14 @@ class TransferArguments:
     use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (autocast)."})
     seed: int = field(default=1, metadata={"help": "Seed recorded with the results (and used to build a model)."})
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "--method zeroshot: score the plain backbone with this template (one '{}' for the class name). "
+            "Default: the backbone's own template on SigLIP / SigLIP 2; on the CLIP family the CoOp-packaged "
+            "zero-shot model of the --ctx_init words."
+        },
+    )
     source_dataset: str | None = field(
         default=None,
         metadata={
@@ -107,7 +126,31 @@ def parse_args(argv=None):
         raise ValueError(
             f"--method {model_args.method} needs a trained model: pass --model_name_or_path (or --method zeroshot)."
         )
+    if transfer_args.prompt_template is not None:
+        check_template(transfer_args.prompt_template)
+        if model_args.model_name_or_path is not None or model_args.method != "zeroshot":
+            raise ValueError(
+                "--prompt_template is the hand-written prompt of the zero-shot backbone (--method zeroshot with "
+                "--clip_model_name_or_path); a trained model (--model_name_or_path) brings its own prompts: drop it."
+            )
     return model_args, transfer_args
+
+
+def zero_shot_template(model_args: ModelArguments, args, backbone: str) -> tuple[str | None, str | None]:
+    """
+    (template, where it comes from) when --method zeroshot scores the plain backbone with a template, as run_cocoop.py
+    does: the given --prompt_template, else on SigLIP / SigLIP 2 the backbone's own template (`backbones_cocoop`: the
+    one it was trained and documented with); (None, None) for the CoOp-packaged zero-shot model (CLIP family without
+    --prompt_template, as before) and for a trained model.
+    """
+    if model_args.model_name_or_path or model_args.method != "zeroshot":
+        return None, None
+    if args.prompt_template is not None:
+        return args.prompt_template, "--prompt_template"
+    row = backbone_of(backbone)
+    if not row.causal_text:
+        return row.zero_shot_template, f"the {row.display_name} template (its model card; transformers' pipeline)"
+    return None, None
 
 
 def read_targets(path) -> list[DataArguments]:
@@ -235,13 +278,15 @@ def main(argv=None) -> dict:
     accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
     setup_logging(logger.name, std_logging.INFO if accelerator.is_main_process else std_logging.WARNING)
     source = model_args.model_name_or_path or model_args.clip_model_name_or_path
-    image_processor = load_image_processor(source, backbone_type(model_args))
+    backbone = backbone_type(model_args)
+    image_processor = load_image_processor(source, backbone)
+    template, template_source = zero_shot_template(model_args, args, backbone)
 
     # Load and check every target before the model runs: a bad target fails fast, not after hours of evaluation.
     eval_sets, tasks_of = {}, {}
     for target in targets:
         _, eval_transform = build_transforms(image_processor, target.image_size)
-        data, class_names = load_splits(target, [target.eval_split], cache_dir=model_args.cache_dir)
+        data, class_names = load_splits(target, [target.eval_split], cache_dir=model_args.cache_dir, backbone=backbone)
         full = data[target.eval_split]
         # A base_to_new target is scored on its two halves as run_cocoop splits them (official subsample_classes,
         # over the whole class list: a class without images in this split does not shift the halves).
@@ -261,13 +306,18 @@ def main(argv=None) -> dict:
             eval_sets[key] = (dataset.with_transform(ImageTransform(eval_transform, relabel)), names[task])
 
     first_names = next(iter(eval_sets.values()))[1]
-    model = build_model(model_args, first_names, args.seed).to(accelerator.device)
+    if template is not None:  # the plain backbone + a template (training/zeroshot.py): no prompt options
+        shown = backbone_of(backbone).display_name
+        logger.info("Zero-shot %s with the prompt template %r (%s).", shown, template, template_source)
+        model = build_zero_shot_clip(model_args, template, first_names).to(accelerator.device)
+    else:
+        model = build_model(model_args, first_names, args.seed).to(accelerator.device)
     method = model_args.method
     if model_args.model_name_or_path:
         method = saved_method(model.config)  # what the loaded model is, whatever --method says
     # What the model is, as its config says: a saved model keeps the options it was trained with.
-    options = method_options(model.config)
-    if options["kgcoop_weight"] > 0:
+    options = method_options(model.config) if template is None else None
+    if options is not None and options["kgcoop_weight"] > 0:
         options["kgcoop_template_source"] = "the saved model's config"
     evaluation = evaluate_sets(
         model, eval_sets, accelerator, args.per_device_eval_batch_size, args.dataloader_num_workers, load_metrics()
@@ -279,18 +329,23 @@ def main(argv=None) -> dict:
     for name, tasks in tasks_of.items():
         metrics = {task: evaluation[name if task == "all" else f"{name} ({task})"] for task in tasks}
         run = {"dataset": name, "method": method, "seed": args.seed, "num_shots": None, "metrics": metrics}
-        run["method_options"] = dict(options)
+        if options is not None:
+            run["method_options"] = dict(options)
+        if template is not None:
+            run["prompt_template"] = template
         if "base" in metrics and "new" in metrics:
             run["H"] = harmonic_mean(metrics["base"]["accuracy"], metrics["new"]["accuracy"])
         runs.append(run)
-    note = RANDOM_WEIGHTS_NOTE if has_random_weights(model, model_args) else None
+    note = random_weights_note(backbone) if has_random_weights(model, model_args) else None
     extra = {
         "world_size": accelerator.num_processes,
         "protocol": "transfer",
         "source_dataset": source_dataset,
         "model": model_args.model_name_or_path or model_args.clip_model_name_or_path,
         "clip": clip_record(model, model_args),
-        "method_options": options,
+        **({"backbone": backbone} if backbone != "clip" else {}),  # CLIP's results read as they always did
+        **({"zero_shot": {"prompt_template": template, "source": template_source}} if template is not None else {}),
+        **({"method_options": options} if options is not None else {}),
         "arguments": {"model": model_arguments_record(model_args, model), "transfer": asdict(args)},
     }
     prepare_output_dir(output_dir, True, False, TRANSFER_OUTPUTS, PRODUCER, reading, name_others=False)

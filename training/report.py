@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 
 from transformers.utils import logging
 
+from cocoop_hf.backbones_cocoop import backbone_of
 from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
@@ -45,10 +46,17 @@ CARD_NAME = "README.md"
 # What this script's aggregation writes: a user's file of such a name in --output_dir is refused, never replaced.
 REPORT_OUTPUTS = re.compile(r"^(results\.(json|md|png)|tmp-.*)$")
 register_outputs("report", REPORT_OUTPUTS)  # no other name recorded in its manifest is ever its own
-RANDOM_WEIGHTS_NOTE = (
-    "MACHINERY DEMO: the CLIP weights are random, so every accuracy below is meaningless; it only shows that "
-    "the pipeline runs end to end."
-)
+
+
+def random_weights_note(backbone: str = "clip") -> str:
+    """The demo banner of a run on random weights, naming its backbone (`model_type`) as its card does."""
+    return (
+        f"MACHINERY DEMO: the {backbone_of(backbone).display_name} weights are random, so every accuracy below is "
+        "meaningless; it only shows that the pipeline runs end to end."
+    )
+
+
+RANDOM_WEIGHTS_NOTE = random_weights_note("clip")  # CLIP's, as results written before read
 # Column order of tables and charts: base-to-new metrics, then single-set (transfer) accuracy. A run's `H` (percent,
 # as the accuracies) is titled as on the model card, so the two tables read the same.
 COLUMNS = ("base", "new", "H", "all")
@@ -271,12 +279,14 @@ def model_card(
     method="cocoop",
     options: dict | None = None,
     backbone: str = "clip",
+    prompt_template: str | None = None,
 ):
     """
     The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json): base, new
     and H of a base-to-new run, else the accuracy on all classes (`--protocol all`). `options`: the model's
     CoOp-family options as `method_options` gives them (class-token position, class-specific context, KgCoOp weight
     and template). `backbone`: the base model's `model_type` (its name and usual weights licence on the card).
+    `prompt_template`: the template a zero-shot run scored the plain backbone with (nothing saved; the card says so).
     """
     from cocoop_hf.modelcard_cocoop import render_model_card
 
@@ -312,6 +322,7 @@ def model_card(
         kgcoop_weight=options.get("kgcoop_weight", 0.0),
         kgcoop_template=options.get("kgcoop_template"),
         backbone=backbone,
+        prompt_template=prompt_template,
     )
 
 

@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from cocoop_hf.backbones_cocoop import backbone_of
 from training import cli, outputs, write_errors
 from training.checkpoints import check_checkpoint_settings, resolve_resume_checkpoint, resume_requested
 from training.class_split import class_coverage, class_names_per_task, protocol_relabels, select_labels
@@ -47,10 +48,10 @@ from training.modeling_setup import (
 from training.outputs import MANIFEST_NAME, finish_output_dir, prepare_output_dir
 from training.report import (
     CARD_NAME,
-    RANDOM_WEIGHTS_NOTE,
     aggregate,
     method_options,
     model_card,
+    random_weights_note,
     saved_method,
     write_report,
 )
@@ -200,7 +201,7 @@ def start_run(argv) -> Run:
     setup_logging(training_args)
     run = Run(model_args, data_args, training_args, run_args, method, push_to_hub=training_args.push_to_hub)
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
-    run.random_note = RANDOM_WEIGHTS_NOTE if model_args.random_init_clip else None
+    run.random_note = random_weights_note(backbone_type(model_args)) if model_args.random_init_clip else None
     if run.random_note and training_args.process_index == 0:
         print("\n" + "=" * 100 + f"\n{run.random_note}\n" + "=" * 100 + "\n", flush=True)
     return run
@@ -223,7 +224,7 @@ def load_data(run: Run) -> RunData:
     )
     if not splits:
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
-    data, class_names = load_splits(data_args, splits, cache_dir=model_args.cache_dir)
+    data, class_names = load_splits(data_args, splits, cache_dir=model_args.cache_dir, backbone=backbone)
     relabels = protocol_relabels(len(class_names), data_args.protocol)
     names = class_names_per_task(class_names, relabels)
     train_task = "base" if data_args.protocol == "base_to_new" else "all"
@@ -304,11 +305,10 @@ def build_run_model(run: Run, data: RunData):
     or --model_name_or_path); a model on random CLIP weights noted, and never saved adapter-only."""
     method, classes = run.method, data.names[data.train_task]
     if method.is_zero_shot_template:
-        # The official ZeroshotCLIP: plain CLIP + a template; --ctx_init / --n_ctx play no part.
-        logger.info(
-            "Zero-shot CLIP with the prompt template %r (%s).", method.zero_shot_template, method.zero_shot_source
-        )
+        # The official ZeroshotCLIP: the plain backbone + a template; --ctx_init / --n_ctx play no part.
         model = build_zero_shot_clip(run.model_args, method.zero_shot_template, classes)
+        template, source, shown = method.zero_shot_template, method.zero_shot_source, backbone_of(model.clip.config)
+        logger.info("Zero-shot %s with the prompt template %r (%s).", shown.display_name, template, source)
     else:
         if method.kgcoop_template is not None:
             logger.info(
@@ -316,7 +316,7 @@ def build_run_model(run: Run, data: RunData):
             )
         model = build_model(run.model_args, classes, run.training_args.seed, method.kgcoop_template)
     if run.random_note is None and has_random_weights(model):  # a saved model trained on random CLIP weights
-        run.random_note = RANDOM_WEIGHTS_NOTE
+        run.random_note = random_weights_note(model.clip.config.model_type)
     if run.run_args.save_adapter_only and run.random_note:
         raise ValueError(
             "--save_adapter_only: this model's CLIP has random weights, and an adapter-only folder would load the "
@@ -432,6 +432,7 @@ def report(run: Run, data: RunData, model, evaluation: dict, epoch_evaluation, l
         method=method,
         options=options,
         backbone=model.clip.config.model_type,
+        prompt_template=template,
     )
     outputs.write_output(output_dir / CARD_NAME, str(card), "model card")
     # After the last file. Trainer's log folder (--report_to tensorboard) is written by Trainer, recorded now.
@@ -469,7 +470,7 @@ def run_result(run: Run, method: str, evaluation: dict, options: dict | None, ep
 
 def run_recipe(run: Run, model, method: str, options: dict | None) -> dict:
     """The recipe as results.json and the model card show it."""
-    training_args, run_args = run.training_args, run.run_args
+    training_args, run_args, dtype = run.training_args, run.run_args, next(model.clip.parameters()).dtype
     recipe = {
         "shots": run.data_args.num_shots,
         "seed": training_args.seed,
@@ -480,7 +481,7 @@ def run_recipe(run: Run, model, method: str, options: dict | None) -> dict:
         "lr schedule": f"{run_args.lr_schedule} (warmup {run_args.warmup_epochs} epoch at {run_args.warmup_lr:g})",
         "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
-        "CLIP weights": str(next(model.clip.parameters()).dtype).removeprefix("torch."),
+        f"{backbone_of(model.clip.config).display_name} weights": str(dtype).removeprefix("torch."),
     }
     if model.clip.config.model_type != "clip":  # CLIP runs keep the recipe they always had
         recipe["backbone"] = model.clip.config.model_type

@@ -56,15 +56,20 @@ def check_saved_class_set(model_name_or_path, config, class_names: list[str]) ->
     """
     A saved class-specific context scores exactly the classes it was trained on, in their order (the model refuses
     any other set once built): compare its config's id2label with the run's classes before any file is written.
+    Names are compared as the saved backbone's prompts tell them apart (`split_checks.name_key`: CLIP's tokenizer
+    ignores case and spacing, a cased tokenizer does not).
     """
-    from cocoop_hf.processing_cocoop import class_name_key
+    from training.split_checks import name_key
 
+    # (A config read before backbones had their own field: CLIP.)
+    backbone = getattr(getattr(config, "backbone_config", None), "model_type", "clip")
     saved = config.class_names
-    if [class_name_key(name) for name in saved] == [class_name_key(name) for name in class_names]:
+    saved_keys, run_keys = [name_key(n, backbone) for n in saved], [name_key(n, backbone) for n in class_names]
+    if saved_keys == run_keys:
         return
-    saved_keys, run_keys = {class_name_key(n) for n in saved}, {class_name_key(n) for n in class_names}
-    lacking = [name for name in class_names if class_name_key(name) not in saved_keys]
-    extra = [name for name in saved if class_name_key(name) not in run_keys]
+    saved_set, run_set = set(saved_keys), set(run_keys)
+    lacking = [name for name, key in zip(class_names, run_keys, strict=True) if key not in saved_set]
+    extra = [name for name, key in zip(saved, saved_keys, strict=True) if key not in run_set]
     if lacking or extra:
         difference = (
             f"this run's classes it has no context for: {lacking[:10]}{' ...' if len(lacking) > 10 else ''}; its "

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from cocoop_hf.limits_cocoop import describe_value
-from cocoop_hf.processing_cocoop import class_name_key
+from cocoop_hf.processing_cocoop import class_name_key, clean_class_name
 
 
 # The longest repr of a value put into a message: a hostile file must not make a message as large as itself.
@@ -161,34 +161,52 @@ def read_wnid_lines(path) -> dict[str, str]:
     return names
 
 
-def repeated_names(names: list[str], places: list | None = None, word: str = "positions") -> str | None:
+def name_key(name: str, backbone: str = "clip"):
+    """
+    What makes two class names one prompt for `backbone` (a `model_type`): on CLIP, the words CLIP's tokenizer reads
+    (`class_name_key`, the rule of the library's `validate_class_names`: `cat` and `Cat` are one prompt); on another
+    backbone, whose tokenizer may be cased (MetaCLIP 2, SigLIP, SigLIP 2), the name itself with the official
+    `"_"` -> `" "` (`clean_class_name`, applied to every prompt): only an exact repeat is one prompt for sure, the
+    model refuses the rest by its own tokenizer's ids (`build_prompt_ids`).
+    """
+    return class_name_key(name) if backbone == "clip" else clean_class_name(name)
+
+
+def repeated_names(
+    names: list[str], places: list | None = None, word: str = "positions", backbone: str = "clip"
+) -> str | None:
     """
     A phrase naming the first repeated name and its two places (`places[i]` is the place of `names[i]`, e.g. a line
-    number; by default the position in the list), or None when every name is distinct. Names are compared as CLIP's
-    tokenizer reads them (`class_name_key`, the rule of the library's `validate_class_names`): `cat` and `Cat` give
-    identical prompts, so they are a repeat too.
+    number; by default the position in the list), or None when every name is distinct. Names are compared by
+    `name_key` for `backbone`: on CLIP `cat` and `Cat` give identical prompts, so they are a repeat too; on another
+    backbone only the same name (with `_` read as a space) is.
     """
     first = {}
     for position, name in enumerate(names):
-        key = class_name_key(name)
+        key = name_key(name, backbone)
         if key in first:
             at = places if places is not None else range(len(names))
             earlier = names[first[key]]
             if earlier == name:
                 return f"{short(name)} is repeated ({word} {at[first[key]]} and {at[position]})"
+            reading = (
+                "to CLIP's tokenizer, which ignores case and spacing ('_' is a space)"
+                if backbone == "clip"
+                else "once '_' is read as a space (as in the official code)"
+            )
             return (
                 f"{short(name)} ({word[:-1]} {at[position]}) reads as the same words as {short(earlier)} "
-                f"({word[:-1]} {at[first[key]]}) to CLIP's tokenizer, which ignores case and spacing ('_' is a space)"
+                f"({word[:-1]} {at[first[key]]}) {reading}"
             )
         first[key] = position
     return None
 
 
-def read_class_names_file(path) -> list[str]:
+def read_class_names_file(path, backbone: str = "clip") -> list[str]:
     """
     Class names in label order: a JSON list of strings (as the checkpoint converter reads) or one name per line. UTF-8
     (a leading byte-order mark dropped, see `split_checks.read_text`); a name given twice is refused, naming both
-    places: two classes with one name get the same prompt and cannot be told apart.
+    places: two classes with one name get the same prompt and cannot be told apart (`name_key` for `backbone`).
     """
     if not os.path.isfile(path):
         raise ValueError(f"--class_names_file {path} does not exist.")
@@ -215,7 +233,7 @@ def read_class_names_file(path) -> list[str]:
         names, lines = [name for _, name in numbered], [number for number, _ in numbered]
     if not names:
         raise ValueError(f"--class_names_file {path} holds no class names (one per line, or a JSON list, expected).")
-    twice = repeated_names(names, lines, "lines") if lines else repeated_names(names)
+    twice = repeated_names(names, lines, "lines", backbone) if lines else repeated_names(names, backbone=backbone)
     if twice:
         raise ValueError(
             f"--class_names_file {path}: the class name {twice}: two classes with one name get the same prompt and "
