@@ -1,8 +1,8 @@
 """
 Before/after speed of two checkouts of this repo on the same machine, in one run: `bench_cocoop.py` of each checkout
 is run on the same rows, alternately (before, after, before, after, ...), so a change in the machine's load hits
-both sides alike; each row's img/s of the shipped model is the median over the rounds, and the ratio after/before is
-printed beside it. Each side also checks its own agreement with the per-image reference (a FAIL is shown).
+both sides alike; each row's img/s of the shipped model is the median over the rounds (their range beside it), and the
+ratio after/before is printed. Each side also checks its own agreement with the per-image reference (a FAIL is shown).
 
     git worktree add /tmp/before <commit>
     python benchmarks/compare_revisions.py --before /tmp/before --after . --rounds 3 -- --preset cpu
@@ -55,24 +55,32 @@ def main(argv=None) -> int:
                 runs[side].append(run_side(checkout, bench_args, Path(scratch) / f"{side}-{round_index}.json"))
     table = []
     for key in runs["before"][0]:
-        medians, passes = {}, {}
+        medians, passes, rounds = {}, {}, {}
         for side in sides:
             rows = [run[key] for run in runs[side] if key in run and run[key].get("ours_img_s")]
-            medians[side] = statistics.median(row["ours_img_s"] for row in rows) if rows else None
+            rounds[side] = [row["ours_img_s"] for row in rows]
+            medians[side] = statistics.median(rounds[side]) if rows else None
             passes[side] = sorted({run[key]["pass"] for run in runs[side] if key in run})
         ratio = medians["after"] / medians["before"] if medians["before"] and medians["after"] else None
         table.append({"row": dict(zip(("model", "method", "classes", "batch", "dtype", "mode"), key, strict=True)),
                       "before_img_s": medians["before"], "after_img_s": medians["after"], "after_over_before": ratio,
-                      "pass_before": passes["before"], "pass_after": passes["after"]})  # fmt: skip
-    print("| model | method | classes | batch | dtype | mode | before img/s | after img/s | after/before | agree |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+                      "pass_before": passes["before"], "pass_after": passes["after"],
+                      "before_rounds": rounds["before"], "after_rounds": rounds["after"]})  # fmt: skip
+    print(
+        "| model | method | classes | batch | dtype | mode | before img/s | after img/s | after/before "
+        "| rounds before (min-max) | rounds after (min-max) | agree |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for entry in table:
         row = entry["row"]
         cells = [str(row[field]) for field in ("model", "method", "classes", "batch", "dtype", "mode")]
         numbers = [f"{entry[f]:.1f}" if entry[f] else "-" for f in ("before_img_s", "after_img_s")]
         ratio = f"{entry['after_over_before']:.2f}x" if entry["after_over_before"] else "-"
+        spreads = [
+            f"{min(entry[f]):.1f}-{max(entry[f]):.1f}" if entry[f] else "-" for f in ("before_rounds", "after_rounds")
+        ]
         agree = "/".join(entry["pass_before"]) + " -> " + "/".join(entry["pass_after"])
-        print("| " + " | ".join([*cells, *numbers, ratio, agree]) + " |")
+        print("| " + " | ".join([*cells, *numbers, ratio, *spreads, agree]) + " |")
     if args.output is not None:
         args.output.write_text(json.dumps({"sides": {k: str(v) for k, v in sides.items()}, "rows": table}, indent=2))
     return 0
