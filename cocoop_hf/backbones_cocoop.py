@@ -139,19 +139,3 @@ def backbone_model_type(config) -> str:
     """The `model_type` of a checkpoint's config (a config object or its config.json dict; none: CLIP, as before)."""
     model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
     return model_type or "clip"
-
-
-def load_backbone(name_or_path, revision: str | None = None, **kwargs) -> PreTrainedModel:
-    """
-    Load a dual-encoder checkpoint (Hub id or local folder) with the class its config.json names: `CLIPModel`,
-    `MetaClip2Model`, `SiglipModel` or `Siglip2Model` (`from_pretrained(name_or_path, revision=revision, **kwargs)`).
-    Its config is checked first (`limits_cocoop.check_clip_checkpoint`: size limits; a local folder's weights must
-    hold what the config describes), before stock loading builds whatever the config asks for; an unsupported
-    `model_type` is refused with the supported ones named.
-    """
-    # Imported here: limits_cocoop reads the backbone rows of this file (a top-level import would be a circle).
-    from .limits_cocoop import check_clip_checkpoint
-
-    config = check_clip_checkpoint(name_or_path, revision=revision, **kwargs)
-    row = backbone_of(backbone_model_type(config))
-    return row.model_class.from_pretrained(name_or_path, revision=revision, **kwargs)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .backbones_cocoop import backbone_of, text_context
+from .context_start_cocoop import agreed_context_start
 from .processing_cocoop import class_name_key, clean_class_name
 
 
@@ -126,7 +127,9 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
         with torch.inference_mode(False):  # built under inference_mode, they would be unusable for training
             encoding = model.class_prompts(names, tokenizer=class_set.tokenizer)
             device = model.prompt_learner.ctx.device
-            context_start = prompt_context_start(encoding, config)
+            context_start = agreed_context_start(
+                encoding.get("context_start"), encoding["eos_index"], encoding["input_ids"].shape[1], config
+            )
             if config.class_specific_context:
                 held = model._class_set.built if model._class_set is not None else None
                 check_class_specific(model, names, encoding["input_ids"], encoding["eos_index"], held)
@@ -148,39 +151,6 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
         context_start.to(device),
         mask.to(device) if mask is not None else None,
     )
-
-
-def prompt_context_start(encoding, config) -> torch.Tensor:
-    """
-    Each prompt's first context position: the prompts' own `context_start`, else `config.prompt_context_start`.
-    Prompts built with their own `context_start` must agree with the config, which records where the model's
-    prompts put the context (a fixed position for a right-padding tokenizer; None for a left-padding one, where it
-    varies per class): a tokenizer padding on the other side, or a hand-edited config, would otherwise move the
-    context silently (other logits, and wrong call-time prompts that rely on `config.prompt_context_start`).
-    """
-    given = encoding.get("context_start")
-    if given is not None:
-        expected = getattr(config, "prompt_context_start", 1)
-        # Left padding ends every prompt at the last position; its start then varies per class, as recorded.
-        left = bool((encoding["eos_index"] == encoding["input_ids"].shape[1] - 1).all())
-        if (not left) if expected is None else bool((given != expected).any()):
-            starts = sorted(set(given.tolist()))
-            raise ValueError(
-                f"the tokenizer puts the first context token at {starts[:5]}"
-                f"{' (left padding: a start per class)' if len(starts) > 1 else ''}, but the model's config says "
-                f"prompt_context_start={expected!r} "
-                f"({'a left-padding tokenizer' if expected is None else 'a right-padding tokenizer'}): use the "
-                "tokenizer the model was trained with, on its padding side (tokenizer.padding_side), or correct "
-                "config.prompt_context_start."
-            )
-        return given
-    start = getattr(config, "prompt_context_start", 1)
-    if start is None:
-        raise ValueError(
-            "the class prompts carry no `context_start` and config.prompt_context_start is None (a left-padding "
-            "tokenizer): build them with this model's processor or model.class_prompts(class_names)."
-        )
-    return torch.full_like(encoding["eos_index"], int(start))
 
 
 def zero_shot_text_features(model, class_names, tokenizer) -> torch.Tensor:

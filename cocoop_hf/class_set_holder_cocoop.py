@@ -19,9 +19,11 @@ from .class_set_cocoop import (
     check_class_specific,
     zero_shot_text_features,
 )
+from .context_start_cocoop import agreed_context_start
 from .model_inputs_cocoop import check_class_prompts
 from .processing_cocoop import build_prompt_ids, validate_class_names
 from .prompt_ids_cocoop import prompt_markers
+from .tokenizer_check_cocoop import check_backbone_tokenizer
 
 
 class ClassSetHolder:
@@ -59,6 +61,7 @@ class ClassSetHolder:
             raise ValueError(
                 "no tokenizer to build prompts with: pass `tokenizer=` (the backbone's tokenizer) to set_class_names."
             )
+        check_backbone_tokenizer(tokenizer, self.config.backbone_config)
         class_set = ClassSet(tuple(class_names), tokenizer, source=lazy_source)
         if lazy_source is None or self.config.class_specific_context:
             class_set.prompts(self._build_class_prompts)  # errors here, before anything is changed
@@ -220,6 +223,8 @@ class ClassSetHolder:
             )
         start = check_class_prompts(input_ids, eos_index, self.config, name_length, context_start, attention_mask)
         self._check_prompt_markers(input_ids, eos_index, start, attention_mask)
+        if context_start is not None:  # the same agreement with config.prompt_context_start as the held class set's
+            start = agreed_context_start(start, eos_index.to(start.device), input_ids.shape[1], self.config)
         device = self.prompt_learner.ctx.device
         if self.config.class_specific_context:
             held_set = self._class_set  # read once

@@ -10,6 +10,7 @@ import torch
 
 from .backbones_cocoop import backbone_of, embed_dim, text_context
 from .class_set_cocoop import check_name_lengths
+from .context_start_cocoop import agreed_context_start
 
 
 PROMPTS_HELP = "pass both, as CoCoOpProcessor(class_names=...) or model.class_prompts(class_names) returns them"
@@ -144,7 +145,7 @@ def check_class_prompts(input_ids, eos_index, config, name_length=None, context_
             f"`input_ids` {tuple(input_ids.shape)} and `eos_index` {tuple(eos_index.shape)} must describe the same "
             f"non-empty set of classes: {PROMPTS_HELP}."
         )
-    context_start = _checked_context_start(context_start, classes, config, eos_index.device)
+    context_start = _checked_context_start(context_start, eos_index, length, config, eos_index.device)
     context = text_context(config.backbone_config)
     if length > context:
         raise ValueError(
@@ -172,24 +173,26 @@ def check_class_prompts(input_ids, eos_index, config, name_length=None, context_
     return context_start
 
 
-def _checked_context_start(context_start, classes: int, config, device) -> torch.Tensor:
+def _checked_context_start(context_start, eos_index, length: int, config, device) -> torch.Tensor:
     if context_start is None:
-        start = getattr(config, "prompt_context_start", 1)
-        if start is None:
+        if getattr(config, "prompt_context_start", 1) is None:
             raise ValueError(
                 "class prompts need `context_start` (the position of each prompt's first context token) with this "
                 "model's left-padding tokenizer (config.prompt_context_start is None): " + PROMPTS_HELP + "."
             )
-        return torch.full((classes,), int(start), dtype=torch.long, device=device)
+        return agreed_context_start(None, eos_index.to(device=device, dtype=torch.long), length, config)
     if not _is_integer_tensor(context_start):
         raise TypeError(
             f"`context_start` must be an integer torch.Tensor, got {_found(context_start)}: {PROMPTS_HELP}."
         )
+    classes = eos_index.shape[0]
     if tuple(context_start.shape) != (classes,) or (context_start < 0).any():
         raise ValueError(
             f"`context_start` must be ({classes},), one position >= 0 per class, got shape "
             f"{tuple(context_start.shape)}: {PROMPTS_HELP}."
         )
+    # Its agreement with config.prompt_context_start is checked after the prompts' own checks (their more specific
+    # messages first: class_set_holder_cocoop), by the held class set's rule (context_start_cocoop).
     return context_start.to(device=device, dtype=torch.long)
 
 

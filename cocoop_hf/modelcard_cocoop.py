@@ -258,7 +258,7 @@ def _prompt_options(
 
 def render_model_card(
     *,
-    base_model: str,
+    base_model: str | None,
     datasets=None,
     results=None,
     recipe: dict | None = None,
@@ -282,7 +282,8 @@ def render_model_card(
 
     Args:
         base_model: Hub id of the frozen backbone (linked, and front matter `base_model`), or the local folder it was
-            loaded from (named, not linked, and no `base_model` in the front matter: it is not on the Hub).
+            loaded from (named, not linked, and no `base_model` in the front matter: it is not on the Hub), or None
+            for a backbone built from a config (no checkpoint to name).
         datasets: dataset id or list of ids trained on (front matter `datasets`).
         results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "H": float,
             "accuracy": float, "random_weights": bool}`, in percent (0 to 100) as in the `results.json` of
@@ -329,11 +330,12 @@ def render_model_card(
             f"`class_specific_context=True` is an option of CoOp and KgCoOp (method 'coop' or 'kgcoop'), got "
             f"method {method!r}."
         )
-    if not isinstance(base_model, str) or not base_model:
+    if base_model is not None and (not isinstance(base_model, str) or not base_model):
         raise ValueError(
-            f"`base_model` must be the Hub id (or local folder) of the base {name} checkpoint, got {base_model!r}."
+            f"`base_model` must be the Hub id (or local folder) of the base {name} checkpoint, or None for a "
+            f"backbone built from a config, got {base_model!r}."
         )
-    base_model_is_hub_id = is_hub_repo_id(base_model)
+    base_model_is_hub_id = base_model is not None and is_hub_repo_id(base_model)
     license = card_license(backbone, base_model, base_model_is_hub_id) if license is None else license
     if isinstance(datasets, str):
         datasets = [datasets]
@@ -401,7 +403,7 @@ def render_model_card(
         sigmoid_backbone=backbone_row.has_logit_bias,
         base_model=base_model,
         base_model_is_hub_id=base_model_is_hub_id,
-        base_model_code=markdown_code(base_model),
+        base_model_code=markdown_code(base_model) if base_model is not None else f"the {name} they were learned on",
         base_model_revision=base_model_revision,
         base_model_revision_code=markdown_code(base_model_revision or ""),
         repo_id_literal=python_str(repo_id),

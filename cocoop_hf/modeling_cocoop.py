@@ -19,7 +19,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
-from .backbones_cocoop import BACKBONES, backbone_of, image_features, load_backbone, logit_bias
+from .backbone_loading_cocoop import load_backbone
+from .backbones_cocoop import BACKBONES, backbone_of, image_features, logit_bias
 from .class_groups_cocoop import checked_length_buckets
 from .class_set_cocoop import ClassPrompts
 from .class_set_holder_cocoop import ClassSetHolder
@@ -33,13 +34,9 @@ from .model_inputs_cocoop import (
 from .processing_cocoop import CoCoOpProcessor, prompt_context_start, validate_class_names
 from .prompt_learner_cocoop import CoCoOpMetaNet, CoCoOpPromptLearner, check_prompt_learner_state
 from .sharing_cocoop import check_finite_tensors, load_model, push_model_to_hub, save_model
+from .text_encoder_bidirectional import BidirectionalPromptEncoder
 from .text_encoder_causal import PACKED_SUFFIX_TOKENS, CausalPromptEncoder
-
-
-try:  # the bidirectional towers' encoder (SigLIP, SigLIP 2)
-    from .text_encoder_bidirectional import BidirectionalPromptEncoder
-except ImportError:  # pragma: no cover - a folder saved before it existed runs CLIP-family backbones only
-    BidirectionalPromptEncoder = None
+from .tokenizer_check_cocoop import check_backbone_tokenizer
 
 
 logger = logging.get_logger(__name__)
@@ -69,8 +66,6 @@ def prompt_encoder(backbone_model, config):
     """The prompt text encoder of the backbone's text-tower family (causal: CLIP, MetaCLIP 2; else SigLIP)."""
     if backbone_of(config.backbone_config).causal_text:
         return CausalPromptEncoder(backbone_model, config)
-    if BidirectionalPromptEncoder is None:
-        raise ValueError("this copy of the code has no text_encoder_bidirectional.py: SigLIP backbones need it.")
     return BidirectionalPromptEncoder(backbone_model, config)
 
 
@@ -171,7 +166,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         the tokenised words) or, with `ctx_init=None`, from N(0, 0.02).
         """
         # Before the (slow) backbone load, only what any tokenizer needs: CLIP's case-and-spacing rule is for CLIP's
-        # tokenizer alone (MetaCLIP 2's and SigLIP's are cased), checked below once the tokenizer is known.
+        # tokenizer alone (MetaCLIP 2's is cased; SigLIP's and SigLIP 2's lowercase by their own rules), checked
+        # below once the tokenizer is known.
         class_names = validate_class_names(class_names, tokenizer, clip_rule=None if tokenizer is not None else False)
         clip_kwargs = dict(clip_kwargs or {})
         backbone = load_backbone(clip_name_or_path, revision=revision, **clip_kwargs)
@@ -183,6 +179,7 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
                 backbone_config=backbone.config,
             )
             class_names = validate_class_names(class_names, tokenizer)
+        check_backbone_tokenizer(tokenizer, backbone.config)  # a user's: before its ids reach the backbone
         config = _config_for(backbone, clip_name_or_path, revision, class_names, tokenizer, config_kwargs)
         model = cls(config, clip_model=backbone)
         if config.ctx_init is not None:

@@ -138,6 +138,9 @@ class CoCoOpProcessor(ProcessorMixin):
             tokenizer = cls.load_backbone_tokenizer(
                 base_name, vocab_size, revision=base_revision, backbone_config=config.backbone_config, **base_kwargs
             )
+            # The base tokenizer pads on its own default side; the adapter's prompts were built on the saved one (as the
+            # model's tokenizer is set when it loads: load_model_tokenizer), else the processor's prompts differ.
+            tokenizer = _with_saved_padding_side(tokenizer, config)
             image_config = processor_dict.get("image_processor")
             if isinstance(image_config, dict):  # saved with the adapter, from the base backbone's image processor
                 image_class = cls.get_possibly_dynamic_module(

@@ -24,8 +24,12 @@ from .backbones_cocoop import backbone_of
 
 
 def clean_class_name(name: str) -> str:
-    """Official CoOp/CoCoOp PromptLearner: `name.replace("_", " ")`."""
-    return name.replace("_", " ")
+    """
+    Official CoOp/CoCoOp PromptLearner: `name.replace("_", " ")`, then stripped of leading and trailing whitespace.
+    CLIP's pre-tokenizer drops whitespace (its prompt ids do not change), but SentencePiece-style tokenizers
+    (MetaCLIP 2, SigLIP 2) turn a trailing space into an extra "▁" token: "hen" and "hen " would be two classes.
+    """
+    return name.replace("_", " ").strip()
 
 
 # CLIP's pre-tokeniser pattern ('s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+), whose unmatched

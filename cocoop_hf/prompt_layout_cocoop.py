@@ -63,3 +63,35 @@ def prompt_layout(
     # A name token at offset half + i is the name's i-th token, which the tokenised prompt holds at offset n_ctx + i.
     token_pos = torch.where(in_name, j + n_ctx - half, j).expand_as(is_ctx)
     return is_ctx, ctx_pos, token_pos
+
+
+def prompt_embeddings(
+    embeddings,
+    ctx: torch.Tensor,
+    input_ids: torch.Tensor,
+    context_start: torch.Tensor,
+    eos_index: torch.Tensor,
+    name_length: torch.Tensor | None,
+    n_ctx: int,
+    position: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The input embeddings of the learned prompts, `(hidden, token_pos)`: `hidden` `(batch, classes, L, dim)` in
+    `ctx`'s dtype, the context vectors or token embeddings laid out by [`prompt_layout`] plus the position
+    embeddings of the first L positions (as transformers' `CLIPTextEmbeddings` / `SiglipTextEmbeddings` add them);
+    `token_pos` `(classes, L)` from the layout. One assembly for both text-tower families.
+
+    `embeddings`: the text tower's `embeddings` module (`token_embedding`, `position_embedding`); `ctx`
+    `(batch, n_ctx, dim)` shared by the classes or `(1, classes, n_ctx, dim)` one per class; `input_ids`
+    `(classes, L)`.
+    """
+    classes, length = input_ids.shape
+    is_ctx, ctx_pos, token_pos = prompt_layout(context_start, eos_index, name_length, n_ctx, position, length)
+    tokens = embeddings.token_embedding(torch.gather(input_ids, 1, token_pos))  # (classes, L, dim)
+    if ctx.dim() == 3:
+        ctx = ctx.unsqueeze(1)
+    ctx = ctx.expand(-1, classes, -1, -1)  # (batch, classes, n_ctx, dim)
+    ctx = ctx[:, torch.arange(classes, device=ctx.device)[:, None], ctx_pos]  # (batch, classes, L, dim)
+    hidden = torch.where(is_ctx[None, :, :, None], ctx, tokens.to(ctx.dtype)[None])
+    hidden = hidden + embeddings.position_embedding.weight[:length].to(ctx.dtype)
+    return hidden, token_pos

@@ -14,7 +14,8 @@ from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import cached_file, logging
 
-from .backbones_cocoop import backbone_of, embed_dim, load_backbone, text_context, text_width
+from .backbone_loading_cocoop import load_backbone
+from .backbones_cocoop import backbone_of, embed_dim, text_context, text_width
 from .configuration_cocoop import CoCoOpConfig
 from .pipeline_cocoop import CUSTOM_PIPELINES
 from .processing_cocoop import HUB_KWARGS, CoCoOpProcessor, load_model_tokenizer
@@ -288,7 +289,8 @@ def _render_card(model, repo_id: str):
             "or pass model_card=... (a huggingface_hub.ModelCard or its text)."
         ) from None
     return render_model_card(
-        base_model=model.config.clip_name_or_path or "openai/clip-vit-base-patch16",
+        # No checkpoint named (a backbone built from a config): no base model, rather than a made-up one.
+        base_model=model.config.clip_name_or_path or None,
         base_model_revision=model.config.clip_revision,
         repo_id=repo_id,
         class_names=model.class_names,
@@ -300,6 +302,7 @@ def _render_card(model, repo_id: str):
         kgcoop_template=model.config.kgcoop_template,
         # Set by the training scripts on models built on a randomly initialised CLIP: the card must say so.
         random_weights=bool(getattr(model.config, "random_clip_weights", False)),
+        backbone=model.config.backbone_config.model_type,
     )
 
 

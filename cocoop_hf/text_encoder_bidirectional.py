@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .backbones_cocoop import text_context, text_projection
-from .prompt_layout_cocoop import prompt_layout
+from .prompt_layout_cocoop import prompt_embeddings
 from .text_layers_cocoop import finish_layer, layer_qkv, merge_heads
 
 
@@ -134,18 +134,17 @@ class BidirectionalPromptEncoder:
         Unnormalised features `(batch, classes, embed_dim)` of the whole prompts of one chunk of classes: `ctx`
         `(batch, n_ctx, dim)` shared by the classes or `(1, classes, n_ctx, dim)` one per class.
         """
-        classes, length = input_ids.shape
-        is_ctx, ctx_pos, token_pos = prompt_layout(
-            context_start, eos_index, name_length, self.config.n_ctx, self.config.class_token_position, length
-        )
-        embeddings = self.text_model.embeddings
-        tokens = embeddings.token_embedding(torch.gather(input_ids, 1, token_pos))  # (classes, L, dim)
-        if ctx.dim() == 3:
-            ctx = ctx.unsqueeze(1)
-        ctx = ctx.expand(-1, classes, -1, -1)  # (batch, classes, n_ctx, dim)
-        ctx = ctx[:, torch.arange(classes, device=ctx.device)[:, None], ctx_pos]  # (batch, classes, L, dim)
-        hidden = torch.where(is_ctx[None, :, :, None], ctx, tokens.to(ctx.dtype)[None])
-        hidden = hidden + embeddings.position_embedding.weight[:length].to(ctx.dtype)  # (batch, classes, L, dim)
+        classes = input_ids.shape[0]
+        hidden, token_pos = prompt_embeddings(
+            self.text_model.embeddings,
+            ctx,
+            input_ids,
+            context_start,
+            eos_index,
+            name_length,
+            self.config.n_ctx,
+            self.config.class_token_position,
+        )  # (batch, classes, L, dim)
         batch = hidden.shape[0]
         if attention_mask is not None:
             # The layout only permutes real tokens (context and name), so this equals the given mask; gathered all the

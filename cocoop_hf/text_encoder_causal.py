@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .backbones_cocoop import text_projection
 from .class_groups_cocoop import class_groups
-from .prompt_layout_cocoop import prompt_layout
+from .prompt_layout_cocoop import prompt_embeddings
 from .text_layers_cocoop import finish_layer, layer_qkv, merge_heads
 
 
@@ -49,7 +49,10 @@ class CausalPromptEncoder:
     """
     Text features of learned prompts on a causal text tower. Holds references to the backbone's text modules (not a
     module itself: the model's weights stay `clip.*`); its only state is the compiled suffix encoder and its length
-    buckets, set by [`~CausalPromptEncoder.compile`]. A call changes nothing.
+    buckets, set by [`~CausalPromptEncoder.compile`]. A call changes neither the model nor the encoder; it may memo
+    one pure fact in the given `ClassPrompts` record (whether its classes share the prefix: `ClassPrompts.derived`,
+    computed from the record's own tensors and published in one dict assignment, so concurrent calls see either
+    nothing or the same value).
 
     Two paths: the prefix cache (class name at the end, one shared context, one `context_start` for all classes, no
     attention mask: `[specials, ctx]` encoded once per context row, then each class's suffix attends to its cached
@@ -264,18 +267,17 @@ class CausalPromptEncoder:
         `(batch, n_ctx, dim)` shared by the classes, or `(1, classes, n_ctx, dim)` one per class; `prompt_ids`
         `(classes, L)` cut after the longest EOS.
         """
-        classes, length = prompt_ids.shape
-        is_ctx, ctx_pos, token_pos = prompt_layout(
-            context_start, eos, name_length, self.config.n_ctx, self.config.class_token_position, length
+        classes = prompt_ids.shape[0]
+        hidden, _ = prompt_embeddings(
+            self.text_model.embeddings,
+            ctx,
+            prompt_ids,
+            context_start,
+            eos,
+            name_length,
+            self.config.n_ctx,
+            self.config.class_token_position,
         )
-        embeddings = self.text_model.embeddings
-        tokens = embeddings.token_embedding(torch.gather(prompt_ids, 1, token_pos))  # (classes, L, dim)
-        if ctx.dim() == 3:
-            ctx = ctx.unsqueeze(1)
-        ctx = ctx.expand(-1, classes, -1, -1)  # (batch, classes, n_ctx, dim)
-        ctx = ctx[:, torch.arange(classes, device=ctx.device)[:, None], ctx_pos]  # (batch, classes, L, dim)
-        hidden = torch.where(is_ctx[None, :, :, None], ctx, tokens.to(ctx.dtype)[None])
-        hidden = hidden + embeddings.position_embedding.weight[:length].to(ctx.dtype)
         batch = hidden.shape[0]
         if key_mask is not None:
             key_mask = key_mask.repeat(batch, 1)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, CLIPModel, MetaClip2Model, Siglip2Model, SiglipModel
 
-from cocoop_hf.backbones_cocoop import load_backbone
+from cocoop_hf.backbone_loading_cocoop import load_backbone
 from cocoop_hf.processing_cocoop import (
     CoCoOpProcessor,
     build_prompt_ids,

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from cocoop_hf import CoCoOpModel
-from cocoop_hf.backbones_cocoop import load_backbone
+from cocoop_hf.backbone_loading_cocoop import load_backbone
 from cocoop_hf.convert_official import from_official_checkpoint
 from cocoop_hf.processing_cocoop import CoCoOpProcessor
 from cocoop_hf.sharing_cocoop import ADAPTER_WEIGHTS_NAME, clip_fingerprint, fingerprint_differences

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import CLIPConfig
 
-from cocoop_hf import modeling_cocoop, text_encoder_causal
+from cocoop_hf import modeling_cocoop, prompt_layout_cocoop, text_encoder_causal
 
 from .conftest import FIXTURES, tiny_clip_config
 
@@ -181,13 +181,13 @@ def test_agreement_check_sees_a_wrong_kgcoop_term(bench, tmp_path, monkeypatch):
 
 
 def test_agreement_check_sees_a_middle_row_assembled_as_front(bench, tmp_path, monkeypatch):
-    original = text_encoder_causal.prompt_layout
+    original = prompt_layout_cocoop.prompt_layout
 
     def as_front(context_start, eos_index, name_length, n_ctx, position, length):
         assert position == "middle"
         return original(context_start, eos_index, name_length, n_ctx, "front", length)
 
-    monkeypatch.setattr(text_encoder_causal, "prompt_layout", as_front)
+    monkeypatch.setattr(prompt_layout_cocoop, "prompt_layout", as_front)
     code, result = _run(bench, tmp_path, "--modes", "eval", "--methods", "coop-middle")
     assert code == 1 and result["rows"][0]["pass"] == "FAIL"
 

@@ -283,7 +283,7 @@ def test_bad_flags_exit_2_with_error_before_any_model(tmp_path, capsys, nothing_
 def test_zero_shot_refuses_prompt_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.run_script(lambda: main(argv(tmp_path, "--method", "zeroshot", "--class_token_position", "front")))
-    assert exit_info.value.code == 2 and "--method zeroshot scores plain CLIP" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--method zeroshot scores the plain backbone" in capsys.readouterr().err
 
 
 def test_saved_model_refuses_other_options(kgcoop_run, tmp_path, capsys):

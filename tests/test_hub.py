@@ -29,11 +29,13 @@ from .cocoop_sharing import (
 
 # Exactly the code that loading and running need: no checkpoint converter, no card renderer.
 REQUIRED_CODE = {
+    "backbone_loading_cocoop.py",
     "backbones_cocoop.py",
     "class_groups_cocoop.py",
     "class_set_cocoop.py",
     "class_set_holder_cocoop.py",
     "configuration_cocoop.py",
+    "context_start_cocoop.py",
     "limits_cocoop.py",
     "model_inputs_cocoop.py",
     "modeling_cocoop.py",
@@ -46,6 +48,7 @@ REQUIRED_CODE = {
     "text_encoder_bidirectional.py",
     "text_encoder_causal.py",
     "text_layers_cocoop.py",
+    "tokenizer_check_cocoop.py",
 }
 
 

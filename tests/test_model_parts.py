@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cocoop_hf import CoCoOpModel
+from cocoop_hf.class_set_cocoop import ClassPrompts
 from cocoop_hf.prompt_layout_cocoop import prompt_layout
 
 from .conftest import CLASS_NAMES, random_pixels
@@ -134,7 +135,16 @@ def test_the_causal_encoder_reads_a_given_context_start(backbones, shifts, posit
     model.text_encoder._uses_prefix_cache = lambda *args: calls.append(uses_cache(*args)) or calls[-1]
     try:
         with torch.no_grad():
-            ours = model.get_text_features(image_embeds, **prompts)
+            # Per-class starts on a right-padding model are refused at call time (they must agree with
+            # config.prompt_context_start: context_start_cocoop); the encoder itself is fed them directly here.
+            held = ClassPrompts(
+                prompts["input_ids"],
+                prompts["eos_index"],
+                prompts["name_length"],
+                torch.empty(0, 0),
+                prompts["context_start"],
+            )
+            ours = model._text_features(image_embeds, held)
             unshifted = model.get_text_features(image_embeds)
     finally:
         del model.text_encoder._uses_prefix_cache

@@ -427,7 +427,7 @@ def test_a_variant_row_is_labelled_by_its_options_without_the_papers_figures(fak
     markdown = (tmp_path / "grid" / "table1.md").read_text()
     assert f"| EuroSAT | {title} | 1 |" in markdown
     assert f"| {title} | 1 | " in markdown and " | - | - | - |" in markdown
-    assert f"| {run_benchmark.METHOD_TITLES[method]} |" not in markdown
+    assert f"| {training_grid.METHOD_TITLES[method]} |" not in markdown
     paper = run_benchmark.PAPER_AVERAGES[method]
     assert f"{paper['base']:.2f}" not in markdown and "not the method as published" in markdown
 
@@ -447,7 +447,7 @@ def test_the_published_form_keeps_the_papers_figures(fake, tmp_path):
         ([], ["--num_train_epochs", "abc"], "invalid float value: 'abc'"),
         (["coop"], ["--class_specific_context", "true"], "EuroSAT / coop / seed 1: .*cannot score the new classes"),
         (["coop"], ["--model_name_or_path", "some/model"], "the grid trains its own models"),
-        ([], ["--kgcoop_weight", "4"], "--method zeroshot scores plain CLIP"),  # the zero-shot cell refuses it
+        ([], ["--kgcoop_weight", "4"], "--method zeroshot scores the plain backbone"),  # the zero-shot cell refuses it
         (["cocoop", "coop"], ["--kgcoop_weight", "4"], "EuroSAT / coop / seed 1: .*pass --method kgcoop"),
     ],
 )

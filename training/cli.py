@@ -136,8 +136,8 @@ class ModelArguments:
             ]
             if given:
                 raise ValueError(
-                    f"{', '.join(given)}: options of a learned prompt; --method zeroshot scores plain CLIP with a "
-                    "fixed prompt (drop them, or pick --method coop / kgcoop / cocoop)."
+                    f"{', '.join(given)}: options of a learned prompt; --method zeroshot scores the plain "
+                    "backbone with a fixed prompt (drop them, or pick --method coop / kgcoop / cocoop)."
                 )
             return
         if self.method == "coop" and weight:

@@ -86,7 +86,7 @@ def load_benchmark_splits(args: DataArguments, splits):
         if args.train_split in splits:
             raise ValueError(
                 f"--benchmark {bench.name} is a test-only dataset (evaluation only, no training images): drop "
-                "--do_train and evaluate a trained model (--model_name_or_path) or zero-shot CLIP (--method zeroshot)."
+                "--do_train and evaluate a trained model (--model_name_or_path) or the plain backbone zero-shot (--method zeroshot)."
             )
         other = [split for split in splits if split != "test"]
         if other:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from cocoop_hf.backbones_cocoop import backbone_of
 from cocoop_hf.limits_cocoop import describe_value
 from training import cli
 from training.benchmarks import get_benchmark, load_benchmark
@@ -38,6 +39,17 @@ RECIPES = {
 }
 RECIPE_OVERRIDES = {("coop", "ImageNet"): CONFIGS / "coop_vit_b16_ep50_ctxv1.yaml"}
 METHOD_TITLES = {"zeroshot": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp"}
+
+
+def method_titles(content: dict) -> dict[str, str]:
+    """
+    METHOD_TITLES for the cell whose results.json is `content`: its zero-shot row is titled by the cell's backbone
+    (run_cocoop records a non-CLIP one as `recipe.backbone`, evaluate_transfer as `backbone`; absent: CLIP).
+    """
+    backbone = (content.get("recipe") or {}).get("backbone") or content.get("backbone") or "clip"
+    return {**METHOD_TITLES, "zeroshot": backbone_of(backbone).display_name}
+
+
 # Flags the grid sets per cell; passing them after `--` would make a cell something other than its folder says.
 GRID_FLAGS = (
     "--benchmark",

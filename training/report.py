@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 
 from transformers.utils import logging
 
-from cocoop_hf.backbones_cocoop import backbone_of
+from cocoop_hf.backbones_cocoop import BACKBONES, backbone_of
 from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
@@ -57,6 +57,18 @@ def random_weights_note(backbone: str = "clip") -> str:
 
 
 RANDOM_WEIGHTS_NOTE = random_weights_note("clip")  # CLIP's, as results written before read
+
+
+def chart_banner(note: str) -> str:
+    """
+    The red banner of a chart whose results carry `note`: names the backbones whose random-weights note it holds (a
+    grid's note joins its cells' notes); "RANDOM CLIP WEIGHTS: ..." on CLIP as always, "RANDOM WEIGHTS" if none.
+    """
+    names = [backbone.display_name for key, backbone in BACKBONES.items() if random_weights_note(key) in note]
+    which = f"{' + '.join(names)} " if names else ""
+    return f"RANDOM {which}WEIGHTS: machinery demo, accuracies are meaningless"
+
+
 # Column order of tables and charts: base-to-new metrics, then single-set (transfer) accuracy. A run's `H` (percent,
 # as the accuracies) is titled as on the model card, so the two tables read the same.
 COLUMNS = ("base", "new", "H", "all")
@@ -257,7 +269,7 @@ def bar_chart(rows: list[dict], path, note: str | None = None) -> None:
         axis.set_ylabel("top-1 accuracy (%)")
     axes[0].legend()
     if note:
-        figure.suptitle("RANDOM CLIP WEIGHTS: machinery demo, accuracies are meaningless", color="red")
+        figure.suptitle(chart_banner(note), color="red")
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=100)

@@ -94,7 +94,9 @@ def parse_args(argv=None, description: str | None = None):
             f"--fewshot_file {data_args.fewshot_file} lists training images: pass --do_train, or drop it."
         )
     if model_args.method == "zeroshot" and training_args.do_train:
-        raise ValueError("--method zeroshot has nothing to train: drop --do_train (zero-shot CLIP is evaluated only).")
+        raise ValueError(
+            "--method zeroshot has nothing to train: drop --do_train (the plain backbone is evaluated zero-shot only)."
+        )
     if run_args.lr_schedule not in ("dassl_cosine", "hf"):
         raise ValueError(f"--lr_schedule must be 'dassl_cosine' or 'hf', got {run_args.lr_schedule!r}.")
     if run_args.lr_schedule == "dassl_cosine" and training_args.max_steps > 0:

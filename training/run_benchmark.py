@@ -38,12 +38,12 @@ from training.benchmarks import BENCHMARKS, get_benchmark
 from training.evaluation import harmonic_mean
 from training.grid import (
     CONFIGS,
-    METHOD_TITLES,
     RECIPES,
     check_layouts,
     check_run_cocoop_flags,
     check_same_cell,
     expected_shots,
+    method_titles,
     parse_grid_args,
     read_json,
     recipe_for,
@@ -245,10 +245,11 @@ def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -
     variants = {
         method_label(run): {
             "method": run["method"],
-            "title": method_label(run, METHOD_TITLES),
+            "title": method_label(run, method_titles(content)),  # the zero-shot row named by its backbone
             "published": is_published_form(run),
         }
-        for run in runs
+        for content in results.values()
+        for run in content["runs"][:1]
     }
     labels = [label for method in methods for label, variant in variants.items() if variant["method"] == method]
     by_key = {(canonical[row["dataset"]], row["label"]): row for row in aggregate(runs)}

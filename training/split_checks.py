@@ -165,9 +165,11 @@ def name_key(name: str, backbone: str = "clip"):
     """
     What makes two class names one prompt for `backbone` (a `model_type`): on CLIP, the words CLIP's tokenizer reads
     (`class_name_key`, the rule of the library's `validate_class_names`: `cat` and `Cat` are one prompt); on another
-    backbone, whose tokenizer may be cased (MetaCLIP 2, SigLIP, SigLIP 2), the name itself with the official
-    `"_"` -> `" "` (`clean_class_name`, applied to every prompt): only an exact repeat is one prompt for sure, the
-    model refuses the rest by its own tokenizer's ids (`build_prompt_ids`).
+    backbone, the name itself with the official `"_"` -> `" "` (`clean_class_name`, applied to every prompt): only
+    an exact repeat is one prompt for sure. This is weaker than the backbone's tokenizer: MetaCLIP 2's is cased, but
+    SigLIP's and SigLIP 2's lowercase (transformers models/siglip/tokenization_siglip.py `do_lower_case`,
+    models/siglip2/tokenization_siglip2.py), so `Hen` and `hen` pass here and the model refuses them by its own
+    tokenizer's ids (`build_prompt_ids`) when it builds its prompts, before training.
     """
     return class_name_key(name) if backbone == "clip" else clean_class_name(name)
 

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from cocoop_hf.markdown_cocoop import markdown_cell
-from training.grid import METHOD_TITLES
+from training.grid import method_titles
 from training.outputs import write_output
 from training.report import bar_chart, is_published_form, method_label
 
@@ -89,7 +89,7 @@ def transfer_tables(results: dict, methods: list[str], targets: list[str]) -> di
             label,
             {
                 "method": cell.method,
-                "title": method_label(model_run, METHOD_TITLES),
+                "title": method_label(model_run, method_titles(content)),  # the zero-shot row named by its backbone
                 "published": is_published_form(model_run),
             },
         )
