@@ -40,7 +40,6 @@ Exit status 1 when a row's paths disagree (FAIL). See benchmarks/README.md.
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -64,6 +63,7 @@ from bench_cocoop import (  # noqa: E402
     PeakMemory,
     _rel_diff,
     environment,
+    finish,
     load_class_names,
     time_interleaved,
 )
@@ -398,19 +398,7 @@ def _run(args) -> int:
             stats = check_realistic(tokenizer, clip_tokenizer, load_class_names(spec.classes))
             rows.append({**stats, **run_row(model, spec, tokenizer, args.seed)})
         del model
-    env["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(format_table(rows))
-    print(f"# load average (1, 5, 15 min) at start {env['load_average_at_start']}, end {env['load_average_at_end']}")
-    failed = sum(row["pass"] == "FAIL" for row in rows)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"preset": args.preset, "environment": env, "rows": rows, "failed": failed}
-        args.output.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"# wrote {args.output}")
-    if failed:
-        print(f"# {failed} row(s) FAIL: the paths disagree", file=sys.stderr)
-        return 1
-    return 0
+    return finish(rows, env, args, format_table(rows))
 
 
 if __name__ == "__main__":

@@ -569,8 +569,16 @@ def main(argv=None) -> int:
             rows.append({**blank_row(spec), "pass": "ERROR", "note": f"out of memory: {str(error).splitlines()[0]}"})
         if spec.checkpointing:
             model.activation_checkpointing_disable()
+    return finish(rows, env, args, format_table(rows))
+
+
+def finish(rows: list[dict], env: dict, args, table: str) -> int:
+    """
+    The end of a benchmark script (this one and bench_backbones.py): print the table and the load, write the JSON to
+    `args.output`, exit status 1 when a row failed (its paths disagree) or could not run.
+    """
     env["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(format_table(rows))
+    print(table)
     print(f"# load average (1, 5, 15 min) at start {env['load_average_at_start']}, end {env['load_average_at_end']}")
     failed = sum(r["pass"] in ("FAIL", "ERROR") for r in rows)
     if args.output is not None:
