@@ -197,7 +197,7 @@ def test_test_only_benchmark_evaluates_zeroshot_and_refuses_training(data_root, 
         (["--benchmark", "EuroSAT", "--data_root", "x", "--image_column", "img"], "drop --image_column"),
         (
             ["--benchmark", "EuroSAT", "--data_root", "DATA", "--prompt_template", "{} land.", "--method", "coop"],
-            r"--prompt_template is the .*prompt of zero-shot CLIP.*--method zeroshot",
+            r"--prompt_template is the .*prompt of a zero-shot backbone.*--method zeroshot",
         ),
     ],
 )

@@ -137,6 +137,6 @@ def test_phases_one_by_one_give_what_main_gives(tmp_path):
 
 def test_a_refused_zero_shot_template_stops_in_the_start_phase(tmp_path):
     argv = tiny_run_argv(tmp_path / "out", CIFAR_DATA_ARGS, "--method", "coop", "--prompt_template", "a {}.")
-    with pytest.raises(ValueError, match="--prompt_template is the hand-crafted prompt of zero-shot CLIP"):
+    with pytest.raises(ValueError, match="--prompt_template is the hand-crafted prompt of a zero-shot backbone"):
         run_cocoop.start_run(argv)
     assert not (tmp_path / "out").exists()

@@ -64,10 +64,10 @@ class RunArguments:
         default=None,
         metadata={
             "help": "The hand-crafted prompt, '{}' standing for the class name (e.g. 'a photo of a {}.'): with "
-            "--method zeroshot, plain CLIP is scored with it; with the KgCoOp regulariser (--method kgcoop, "
+            "--method zeroshot, the plain backbone is scored with it; with the KgCoOp regulariser (--method kgcoop, "
             "--kgcoop_weight), its zero-shot features are the target. Default with --benchmark: the dataset's "
-            "official template (zero-shot CLIP: CoOp trainers/zsclip.py; KgCoOp: its trainers/kgcoop.py); "
-            "else 'a photo of a {}.' for KgCoOp."
+            "official template (zero-shot CLIP: CoOp trainers/zsclip.py; KgCoOp: its trainers/kgcoop.py; SigLIP "
+            "and SigLIP 2 zero-shot: their own 'This is a photo of {}.'); else 'a photo of a {}.' for KgCoOp."
         },
     )
     eval_each_epoch: bool = field(

@@ -14,8 +14,9 @@ from training.zeroshot import check_template
 class RunMethod:
     """
     What a run's method options resolve to, once (`resolve_run_method`), for every later phase: the prompt template
-    of the zero-shot baseline (`--method zeroshot` scoring the plain backbone with a template) or None, the KgCoOp regulariser's template or None, each
-    with where it comes from, and the config the model will have (a saved model's; the dry run's; None for zero-shot).
+    of the zero-shot baseline (`--method zeroshot` scoring the plain backbone with a template) or None, the KgCoOp
+    regulariser's template or None, each with where it comes from, and the config the model will have (a saved
+    model's; the dry run's; None for zero-shot).
     """
 
     zero_shot_template: str | None = None
@@ -112,9 +113,9 @@ def zero_shot_template(
 
     if run_args.prompt_template is not None and model_args.method != "zeroshot" and not uses_kgcoop(model_args):
         raise ValueError(
-            f"--prompt_template is the hand-crafted prompt of zero-shot CLIP (--method zeroshot) or of the KgCoOp "
-            f"regulariser (--method kgcoop, --kgcoop_weight): drop it for --method {model_args.method} (its prompt "
-            "context is learned from --ctx_init)."
+            "--prompt_template is the hand-crafted prompt of a zero-shot backbone (--method zeroshot) or of the "
+            f"KgCoOp regulariser (--method kgcoop, --kgcoop_weight): drop it for --method {model_args.method} (its "
+            "prompt context is learned from --ctx_init)."
         )
     if model_args.method != "zeroshot":
         return None, None
@@ -134,8 +135,8 @@ def zero_shot_template(
         return None, None
     if model_args.model_name_or_path:
         raise ValueError(
-            f"--method zeroshot with a prompt template ({source}) scores plain CLIP "
-            f"(--clip_model_name_or_path); drop --model_name_or_path {model_args.model_name_or_path}."
+            f"--method zeroshot with a prompt template ({source}) scores the plain backbone "
+            f"(--backbone / --clip_model_name_or_path); drop --model_name_or_path {model_args.model_name_or_path}."
         )
     for flag, given in (
         ("--push_to_hub", training_args.push_to_hub),
@@ -143,7 +144,7 @@ def zero_shot_template(
     ):
         if given:
             raise ValueError(
-                f"{flag}: zero-shot CLIP with a prompt template learns nothing and saves no model, so there is "
+                f"{flag}: zero-shot with a prompt template learns nothing and saves no model, so there is "
                 "nothing to share or save; its results are in --output_dir."
             )
     return template, source
