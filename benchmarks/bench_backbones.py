@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerFast, XLMRobertaTokenizer
+from transformers import XLMRobertaTokenizer
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ from tests.reference_backbones import (  # noqa: E402
     reference_meta_net,
     reference_prompts,
 )
-from tests.tiny_backbones import tiny_config, tiny_tokenizer  # noqa: E402
+from tests.tiny_backbones import siglip_fast_tokenizer, tiny_config, tiny_tokenizer  # noqa: E402
 
 
 BACKBONES = ("siglip", "metaclip_2", "clip")
@@ -153,15 +153,7 @@ def bench_tokenizer(model_type: str):
         return XLMRobertaTokenizer(vocab=[tuple(pair) for pair in data["model"]["vocab"]], model_max_length=77)
     if model_type == "siglip":  # specials <pad> </s> <unk>; the rules of tiny_backbones.siglip_tokenizer
         _whole_word_pieces(data, words, 3)
-        return PreTrainedTokenizerFast(
-            tokenizer_object=Tokenizer.from_str(json.dumps(data)),
-            eos_token="</s>",
-            pad_token="</s>",
-            unk_token="<unk>",
-            model_max_length=64,
-            padding_side="right",
-            model_input_names=["input_ids"],
-        )
+        return siglip_fast_tokenizer(Tokenizer.from_str(json.dumps(data)))
     raise ValueError(f"--backbones: {model_type!r} is not benchmarked here; use some of {BACKBONES}.")
 
 

@@ -155,6 +155,12 @@ def siglip_tokenizer() -> PreTrainedTokenizerFast:
     backend.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
+    return siglip_fast_tokenizer(backend)
+
+
+def siglip_fast_tokenizer(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    """A SigLIP-rule tokenizer around `backend`: `</s>` is EOS and pad, right padding to 64, no attention mask (the
+    released SigLIP tokenizers return `input_ids` only)."""
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="</s>",
