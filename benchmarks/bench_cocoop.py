@@ -59,7 +59,7 @@ from tests.reference_cocoop import (  # noqa: E402
 
 
 TOKENIZER_DIR = REPO / "tests" / "fixtures" / "clip-tokenizer"
-TINY_CLIP_DIR = REPO / "training" / "demo" / "tiny-clip"  # the tiny CLIP of the tests and the demo
+TINY_CLIP_DIR = REPO / "cocoop_hf_training" / "demo" / "tiny-clip"  # the tiny CLIP of the tests and the demo
 VIT_B16_DIR = REPO / "tests" / "fixtures" / "clip-vit-base-patch16"  # config.json of openai/clip-vit-base-patch16
 CLASS_NAMES_FILE = REPO / "benchmarks" / "imagenet_classnames.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

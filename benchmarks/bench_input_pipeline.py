@@ -1,10 +1,10 @@
 """
 Images/s of the training input pipeline (JPEG decode + RandomResizedCrop(224, bicubic) + flip + normalise, in
-DataLoader workers through `datasets.with_transform`, exactly as training/run_cocoop.py) for 0/1/2/... workers.
+DataLoader workers through `datasets.with_transform`, exactly as cocoop_hf_training/run_cocoop.py) for 0/1/2/... workers.
 Tells how many CPU workers keep a GPU fed: a GPU step's images/s divided by one worker's images/s.
 
     python benchmarks/bench_input_pipeline.py --parquet photos.parquet --image_column image --workers 0 1 2
-    python benchmarks/bench_input_pipeline.py --parquet training/demo/cifar10_demo/train.parquet --image_column img
+    python benchmarks/bench_input_pipeline.py --parquet cocoop_hf_training/demo/cifar10_demo/train.parquet --image_column img
 
 `--parquet` is any parquet file with an image column: real photos (e.g. a few hundred ImageNet JPEGs of about
 500x375) give the numbers that matter; the demo's 32 px CIFAR-10 images run from a fresh clone but decode far faster.
@@ -37,7 +37,7 @@ def main(argv=None):
     from torch.utils.data import DataLoader
     from transformers import CLIPImageProcessor, default_data_collator
 
-    from training.data import ImageTransform, build_transforms
+    from cocoop_hf_training.data import ImageTransform, build_transforms
 
     torch.set_num_threads(1)
     data = load_dataset("parquet", data_files=args.parquet, split="train")

@@ -28,7 +28,7 @@ RECIPE_FIELDS = {
     "lr": "Learning rate",
     "batch_size": "Batch size",
 }
-# Key (as in training/report.py results.json runs) -> the title every table, chart and model-index entry shows.
+# Key (as in cocoop_hf_training/report.py results.json runs) -> the title every table, chart and model-index entry shows.
 # Accuracies and H are in percent everywhere, as the evaluation reports them.
 METRIC_FIELDS = {"base": "Base accuracy (%)", "new": "New accuracy (%)", "H": "H, harmonic mean (%)"}
 # A run on all classes at once (`--protocol all`, e.g. every class-specific-context run): one accuracy, no split.
@@ -132,7 +132,7 @@ def python_str(text: str) -> str:
     return literal
 
 
-# What the card calls each training method (`training/run_cocoop.py --method`), wherever it speaks of the method's
+# What the card calls each training method (`cocoop_hf_training/run_cocoop.py --method`), wherever it speaks of the method's
 # accuracy; and the intro's first sentence per method.
 # "zero-shot CLIP" is CLIP's name; another backbone's card names its own (`method_name`).
 METHOD_NAMES = {"cocoop": "CoCoOp", "coop": "CoOp", "kgcoop": "KgCoOp", "zeroshot": "zero-shot CLIP"}
@@ -287,7 +287,7 @@ def render_model_card(
         datasets: dataset id or list of ids trained on (front matter `datasets`).
         results: a dict or list of dicts `{"dataset": str, "base": float, "new": float, "H": float,
             "accuracy": float, "random_weights": bool}`, in percent (0 to 100) as in the `results.json` of
-            `training/run_cocoop.py`: base and new accuracy and their harmonic mean H for a base-to-new run,
+            `cocoop_hf_training/run_cocoop.py`: base and new accuracy and their harmonic mean H for a base-to-new run,
             `accuracy` for a run on all classes (`--protocol all`). Any metric may be missing (H is computed from
             base and new when absent). No metric at all: no results section and no model-index.
         recipe: training settings, e.g. `{"shots": 16, "seed": 1, "epochs": 10, "lr": 0.002, "batch_size": 1}`;

@@ -1,7 +1,7 @@
 """
 The output folder of a script that records what it writes (cocoop_hf/output_records.py): checked before anything is
 written to it, its previous outputs deleted only when provably the script's own, marked finished after the last write.
-Shared by the training scripts (training/outputs.py) and the checkpoint converter (cocoop_hf/convert_official.py).
+Shared by the training scripts (cocoop_hf_training/outputs.py) and the checkpoint converter (cocoop_hf/convert_official.py).
 
 A later run with --overwrite_output_dir deletes only recorded entries whose content still matches the record. An
 entry that is not recorded, or changed since, is the user's: it is kept, and if it has the name of one of the

@@ -1,6 +1,6 @@
 """
 A folder's record of what a script wrote into it (`output_manifest.json`), and the writes that keep it true: the
-mechanism shared by the training scripts (training/outputs.py) and the checkpoint converter
+mechanism shared by the training scripts (cocoop_hf_training/outputs.py) and the checkpoint converter
 (cocoop_hf/convert_official.py). Never imported by the model's own files: a saved model folder does not ship it.
 
 `output_manifest.json` lists every entry the script writes, recorded as it is written (the manifest is rewritten

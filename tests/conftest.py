@@ -9,7 +9,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DEMO = Path(__file__).resolve().parents[1] / "training" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "cocoop_hf_training" / "demo"
 TINY_CLIP = DEMO / "tiny-clip"  # the one tiny CLIP config (+ tokenizer): tests, demo and benchmark
 TOKENIZER_DIR = FIXTURES / "clip-tokenizer"
 
@@ -19,11 +19,11 @@ NEW_CLASS_NAMES = ["cock", "hen", "ostrich", "brambling", "goldfinch", "house fi
 
 def tiny_clip_config(eos_token_id=None, hidden=None, projection=None, layers=None, image_size=None) -> CLIPConfig:
     """
-    The tiny random CLIP of the tests, the demo and the benchmark, `training/demo/tiny-clip/config.json` (real
+    The tiny random CLIP of the tests, the demo and the benchmark, `cocoop_hf_training/demo/tiny-clip/config.json` (real
     vocabulary and 77-token text context; width 64 with MLP 128, 2 layers, 4 heads, 32 px images in 8 px patches,
     projection 48), with any argument given replacing its value in both towers (`hidden` also sets the MLP to 2x).
     """
-    config = CLIPConfig.from_pretrained(Path(__file__).parents[1] / "training" / "demo" / "tiny-clip").to_dict()
+    config = CLIPConfig.from_pretrained(Path(__file__).parents[1] / "cocoop_hf_training" / "demo" / "tiny-clip").to_dict()
     text, vision = config["text_config"], config["vision_config"]
     for tower in (text, vision):
         if hidden is not None:
@@ -142,7 +142,7 @@ def finished_run(tmp_path_factory):
     A finished 1-epoch run_cocoop run (tiny CLIP, CIFAR-10 demo data) with evaluation (results.md/.png) and a
     checkpoint (`checkpoint-5`); tests work on copies.
     """
-    from training.run_cocoop import main
+    from cocoop_hf_training.run_cocoop import main
 
     from .test_training import argv
 

@@ -10,11 +10,11 @@ import torch
 import yaml
 
 from cocoop_hf.backbones_cocoop import BACKBONES
-from training import evaluate_transfer, grid, run_cocoop
-from training.cli import ModelArguments
-from training.image_transforms import build_transforms
-from training.modeling_setup import build_model, build_zero_shot_clip
-from training.run_arguments import parse_args
+from cocoop_hf_training import evaluate_transfer, grid, run_cocoop
+from cocoop_hf_training.cli import ModelArguments
+from cocoop_hf_training.image_transforms import build_transforms
+from cocoop_hf_training.modeling_setup import build_model, build_zero_shot_clip
+from cocoop_hf_training.run_arguments import parse_args
 
 from .conftest import DEMO
 from .tiny_backbones import save_tiny_backbone, tiny_image_processor

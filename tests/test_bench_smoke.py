@@ -123,7 +123,7 @@ def test_reference_out_of_memory_skips_the_row_and_ours_out_of_memory_fails_it(b
 
 
 def test_models_come_from_the_repository_config_files(bench):
-    # One tiny CLIP (training/demo/tiny-clip/config.json) for tests, demo and benchmark, with the values every test
+    # One tiny CLIP (cocoop_hf_training/demo/tiny-clip/config.json) for tests, demo and benchmark, with the values every test
     # was written for; one ViT-B/16 config (tests/fixtures/clip-vit-base-patch16).
     tiny = tiny_clip_config()
     assert bench.clip_config_for("tiny").to_dict() == tiny.to_dict()

@@ -1,6 +1,6 @@
-"""training/run_cocoop.py on the paper's benchmarks by name (`--benchmark NAME --data_root DIR`) and zero-shot CLIP
-with a prompt template (training/zeroshot.py), on miniature official layouts with real tiny images and the tiny
-random CLIP of training/demo."""
+"""cocoop_hf_training/run_cocoop.py on the paper's benchmarks by name (`--benchmark NAME --data_root DIR`) and zero-shot CLIP
+with a prompt template (cocoop_hf_training/zeroshot.py), on miniature official layouts with real tiny images and the tiny
+random CLIP of cocoop_hf_training/demo."""
 
 import json
 from pathlib import Path
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from training.benchmarks import get_benchmark
-from training.run_cocoop import CoCoOpTrainer, main
-from training.zeroshot import ZeroShotCLIP, check_template
+from cocoop_hf_training.benchmarks import get_benchmark
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training.zeroshot import ZeroShotCLIP, check_template
 
 from .conftest import TINY_CLIP, tiny_run_argv
 
@@ -290,9 +290,9 @@ def test_templates_with_one_placeholder_are_accepted(template):
 
 def test_coop_base_to_new_recipe_is_the_official_vit_b16_ctxv1(tmp_path):
     """configs/trainers/CoOp/vit_b16_ctxv1.yaml of KaiyangZhou/CoOp, as scripts/cocoop/base2new_train.sh runs it."""
-    from training.run_cocoop import parse_args
+    from cocoop_hf_training.run_cocoop import parse_args
 
-    config = REPO / "training" / "configs" / "coop_vit_b16_ctxv1.yaml"
+    config = REPO / "cocoop_hf_training" / "configs" / "coop_vit_b16_ctxv1.yaml"
     model_args, data_args, training_args, run_args = parse_args(
         [str(config), "--benchmark", "dtd", "--data_root", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     )
@@ -306,9 +306,9 @@ def test_coop_base_to_new_recipe_is_the_official_vit_b16_ctxv1(tmp_path):
 
 def test_base_to_new_transfer_target_gets_base_new_and_h(data_root, tmp_path):
     """A target with protocol base_to_new is scored on its two halves; results.json and results.md get H."""
-    from training.evaluate_transfer import main as transfer_main
-    from training.evaluation import harmonic_mean
-    from training.report import COLUMN_TITLES
+    from cocoop_hf_training.evaluate_transfer import main as transfer_main
+    from cocoop_hf_training.evaluation import harmonic_mean
+    from cocoop_hf_training.report import COLUMN_TITLES
 
     targets = tmp_path / "targets.json"
     entries = [
@@ -333,7 +333,7 @@ def test_base_to_new_transfer_target_gets_base_new_and_h(data_root, tmp_path):
 
 def test_benchmarks_as_transfer_targets(data_root, tmp_path):
     """evaluate_transfer.py reads the same data options: a target may be a benchmark by name (all classes)."""
-    from training.evaluate_transfer import main as transfer_main
+    from cocoop_hf_training.evaluate_transfer import main as transfer_main
 
     targets = tmp_path / "targets.json"
     entries = [{"benchmark": name, "data_root": str(data_root)} for name in ("EuroSAT", "imagenet-v2")]

@@ -1,4 +1,4 @@
-"""training/benchmarks.py: the paper's datasets read from miniature copies of the official folder layouts.
+"""cocoop_hf_training/benchmarks.py: the paper's datasets read from miniature copies of the official folder layouts.
 
 The official loader only checks that each image path is a file (Dassl `Datum`), so empty files stand in for images.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.benchmarks import (
+from cocoop_hf_training.benchmarks import (
     BENCHMARKS,
     BenchmarkItem,
     BenchmarkLayoutError,

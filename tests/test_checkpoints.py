@@ -1,4 +1,4 @@
-"""training/checkpoints.py: who owns --output_dir, lean checkpoints, crash-safe writing, exact resume, few-shot reuse.
+"""cocoop_hf_training/checkpoints.py: who owns --output_dir, lean checkpoints, crash-safe writing, exact resume, few-shot reuse.
 
 Trained weights are compared with atol 1e-6: a resumed run and an uninterrupted one may run with different torch
 thread counts (a subprocess, another process), and the order of float reductions then differs in the last bits
@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.checkpoints import (
+from cocoop_hf_training.checkpoints import (
     CHECKPOINT_WEIGHTS_NAME,
     COMPLETE_MARKER_NAME,
     MANIFEST_NAME,
@@ -28,8 +28,8 @@ from training.checkpoints import (
     resolve_resume_checkpoint,
     save_prompt_learner,
 )
-from training.data import FEWSHOT_INDICES_NAME, few_shot_indices, label_fingerprint, select_few_shot
-from training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training.data import FEWSHOT_INDICES_NAME, few_shot_indices, label_fingerprint, select_few_shot
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
 
 from .test_training import DEMO, REPO, argv, prompt_learner_state
 
@@ -120,7 +120,7 @@ def test_overwrite_leaves_no_stale_output_of_the_previous_run(finished_run, tmp_
 
 
 def test_interrupted_run_owns_what_it_recorded_and_not_what_was_there(tmp_path):
-    from training.outputs import make_staging_folder, write_output
+    from cocoop_hf_training.outputs import make_staging_folder, write_output
 
     folder = tmp_path / "out"
     folder.mkdir()
@@ -222,7 +222,7 @@ def test_lean_checkpoint_size_at_vit_b16(tmp_path):
 
 
 KILL_WHILE_WRITING = """
-from training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
 
 save_rng_state = CoCoOpTrainer._save_rng_state
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from training import evaluate_transfer, run_cocoop
+from cocoop_hf_training import evaluate_transfer, run_cocoop
 
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "training" / "demo"
+DEMO = REPO / "cocoop_hf_training" / "demo"
 TINY_CLIP = DEMO / "tiny-clip"
 TEST_FILE = DEMO / "cifar10_demo" / "test.parquet"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -59,17 +59,17 @@ def test_both_scripts_read_a_config_file_with_overriding_flags(tmp_path):
 
 
 def test_script_prints_its_own_and_the_modules_info_lines(tmp_path):
-    """Run as `python training/run_cocoop.py`, the script logs under `__main__`: those lines must show."""
+    """Run as `python cocoop_hf_training/run_cocoop.py`, the script logs under `__main__`: those lines must show."""
     output_dir = tmp_path / "demo"
-    command = [sys.executable, str(REPO / "training" / "run_cocoop.py"),
-               str(REPO / "training" / "configs" / "demo_tiny_cifar10.yaml"),
+    command = [sys.executable, str(REPO / "cocoop_hf_training" / "run_cocoop.py"),
+               str(REPO / "cocoop_hf_training" / "configs" / "demo_tiny_cifar10.yaml"),
                "--output_dir", str(output_dir), "--num_train_epochs", "1", "--num_shots", "1",
                "--max_eval_samples", "20", "--disable_tqdm", "true"]  # fmt: skip
     process = subprocess.run(command, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=300)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-3000:]
     assert "INFO - __main__ - Training on 5 images of 5 classes." in process.stdout, process.stdout[-3000:]
-    assert "INFO - training.evaluation - base: {'accuracy'" in process.stdout
-    assert "INFO - training.evaluation - new: {'accuracy'" in process.stdout
+    assert "INFO - cocoop_hf_training.evaluation - base: {'accuracy'" in process.stdout
+    assert "INFO - cocoop_hf_training.evaluation - new: {'accuracy'" in process.stdout
 
 
 # ------------------------------------------------------------------------------------------- random weights
@@ -81,8 +81,8 @@ def saved_models(tmp_path_factory):
     from transformers import CLIPImageProcessor
 
     from cocoop_hf import CoCoOpProcessor
-    from training.cli import ModelArguments
-    from training.modeling_setup import RANDOM_WEIGHTS_ATTRIBUTE, build_model
+    from cocoop_hf_training.cli import ModelArguments
+    from cocoop_hf_training.modeling_setup import RANDOM_WEIGHTS_ATTRIBUTE, build_model
 
     root = tmp_path_factory.mktemp("saved")
     model = build_model(ModelArguments(clip_model_name_or_path=str(TINY_CLIP), random_init_clip=True), CIFAR10, 1)
@@ -120,7 +120,7 @@ def _transfer(model_dir, output_dir, tmp_path):
 
 
 def test_transfer_of_a_random_weights_model_says_so(saved_models, tmp_path):
-    from training.report import RANDOM_WEIGHTS_NOTE
+    from cocoop_hf_training.report import RANDOM_WEIGHTS_NOTE
 
     content = _transfer(saved_models["random"], tmp_path / "random", tmp_path)
     assert content["note"] == RANDOM_WEIGHTS_NOTE
@@ -182,14 +182,14 @@ def test_transfer_refuses_to_overwrite_its_own_outputs_only(saved_models, tmp_pa
 )  # fmt: skip
 def test_training_on_the_evaluated_split_warns(tmp_path, caplog, flags, warned):
     argv = [*flags, "--do_train", "--do_eval", "--output_dir", str(tmp_path)]
-    with caplog.at_level(logging.WARNING, logger="training"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training"):
         run_cocoop.parse_args(argv)
     if warned:
         assert warned in caplog.text and "optimistic" in caplog.text
     else:
         assert "optimistic" not in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="training"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training"):
         run_cocoop.parse_args([*flags, "--do_eval", "--output_dir", str(tmp_path)])  # nothing trained: no warning
     assert "optimistic" not in caplog.text
 
@@ -197,8 +197,8 @@ def test_training_on_the_evaluated_split_warns(tmp_path, caplog, flags, warned):
 def test_bad_input_ends_with_its_message_not_a_traceback(tmp_path):
     """A refused run prints `error: <message>` and exits 2, as argparse does; COCOOP_HF_TRACEBACK=1 shows the stack."""
     (tmp_path / "mine.txt").write_text("a file of the user's")
-    command = [sys.executable, str(REPO / "training" / "run_cocoop.py"),
-               str(REPO / "training" / "configs" / "demo_tiny_cifar10.yaml"), "--output_dir", str(tmp_path)]  # fmt: skip
+    command = [sys.executable, str(REPO / "cocoop_hf_training" / "run_cocoop.py"),
+               str(REPO / "cocoop_hf_training" / "configs" / "demo_tiny_cifar10.yaml"), "--output_dir", str(tmp_path)]  # fmt: skip
     process = subprocess.run(command, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=300)
     assert process.returncode == 2, process.stderr[-2000:]
     assert "error: --output_dir" in process.stderr and "mine.txt" in process.stderr

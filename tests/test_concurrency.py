@@ -18,7 +18,7 @@ from cocoop_hf import CoCoOpModel, CoCoOpProcessor
 from .conftest import CLASS_NAMES, NEW_CLASS_NAMES, assert_same_held_state, held_state
 
 
-CIFAR10_DEMO = Path(__file__).resolve().parents[1] / "training" / "demo" / "cifar10_demo" / "test.parquet"
+CIFAR10_DEMO = Path(__file__).resolve().parents[1] / "cocoop_hf_training" / "demo" / "cifar10_demo" / "test.parquet"
 # Four callers, four label sets of different sizes and prompt lengths (one of them the trained classes).
 LABEL_SETS = [
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],

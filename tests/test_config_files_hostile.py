@@ -1,7 +1,7 @@
 """
 Tiny hostile config files cost bounded work and get one clear line (issue 16): YAML/JSON options files of the
-training scripts (training/config_files.py, cli.py), a model folder's config.json (CoCoOpConfig) and a CLIP's config.json read by the
-training scripts (training/modeling_setup.py), before anything is built from them.
+training scripts (cocoop_hf_training/config_files.py, cli.py), a model folder's config.json (CoCoOpConfig) and a CLIP's config.json read by the
+training scripts (cocoop_hf_training/modeling_setup.py), before anything is built from them.
 """
 
 import importlib
@@ -13,9 +13,9 @@ import yaml
 from transformers.models.clip import modeling_clip
 
 from cocoop_hf import CoCoOpConfig, CoCoOpModel, configuration_cocoop
-from training import cli, grid, run_cocoop
-from training.data import DataArguments
-from training.modeling_setup import build_model, build_zero_shot_clip, random_clip
+from cocoop_hf_training import cli, grid, run_cocoop
+from cocoop_hf_training.data import DataArguments
+from cocoop_hf_training.modeling_setup import build_model, build_zero_shot_clip, random_clip
 
 from .conftest import CLASS_NAMES, TINY_CLIP, tiny_clip_config
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 FAST_S = 2.0
 # Longest error message a refusal may print: one line naming the file and the field, never a value expanded.
 MESSAGE_CHARS = 600
-# The documented cap on a training config file (training/config_files.py MAX_CONFIG_FILE_BYTES).
+# The documented cap on a training config file (cocoop_hf_training/config_files.py MAX_CONFIG_FILE_BYTES).
 CONFIG_FILE_CAP = 2**20
 
 
@@ -37,8 +37,8 @@ def limits():
 
 
 def reader():
-    """training.config_files (what `cli.read_structured_file` runs), imported where a test reads its constants."""
-    return importlib.import_module("training.config_files")
+    """cocoop_hf_training.config_files (what `cli.read_structured_file` runs), imported where a test reads its constants."""
+    return importlib.import_module("cocoop_hf_training.config_files")
 
 
 def laughs(levels: int) -> str:

@@ -10,16 +10,16 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from training import cli, run_benchmark, run_cocoop
-from training.modeling_setup import DEFAULT_KGCOOP_TEMPLATE, build_model, kgcoop_template_for
-from training.report import aggregate, method_label, write_report
-from training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training import cli, run_benchmark, run_cocoop
+from cocoop_hf_training.modeling_setup import DEFAULT_KGCOOP_TEMPLATE, build_model, kgcoop_template_for
+from cocoop_hf_training.report import aggregate, method_label, write_report
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
 
 from .conftest import TINY_CLIP, tiny_run_argv
 from .test_training import CIFAR10, REPO, argv
 
 
-CONFIGS = REPO / "training" / "configs"
+CONFIGS = REPO / "cocoop_hf_training" / "configs"
 
 
 class Recorder(TrainerCallback):

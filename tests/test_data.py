@@ -1,4 +1,4 @@
-"""training/data.py: few-shot sampling, the official base/new split, transforms, loading and its errors."""
+"""cocoop_hf_training/data.py: few-shot sampling, the official base/new split, transforms, loading and its errors."""
 
 import io
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import (
+from cocoop_hf_training.data import (
     DataArguments,
     ImageTransform,
     build_transforms,
@@ -25,7 +25,7 @@ from training.data import (
 
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_DATA = REPO / "training" / "demo" / "cifar10_demo"
+DEMO_DATA = REPO / "cocoop_hf_training" / "demo" / "cifar10_demo"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -48,7 +48,7 @@ def test_few_shot_is_seeded_per_class_and_keeps_small_classes(caplog):
     assert chosen.count(0) == 4 and chosen.count(2) == 4
     assert sorted(i for i in first if labels[i] == 1) == [10, 11, 12]  # fewer than K: all kept
     assert len(set(first)) == len(first)
-    with caplog.at_level(logging.WARNING, logger="training.fewshot"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training.fewshot"):
         select_few_shot(labels, 4, seed=1)
     assert "class 1 has only 3 images" in caplog.text
 
@@ -131,7 +131,7 @@ def test_class_coverage_keeps_new_classes_without_training_images(caplog):
     args = DataArguments(dataset_name="x", dataset_display_name="toy")
     data = {"train": _labels(0, 1, 2, 0), "test": _labels(0, 1, 2, 3, 3)}
     base = protocol_relabels(4, "base_to_new")["base"]
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training.data"):
         record = class_coverage(args, data, names, base)
     # 'd' is a new class: it needs no training images, and stays in the list (and its test images in the new set).
     assert record == {"num_classes": 4, "without_images": {"train": ["d"]}}

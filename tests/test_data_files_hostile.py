@@ -2,8 +2,8 @@
 files are checked before anything is sized or labelled by them, and each bad entry is refused in one line naming the
 file, the entry and what would be right; nothing is silently truncated, renamed or drawn twice.
 
-A split file is read two ways: from a benchmark's official layout (`--benchmark DTD --data_root`, training/benchmarks.py)
-and as `--split_file` with `--image_root` (training/data.py); both must refuse the same files."""
+A split file is read two ways: from a benchmark's official layout (`--benchmark DTD --data_root`, cocoop_hf_training/benchmarks.py)
+and as `--split_file` with `--image_root` (cocoop_hf_training/data.py); both must refuse the same files."""
 
 import json
 import os
@@ -20,14 +20,14 @@ try:
 except ImportError:  # not on Windows: tracemalloc alone measures
     resource = None
 
-from training.benchmarks import (
+from cocoop_hf_training.benchmarks import (
     BenchmarkLayoutError,
     generate_split_file,
     load_benchmark,
     official_label_map,
     read_wnid_names,
 )
-from training.data import DataArguments, load_benchmark_splits, load_splits, official_fewshot_rows
+from cocoop_hf_training.data import DataArguments, load_benchmark_splits, load_splits, official_fewshot_rows
 
 from .test_benchmark_runs import make_eurosat
 from .test_benchmarks import NAMES, WNIDS, touch

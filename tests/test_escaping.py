@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from cocoop_hf import render_model_card
-from training import run_benchmark, run_transfer_benchmark
-from training.report import markdown_table
+from cocoop_hf_training import run_benchmark, run_transfer_benchmark
+from cocoop_hf_training.report import markdown_table
 
 
 HOSTILE = [

@@ -1,4 +1,4 @@
-"""training/evaluation.py: features once, predictions per class set without changing the model, metrics, H."""
+"""cocoop_hf_training/evaluation.py: features once, predictions per class set without changing the model, metrics, H."""
 
 import copy
 from pathlib import Path
@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.cli import ModelArguments
-from training.evaluation import evaluate_sets, extract_image_features, harmonic_mean, load_metrics, predict
-from training.modeling_setup import build_model
+from cocoop_hf_training.cli import ModelArguments
+from cocoop_hf_training.evaluation import evaluate_sets, extract_image_features, harmonic_mean, load_metrics, predict
+from cocoop_hf_training.modeling_setup import build_model
 
 from .conftest import assert_same_held_state, held_state
 
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_CLIP = REPO / "training" / "demo" / "tiny-clip"
+TINY_CLIP = REPO / "cocoop_hf_training" / "demo" / "tiny-clip"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -70,7 +70,7 @@ def test_predictions_equal_the_model_holding_that_class_set(model, accelerator):
 
 
 def test_features_are_computed_once_per_dataset(model, accelerator, monkeypatch):
-    from training import evaluation
+    from cocoop_hf_training import evaluation
 
     calls = []
     original = evaluation.extract_image_features

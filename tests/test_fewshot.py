@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 import pytest
 from PIL import Image
 
-from training.data import (
+from cocoop_hf_training.data import (
     FEWSHOT_INDICES_NAME,
     FEWSHOT_RULE,
     dassl_few_shot,

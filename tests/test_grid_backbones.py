@@ -4,7 +4,7 @@ SigLIP with SigLIP's own template."""
 
 import json
 
-from training import run_benchmark
+from cocoop_hf_training import run_benchmark
 
 from .test_benchmark_runs import make_eurosat
 from .test_run_benchmark import grid_argv

@@ -1,6 +1,6 @@
 """Output folders beyond run_cocoop's (issue 16, second pass): a grid folder's own files, evaluate_transfer's results,
 Trainer's TensorBoard logs and the checkpoint converter's model files are recorded when written (output_manifest.json,
-training/outputs.py and cocoop_hf/output_records.py), so a user's file of the same name is refused, never replaced."""
+cocoop_hf_training/outputs.py and cocoop_hf/output_records.py), so a user's file of the same name is refused, never replaced."""
 
 import json
 import os
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerCallback
 
-from training import evaluate_transfer, run_benchmark, run_cocoop, run_transfer_benchmark
-from training.data import DataArguments
+from cocoop_hf_training import evaluate_transfer, run_benchmark, run_cocoop, run_transfer_benchmark
+from cocoop_hf_training.data import DataArguments
 
 from .conftest import DEMO, TINY_CLIP
 from .test_run_benchmark import fake, grid_argv  # noqa: F401  (`fake` is a fixture)

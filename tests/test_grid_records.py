@@ -9,9 +9,9 @@ from typing import NamedTuple
 
 import pytest
 
-from training import grid as training_grid
-from training import report, run_benchmark, run_transfer_benchmark
-from training.checkpoints import finish_output_dir, prepare_output_dir
+from cocoop_hf_training import grid as training_grid
+from cocoop_hf_training import report, run_benchmark, run_transfer_benchmark
+from cocoop_hf_training.checkpoints import finish_output_dir, prepare_output_dir
 
 from .test_run_benchmark import fake, grid_argv  # noqa: F401  (`fake` is a fixture)
 

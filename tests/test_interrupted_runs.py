@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from training.run_cocoop import main
+from cocoop_hf_training.run_cocoop import main
 
 from .test_training import REPO, argv
 
@@ -22,7 +22,7 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from cocoop_hf.modeling_cocoop import CoCoOpModel
-from training import checkpoints, run_cocoop
+from cocoop_hf_training import checkpoints, run_cocoop
 
 point = os.environ["KILL_AT"]
 

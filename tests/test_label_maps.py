@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.benchmarks import LabelMapError, load_benchmark, official_label_map
-from training.data import DataArguments, load_splits
+from cocoop_hf_training.benchmarks import LabelMapError, load_benchmark, official_label_map
+from cocoop_hf_training.data import DataArguments, load_splits
 
 from .test_benchmarks import NAMES, WNIDS, make_split_dataset, write_classnames
 
@@ -279,20 +279,20 @@ def test_column_benchmark_arguments(tmp_path):
 def test_a_source_with_another_class_count_is_warned(caplog):
     import logging
 
-    from training.benchmarks import BENCHMARKS, EUROSAT_RENAMES, OFFICIAL_CLASS_COUNTS
+    from cocoop_hf_training.benchmarks import BENCHMARKS, EUROSAT_RENAMES, OFFICIAL_CLASS_COUNTS
 
     assert set(OFFICIAL_CLASS_COUNTS) == set(BENCHMARKS)
-    with caplog.at_level(logging.WARNING, logger="training.label_maps"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training.label_maps"):
         official_label_map("EuroSAT", list(EUROSAT_RENAMES))
     assert "classes, the official dataset" not in caplog.text
-    with caplog.at_level(logging.WARNING, logger="training.label_maps"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training.label_maps"):
         official_label_map("EuroSAT", ["Forest", "River"])
     assert "EuroSAT: the source has 2 classes, the official dataset 10" in caplog.text
 
 
 def test_run_cocoop_on_an_imagefolder_copy_named_as_a_benchmark(tmp_path):
     """The whole script: official names, the official base/new halves and the dataset's official template."""
-    from training.run_cocoop import main
+    from cocoop_hf_training.run_cocoop import main
 
     from .conftest import tiny_run_argv
 
@@ -311,7 +311,7 @@ def test_run_cocoop_on_an_imagefolder_copy_named_as_a_benchmark(tmp_path):
 def eurosat_imagefolder(folder: Path, missing=()) -> Path:
     """An imagefolder copy of EuroSAT: `train/` and `test/`, each with two tiny images in every one of its 10 archive
     folders, except the `missing` ones ("train/SeaLake": one split's folder, "SeaLake": the class in both)."""
-    from training.benchmarks import EUROSAT_RENAMES
+    from cocoop_hf_training.benchmarks import EUROSAT_RENAMES
 
     for split in ("train", "test"):
         for index, raw in enumerate(EUROSAT_RENAMES):
@@ -330,13 +330,13 @@ def test_a_class_missing_from_the_train_split_stays_a_new_class(tmp_path, caplog
     the train split lacks keeps its place in the new half and its test images in the new evaluation."""
     import logging
 
-    from training.run_cocoop import main
+    from cocoop_hf_training.run_cocoop import main
 
     from .conftest import tiny_run_argv
 
     copy = eurosat_imagefolder(tmp_path / "eurosat", missing=("train/SeaLake",))
     data_args = ["--dataset_name", str(copy), *(["--benchmark", "eurosat"] if benchmark else [])]
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training.data"):
         content = main(
             tiny_run_argv(tmp_path / "out", data_args, "--cache_dir", str(tmp_path / "c"), eval_batch_size=4)
         )
@@ -354,7 +354,7 @@ def test_a_class_missing_from_the_train_split_stays_a_new_class(tmp_path, caplog
 
 
 def test_a_base_class_missing_from_the_train_split_is_refused_before_any_file(tmp_path):
-    from training.run_cocoop import main
+    from cocoop_hf_training.run_cocoop import main
 
     from .conftest import tiny_run_argv
 
@@ -369,13 +369,13 @@ def test_a_partial_archive_records_its_class_count(tmp_path, caplog):
     """9 of EuroSAT's 10 folders: the results still say EuroSAT, and results.json says how many classes it had."""
     import logging
 
-    from training.run_cocoop import main
+    from cocoop_hf_training.run_cocoop import main
 
     from .conftest import tiny_run_argv
 
     copy = eurosat_imagefolder(tmp_path / "eurosat", missing=("SeaLake",))
     data_args = ["--benchmark", "eurosat", "--dataset_name", str(copy)]
-    with caplog.at_level(logging.WARNING, logger="training.label_maps"):
+    with caplog.at_level(logging.WARNING, logger="cocoop_hf_training.label_maps"):
         content = main(
             tiny_run_argv(tmp_path / "out", data_args, "--method", "zeroshot", "--cache_dir", str(tmp_path / "c"),
                           eval_batch_size=4, train=False)

@@ -1,4 +1,4 @@
-"""What results and tables call a CoOp-family run: one label per method and options (training/report.py
+"""What results and tables call a CoOp-family run: one label per method and options (cocoop_hf_training/report.py
 `method_label`), the same in run_cocoop, evaluate_transfer and both grids; the paper's figures only beside the
 method as published."""
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.report import is_published_form, markdown_table, method_label, method_options
+from cocoop_hf_training.report import is_published_form, markdown_table, method_label, method_options
 
 
 OPTIONS = {"conditional": False, "n_ctx": 4, "class_token_position": "end", "class_specific_context": False}
@@ -32,7 +32,7 @@ def run(method, **options):
     ],
 )  # fmt: skip
 def test_method_label_and_published_form(entry, label, title, published):
-    from training.grid import METHOD_TITLES
+    from cocoop_hf_training.grid import METHOD_TITLES
 
     assert method_label(entry) == label
     assert method_label(entry, METHOD_TITLES) == title
@@ -55,7 +55,7 @@ def test_h_footnote_only_under_a_table_with_h():
 
 @pytest.fixture(scope="module")
 def eurosat(tmp_path_factory):
-    from training.benchmarks import load_benchmark
+    from cocoop_hf_training.benchmarks import load_benchmark
 
     from .test_benchmark_runs import make_eurosat
 
@@ -68,8 +68,8 @@ def save_model(folder, class_names, **flags):
     """A CoCoOp-family model on the tiny random CLIP, saved as run_cocoop saves it (with its image processor)."""
     from transformers import CLIPImageProcessor
 
-    from training.cli import ModelArguments
-    from training.modeling_setup import build_model
+    from cocoop_hf_training.cli import ModelArguments
+    from cocoop_hf_training.modeling_setup import build_model
 
     from .conftest import TINY_CLIP
 
@@ -90,7 +90,7 @@ def save_model(folder, class_names, **flags):
     ],
 )
 def test_evaluate_transfer_labels_a_saved_model_by_its_options(eurosat, tmp_path, flags, method, label):
-    from training import evaluate_transfer
+    from cocoop_hf_training import evaluate_transfer
 
     from .conftest import TINY_CLIP
 
@@ -119,7 +119,7 @@ def test_evaluate_transfer_labels_a_saved_model_by_its_options(eurosat, tmp_path
 
 
 def test_evaluate_transfer_of_zero_shot_records_the_given_arguments(eurosat, tmp_path):
-    from training import evaluate_transfer
+    from cocoop_hf_training import evaluate_transfer
 
     from .conftest import TINY_CLIP
 
@@ -137,7 +137,7 @@ def test_evaluate_transfer_of_zero_shot_records_the_given_arguments(eurosat, tmp
 
 def test_model_card_of_an_all_classes_run_has_its_accuracy():
     """A --protocol all run (every CSC run) had no Results section and no model-index: only base/new/H were passed."""
-    from training.report import aggregate, model_card
+    from cocoop_hf_training.report import aggregate, model_card
 
     options = {**OPTIONS, "class_specific_context": True, "kgcoop_weight": 0.0}
     entry = {"dataset": "d", "method": "coop", "seed": 1, "method_options": options,

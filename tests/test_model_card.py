@@ -161,7 +161,7 @@ def test_random_weights_without_results_are_labelled():
 def test_local_clip_folder_is_named_not_linked(tmp_path):
     local = tmp_path / "my-clip"
     local.mkdir()
-    for path in (str(local), "training/demo/tiny-clip", "./clip"):
+    for path in (str(local), "cocoop_hf_training/demo/tiny-clip", "./clip"):
         card = render_model_card(base_model=path)
         assert "huggingface.co/" + path not in card.text and "https://huggingface.co/." not in card.text
         assert f"`{path}` (a local folder)" in card.text
@@ -181,7 +181,7 @@ def test_local_single_word_folder_is_not_a_hub_id(tmp_path, monkeypatch):
 
 def test_card_and_results_table_name_h_alike():
     """results.json runs, results.md and the card: one key (`H`), one unit (percent), one column title."""
-    from training.report import aggregate, markdown_table, model_card
+    from cocoop_hf_training.report import aggregate, markdown_table, model_card
 
     run = {"dataset": "d", "method": "cocoop", "seed": 1, "H": 2 * 80 * 60 / 140,
            "metrics": {"base": {"accuracy": 80.0}, "new": {"accuracy": 60.0}}}  # fmt: skip

@@ -1,6 +1,6 @@
 """`--fewshot_file`: train on the very images of an official run, read from the few-shot file the official code wrote
 (`<dataset>/split_fewshot/shot_K-seed_S.pkl`, a pickled {"train": [Datum], "val": [Datum]} with the absolute paths
-of the machine that wrote it), on a miniature EuroSAT with real images and the tiny random CLIP of training/demo."""
+of the machine that wrote it), on a miniature EuroSAT with real images and the tiny random CLIP of cocoop_hf_training/demo."""
 
 import hashlib
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.data import (
+from cocoop_hf_training.data import (
     DataArguments,
     OfficialFewShot,
     few_shot_indices,
@@ -18,7 +18,7 @@ from training.data import (
     official_fewshot_rows,
     select_few_shot,
 )
-from training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
 
 from .test_benchmark_runs import EUROSAT, argv, benchmark, make_eurosat
 from .test_benchmarks import NAMES, WNIDS, touch, write_classnames

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cocoop_hf import output_folder, output_records
-from training import outputs
+from cocoop_hf_training import outputs
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +74,10 @@ def test_a_staging_record_must_have_a_staging_name(tmp_path):
 @pytest.mark.parametrize(
     "producer, pattern",
     [
-        ("run_cocoop", "training.outputs:RUN_OUTPUTS"),
-        ("grid", "training.outputs:GRID_OUTPUTS"),
-        ("report", "training.report:REPORT_OUTPUTS"),
-        ("evaluate_transfer", "training.evaluate_transfer:TRANSFER_OUTPUTS"),
+        ("run_cocoop", "cocoop_hf_training.outputs:RUN_OUTPUTS"),
+        ("grid", "cocoop_hf_training.outputs:GRID_OUTPUTS"),
+        ("report", "cocoop_hf_training.report:REPORT_OUTPUTS"),
+        ("evaluate_transfer", "cocoop_hf_training.evaluate_transfer:TRANSFER_OUTPUTS"),
         ("convert_official", "cocoop_hf.convert_official:_OUTPUTS"),
     ],
 )
@@ -222,7 +222,7 @@ KILLED_WRITE = """
 import os, sys
 from pathlib import Path
 from cocoop_hf import output_records
-import training.outputs  # declares run_cocoop's output names
+import cocoop_hf_training.outputs  # declares run_cocoop's output names
 folder = Path(sys.argv[1])
 output_records.expect = lambda *args, **kwargs: os._exit(9)  # killed once the staging file exists, before a byte
 output_records.write_output(folder / "README.md", "a new card")

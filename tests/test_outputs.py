@@ -1,4 +1,4 @@
-"""training/outputs.py: a run owns what it recorded (size + SHA-256), never a user's file; outputs are new files renamed
+"""cocoop_hf_training/outputs.py: a run owns what it recorded (size + SHA-256), never a user's file; outputs are new files renamed
 into place, never written through a symlink; the output folder is not where a model is read from; report.py never
 writes over a run; a full disk or a forbidden path is one error line."""
 
@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from training import grid, run_cocoop
-from training.report import main as report_main
-from training.report import write_report
-from training.run_cocoop import main
+from cocoop_hf_training import grid, run_cocoop
+from cocoop_hf_training.report import main as report_main
+from cocoop_hf_training.report import write_report
+from cocoop_hf_training.run_cocoop import main
 
 from .test_training import DEMO, REPO, argv
 
@@ -139,7 +139,7 @@ def test_output_dir_may_not_hold_the_checkpoint_resumed_from_deeper_inside(finis
 
 
 def test_evaluate_transfer_may_not_write_into_the_model_folder(finished_run, tmp_path):
-    from training.evaluate_transfer import main as transfer_main
+    from cocoop_hf_training.evaluate_transfer import main as transfer_main
 
     model_dir = tmp_path / "model"
     shutil.copytree(finished_run, model_dir, symlinks=True)
@@ -259,7 +259,7 @@ def test_a_file_too_large_for_the_disk_is_one_error_line_and_leaves_no_partial_f
         "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)); sys.argv = sys.argv[1:]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    script = REPO / "training" / "report.py"
+    script = REPO / "cocoop_hf_training" / "report.py"
     process = subprocess.run(
         [sys.executable, "-c", limit, str(script), str(finished_run), "--output_dir", str(summary)],
         capture_output=True,
@@ -277,8 +277,8 @@ def test_a_file_too_large_for_the_disk_is_one_error_line_and_leaves_no_partial_f
 
 
 def test_a_full_disk_while_checkpointing_names_the_folder_in_one_line(tmp_path, monkeypatch, capsys):
-    from training import checkpoints
-    from training.cli import run_script
+    from cocoop_hf_training import checkpoints
+    from cocoop_hf_training.cli import run_script
 
     def save_on_a_full_disk(model, folder):
         raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")  # as safetensors
@@ -306,7 +306,7 @@ def test_a_full_disk_while_checkpointing_names_the_folder_in_one_line(tmp_path, 
     [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied")],
 )
 def test_disk_full_and_read_only_folders_are_one_line_naming_the_path(code, words, capsys):
-    from training.cli import run_script
+    from cocoop_hf_training.cli import run_script
 
     def main_that_cannot_write():
         raise OSError(code, os.strerror(code), "/data/out/results.json")
@@ -325,7 +325,7 @@ def test_disk_full_and_read_only_folders_are_one_line_naming_the_path(code, word
 KILLED_WRITE = """
 import os, shutil, signal, sys
 sys.path.insert(0, {repo!r})
-from training import outputs
+from cocoop_hf_training import outputs
 
 folder = sys.argv[1]
 def die(*args, **kwargs):
@@ -348,7 +348,7 @@ else:
 
 @pytest.mark.parametrize("moment", ["writing", "deleting"])
 def test_what_a_run_killed_mid_write_or_mid_delete_leaves_is_its_own(tmp_path, moment):
-    from training.outputs import make_staging_folder, prepare_output_dir, record
+    from cocoop_hf_training.outputs import make_staging_folder, prepare_output_dir, record
 
     folder = tmp_path / "out"
     folder.mkdir()

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.checkpoints import CHECKPOINT_WEIGHTS_NAME, COMPLETE_MARKER_NAME, MANIFEST_NAME
-from training.run_cocoop import CoCoOpTrainer, main
-from training.run_settings import RUN_SETTINGS_KEY, check_resume_settings
+from cocoop_hf_training.checkpoints import CHECKPOINT_WEIGHTS_NAME, COMPLETE_MARKER_NAME, MANIFEST_NAME
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training.run_settings import RUN_SETTINGS_KEY, check_resume_settings
 
 from .test_training import argv
 
@@ -73,8 +73,8 @@ def test_nan_learning_rate_in_a_yaml_config_file_is_refused_naming_the_file(tmp_
 
 
 def test_nan_learning_rate_via_script_is_one_error_line(tmp_path, capsys, monkeypatch, no_training):
-    """The script's own exit (training/cli.run_script): `error: <message>` and status 2, no traceback."""
-    from training.cli import run_script
+    """The script's own exit (cocoop_hf_training/cli.run_script): `error: <message>` and status 2, no traceback."""
+    from cocoop_hf_training.cli import run_script
 
     monkeypatch.delenv("COCOOP_HF_TRACEBACK", raising=False)
     output_dir = tmp_path / "out"

@@ -8,14 +8,14 @@ import matplotlib.figure
 import pytest
 
 from cocoop_hf.prompt_ids_cocoop import build_prompt_ids
-from training import run_benchmark
-from training.cli import ModelArguments
-from training.data_loading import load_benchmark_splits
-from training.grid import METHOD_TITLES, method_titles
-from training.report import RANDOM_WEIGHTS_NOTE, bar_chart, chart_banner, random_weights_note
-from training.run_arguments import parse_args
-from training.split_checks import name_key, repeated_names
-from training.transfer_tables import transfer_tables
+from cocoop_hf_training import run_benchmark
+from cocoop_hf_training.cli import ModelArguments
+from cocoop_hf_training.data_loading import load_benchmark_splits
+from cocoop_hf_training.grid import METHOD_TITLES, method_titles
+from cocoop_hf_training.report import RANDOM_WEIGHTS_NOTE, bar_chart, chart_banner, random_weights_note
+from cocoop_hf_training.run_arguments import parse_args
+from cocoop_hf_training.split_checks import name_key, repeated_names
+from cocoop_hf_training.transfer_tables import transfer_tables
 
 from .test_benchmark_runs import make_eurosat
 from .test_run_benchmark import grid_argv
@@ -167,7 +167,7 @@ def test_hen_and_hen_pass_the_data_checks_and_the_model_refuses_them(backbone):
 
 
 def test_the_docs_say_the_data_checks_are_weaker_and_siglip_lowercases():
-    readme = " ".join((REPO / "training" / "README.md").read_text().split())
+    readme = " ".join((REPO / "cocoop_hf_training" / "README.md").read_text().split())
     assert "These data checks are weaker than the model's own check by its tokenizer's ids" in readme
     assert "a SigLIP run with classes `Hen` and `hen` passes the data checks and is refused" in readme
     doc = " ".join(name_key.__doc__.split())

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from cocoop_hf.limits_cocoop import check_backbone_config, check_clip_checkpoint, check_weights_cover_config
-from training.run_cocoop import CoCoOpTrainer, main
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, main
 
 from .test_training import argv
 
@@ -74,7 +74,7 @@ def test_deeply_nested_model_config_is_one_line(tmp_path):
 
 
 def test_class_names_file_with_names_clip_reads_alike_is_refused(tmp_path):
-    from training.split_checks import read_class_names_file
+    from cocoop_hf_training.split_checks import read_class_names_file
 
     names = tmp_path / "names.txt"
     names.write_text("cat\ndog\nCat\n")
@@ -90,7 +90,7 @@ def test_class_names_file_with_names_clip_reads_alike_is_refused(tmp_path):
 
 
 def test_split_file_labels_named_alike_for_clip_are_refused(tmp_path):
-    from training.data import DataArguments, load_splits
+    from cocoop_hf_training.data import DataArguments, load_splits
 
     images = tmp_path / "images"
     images.mkdir()
@@ -104,7 +104,7 @@ def test_split_file_labels_named_alike_for_clip_are_refused(tmp_path):
 
 
 def test_split_file_with_a_huge_class_name_shows_a_short_prefix(tmp_path):
-    from training.data import DataArguments, load_splits
+    from cocoop_hf_training.data import DataArguments, load_splits
 
     images = tmp_path / "images"
     images.mkdir()
@@ -128,12 +128,12 @@ def test_split_file_with_a_huge_class_name_shows_a_short_prefix(tmp_path):
         ("{bad json", r"results file .*bad\.json is not valid JSON \(Expecting property name"),
         ('{"runs": 5}', r"bad\.json: `runs` must be a list of run objects, got 5"),
         ('{"runs": [5]}', r"bad\.json: `runs` must be a list of run objects"),
-        ('"a string with runs in it"', r"bad\.json is not a results file of training/run_cocoop\.py: it holds"),
+        ('"a string with runs in it"', r"bad\.json is not a results file of cocoop_hf_training/run_cocoop\.py: it holds"),
         ("[" * 100_000 + "]" * 100_000, r"bad\.json nests its JSON too deeply"),
     ],
 )
 def test_report_reads_results_files_with_one_checked_reader(tmp_path, content, message):
-    from training.report import main as report_main
+    from cocoop_hf_training.report import main as report_main
 
     bad = tmp_path / "bad.json"
     bad.write_text(content)

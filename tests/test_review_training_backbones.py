@@ -10,10 +10,10 @@ import yaml
 
 from cocoop_hf.backbones_cocoop import BACKBONES
 from cocoop_hf.modelcard_cocoop import render_model_card
-from training import evaluate_transfer, run_cocoop
-from training.report import RANDOM_WEIGHTS_NOTE, random_weights_note
-from training.run_method import check_saved_class_set
-from training.split_checks import read_class_names_file, repeated_names
+from cocoop_hf_training import evaluate_transfer, run_cocoop
+from cocoop_hf_training.report import RANDOM_WEIGHTS_NOTE, random_weights_note
+from cocoop_hf_training.run_method import check_saved_class_set
+from cocoop_hf_training.split_checks import read_class_names_file, repeated_names
 
 from .conftest import DEMO
 from .tiny_backbones import save_tiny_backbone

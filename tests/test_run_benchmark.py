@@ -1,16 +1,16 @@
-"""training/run_benchmark.py: the datasets x methods x seeds grid, skipping and resuming cells, and Table 1."""
+"""cocoop_hf_training/run_benchmark.py: the datasets x methods x seeds grid, skipping and resuming cells, and Table 1."""
 
 import json
 import statistics
 
 import pytest
 
-from training import grid as training_grid
-from training import run_benchmark, run_cocoop
-from training.checkpoints import COMPLETE_MARKER_NAME
-from training.evaluation import harmonic_mean
-from training.outputs import finish_output_dir, prepare_output_dir, record, write_output
-from training.report import RANDOM_WEIGHTS_NOTE
+from cocoop_hf_training import grid as training_grid
+from cocoop_hf_training import run_benchmark, run_cocoop
+from cocoop_hf_training.checkpoints import COMPLETE_MARKER_NAME
+from cocoop_hf_training.evaluation import harmonic_mean
+from cocoop_hf_training.outputs import finish_output_dir, prepare_output_dir, record, write_output
+from cocoop_hf_training.report import RANDOM_WEIGHTS_NOTE
 
 
 DATASETS = ["EuroSAT", "DescribableTextures"]
@@ -29,7 +29,7 @@ def accuracies(dataset, method, seed):
 
 class FakeRunCocoop:
     """
-    Stands in for run_cocoop.main: follows its output-folder rules (training/outputs.py), optionally dies on
+    Stands in for run_cocoop.main: follows its output-folder rules (cocoop_hf_training/outputs.py), optionally dies on
     chosen cells (after writing a complete checkpoint when asked), and writes the results.json of a finished run.
     """
 
@@ -70,7 +70,7 @@ class FakeRunCocoop:
             "metrics": {"base": {"accuracy": base}, "new": {"accuracy": new}},
             "H": harmonic_mean(base, new),
         }
-        if method != "zeroshot":  # as run_cocoop records them (training/report.py method_options)
+        if method != "zeroshot":  # as run_cocoop records them (cocoop_hf_training/report.py method_options)
             weight = options.get("--kgcoop_weight", 8.0 if method == "kgcoop" else 0.0)
             run["method_options"] = {
                 "conditional": method == "cocoop",

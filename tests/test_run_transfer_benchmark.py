@@ -1,4 +1,4 @@
-"""training/run_transfer_benchmark.py: the CoCoOp paper's Tables 2 and 3 (train on ImageNet, evaluate on other
+"""cocoop_hf_training/run_transfer_benchmark.py: the CoCoOp paper's Tables 2 and 3 (train on ImageNet, evaluate on other
 datasets and ImageNet variants) with one command, skipping finished cells and resuming after an interrupt."""
 
 import json
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from training import evaluate_transfer, run_cocoop, run_transfer_benchmark
-from training.benchmarks import load_benchmark
-from training.report import RANDOM_WEIGHTS_NOTE
+from cocoop_hf_training import evaluate_transfer, run_cocoop, run_transfer_benchmark
+from cocoop_hf_training.benchmarks import load_benchmark
+from cocoop_hf_training.report import RANDOM_WEIGHTS_NOTE
 
 from .conftest import TINY_CLIP
 from .test_benchmark_runs import make_eurosat, make_imagenet_v2, write_image
@@ -168,7 +168,7 @@ def test_zero_shot_cells_run_once_on_source_and_targets(tmp_path):
 
 
 def test_source_dataset_is_read_from_the_model_folder(tmp_path):
-    from training.evaluate_transfer import trained_source_dataset
+    from cocoop_hf_training.evaluate_transfer import trained_source_dataset
 
     (tmp_path / "results.json").write_text(json.dumps({"runs": [{"dataset": "ImageNet", "seed": 1}]}))
     assert trained_source_dataset(str(tmp_path), None) == "ImageNet"
@@ -180,7 +180,7 @@ def test_source_dataset_is_read_from_the_model_folder(tmp_path):
 
 
 def test_recipes_and_every_layout_are_checked_before_the_first_cell(tmp_path, monkeypatch):
-    from training import grid
+    from cocoop_hf_training import grid
 
     ran = []
     monkeypatch.setattr(run_cocoop, "main", lambda argv: ran.append(argv))

@@ -1,4 +1,4 @@
-"""training/run_cocoop.py end to end on a tiny random CLIP and real CIFAR-10 JPEGs (training/demo), offline."""
+"""cocoop_hf_training/run_cocoop.py end to end on a tiny random CLIP and real CIFAR-10 JPEGs (cocoop_hf_training/demo), offline."""
 
 import json
 import math
@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training import run_cocoop
-from training.run_cocoop import CoCoOpTrainer, DasslCosineSchedule, RunArguments, build_model, main
+from cocoop_hf_training import run_cocoop
+from cocoop_hf_training.run_cocoop import CoCoOpTrainer, DasslCosineSchedule, RunArguments, build_model, main
 
 from .conftest import DEMO, TINY_CLIP, tiny_run_argv
 
@@ -186,7 +186,7 @@ def test_zero_shot_equals_plain_clip_and_push_to_hub_uploads_everything(tmp_path
     # Plain CLIP with "a photo of a {}." on the same random weights gives the same accuracy on the new classes.
     from datasets import load_dataset
 
-    from training.data import build_transforms
+    from cocoop_hf_training.data import build_transforms
 
     set_seed(0)
     clip = CLIPModel(CLIPConfig.from_pretrained(TINY_CLIP)).eval()
@@ -265,12 +265,12 @@ def test_config_file_with_overriding_flags(tmp_path):
     config.write_text(json.dumps({"methd": "coop"}))
     with pytest.raises(ValueError, match=r"unknown arguments \['methd'\]"):
         run_cocoop.parse_args([str(config)])
-    for recipe in (REPO / "training" / "configs").glob("*.yaml"):
+    for recipe in (REPO / "cocoop_hf_training" / "configs").glob("*.yaml"):
         run_cocoop.parse_args([str(recipe), "--output_dir", str(tmp_path), "--train_file", "x.parquet"])
 
 
 def test_seed_aggregation_mean_and_std(tmp_path):
-    from training.report import main as report_main
+    from cocoop_hf_training.report import main as report_main
 
     folders = []
     for seed, (base, new) in enumerate([(80.0, 60.0), (70.0, 50.0)], start=1):
@@ -289,7 +289,7 @@ def test_seed_aggregation_mean_and_std(tmp_path):
 
 
 def test_transfer_evaluation_over_several_class_sets(e2e_run, tmp_path):
-    from training.evaluate_transfer import main as transfer_main
+    from cocoop_hf_training.evaluate_transfer import main as transfer_main
 
     output_dir, _ = e2e_run
     names = tmp_path / "animals.txt"
@@ -380,7 +380,7 @@ KILL_AFTER_FIRST_SAVE = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from transformers import TrainerCallback
-from training.run_cocoop import main
+from cocoop_hf_training.run_cocoop import main
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
@@ -433,7 +433,7 @@ def test_two_process_run_matches_single_process_files(tmp_path, e2e_run):
     torchrun = Path(sys.executable).parent / "torchrun"
     output_dir = tmp_path / "ddp"
     command = [str(torchrun), "--nnodes", "1", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-               str(REPO / "training" / "run_cocoop.py"), *argv(output_dir)]  # fmt: skip
+               str(REPO / "cocoop_hf_training" / "run_cocoop.py"), *argv(output_dir)]  # fmt: skip
     process = subprocess.run(command, env=_env(), capture_output=True, text=True, cwd=REPO)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-3000:]
     results = json.loads((output_dir / "results.json").read_text())
@@ -450,7 +450,7 @@ def test_two_process_run_matches_single_process_files(tmp_path, e2e_run):
 
 def test_classification_metric_values():
     """The shipped evaluate module: accuracy and Dassl's macro-F1 (over classes present in the references)."""
-    from training.run_cocoop import load_metrics
+    from cocoop_hf_training.run_cocoop import load_metrics
 
     (metric,) = load_metrics()
     scores = metric.compute(predictions=[0, 1, 1, 1, 0, 3], references=[0, 0, 1, 1, 2, 2])

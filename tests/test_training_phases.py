@@ -1,4 +1,4 @@
-"""training/: no import circle among its modules, and run_cocoop's phases (start, data, checks, images, model, train,
+"""cocoop_hf_training/: no import circle among its modules, and run_cocoop's phases (start, data, checks, images, model, train,
 save, evaluate, report) callable on their own."""
 
 import ast
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training import run_cocoop
+from cocoop_hf_training import run_cocoop
 
 from .conftest import DEMO, tiny_run_argv
 
@@ -33,12 +33,12 @@ def training_imports(folder: Path) -> dict[str, set[str]]:
     for path in folder.glob("*.py"):
         found = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and node.module == "training":
+            if isinstance(node, ast.ImportFrom) and node.module == "cocoop_hf_training":
                 found |= {alias.name for alias in node.names if alias.name in modules}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("training."):
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cocoop_hf_training."):
                 found.add(node.module.split(".")[1])
             elif isinstance(node, ast.Import):
-                found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("training.")}
+                found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("cocoop_hf_training.")}
         graph[path.stem] = found - {path.stem}
     return graph
 
@@ -65,18 +65,18 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_circle_finder_finds_a_planted_circle(tmp_path):
     # The check below can fail: the data <-> fewshot circle as it was (data imported fewshot's API at the top,
     # fewshot imported data inside a function), and a longer one.
-    (tmp_path / "data.py").write_text("from training.fewshot import select_few_shot\n")
-    (tmp_path / "fewshot.py").write_text("def f():\n    from training.data import SOURCE_ROW_COLUMN\n")
-    (tmp_path / "a.py").write_text("from training import b\n")
-    (tmp_path / "b.py").write_text("import training.c\n")
-    (tmp_path / "c.py").write_text("from training.a import x\n")
-    (tmp_path / "d.py").write_text("from training import a\n")  # reaches a circle, is in none
+    (tmp_path / "data.py").write_text("from cocoop_hf_training.fewshot import select_few_shot\n")
+    (tmp_path / "fewshot.py").write_text("def f():\n    from cocoop_hf_training.data import SOURCE_ROW_COLUMN\n")
+    (tmp_path / "a.py").write_text("from cocoop_hf_training import b\n")
+    (tmp_path / "b.py").write_text("import cocoop_hf_training.c\n")
+    (tmp_path / "c.py").write_text("from cocoop_hf_training.a import x\n")
+    (tmp_path / "d.py").write_text("from cocoop_hf_training import a\n")  # reaches a circle, is in none
     found = circles(training_imports(tmp_path))
     assert sorted(tuple(sorted(set(circle))) for circle in found) == [("a", "b", "c"), ("data", "fewshot")]
 
 
 def test_no_import_circle_among_the_training_modules():
-    graph = training_imports(REPO / "training")
+    graph = training_imports(REPO / "cocoop_hf_training")
     assert {"data", "fewshot", "data_loading", "run_cocoop", "checkpoints", "run_settings"} <= set(graph)
     assert circles(graph) == []
     # The pieces both sides need live in modules below them, not in data.py (which only gathers the data API).
@@ -87,8 +87,8 @@ def test_no_import_circle_among_the_training_modules():
 def test_fewshot_then_data_imports_in_a_fresh_interpreter():
     """Imported first, each side of the old circle loads (a circle fails on a partly initialised module)."""
     code = (
-        "import training.fewshot, training.data, training.run_settings, training.checkpoints\n"
-        "assert training.data.few_shot_indices is training.fewshot.few_shot_indices\n"
+        "import cocoop_hf_training.fewshot, cocoop_hf_training.data, cocoop_hf_training.run_settings, cocoop_hf_training.checkpoints\n"
+        "assert cocoop_hf_training.data.few_shot_indices is cocoop_hf_training.fewshot.few_shot_indices\n"
         "print('imported')"
     )
     done = subprocess.run(
