@@ -12,7 +12,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from cocoop_hf_training.benchmark_layout import BenchmarkItem, BenchmarkLayoutError, _class_folders, _read_lines, _require
+from cocoop_hf_training.benchmark_layout import (
+    BenchmarkItem,
+    BenchmarkLayoutError,
+    _class_folders,
+    _read_lines,
+    _require,
+)
 from cocoop_hf_training.split_checks import short
 
 

@@ -18,7 +18,12 @@ from cocoop_hf_training.class_split import (
     warn_if_training_split_is_evaluated,
 )
 from cocoop_hf_training.data_arguments import BENCHMARK_SPLITS, DataArguments, check_image_size, fewshot_file_name
-from cocoop_hf_training.data_loading import SOURCE_ROW_COLUMN, apply_official_label_map, load_benchmark_splits, load_splits
+from cocoop_hf_training.data_loading import (
+    SOURCE_ROW_COLUMN,
+    apply_official_label_map,
+    load_benchmark_splits,
+    load_splits,
+)
 from cocoop_hf_training.fewshot import (
     FEWSHOT_INDICES_NAME,
     FEWSHOT_RULE,
@@ -32,7 +37,12 @@ from cocoop_hf_training.fewshot import (
     record_training_items,
     select_few_shot,
 )
-from cocoop_hf_training.image_transforms import ImageTransform, build_transforms, drop_or_raise_corrupt, find_corrupt_images
+from cocoop_hf_training.image_transforms import (
+    ImageTransform,
+    build_transforms,
+    drop_or_raise_corrupt,
+    find_corrupt_images,
+)
 
 
 __all__ = [

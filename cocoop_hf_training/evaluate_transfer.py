@@ -39,7 +39,13 @@ from transformers.utils import logging
 
 from cocoop_hf.backbones_cocoop import backbone_of
 from cocoop_hf_training.class_split import class_names_per_task, protocol_relabels, select_labels
-from cocoop_hf_training.cli import ModelArguments, parse_config_and_flags, read_structured_file, run_script, setup_logging
+from cocoop_hf_training.cli import (
+    ModelArguments,
+    parse_config_and_flags,
+    read_structured_file,
+    run_script,
+    setup_logging,
+)
 from cocoop_hf_training.data_arguments import DataArguments
 from cocoop_hf_training.data_loading import load_splits
 from cocoop_hf_training.evaluation import evaluate_sets, harmonic_mean, load_metrics
