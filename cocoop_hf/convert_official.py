@@ -14,7 +14,6 @@ Command line:
         --clip openai/clip-vit-base-patch16 --class_names_file classnames.txt --output_dir my-cocoop [--adapter_only]
 """
 
-import argparse
 import json
 import logging as std_logging
 import os
@@ -28,6 +27,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging
 
 from .backbones_cocoop import backbone_model_type
+from .convert_arguments import build_parser
 from .limits_cocoop import check_clip_checkpoint
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
@@ -291,39 +291,6 @@ def save_converted(model, output_dir, adapter_only: bool = False, overwrite: boo
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m cocoop_hf.convert_official",
-        description="Convert an official CoOp/CoCoOp (Dassl) prompt-learner checkpoint into a CoCoOpModel folder.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="Dassl prompt_learner/model.pth.tar-N file.")
-    parser.add_argument("--clip", required=True, help="Hub id or local folder of the CLIP it was trained on.")
-    parser.add_argument("--revision", default=None, help="Revision (commit) of --clip.")
-    parser.add_argument(
-        "--class_names_file", required=True, help="Class names: a JSON list, or a text file with one name per line."
-    )
-    parser.add_argument("--output_dir", required=True, help="Folder to write the CoCoOpModel to (new or empty).")
-    parser.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="Replace the model files (weights, config, processor, code) an earlier conversion wrote into a "
-        "non-empty --output_dir; a file of such a name it did not write is refused, other files are left alone.",
-    )
-    parser.add_argument(
-        "--adapter_only", action="store_true", help="Write only config + prompt-learner tensors (names the base CLIP)."
-    )
-    parser.add_argument(
-        "--ctx_init", default=None, help="Placeholder context words (default: see from_official_checkpoint)."
-    )
-    parser.add_argument(
-        "--class_token_position",
-        default="end",
-        choices=("end", "middle", "front"),
-        help="The official run's TRAINER.COOP.CLASS_TOKEN_POSITION (checkpoints do not store it; default: end).",
-    )
-    return parser
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     std_logging.basicConfig(level=std_logging.INFO, format="%(message)s")  # a script: show this module's progress
@@ -334,16 +301,19 @@ def main(argv=None):
         args.checkpoint, args.clip, read_class_names(args.class_names_file), revision=args.revision, **config_kwargs
     )
     save_converted(model, args.output_dir, adapter_only=args.adapter_only, overwrite=args.overwrite_output_dir)
-    logger.info("Saved %s CoCoOpModel to %s.", "adapter-only" if args.adapter_only else "full", args.output_dir)
+    # Where the output is, as the last line (CoCoOpModel.from_pretrained loads the folder).
+    kind = "adapter-only" if args.adapter_only else "full"
+    logger.info("Saved the %s CoCoOpModel in %s.", kind, Path(args.output_dir).resolve())
     return model
 
 
 def _run_from_command_line() -> None:
-    """Refused input (ValueError / FileNotFoundError naming the culprit) ends as `error: <message>`, exit 2, as
-    argparse does; COCOOP_HF_TRACEBACK=1 shows the traceback too."""
+    """Refused input (ValueError / FileNotFoundError / FileExistsError / NotADirectoryError naming the culprit and the
+    flag that allows it) ends as `error: <message>`, exit 2, as argparse does; COCOOP_HF_TRACEBACK=1 shows the
+    traceback too. (`cocoop-hf convert` runs through cocoop_hf_training/script_runner.run_script instead.)"""
     try:
         main()
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
         if os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
         print(f"error: {error}", file=sys.stderr)

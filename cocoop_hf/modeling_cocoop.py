@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
-from .backbone_loading_cocoop import load_backbone
+from .backbone_loading_cocoop import load_backbone, random_backbone
 from .backbones_cocoop import BACKBONES, backbone_of, image_features, logit_bias
 from .class_groups_cocoop import checked_length_buckets
 from .class_set_cocoop import ClassPrompts
@@ -157,6 +157,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         revision: str | None = None,
         tokenizer=None,
         clip_kwargs: dict | None = None,
+        random_init: bool = False,
+        random_init_seed: int | None = None,
         **config_kwargs,
     ) -> "CoCoOpModel":
         """
@@ -164,13 +166,38 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
 
         The context starts from the token embeddings of `ctx_init` (official PromptLearner: positions 1..n_ctx of
         the tokenised words) or, with `ctx_init=None`, from N(0, 0.02).
+
+        `random_init=True` builds the backbone from the checkpoint's config.json with random weights drawn from
+        `random_init_seed` (default 0; the weights the training scripts' `--random_init_clip --random_init_seed`
+        give), for trying the whole path offline on a config-only folder such as the shipped tiny CLIP: its
+        predictions mean nothing, it warns once and its config records `random_clip_weights=True` (model cards and
+        reports say so). `clip_kwargs` then takes only where the config is read from (`cache_dir`, ...).
         """
+        if "random_clip_weights" in config_kwargs:
+            raise ValueError(
+                "random_clip_weights is recorded by from_clip from random_init: pass random_init instead."
+            )
+        if random_init_seed is not None and not random_init:
+            raise ValueError(
+                f"random_init_seed={random_init_seed!r} without random_init=True: the backbone's weights are loaded "
+                "from the checkpoint, nothing is drawn. Pass random_init=True too, or drop random_init_seed."
+            )
         # Before the (slow) backbone load, only what any tokenizer needs: CLIP's case-and-spacing rule is for CLIP's
         # tokenizer alone (MetaCLIP 2's is cased; SigLIP's and SigLIP 2's lowercase by their own rules), checked
         # below once the tokenizer is known.
         class_names = validate_class_names(class_names, tokenizer, clip_rule=None if tokenizer is not None else False)
         clip_kwargs = dict(clip_kwargs or {})
-        backbone = load_backbone(clip_name_or_path, revision=revision, **clip_kwargs)
+        if random_init:
+            seed = 0 if random_init_seed is None else random_init_seed
+            backbone = random_backbone(clip_name_or_path, seed, revision=revision, **clip_kwargs)
+            logger.warning_once(
+                f"{backbone_of(backbone.config.model_type).display_name} built from the config of {clip_name_or_path} "
+                f"with RANDOM weights (seed {seed}): every prediction and accuracy of this model is meaningless; "
+                "load a pretrained checkpoint for real use."
+            )
+            config_kwargs = {**config_kwargs, "random_clip_weights": True}
+        else:
+            backbone = load_backbone(clip_name_or_path, revision=revision, **clip_kwargs)
         if tokenizer is None:
             tokenizer = CoCoOpProcessor.load_backbone_tokenizer(
                 clip_name_or_path,

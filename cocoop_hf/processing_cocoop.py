@@ -155,9 +155,29 @@ class CoCoOpProcessor(ProcessorMixin):
                 f"{backbone_of(config.backbone_config).display_name} {base_name!r} at revision {base_revision!r}, which could not be loaded: {error}"
             ) from error
         try:
-            return cls.from_args_and_dict([image_processor, tokenizer], processor_dict, **instantiation_kwargs)
+            return cls._from_parts(image_processor, tokenizer, processor_dict, **instantiation_kwargs)
         except (ValueError, TypeError) as error:
             raise _naming(error, f"processor settings of {pretrained_model_name_or_path}") from error
+
+    @classmethod
+    def _from_parts(cls, image_processor, tokenizer, processor_dict: dict, **kwargs):
+        """
+        The processor from its two loaded parts and its saved settings, as transformers' `from_args_and_dict` builds
+        it: deprecated in 5.25 (warns on every load) for `from_dict`, which 5.24 lacks; this works on both. Like
+        both, it passes `__init__` the settings it names (a saved `auto_map`, `processor_class`, ... are no setting).
+        """
+        return_unused_kwargs = kwargs.pop("return_unused_kwargs", False)
+        settings = {key: value for key, value in processor_dict.items() if key not in cls.get_attributes()}
+        settings.update(kwargs)
+        init_code = cls.__init__.__code__
+        accepted = set(init_code.co_varnames[1 : init_code.co_argcount]) - set(cls.get_attributes())
+        unused = {key: value for key, value in settings.items() if key not in accepted}
+        processor = cls(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            **{key: value for key, value in settings.items() if key in accepted},
+        )
+        return (processor, unused) if return_unused_kwargs else processor
 
     @classmethod
     def _adapter_base_clip(cls, path, kwargs: dict):

@@ -6,6 +6,7 @@ Official reference: KaiyangZhou/CoOp `datasets/*.py` (one file per dataset, cite
 """
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,15 +35,17 @@ def split_file_reader(name: str, image_subdir: str, split_file: str, can_generat
         split_path = dataset_dir / split_file
         if not split_path.is_file():
             # The official code generates and saves the split here on a first run; reading never writes, so
-            # generation is the explicit step `generate_split_file`.
+            # generation is the explicit command `cocoop-hf generate-split` (benchmarks.generate_split_file). Every
+            # dataset folder is one name under the data root (benchmark_catalogue), so the root is its parent.
+            command = f"cocoop-hf generate-split --benchmark {name} --data_root {shlex.quote(str(dataset_dir.parent))}"
             hint = (
-                "or generate it once as the official code does on a first run: "
-                "cocoop_hf_training.benchmarks.generate_split_file(name, data_root, seed)"
+                f"or generate it once, as the official code does on a first run: {command} (only the published file "
+                "reproduces the paper's split exactly)"
                 if can_generate
                 else "generating it from the original annotations is not supported here"
             )
             raise BenchmarkLayoutError(
-                f"{name}: {split_file} missing at {split_path}; {DATASETS_MD} gives its download link ({hint})."
+                f"{name}: {split_file} missing at {split_path}; download it ({DATASETS_MD} gives the link), {hint}."
             )
         image_dir = _require(dataset_dir / image_subdir, f"image folder {image_subdir or '.'}/", name)
         try:

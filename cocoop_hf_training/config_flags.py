@@ -6,6 +6,7 @@ import math
 import sys
 
 from cocoop_hf_training.config_files import read_structured_file
+from cocoop_hf_training.input_paths import make_input_paths_absolute, resolve_file_paths
 from cocoop_hf_training.model_arguments import describe_value
 
 
@@ -17,6 +18,11 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
     Parse `argv` (default: `sys.argv[1:]`) into the dataclasses of `parser` (an `HfArgumentParser`). A JSON/YAML file
     may stand first: its mapping of argument names to values replaces the defaults, and flags after it override it.
     Unknown names in the file are an error, not silently ignored.
+
+    Relative input paths in the file (data files, backbone folder, ...) are relative to the file's folder, so that a
+    recipe runs from any folder; flags are relative to the current folder; outputs (`output_dir`) stay relative to
+    the current folder in the file too (cocoop_hf_training/input_paths.py). Input paths that name an existing local
+    file or folder come back absolute, as the run records them.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     _check_one_spelling(parser, argv)
@@ -29,11 +35,15 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
                 f"config file {config_path} must hold a mapping of argument names to values, got "
                 f"{type(values).__name__}."
             )
+        # Before the names are unified, so that an error names the key as the file writes it (`backbone`).
+        known = {option.lstrip("-") for action in parser._actions for option in action.option_strings}
+        values = resolve_file_paths(values, config_path, f"config file {config_path}", known)
         values = _file_names_as_dests(parser, values, config_path)
         _check_file_names(parser, values, config_path)
         _check_file_value_types(parser, values, config_path)
         parser.set_defaults(**values)
     parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    make_input_paths_absolute(parsed)
     check_finite_numbers(parsed, config_path, values, argv)
     return parsed
 

@@ -236,9 +236,29 @@ class DataArguments:
             return self.benchmark
         for source in (self.dataset_name, self.split_file, self.train_file, self.eval_file):
             if source:
-                stem = Path(source.rstrip("/")).stem
-                return stem.removeprefix("split_zhou_") if source == self.split_file else stem
+                if source == self.split_file:
+                    return Path(source).stem.removeprefix("split_zhou_")
+                if source in (self.train_file, self.eval_file):
+                    return data_file_dataset_name(source)
+                return Path(source.rstrip("/")).stem
         return "dataset"
+
+
+# File and folder names that name a split or a shard, not a dataset: `train.parquet`, `test-00000-of-00001.parquet`,
+# a Hub layout's `data/` folder.
+_SPLIT_LIKE_NAME = re.compile(r"(train|test|val|valid|validation|eval|evaluation|dev|data|dataset)([-_.].*)?", re.I)
+
+
+def data_file_dataset_name(path) -> str:
+    """The name a local data file gives its dataset in tables: its stem (`eurosat.parquet` -> eurosat), or, for a
+    split's file (`cifar10_demo/train.parquet`), the nearest folder above it whose name is not a split's either."""
+    path = Path(path)
+    if not _SPLIT_LIKE_NAME.fullmatch(path.stem):
+        return path.stem
+    for folder in list(Path(os.path.abspath(path)).parents)[:4]:
+        if folder.name and not _SPLIT_LIKE_NAME.fullmatch(folder.name):
+            return folder.name
+    return path.stem
 
 
 def check_image_size(image_size) -> None:

@@ -23,18 +23,16 @@ output_manifest.json as run_cocoop.py records its outputs: --overwrite_output_di
 results there, never a file of the same name it did not write.
 """
 
-import argparse
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 
 if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformers import HfArgumentParser
 from transformers.utils import logging
 
 from cocoop_hf.backbones_cocoop import backbone_of
@@ -48,8 +46,10 @@ from cocoop_hf_training.cli import (
 )
 from cocoop_hf_training.data_arguments import DataArguments
 from cocoop_hf_training.data_loading import load_splits
+from cocoop_hf_training.device_settings import capped_workers, fit_mixed_precision
 from cocoop_hf_training.evaluation import evaluate_sets, harmonic_mean, load_metrics
 from cocoop_hf_training.image_transforms import ImageTransform, build_transforms, drop_or_raise_corrupt
+from cocoop_hf_training.input_paths import resolve_file_paths
 from cocoop_hf_training.modeling_setup import (
     backbone_type,
     build_model,
@@ -74,6 +74,8 @@ from cocoop_hf_training.report import (
     saved_method,
     write_report,
 )
+from cocoop_hf_training.transfer_arguments import TransferArguments as TransferArguments
+from cocoop_hf_training.transfer_arguments import build_evaluate_parser
 from cocoop_hf_training.zeroshot import check_template
 
 
@@ -88,41 +90,9 @@ PRODUCER = "evaluate_transfer"
 register_outputs(PRODUCER, re.compile(r"^(results\.(json|md|png)|targets\.json|tmp-.*)$"))
 
 
-@dataclass
-class TransferArguments:
-    targets: str = field(default=None, metadata={"help": "YAML/JSON file with a `targets` list of data options."})
-    output_dir: str = field(default=None, metadata={"help": "Where results.json / .md / .png go."})
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Replace this script's earlier results in --output_dir (never a file it did not write)."},
-    )
-    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
-    use_cpu: bool = field(default=False, metadata={"help": "Run on CPU even if an accelerator is present."})
-    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (autocast)."})
-    seed: int = field(default=1, metadata={"help": "Seed recorded with the results (and used to build a model)."})
-    prompt_template: str | None = field(
-        default=None,
-        metadata={
-            "help": "--method zeroshot: score the plain backbone with this template (one '{}' for the class name). "
-            "Default: the backbone's own template on SigLIP / SigLIP 2; on the CLIP family the CoOp-packaged "
-            "zero-shot model of the --ctx_init words."
-        },
-    )
-    source_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Dataset the model was trained on, recorded with the results; read from the results.json of a "
-            "--model_name_or_path folder when it has one (a different value here is an error)."
-        },
-    )
-
-
 def parse_args(argv=None):
     """(model, transfer) arguments from flags, or from a JSON/YAML file first and flags overriding it."""
-    parser = HfArgumentParser(
-        (ModelArguments, TransferArguments), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = build_evaluate_parser(description=__doc__)
     model_args, transfer_args = parse_config_and_flags(parser, argv)
     if transfer_args.targets is None or transfer_args.output_dir is None:
         raise ValueError("pass --targets (a YAML/JSON file listing the target datasets) and --output_dir.")
@@ -160,6 +130,7 @@ def zero_shot_template(model_args: ModelArguments, args, backbone: str) -> tuple
 
 
 def read_targets(path) -> list[DataArguments]:
+    """The targets of a --targets file; relative paths in an entry are relative to the file's folder."""
     content = read_structured_file(path, "--targets file")
     targets = content.get("targets") if isinstance(content, dict) else content
     if not isinstance(targets, list) or not targets:
@@ -168,6 +139,7 @@ def read_targets(path) -> list[DataArguments]:
     for index, entry in enumerate(targets):
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: target {index} must be a mapping of data options, got {entry!r}.")
+        entry = resolve_file_paths(entry, path, f"--targets file {path}: target {index}")
         try:
             target = DataArguments(**{"num_shots": None, "protocol": "all", **entry})
         except TypeError as error:
@@ -281,6 +253,9 @@ def main(argv=None) -> dict:
     survey_output_dir(output_dir, True, False, TRANSFER_OUTPUTS, PRODUCER, reading)
     targets = read_targets(args.targets)
     source_dataset = trained_source_dataset(model_args.model_name_or_path, args.source_dataset)
+    # Fitted to this machine (workers <= cores, no fp16 on CPU), said once; results.json records what ran.
+    args.dataloader_num_workers = capped_workers(args.dataloader_num_workers)
+    args.mixed_precision = fit_mixed_precision(args.mixed_precision, args.use_cpu)
     accelerator = Accelerator(cpu=args.use_cpu, mixed_precision=args.mixed_precision)
     setup_logging(logger.name, std_logging.INFO if accelerator.is_main_process else std_logging.WARNING)
     source = model_args.model_name_or_path or model_args.clip_model_name_or_path
@@ -360,6 +335,8 @@ def main(argv=None) -> dict:
     if note:
         print("\n" + "=" * 100 + f"\n{note}\n" + "=" * 100, flush=True)
     print((output_dir / TABLE_NAME).read_text(), flush=True)
+    folder = output_dir.resolve()
+    logger.info("Done: the outputs are in %s (results table: %s).", folder, folder / TABLE_NAME)
     return content
 
 

@@ -22,6 +22,7 @@ from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf_training import cli
 from cocoop_hf_training.benchmarks import get_benchmark, load_benchmark
 from cocoop_hf_training.checkpoints import latest_checkpoint
+from cocoop_hf_training.interruptions import grid_rerun_note, rerun_note
 from cocoop_hf_training.outputs import MANIFEST_NAME, check_grid_folder, prepare_grid_folder, read_json, write_output
 
 
@@ -318,7 +319,10 @@ def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finish
         logger.info("[%d/%d] %s: %s in %s", index, len(cells), cell, action, cell.output_dir)
         records[str(cell.output_dir)] = command(cell)
         _write_records(records_path, records)
-        run(cell, flags)
+        # Ctrl-C: one line saying which cell ran, what is kept and where a rerun of this cell starts (run_script).
+        kept = len(set(results) | set(finished))
+        with rerun_note(grid_rerun_note, cell, index, len(cells), kept, next_step):
+            run(cell, flags)
         results[cell] = finished_run(cell)
         if results[cell] is None:
             raise RuntimeError(f"{cell}: the run returned without finishing {cell.output_dir}.")

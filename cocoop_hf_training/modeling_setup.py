@@ -175,13 +175,16 @@ def random_clip(model_args: ModelArguments):
     names) with random weights drawn from `--random_init_seed`: the same weights for every training seed and every
     method (CoCoOp, CoOp, zero-shot).
     """
-    from cocoop_hf.backbones_cocoop import backbone_of
+    from cocoop_hf.backbone_loading_cocoop import random_backbone
 
-    config_dict = checked_clip_config(model_args)
-    row = backbone_of(config_dict.get("model_type") or "clip")
-    config = row.config_class.from_dict(config_dict)
-    set_seed(model_args.random_init_seed)
-    return config, row.model_class(config)
+    # One implementation with `CoCoOpModel.from_clip(..., random_init=True)`: the same weights for the same seed.
+    backbone = random_backbone(
+        model_args.clip_model_name_or_path,
+        model_args.random_init_seed,
+        revision=model_args.clip_revision,
+        cache_dir=model_args.cache_dir,
+    )
+    return backbone.config, backbone
 
 
 def backbone_type(model_args: ModelArguments) -> str:

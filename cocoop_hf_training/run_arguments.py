@@ -1,8 +1,8 @@
-"""The options of `cocoop_hf_training/run_cocoop.py`: the Dassl recipe's defaults, the script's own `RunArguments`, and the
-parsing of flags (or a JSON/YAML file with flags overriding it) with the checks that need several of them."""
+"""The command line of `cocoop_hf_training/run_cocoop.py` (`cocoop-hf train`): the parsing of flags (or a JSON/YAML file with
+flags overriding it) with the checks that need several of them. The script's own options and the recipe's defaults
+live in run_options (light, for the quick `--help`) and are re-exported here."""
 
 import argparse
-from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import logging
@@ -10,73 +10,11 @@ from transformers.utils import logging
 from cocoop_hf_training.class_split import warn_if_training_split_is_evaluated
 from cocoop_hf_training.cli import ModelArguments, parse_config_and_flags
 from cocoop_hf_training.data_arguments import DataArguments
+from cocoop_hf_training.run_options import RECIPE_DEFAULTS as RECIPE_DEFAULTS
+from cocoop_hf_training.run_options import RunArguments as RunArguments
 
 
 logger = logging.get_logger(__name__)
-
-# Official CoCoOp recipe (configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml + Dassl defaults): the script's
-# defaults, so a run without a config file follows the paper. A config file or flags override them.
-RECIPE_DEFAULTS = {
-    "learning_rate": 0.002,
-    "weight_decay": 5e-4,
-    "num_train_epochs": 10,
-    "per_device_train_batch_size": 1,
-    "per_device_eval_batch_size": 32,
-    "save_strategy": "epoch",
-    "logging_steps": 20,
-    "remove_unused_columns": False,
-    "seed": 1,
-    "report_to": "none",
-}
-
-
-@dataclass
-class RunArguments:
-    """Script options that TrainingArguments lacks."""
-
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Allow an --output_dir that is not empty: the outputs of a previous run there (checkpoints "
-            "included), as its output_manifest.json records them and unchanged, are deleted first; other files are "
-            "kept, and one of the same name as an output is refused, never replaced."
-        },
-    )
-    save_adapter_only: bool = field(
-        default=False,
-        metadata={
-            "help": "Save the final model adapter-only (config + prompt learner, ~240 KB at ViT-B/16; loading takes "
-            "CLIP from --clip_model_name_or_path) instead of complete with its CLIP. Checkpoints are always lean."
-        },
-    )
-    sgd_momentum: float = field(default=0.9, metadata={"help": "SGD momentum (official: 0.9)."})
-    lr_schedule: str = field(
-        default="dassl_cosine",
-        metadata={
-            "help": "'dassl_cosine': constant warmup epoch(s) then cosine, stepped per epoch as Dassl; 'hf': "
-            "TrainingArguments.lr_scheduler_type, stepped per optimizer step."
-        },
-    )
-    warmup_epochs: int = field(default=1, metadata={"help": "Constant-lr warmup epochs (official: 1)."})
-    warmup_lr: float = field(default=1e-5, metadata={"help": "Learning rate of the warmup epochs (official: 1e-5)."})
-    seeds_note: str | None = field(default=None, metadata={"help": "Free text recorded in results.json."})
-    prompt_template: str | None = field(
-        default=None,
-        metadata={
-            "help": "The hand-crafted prompt, '{}' standing for the class name (e.g. 'a photo of a {}.'): with "
-            "--method zeroshot, the plain backbone is scored with it; with the KgCoOp regulariser (--method kgcoop, "
-            "--kgcoop_weight), its zero-shot features are the target. Default with --benchmark: the dataset's "
-            "official template (zero-shot CLIP: CoOp trainers/zsclip.py; KgCoOp: its trainers/kgcoop.py; SigLIP "
-            "and SigLIP 2 zero-shot: their own 'This is a photo of {}.'); else 'a photo of a {}.' for KgCoOp."
-        },
-    )
-    eval_each_epoch: bool = field(
-        default=False,
-        metadata={
-            "help": "Also evaluate base and new accuracy (and H) after every epoch, logged through Trainer's logging "
-            "(--report_to) and kept in results.json under 'per_epoch'. Image features are computed once."
-        },
-    )
 
 
 def parse_args(argv=None, description: str | None = None):
@@ -139,7 +77,8 @@ def check_unused_trainer_options(training_args, run_args) -> None:
         )
     epochs = training_args.num_train_epochs
     if training_args.do_train and run_args.lr_schedule == "dassl_cosine" and 0 < epochs <= run_args.warmup_epochs:
-        logger.warning(
+        # Once per process: a grid parses each cell's flags (check_run_cocoop_flags), then each cell runs them.
+        logger.warning_once(
             "--num_train_epochs %s <= --warmup_epochs %s: every step trains at the warm-up rate %g, never at "
             "--learning_rate %g (as Dassl would).",
             epochs,

@@ -18,7 +18,6 @@ Writes `table1.md`, `table1.json` and `table1.png` into --output_dir: Base, New 
 seeds), the average over the 11 base-to-new datasets, and the paper's averages beside ours.
 """
 
-import argparse
 import json
 import logging as std_logging
 import statistics
@@ -38,7 +37,6 @@ from cocoop_hf_training.benchmarks import BENCHMARKS, get_benchmark
 from cocoop_hf_training.evaluation import harmonic_mean
 from cocoop_hf_training.grid import (
     CONFIGS,
-    RECIPES,
     check_layouts,
     check_run_cocoop_flags,
     check_same_cell,
@@ -52,6 +50,7 @@ from cocoop_hf_training.grid import (
     run_cocoop_argv,
     run_identity,
 )
+from cocoop_hf_training.grid_arguments import build_benchmark_parser, cell_flags
 from cocoop_hf_training.outputs import MANIFEST_NAME, write_output
 from cocoop_hf_training.report import (
     RESULTS_NAME,
@@ -100,32 +99,9 @@ class Cell:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s --benchmark NAME [NAME ...] --data_root DIR --output_dir DIR [options] [-- RUN_COCOOP_FLAGS]",
-    )
-    parser.add_argument(
-        "--benchmark",
-        nargs="+",
-        required=True,
-        help=f"Datasets (official names, folder names or aliases), or 'all' for the 11 of Table 1: {BASE_TO_NEW}.",
-    )
-    parser.add_argument("--data_root", required=True, help="The $DATA folder of the official DATASETS.md layout.")
-    parser.add_argument(
-        "--output_dir",
-        required=True,
-        help="Grid folder: one sub-folder per cell, grid_cells.json (each cell's flags) and table1.md/.json/.png, "
-        "which show the cells of this command only (re-run the full grid command for the full table: finished "
-        "cells are skipped).",
-    )
-    parser.add_argument(
-        "--method", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="Methods (default: all four)."
-    )
-    parser.add_argument(
-        "--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3, as the paper)."
-    )
+    parser = build_benchmark_parser(description=__doc__)
     args = parse_grid_args(parser, argv)
+    args.extra = cell_flags(args)
     args.benchmark = resolve_benchmarks(args.benchmark)
     return args
 
@@ -383,6 +359,9 @@ def main(argv=None) -> dict:
     write_table(args.output_dir, table)
     markdown = table1_markdown(table)
     print(markdown, flush=True)
+    folder = Path(args.output_dir).resolve()
+    shown = folder / f"{TABLE_STEM}.md"
+    logger.info("Done: the table is %s (also .json, .png); each cell's run is in a folder under %s.", shown, folder)
     return table
 
 

@@ -27,13 +27,14 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from cocoop_hf.backbones_cocoop import backbone_of
-from cocoop_hf_training import cli, outputs, write_errors
+from cocoop_hf_training import cli, interruptions, outputs, write_errors
 from cocoop_hf_training.checkpoints import check_checkpoint_settings, resolve_resume_checkpoint, resume_requested
 from cocoop_hf_training.class_split import class_coverage, class_names_per_task, protocol_relabels, select_labels
 from cocoop_hf_training.cli import ModelArguments as ModelArguments
 from cocoop_hf_training.cli import run_script
 from cocoop_hf_training.data_arguments import DataArguments
 from cocoop_hf_training.data_loading import load_splits
+from cocoop_hf_training.device_settings import fit_training_arguments
 from cocoop_hf_training.divergence import check_checkpoint_optimizer, check_trained_prompt_learner
 from cocoop_hf_training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
 from cocoop_hf_training.fewshot import dataset_identity, few_shot_indices, official_fewshot_rows, record_training_items
@@ -190,7 +191,11 @@ def main(argv=None, callbacks=None) -> dict:
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
-    return report(run, data, model, evaluation, epoch_evaluation, trainer_log_entries(run.training_args))
+    content = report(run, data, model, evaluation, epoch_evaluation, trainer_log_entries(run.training_args))
+    output_dir = Path(run.training_args.output_dir).resolve()
+    table = f" (results table: {output_dir / 'results.md'})" if evaluation else ""
+    logger.info("Done: the outputs are in %s%s.", output_dir, table)
+    return content
 
 
 def start_run(argv) -> Run:
@@ -199,6 +204,7 @@ def start_run(argv) -> Run:
     model_args, data_args, training_args, run_args = parse_args(argv)
     method = resolve_run_method(model_args, data_args, training_args, run_args)
     setup_logging(training_args)
+    fit_training_arguments(training_args)  # workers <= cores, no fp16 on CPU: said once, recorded as run
     run = Run(model_args, data_args, training_args, run_args, method, push_to_hub=training_args.push_to_hub)
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
     run.random_note = random_weights_note(backbone_type(model_args)) if model_args.random_init_clip else None
@@ -344,8 +350,11 @@ def train(run: Run, data: RunData, model, callbacks):
         # "latest": the newest checkpoint whose writing finished (an interrupted one is skipped).
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
         check_checkpoint_optimizer(resume)  # a diverged run's NaN momentum would continue silently
+        # Ctrl-C: one line naming the checkpoint a rerun resumes from (or that it starts again), not a traceback.
+        interrupted = (training_args.output_dir, training_args.resume_from_checkpoint, training_args.save_strategy)
         with write_errors.writing(training_args.output_dir):  # a full disk while checkpointing: one line naming it
-            trainer.train(resume_from_checkpoint=resume)
+            with interruptions.rerun_note(interruptions.training_rerun_note, *interrupted):
+                trainer.train(resume_from_checkpoint=resume)
     return trainer, epoch_evaluation
 
 
@@ -480,7 +489,9 @@ def run_recipe(run: Run, model, method: str, options: dict | None) -> dict:
         "method": method,
         "lr schedule": f"{run_args.lr_schedule} (warmup {run_args.warmup_epochs} epoch at {run_args.warmup_lr:g})",
         "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
+        # What ran: fp16 is turned off on CPU and workers capped to the cores before the run (device_settings.py).
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
+        "data-loader workers": training_args.dataloader_num_workers,
         f"{backbone_of(model.clip.config).display_name} weights": str(dtype).removeprefix("torch."),
     }
     if model.clip.config.model_type != "clip":  # CLIP runs keep the recipe they always had

@@ -56,6 +56,7 @@ from cocoop_hf_training.grid import (
     run_cocoop_argv,
     run_identity,
 )
+from cocoop_hf_training.grid_arguments import TRANSFER_METHODS, build_transfer_parser, cell_flags
 from cocoop_hf_training.outputs import MANIFEST_NAME, load_manifest, owns, write_output
 from cocoop_hf_training.report import (
     RESULTS_NAME,
@@ -77,7 +78,7 @@ from cocoop_hf_training.transfer_tables import (  # noqa: F401  (the tables, and
 
 logger = logging.get_logger(__name__)
 
-METHODS = ("zeroshot", "coop", "cocoop")
+METHODS = TRANSFER_METHODS
 # run_cocoop flags that evaluate_transfer takes too (the same meaning); --fp16/--bf16 become its --mixed_precision,
 # and the source's CLIP weights dtype (--clip_dtype, from the recipe or after `--`) is passed on as such.
 EVAL_FLAGS = ("--per_device_eval_batch_size", "--dataloader_num_workers", "--use_cpu", "--cache_dir")
@@ -102,25 +103,9 @@ class TransferCell:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s --data_root DIR --output_dir DIR [options] [-- RUN_COCOOP_FLAGS]",
-    )
-    parser.add_argument("--data_root", required=True, help="The $DATA folder of the official DATASETS.md layout.")
-    parser.add_argument(
-        "--output_dir", required=True, help="Grid folder: one sub-folder per cell, grid_cells.json, transfer.*."
-    )
-    parser.add_argument(
-        "--targets",
-        nargs="+",
-        default=["all"],
-        help="Target datasets (names, folder names or aliases); 'cross_dataset' = the 10 of Table 2, 'dg' = the 4 of "
-        "Table 3, 'all' (default) = both.",
-    )
-    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3).")
+    parser = build_transfer_parser(description=__doc__)
     args = parse_grid_args(parser, argv)
+    args.extra = cell_flags(args)
     args.targets = resolve_targets(args.targets)
     return args
 
@@ -371,6 +356,9 @@ def main(argv=None) -> dict:
     tables = transfer_tables(results, args.method, args.targets)
     write_tables(args.output_dir, tables)
     print(transfer_markdown(tables), flush=True)
+    folder = Path(args.output_dir).resolve()
+    table = folder / f"{TABLE_STEM}.md"
+    logger.info("Done: the tables are %s (also .json, .png); each cell's run is in a folder under %s.", table, folder)
     return tables
 
 

@@ -25,11 +25,12 @@ class _CurrentStdoutHandler(std_logging.StreamHandler):
 
 def setup_logging(script_logger_name: str, level: int, transformers_level: int | None = None) -> None:
     """
-    As transformers' example scripts: the script's own logger and those of the `cocoop_hf_training` modules print at `level`
-    (INFO on the main process) to stdout; transformers logs at `transformers_level` (default: unchanged).
+    As transformers' example scripts: the script's own logger and those of the `cocoop_hf_training` modules print at
+    `level` (INFO on the main process) to stdout; transformers logs at `transformers_level` (default: unchanged).
 
     A script run as `python training/x.py` logs under `__main__`, not `training.x`, so its logger is named here
-    explicitly; the modules it imports (`cocoop_hf_training.data`, `cocoop_hf_training.evaluation`, ...) log under `cocoop_hf_training`.
+    explicitly; the modules it imports (`cocoop_hf_training.data`, `cocoop_hf_training.evaluation`, ...) log under
+    `cocoop_hf_training`.
     """
     names = ["cocoop_hf_training"]
     if script_logger_name != "cocoop_hf_training" and not script_logger_name.startswith("cocoop_hf_training."):
@@ -48,26 +49,54 @@ def setup_logging(script_logger_name: str, level: int, transformers_level: int |
     logging.enable_explicit_format()
 
 
-def run_script(main) -> None:
+def run_script(main, command: str | None = None) -> None:
     """
-    Run a script's `main()`. Bad input is refused with ValueError / FileNotFoundError carrying a message that names the
-    culprit: show that message and exit with status 2, as argparse does, instead of a traceback; so are a full disk and
-    a read-only or forbidden output path (OSError ENOSPC / EROFS / EACCES ...). Set COCOOP_HF_TRACEBACK=1 to see the
-    traceback too; any other exception keeps its traceback.
-    """
-    from cocoop_hf_training.write_errors import write_error_message
+    Run a command's `main()`, turning every expected failure into ONE line on stderr instead of a traceback:
 
+    - `error: <message>` and exit status 2 (as argparse does) for input refused with ValueError / FileNotFoundError
+      (their message names the culprit), an output that already exists (FileExistsError), a model that neither a
+      local folder nor the Hub can give (offline, unreachable, unknown id), a missing `[train]` extra, a full disk or
+      a read-only or forbidden path (cocoop_hf_training/command_errors.py, write_errors.py);
+    - `interrupted: <what was saved; what a rerun does>` and exit status 130 (as a shell reports Ctrl-C) for a
+      KeyboardInterrupt (cocoop_hf_training/interruptions.py).
+
+    `command` names the command in the missing-extra line (`cocoop-hf train`; default: the script's file name). Set
+    COCOOP_HF_TRACEBACK=1 to see the traceback too; any other exception keeps its traceback.
+    """
     try:
         main()
-    except (ValueError, FileNotFoundError) as error:
+    except KeyboardInterrupt as interrupt:
         if os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except OSError as error:
-        # A full disk, a read-only or forbidden output folder: one line naming the path, not a traceback.
-        message = write_error_message(error)
+        # interruptions.RunInterrupted carries what a rerun does; a bare one came from outside a training or grid.
+        note = getattr(interrupt, "note", None) or "stopped (Ctrl-C) before it finished"
+        # On a line of its own: Ctrl-C cuts a progress bar (and the terminal's "^C") mid-line.
+        print(f"\ninterrupted: {note}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    except Exception as error:
+        message = _one_line_message(error, command or os.path.basename(sys.argv[0] or "this command"))
         if message is None or os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _one_line_message(error: Exception, command: str) -> str | None:
+    """The line an expected failure ends with (None: not an expected failure, its traceback is shown)."""
+    from cocoop_hf_training import command_errors
+    from cocoop_hf_training.write_errors import write_error_message
+
+    # First: huggingface_hub's LocalEntryNotFoundError is a FileNotFoundError, its HFValidationError a ValueError,
+    # and their own messages do not say which model could not be loaded.
+    message = command_errors.hub_error_message(error)
+    if message is not None:
+        return message
+    if isinstance(error, ImportError):
+        return command_errors.missing_extra_message(error, command)
+    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError)):
+        return str(error)
+    if isinstance(error, FileExistsError):
+        return command_errors.file_exists_message(error)
+    if isinstance(error, OSError):  # a full disk, a read-only or forbidden path: the path named
+        return write_error_message(error)
+    return None

@@ -1,7 +1,8 @@
 """
-A full disk, a read-only or a forbidden output path as one error line naming the path (cocoop_hf_training/cli.run_script),
-not a traceback: from an OSError that carries its errno, and from libraries that report it in their own words
-(torch.save: "file write failed"; safetensors: an IoError), recognised by the state of the folder they wrote into.
+A full disk, a read-only or a forbidden output path as one error line naming the path
+(cocoop_hf_training/script_runner.run_script), not a traceback: from an OSError that carries its errno, and from
+libraries that report it in their own words (torch.save: "file write failed"; safetensors: an IoError), recognised by
+the state of the folder they wrote into.
 """
 
 import contextlib
@@ -34,7 +35,7 @@ def writing(folder):
     """
     Code that writes into `folder` through libraries that report a full disk in their own words (torch.save: "file
     write failed", safetensors: an IoError): such a failure, when the folder's file system is full, read-only or
-    forbidden, becomes the OSError of that cause naming the folder (one line from cli.run_script).
+    forbidden, becomes the OSError of that cause naming the folder (one line from script_runner.run_script).
     """
     try:
         yield

@@ -1,5 +1,13 @@
 """Shared fixtures: a tiny random CLIP, the real CLIP tokenizer (copied into tests/fixtures), real images."""
 
+# First, before torch and transformers are imported: per-process caches and torch threads (see parallel_run.py).
+from .parallel_run import (  # noqa: I001, F401 (pytest finds hooks by name in conftest)
+    pytest_sessionstart,
+    pytest_terminal_summary,
+    pytest_unconfigure,
+    pytest_xdist_auto_num_workers,
+)
+
 from pathlib import Path
 
 import huggingface_hub

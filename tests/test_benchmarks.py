@@ -493,7 +493,7 @@ def test_generation_refused_where_unsupported_and_hint_only_where_supported(tmp_
     with pytest.raises(BenchmarkLayoutError, match=r"not supported here"):
         load_benchmark("StanfordCars", tmp_path)
     (tmp_path / "caltech-101").mkdir()
-    with pytest.raises(BenchmarkLayoutError, match=r"generate_split_file\(name, data_root, seed\)"):
+    with pytest.raises(BenchmarkLayoutError, match=r"cocoop-hf generate-split --benchmark Caltech101 --data_root "):
         load_benchmark("Caltech101", tmp_path)
     with pytest.raises(BenchmarkLayoutError, match=r"dataset folder food-101/ missing"):
         generate_split_file("Food101", tmp_path, seed=1)

@@ -65,8 +65,9 @@ def configure(model, mode):
         model.config.text_chunk_tokens = 70  # two short classes per call at batch 3: 2 x 3 x (1 + 4 + 6) tokens
     elif mode == "gc_flag":
         model.gradient_checkpointing = True
-    elif mode == "gc_enable":
-        model.gradient_checkpointing_enable()
+    elif mode == "gc_enable":  # the deprecated name (transformers 5, removed in v6) still works on our model
+        with pytest.warns(FutureWarning, match="gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
         assert model.gradient_checkpointing, "gradient_checkpointing_enable() did not set the flag the text path reads"
     elif mode == "ac_enable":  # the name transformers 5 recommends
         model.activation_checkpointing_enable()
@@ -88,7 +89,7 @@ def get_model(models):
 
     yield get
     for model, config, class_names in used:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
         model.gradient_checkpointing = False
         model.config.bucket_by_length = config["bucket_by_length"]
         model.config.text_chunk_tokens = config["text_chunk_tokens"]
@@ -401,7 +402,7 @@ def test_gradient_checkpointing_is_used(get_model, monkeypatch):
     model = get_model()
     model(pixel_values=random_pixels(1))
     assert not calls
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     model(pixel_values=random_pixels(1)).logits.sum().backward()
     assert calls
     calls.clear()

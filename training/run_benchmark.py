@@ -1,5 +1,5 @@
-"""Kept so that `python training/run_benchmark.py ...` still works from a clone. The code is cocoop_hf_training/run_benchmark.py; the
-installed command is `cocoop-hf` (`cocoop-hf --help`)."""
+"""Kept so that `python training/run_benchmark.py ...` still works from a clone: the same as `cocoop-hf benchmark ...` (the
+installed command; `cocoop-hf --help`), whose code is cocoop_hf_training/run_benchmark.py. Its `--help` answers at once."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,6 @@ from pathlib import Path
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from cocoop_hf_training.cli import run_script
-    from cocoop_hf_training.run_benchmark import main
+    from cocoop_hf_training.commands import run_command
 
-    run_script(main)
+    sys.exit(run_command("benchmark", sys.argv[1:], prog="run_benchmark.py"))

@@ -1,0 +1,81 @@
+"""
+What this machine can run, checked once per command before anything is built: the data-loader workers capped to the
+cores this process may use, and fp16 turned off where the device cannot run it. Each change is said in one warning
+(once per process: a grid's cells re-parse the same recipe) and the arguments are changed in place, so that what a
+run records (results.json, the run settings of its checkpoints) is what ran.
+
+The official recipes ask for 8 workers and fp16 (Dassl `DATALOADER.NUM_WORKERS: 8`, `PREC: fp16`), written for a
+GPU server; on a laptop they would only spawn idle processes and, for fp16, train in fp32 under an fp16 label:
+accelerate 1.15 makes no scaler and no autocast for fp16 on CPU (`Accelerator.native_amp` stays False).
+"""
+
+import os
+
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, e.g. under taskset or a container's
+    cpuset), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def capped_workers(requested: int, flag: str = "--dataloader_num_workers") -> int:
+    """`requested` data-loader workers, at most one per usable core (more only wait for a core and cost memory)."""
+    cores = usable_cores()
+    if requested <= cores:
+        return requested
+    logger.warning_once(
+        "%s %d: this machine has %d usable cores, so %d data-loader workers are used (and recorded).",
+        flag,
+        requested,
+        cores,
+        cores,
+    )
+    return cores
+
+
+def fp16_runs_on(device_type: str) -> bool:
+    """Whether fp16 mixed precision runs on a device: accelerate 1.15 makes no scaler and no autocast on CPU (it
+    would train in fp32 under an fp16 label)."""
+    return device_type != "cpu"
+
+
+def warn_fp16_off(flag: str, device_type: str) -> None:
+    logger.warning_once(
+        "%s: fp16 mixed precision does not run on %s (accelerate would run fp32 under an fp16 label), so this run "
+        "uses fp32 and records it; pass --bf16 for half precision on CPU.",
+        flag,
+        device_type.upper(),
+    )
+
+
+def fit_training_arguments(training_args) -> None:
+    """`TrainingArguments` fitted to this machine, in place: workers capped to the cores, fp16 off on CPU."""
+    training_args.dataloader_num_workers = capped_workers(training_args.dataloader_num_workers)
+    # TrainingArguments also takes fp16 from ACCELERATE_MIXED_PRECISION (what `accelerate launch` sets).
+    asked = training_args.fp16 or getattr(training_args, "mixed_precision", None) == "fp16"
+    if asked and not fp16_runs_on(training_args.device.type):
+        warn_fp16_off("--fp16" if training_args.fp16 else "ACCELERATE_MIXED_PRECISION=fp16", training_args.device.type)
+        # Trainer builds its Accelerator from `mixed_precision` (set from fp16 in TrainingArguments.__post_init__).
+        training_args.fp16 = False
+        training_args.mixed_precision = "no"
+
+
+def fit_mixed_precision(mixed_precision: str, use_cpu: bool) -> str:
+    """The --mixed_precision of evaluate_transfer fitted to the device accelerate would pick: 'fp16' becomes 'no' on
+    CPU. The device is read from accelerate's `PartialState`, which the Accelerator built after this reuses."""
+    if mixed_precision != "fp16":
+        return mixed_precision
+    from accelerate import PartialState
+
+    device_type = PartialState(cpu=use_cpu).device.type
+    if fp16_runs_on(device_type):
+        return mixed_precision
+    warn_fp16_off("--mixed_precision fp16", device_type)
+    return "no"

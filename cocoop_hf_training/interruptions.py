@@ -1,0 +1,74 @@
+"""
+What a rerun does after Ctrl-C, said in one line (cocoop_hf_training/script_runner.run_script prints it as
+`interrupted: <line>`, exit status 130): the training phase of run_cocoop and the grid loop each wrap their long part
+in `rerun_note(describe, *args)`, and a KeyboardInterrupt inside becomes `RunInterrupted` carrying `describe(*args)`,
+computed at that moment by the very functions a rerun uses to decide where it starts (no state kept outside the call).
+"""
+
+import contextlib
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt that says what was saved and what running the same command again does."""
+
+    def __init__(self, note: str):
+        super().__init__(note)
+        self.note = note
+
+
+@contextlib.contextmanager
+def rerun_note(describe, *args):
+    """
+    A KeyboardInterrupt inside becomes `RunInterrupted(describe(*args))`, `describe` called then (what is saved by
+    then). An inner note (a run inside a grid's cell) is
+    replaced by the outer one: the command the user reruns is the outer one.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(describe(*args)) from interrupt
+
+
+def training_rerun_note(output_dir, resume_from_checkpoint, save_strategy) -> str:
+    """
+    What a rerun of an interrupted run_cocoop training does, from what `--resume_from_checkpoint latest` resumes from
+    (checkpoints.latest_checkpoint: the newest COMPLETE checkpoint; one cut off while being written is skipped).
+    """
+    from cocoop_hf_training.checkpoints import latest_checkpoint, resume_requested  # torch: only once interrupted
+
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        strategy = getattr(save_strategy, "value", save_strategy)  # TrainingArguments holds an enum
+        return (
+            f"no checkpoint was saved yet (--save_strategy {strategy}); a rerun will start again from the "
+            "beginning: run the same command with --overwrite_output_dir (without --resume_from_checkpoint)"
+        )
+    resuming = resume_requested(resume_from_checkpoint)
+    latest = isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.strip().lower() in ("latest", "true")
+    if resuming and (latest or resume_from_checkpoint is True):
+        return f"{checkpoint} is saved; run the same command again to resume from {checkpoint}"
+    how = "instead of --resume_from_checkpoint " + str(resume_from_checkpoint) if resuming else "added"
+    return (
+        f"{checkpoint} is saved; run the same command with --resume_from_checkpoint latest ({how}) to resume from "
+        f"{checkpoint}"
+    )
+
+
+def grid_rerun_note(cell, index: int, total: int, finished: int, next_step) -> str:
+    """
+    What a rerun of an interrupted grid does: the finished cells are kept and skipped, the interrupted one continues as
+    `next_step(cell)` (the grid's own decision: resume from its latest complete checkpoint, or restart) says.
+    """
+    from cocoop_hf_training.checkpoints import latest_checkpoint  # torch: only once interrupted
+
+    action, _ = next_step(cell)
+    checkpoint = latest_checkpoint(cell.output_dir) if action == "resume" else None
+    then = {
+        "resume": f"resumes from {checkpoint}",
+        "restart": "starts again from the beginning (it saved no checkpoint)",
+        "run": "starts from the beginning (it wrote nothing yet)",
+    }.get(action, f"is run again ({action})")
+    return (
+        f"cell {index}/{total} ({cell}) was running; {finished} finished cell(s) are kept and are skipped by a rerun. "
+        f"Run the same command again to continue: this cell {then}"
+    )

@@ -1,0 +1,112 @@
+"""
+The quick `--help` of `cocoop-hf train` and `cocoop-hf evaluate`: the project's own options first, grouped (model,
+data, run), with their help and defaults, then one paragraph on the most used Trainer options. Built from the option
+dataclasses in light modules (no torch, no model package), so it answers in about a second; `--help-all` is the full
+parser of run_cocoop with every Trainer option.
+"""
+
+import argparse
+import textwrap
+
+from transformers.hf_argparser import HfArgumentParser
+
+from cocoop_hf_training.commands import HELP_ALL, module_docstring
+from cocoop_hf_training.data_arguments import DataArguments
+from cocoop_hf_training.model_arguments import ModelArguments
+from cocoop_hf_training.run_options import RECIPE_DEFAULTS, RunArguments
+from cocoop_hf_training.transfer_arguments import build_evaluate_parser
+
+
+# The Trainer options (transformers.TrainingArguments) a run most often sets, named in the quick help; the others are
+# behind --help-all. tests/test_quick_help.py checks that each exists in TrainingArguments.
+TRAINER_OPTIONS = (
+    "output_dir",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "seed",
+    "do_train",
+    "do_eval",
+    "fp16",
+    "bf16",
+    "report_to",
+)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """
+    Short entries: each option under its own names only (not HfArgumentParser's dashed spellings, which are accepted
+    all the same), a switch without its optional `true/false` value, and the default after the help where there is
+    one to say (not None, not off, not already in the help text). Description and epilog as written.
+    """
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        names = [name for name in action.option_strings if "-" not in name.lstrip("-")] or action.option_strings
+        if action.nargs == 0 or (action.nargs == "?" and action.const is True):  # a switch
+            return ", ".join(names)
+        return f"{', '.join(names)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return f"{text} (default: {default})"
+
+
+def _group(arguments: type, title: str) -> type:
+    # HfArgumentParser puts a dataclass's options under its own heading when the class has `_argument_group_name`; a
+    # subclass carries it, so the option dataclasses the scripts parse into stay as they are.
+    return type(arguments.__name__, (arguments,), {"_argument_group_name": title, "__doc__": arguments.__doc__})
+
+
+def _trainer_paragraph(width: int = 100) -> str:
+    def named(option: str) -> str:
+        default = RECIPE_DEFAULTS.get(option)
+        return f"--{option}" if default is None else f"--{option} ({default})"
+
+    listed = [named(option) for option in TRAINER_OPTIONS if option not in ("fp16", "bf16", "report_to")]
+    text = (
+        "Trainer options: every option of transformers' TrainingArguments is accepted as well (in a config file "
+        f"too). The most used: {', '.join(listed)}, --fp16 / --bf16 and {named('report_to')}; in brackets the "
+        f"recipe default this command starts from. `{HELP_ALL}` lists every option, Trainer's included (slower: it "
+        "loads torch)."
+    )
+    config = (
+        "CONFIG: a JSON/YAML file of these options (flags after it override it), or the name of a shipped recipe: "
+        "`cocoop-hf recipes` lists them (e.g. `cocoop-hf train demo_tiny_cifar10`, a one-minute offline demo)."
+    )
+    return "\n\n".join(textwrap.fill(paragraph, width) for paragraph in (config, text))
+
+
+def train_help_parser(prog: str | None = None) -> HfArgumentParser:
+    """A parser whose help is the quick help of `cocoop-hf train` (it is never used to parse a run: run_arguments is)."""
+    parser = HfArgumentParser(
+        (
+            _group(ModelArguments, "model options (which backbone, which method, which prompt)"),
+            _group(DataArguments, "data options (which images, which protocol)"),
+            _group(RunArguments, "run options (the script's own, besides Trainer's)"),
+        ),
+        prog=prog,
+        usage="%(prog)s [CONFIG] [--option VALUE ...]",
+        description=textwrap.fill(
+            "Train and evaluate CoCoOp / CoOp / KgCoOp, or score a backbone zero-shot, with the paper's protocol "
+            "(base-to-new by default) on Hugging Face Trainer; writes results.json, results.md, results.png and a "
+            "model card into --output_dir.",
+            100,
+        ),
+        epilog=_trainer_paragraph(),
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(HELP_ALL, action="store_true", help="Show every option, Trainer's included, and exit.")
+    return parser
+
+
+def evaluate_help_parser(prog: str | None = None) -> HfArgumentParser:
+    """evaluate_transfer's own parser (it has no Trainer options: its help is short as it is)."""
+    return build_evaluate_parser(
+        module_docstring("cocoop_hf_training.evaluate_transfer"), prog=prog, formatter_class=HelpFormatter
+    )

@@ -1,0 +1,69 @@
+"""The options `cocoop-hf train` (run_cocoop) adds to the model, data and Trainer ones: the Dassl recipe's defaults and the
+script's own `RunArguments`. Imports nothing heavy, so that the quick `--help` lists them without loading torch."""
+
+from dataclasses import dataclass, field
+
+
+# Official CoCoOp recipe (configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml + Dassl defaults): the script's
+# defaults, so a run without a config file follows the paper. A config file or flags override them.
+RECIPE_DEFAULTS = {
+    "learning_rate": 0.002,
+    "weight_decay": 5e-4,
+    "num_train_epochs": 10,
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 32,
+    "save_strategy": "epoch",
+    "logging_steps": 20,
+    "remove_unused_columns": False,
+    "seed": 1,
+    "report_to": "none",
+}
+
+
+@dataclass
+class RunArguments:
+    """Script options that TrainingArguments lacks."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow an --output_dir that is not empty: the outputs of a previous run there (checkpoints "
+            "included), as its output_manifest.json records them and unchanged, are deleted first; other files are "
+            "kept, and one of the same name as an output is refused, never replaced."
+        },
+    )
+    save_adapter_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Save the final model adapter-only (config + prompt learner, ~240 KB at ViT-B/16; loading takes "
+            "CLIP from --clip_model_name_or_path) instead of complete with its CLIP. Checkpoints are always lean."
+        },
+    )
+    sgd_momentum: float = field(default=0.9, metadata={"help": "SGD momentum (official: 0.9)."})
+    lr_schedule: str = field(
+        default="dassl_cosine",
+        metadata={
+            "help": "'dassl_cosine': constant warmup epoch(s) then cosine, stepped per epoch as Dassl; 'hf': "
+            "TrainingArguments.lr_scheduler_type, stepped per optimizer step."
+        },
+    )
+    warmup_epochs: int = field(default=1, metadata={"help": "Constant-lr warmup epochs (official: 1)."})
+    warmup_lr: float = field(default=1e-5, metadata={"help": "Learning rate of the warmup epochs (official: 1e-5)."})
+    seeds_note: str | None = field(default=None, metadata={"help": "Free text recorded in results.json."})
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "The hand-crafted prompt, '{}' standing for the class name (e.g. 'a photo of a {}.'): with "
+            "--method zeroshot, the plain backbone is scored with it; with the KgCoOp regulariser (--method kgcoop, "
+            "--kgcoop_weight), its zero-shot features are the target. Default with --benchmark: the dataset's "
+            "official template (zero-shot CLIP: CoOp trainers/zsclip.py; KgCoOp: its trainers/kgcoop.py; SigLIP "
+            "and SigLIP 2 zero-shot: their own 'This is a photo of {}.'); else 'a photo of a {}.' for KgCoOp."
+        },
+    )
+    eval_each_epoch: bool = field(
+        default=False,
+        metadata={
+            "help": "Also evaluate base and new accuracy (and H) after every epoch, logged through Trainer's logging "
+            "(--report_to) and kept in results.json under 'per_epoch'. Image features are computed once."
+        },
+    )
