@@ -160,7 +160,14 @@ def run_command(name: str, args: list[str], prog: str = PROG) -> int:
             job_args[0] = resolve_config(job_args[0])
         importlib.import_module(command.module).main(job_args)
 
-    run_script(job, prog)  # `prog` names the command in its error lines (a missing extra)
+    # The job's full parser (--help-all) names itself after sys.argv[0], argparse's default prog: "cocoop-hf train"
+    # rather than "cocoop-hf" while it runs; given back after, as the caller may be a longer-lived process (tests).
+    program_name = sys.argv[0]
+    sys.argv[0] = prog
+    try:
+        run_script(job, prog)  # `prog` names the command in its error lines (a missing extra)
+    finally:
+        sys.argv[0] = program_name
     return 0
 
 

@@ -73,10 +73,12 @@ def test_trainer_options_named_by_the_quick_help_exist(capsys):
 
 
 def test_help_all_is_the_complete_parser(capsys):
+    program_name = sys.argv[0]
     with pytest.raises(SystemExit) as exit_info:
         commands.main(["train", "--help-all"])
-    assert exit_info.value.code == 0
+    assert exit_info.value.code == 0 and sys.argv[0] == program_name  # the caller's name given back
     full = capsys.readouterr().out
+    assert full.startswith("usage: cocoop-hf train ")  # the command's name, not the program's alone
     assert "--lr_scheduler_type" in full and "--gradient_accumulation_steps" in full and "--sgd_momentum" in full
     quick = help_text(capsys, "train", "--help")
     assert len(quick.splitlines()) < len(full.splitlines()) / 2
@@ -127,6 +129,6 @@ def test_help_imports_neither_torch_nor_the_model_package(argv, tmp_path, reques
     assert process.returncode == 0, process.stderr[-2000:]
     assert "usage:" in process.stdout
     assert not set(HEAVY) & imported_packages(process.stderr)
-    # A figure for the log: under 2 s on an idle machine; the bound only catches a heavy import sneaking back.
+    # A figure for the log (under 2 s on an idle machine), not a bound: the time depends on the machine and its load;
+    # the imports checked above are what keeps help quick.
     print(f"{request.node.callspec.id}: {seconds:.2f} s")
-    assert seconds < 30
