@@ -5,8 +5,13 @@ cores this process may use, and fp16 turned off where the device cannot run it. 
 run records (results.json, the run settings of its checkpoints) is what ran.
 
 The official recipes ask for 8 workers and fp16 (Dassl `DATALOADER.NUM_WORKERS: 8`, `PREC: fp16`), written for a
-GPU server; on a laptop they would only spawn idle processes and, for fp16, train in fp32 under an fp16 label:
-accelerate 1.15 makes no scaler and no autocast for fp16 on CPU (`Accelerator.native_amp` stays False).
+GPU server. On a laptop, workers beyond the cores only wait for a core and cost memory, and fp16 would train in fp32
+under an fp16 label: accelerate 1.15 makes no scaler and no autocast for fp16 on CPU (`Accelerator.native_amp` stays
+False). Capping the workers is not free in training: each worker draws the augmentation (random crops and flips) from
+its own RNG stream (worker i is seeded with a base seed drawn from the run's RNG, plus i; with 0 workers the main
+process draws), and which worker loads a batch depends on the count, so a capped run trains on other crops than a run
+with the recipe's count under the same seed (the demo, 1 epoch, 0 vs 2 workers: other trained weights). The warning
+says so; evaluation draws nothing at random, so there only the speed changes.
 """
 
 import os
@@ -25,17 +30,30 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def capped_workers(requested: int, flag: str = "--dataloader_num_workers") -> int:
-    """`requested` data-loader workers, at most one per usable core (more only wait for a core and cost memory)."""
+# What a capped worker count changes, said after the numbers.
+TRAINING_CONSEQUENCE = (
+    "Each worker draws the training augmentation (random crops and flips) from its own RNG stream, so this run's "
+    "draws, and its trained weights, differ from a run with {requested} workers under the same seed."
+)
+EVALUATION_CONSEQUENCE = "Evaluation draws nothing at random: only the speed differs from {requested} workers."
+
+
+def capped_workers(
+    requested: int, flag: str = "--dataloader_num_workers", consequence: str = EVALUATION_CONSEQUENCE
+) -> int:
+    """`requested` data-loader workers, at most one per usable core (more only wait for a core and cost memory).
+    `consequence` says what the cap changes besides the speed (`TRAINING_CONSEQUENCE` for a training run)."""
     cores = usable_cores()
     if requested <= cores:
         return requested
     logger.warning_once(
-        "%s %d: this machine has %d usable cores, so %d data-loader workers are used (and recorded).",
+        "%s %d: this machine has %d usable cores, so %d data-loader workers are used (and recorded in results.json). "
+        "%s",
         flag,
         requested,
         cores,
         cores,
+        consequence.format(requested=requested),
     )
     return cores
 
@@ -57,7 +75,9 @@ def warn_fp16_off(flag: str, device_type: str) -> None:
 
 def fit_training_arguments(training_args) -> None:
     """`TrainingArguments` fitted to this machine, in place: workers capped to the cores, fp16 off on CPU."""
-    training_args.dataloader_num_workers = capped_workers(training_args.dataloader_num_workers)
+    training_args.dataloader_num_workers = capped_workers(
+        training_args.dataloader_num_workers, consequence=TRAINING_CONSEQUENCE
+    )
     # TrainingArguments also takes fp16 from ACCELERATE_MIXED_PRECISION (what `accelerate launch` sets).
     asked = training_args.fp16 or getattr(training_args, "mixed_precision", None) == "fp16"
     if asked and not fp16_runs_on(training_args.device.type):

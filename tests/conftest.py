@@ -85,7 +85,8 @@ def random_pixels(batch, size=32, seed=0):
 def single_thread():
     """
     One intra-op torch thread for a module of tiny-tensor tests: on a shared 2-core CPU it is ~10x faster than two (no
-    oversubscription); results do not depend on it. A module opts in with
+    oversubscription); the tests' tolerances hold with 1 or 2 threads (with 2 the last bits can differ between runs:
+    TRAPS.md). A module opts in with
     `pytestmark = pytest.mark.usefixtures("single_thread")`.
     """
     threads = torch.get_num_threads()

@@ -49,7 +49,9 @@ def isolate_process() -> str:
     for name in CACHE_VARIABLES:
         os.environ.pop(name, None)
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    # An OMP_NUM_THREADS the user set is kept: results do not depend on the thread count, only the speed does.
+    # An OMP_NUM_THREADS the user set is kept. The thread count sets the speed, and with 2 or more threads the last
+    # bits of a float result can differ even between two runs (reduction order, TRAPS.md): a test that compares
+    # float results bit for bit runs them on one thread (the `single_thread` fixture of conftest.py).
     if workers is not None and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(torch_threads_per_worker(int(workers)))
     return hf_home

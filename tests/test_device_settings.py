@@ -102,6 +102,8 @@ def test_run_records_what_ran_and_resumes_on_a_machine_with_other_cores(tmp_path
     content = main(tiny_run_argv(output_dir, DEMO_DATA_ARGS, *asked, evaluate=False))
     assert content["recipe"]["precision"] == "fp32" and content["recipe"]["data-loader workers"] == 1
     assert content["runs"] == [] and said(WORKERS_SAID) == 1 and said(FP16_SAID) == 1
+    assert said("--dataloader_num_workers 8: this machine has 1 usable cores") == 1
+    assert said("draws, and its trained weights, differ from a run with 8 workers under the same seed") == 1
     marker = json.loads((output_dir / "checkpoint-5" / COMPLETE_MARKER_NAME).read_text())
     assert marker[RUN_SETTINGS_KEY]["--fp16"] is False  # what ran; workers are no run setting
     assert "--dataloader_num_workers" not in marker[RUN_SETTINGS_KEY]

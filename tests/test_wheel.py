@@ -1,6 +1,6 @@
 """The wheel holds what the commands need (configs, the offline demo's tiny CLIP and images, the metric, the card
-template) and no tests; installed outside the repo, the packaged demo config trains from another folder and writes
-its outputs there, never into the installed package."""
+template) and no tests; installed outside the repo, its `cocoop-hf` console script trains the packaged demo recipe from
+another folder and writes the outputs there, never into the installed package."""
 
 import json
 import os
@@ -31,13 +31,15 @@ ASSETS = [
         for path in (REPO / "cocoop_hf_training/demo/tiny-clip").iterdir()
     ),
 ]
-# Runs the packaged demo as `python -m` would, in one process that first says where the package came from.
-DEMO_RUNNER = """
-import runpy, sys
-import cocoop_hf, cocoop_hf_training
-print("PACKAGES", cocoop_hf.__file__, cocoop_hf_training.__file__, flush=True)
-module, sys.argv = sys.argv[1], sys.argv[1:]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
+# Put first on PYTHONPATH as `sitecustomize`: at exit, the process says where the two packages came from.
+PACKAGES_PROBE = """
+import atexit, sys
+
+def say_where_the_packages_came_from():
+    names = ("cocoop_hf", "cocoop_hf_training")
+    print("PACKAGES", *(sys.modules[name].__file__ for name in names if name in sys.modules), flush=True)
+
+atexit.register(say_where_the_packages_came_from)
 """
 
 
@@ -60,8 +62,8 @@ def wheel(tmp_path_factory) -> Path:
          str(root / "src")],
         cwd=root,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    assert seconds < 60, f"building the wheel took {seconds:.0f} s"
+    # A figure for the log, not a bound: the time depends on the machine and its load.
+    print(f"building the wheel took {time.perf_counter() - started:.1f} s")
     [built] = (root / "dist").glob("cocoop_hf-*.whl")
     return built
 
@@ -83,26 +85,30 @@ def test_the_wheel_holds_the_packages_and_their_assets_and_no_tests(wheel):
     assert "cocoop-hf = cocoop_hf_training.commands:main" in entry_points
 
 
-def test_the_installed_demo_config_trains_from_another_folder_into_that_folder(wheel, tmp_path):
-    site, work = tmp_path / "site", tmp_path / "work"
+def test_the_installed_command_trains_the_demo_from_another_folder_into_that_folder(wheel, tmp_path):
+    site, work, probe = tmp_path / "site", tmp_path / "work", tmp_path / "probe"
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], cwd=tmp_path)
+    # pip install --target writes the console scripts to <target>/bin.
+    script = site / "bin" / "cocoop-hf"
+    assert script.is_file() and os.access(script, os.X_OK), sorted(path.name for path in site.iterdir())
     installed = sorted(path.relative_to(site) for path in site.rglob("*") if "__pycache__" not in path.parts)
     work.mkdir()
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(PACKAGES_PROBE)
     package = site / "cocoop_hf_training"
-    command = ["cocoop_hf_training.commands", "train", "demo_tiny_cifar10"]  # `cocoop-hf train demo_tiny_cifar10`
     # One epoch on a few evaluation images: the machinery end to end, not the demo's minute.
     short = ["--num_train_epochs", "1", "--max_eval_samples", "20", "--per_device_eval_batch_size", "20"]
     env = {
         **os.environ,
-        "PYTHONPATH": str(site),  # shadows the editable install of the repo
+        "PYTHONPATH": os.pathsep.join([str(probe), str(site)]),  # site shadows the editable install of the repo
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
     }
-    result = _run([sys.executable, "-c", DEMO_RUNNER, *command, *short], cwd=work, env=env)
+    result = _run([str(script), "train", "demo_tiny_cifar10", *short], cwd=work, env=env)
     packages = next(line for line in result.stdout.splitlines() if line.startswith("PACKAGES")).split()[1:]
-    assert all(Path(path).is_relative_to(site) for path in packages), packages
+    assert len(packages) == 2 and all(Path(path).is_relative_to(site) for path in packages), packages
     outputs = work / "outputs" / "demo_tiny_cifar10"
     results = json.loads((outputs / "results.json").read_text())
     # Recorded absolute: the packaged tiny CLIP and images, wherever the command ran.
