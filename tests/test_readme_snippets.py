@@ -56,6 +56,28 @@ def marked_snippets_of(text: str) -> list[str]:
     return re.findall(rf"^{re.escape(MARKER)}[ \t]*\n```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
+def repl_paste_problems(snippet: str) -> list[str]:
+    """Lines where pasting `snippet` into the interactive `python` prompt breaks although the script runs: there a
+    top-level statement right after an indented block, with no blank line between, is a SyntaxError (Python 3.11)."""
+    problems, previous = [], ""
+    for number, line in enumerate(snippet.splitlines(), 1):
+        if line and not line[0].isspace() and previous[:1].isspace() and not line.startswith(("else", "elif", "except", "finally")):
+            problems.append(f"line {number}: {line!r} follows an indented block without a blank line")
+        previous = line
+    return problems
+
+
+def test_the_paste_check_finds_a_block_without_its_blank_line():
+    assert repl_paste_problems("with x:\n    y = 1\nz = 2\n")
+    assert not repl_paste_problems("with x:\n    y = 1\n\nz = 2\n")
+    assert not repl_paste_problems("try:\n    y = 1\nexcept E:\n    pass\n")
+
+
+@pytest.mark.parametrize("index", range(len(SNIPPETS)))
+def test_readme_snippet_can_be_pasted_into_python(index):
+    assert repl_paste_problems(SNIPPETS[index]) == []
+
+
 @pytest.mark.skipif(not SNIPPETS, reason=f"README.md has no ```python block marked with {MARKER} yet")
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
 def test_readme_snippet_runs(index, tmp_path, tmp_path_factory, monkeypatch):
