@@ -31,6 +31,7 @@ class Command:
     help_parser: str  # "module:function(prog)": the parser of its --help, light where the job's module is heavy
     takes_config: bool = False  # its first argument may be a config file or a shipped recipe's name
     has_help_all: bool = False  # its quick help leaves options out: --help-all shows the job's full help
+    may_use_the_hub: bool = True  # names models or datasets that may be Hub ids (offline at once without the Hub)
 
 
 COMMANDS = {
@@ -65,11 +66,13 @@ COMMANDS = {
         "cocoop_hf_training.generate_split",
         "Write the official split file (split_zhou_<Name>.json) of a dataset lacking one.",
         "cocoop_hf_training.generate_split:build_parser",
+        may_use_the_hub=False,
     ),
     "recipes": Command(
         "cocoop_hf_training.recipes",
         "List the shipped recipes (the published settings, an offline demo).",
         "cocoop_hf_training.recipes:build_parser",
+        may_use_the_hub=False,
     ),
 }
 
@@ -150,6 +153,12 @@ def run_command(name: str, args: list[str], prog: str = PROG) -> int:
     elif any(flag in own for flag in HELP_FLAGS):
         _build_help_parser(command, prog).print_help()
         return 0
+    if command.may_use_the_hub and "huggingface_hub" not in sys.modules:  # read at its import: only before it
+        from cocoop_hf_training.hub_reachability import work_offline_if_hub_unreachable
+
+        note = work_offline_if_hub_unreachable()
+        if note:
+            print(note, file=sys.stderr)
     from cocoop_hf_training.script_runner import run_script
 
     def job():
@@ -174,6 +183,9 @@ def run_command(name: str, args: list[str], prog: str = PROG) -> int:
 def main(argv=None) -> int:
     """`cocoop-hf COMMAND [options]`; returns the exit status (errors exit through `run_script`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == HELP_ALL:
+        print(f"error: --help-all belongs to a command: `{PROG} train --help-all` (every Trainer option too).", file=sys.stderr)
+        return 2
     if not argv or argv[0] in HELP_FLAGS:
         print(overview())
         return 0 if argv else 2
