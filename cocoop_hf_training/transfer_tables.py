@@ -11,23 +11,14 @@ from pathlib import Path
 
 from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf_training.grid import method_titles
+from cocoop_hf_training.grid_arguments import TABLE1_DATASETS
 from cocoop_hf_training.outputs import write_output
 from cocoop_hf_training.report import bar_chart, is_published_form, method_label
 
 
 SOURCE = "ImageNet"
-CROSS_DATASET_TARGETS = (
-    "Caltech101",
-    "OxfordPets",
-    "StanfordCars",
-    "OxfordFlowers",
-    "Food101",
-    "FGVCAircraft",
-    "SUN397",
-    "DescribableTextures",
-    "EuroSAT",
-    "UCF101",
-)
+# Table 2's targets: the other ten datasets of Table 1, in its order.
+CROSS_DATASET_TARGETS = tuple(name for name in TABLE1_DATASETS if name != SOURCE)
 DG_TARGETS = ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
 # CoCoOp paper (Zhou et al., CVPR 2022), Table 2: cross-dataset transfer, source ImageNet; "average" is the mean of
 # the 10 targets (the source excluded).
