@@ -30,7 +30,7 @@ def load_backbone(name_or_path, revision: str | None = None, **kwargs) -> PreTra
     shipped tiny CLIP) is refused with the way to build it with random weights named.
     """
     config = check_clip_checkpoint(name_or_path, revision=revision, **kwargs)
-    _check_folder_has_weights(name_or_path, kwargs.get("subfolder"))
+    check_folder_has_weights(name_or_path, kwargs.get("subfolder"))
     row = backbone_of(backbone_model_type(config))
     return row.model_class.from_pretrained(name_or_path, revision=revision, **kwargs)
 
@@ -62,14 +62,18 @@ def random_backbone(name_or_path, seed: int = 0, revision: str | None = None, **
         return row.model_class(config)
 
 
-def _check_folder_has_weights(name_or_path, subfolder: str | None) -> None:
-    """A local folder must hold one of the weight files `from_pretrained` reads (else transformers' OSError, which
-    does not say that the folder is a config only, nor what to do with it)."""
+def check_folder_has_weights(name_or_path, subfolder: str | None = None) -> None:
+    """
+    A local backbone folder must hold one of the weight files `from_pretrained` reads (else transformers' OSError,
+    which does not say that the folder is a config only, nor what to do with it): FileNotFoundError naming the folder
+    and the way to build it with random weights. A Hub id passes (its files are the Hub's business, seen when loaded).
+    Reads only the folder's file names: the scripts call it before they write anything.
+    """
     folder = os.path.join(os.fspath(name_or_path), subfolder or "")
     if not os.path.isdir(folder):
-        return  # a Hub id: its files are the Hub's business
+        return
     if not any(os.path.isfile(os.path.join(folder, name)) for name in _WEIGHT_FILES):
-        raise OSError(
+        raise FileNotFoundError(
             f"{name_or_path} holds a backbone config but no weights ({SAFE_WEIGHTS_NAME} or {WEIGHTS_NAME}): "
             "CoCoOpModel.from_clip(..., random_init=True) (the scripts' flag: --random_init_clip) builds it from its "
             "config with random weights; or name a folder with weights."

@@ -307,18 +307,10 @@ def main(argv=None):
     return model
 
 
-def _run_from_command_line() -> None:
-    """Refused input (ValueError / FileNotFoundError / FileExistsError / NotADirectoryError naming the culprit and the
-    flag that allows it) ends as `error: <message>`, exit 2, as argparse does; COCOOP_HF_TRACEBACK=1 shows the
-    traceback too. (`cocoop-hf convert` runs through cocoop_hf_training/script_runner.run_script instead.)"""
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
-        if os.environ.get("COCOOP_HF_TRACEBACK"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 if __name__ == "__main__":
-    _run_from_command_line()
+    # The commands' one runner (one-line errors, the offline and Ctrl-C lines), as `cocoop-hf convert` runs it. An
+    # absolute import, inside this branch: the library never imports the training package when it is imported, and
+    # save_pretrained's code copy (custom_object_save) follows relative imports only.
+    from cocoop_hf_training.script_runner import run_script
+
+    run_script(main, "python -m cocoop_hf.convert_official")

@@ -9,6 +9,7 @@ script's outputs the run is refused naming it, before anything is written: a use
 """
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers.utils import logging
@@ -30,6 +31,15 @@ from .output_records import (
 
 
 logger = logging.get_logger(__name__)
+
+# What a refusal of a previous run names first, of its (often thirty) entries: what tells a user which run it was.
+_KEY_ENTRIES = (
+    re.compile(r"^results\.json$"),
+    re.compile(r"^config\.json$"),
+    re.compile(r"^checkpoint-\d+$"),
+    re.compile(r"^(model|prompt_learner)\.safetensors$"),
+)
+_KEY_SHOWN = 3
 
 
 def _entries(folder: Path) -> dict[str, Path]:
@@ -75,8 +85,46 @@ def _check_manifest_file(folder: Path) -> None:
         )
 
 
+def _key_names(owned) -> str:
+    """A previous run's entries for a refusal: its key ones (results, config, newest checkpoint), then a count."""
+
+    def newest_first(name):  # checkpoint-20 before checkpoint-5
+        number = re.search(r"\d+$", name)
+        return (-int(number.group()) if number else 0, name)
+
+    key = []
+    for pattern in _KEY_ENTRIES:
+        key += sorted((name for name in owned if pattern.match(name)), key=newest_first)[:1]
+    key = key[:_KEY_SHOWN] or sorted(owned)[:_KEY_SHOWN]
+    more = len(owned) - len(key)
+    return ", ".join(key) + (f" and {more} more" if more else "")
+
+
+def _previous_run(folder: Path, manifest: dict, owned: set, resumable) -> str:
+    """
+    The refusal of a previous run, advising only what then works: continuing it where `resumable` (the script's own
+    finder of what a resume would start from) finds something, replacing it, or another folder.
+    """
+    finished = manifest.get("complete") is True
+    what = "a previous run, finished" if finished else "a previous run, not finished (interrupted, or still running)"
+    advice = "pass --overwrite_output_dir to replace it"
+    if not finished and resumable is not None:
+        start = resumable(folder)
+        if start is not None:
+            advice += f", --resume_from_checkpoint latest to continue it (from {Path(start).name})"
+        else:
+            what += ", with no complete checkpoint to continue from"
+    return f"--output_dir {folder} holds {what} ({_key_names(owned)}): {advice}, or choose another --output_dir."
+
+
 def survey_output_dir(
-    output_dir, overwrite: bool, resume: bool, outputs: re.Pattern, producer: str, reading=()
+    output_dir,
+    overwrite: bool,
+    resume: bool,
+    outputs: re.Pattern,
+    producer: str,
+    reading=(),
+    resumable: Callable[[Path], str | None] | None = None,
 ) -> tuple[dict | None, set, set]:
     """
     The checks of `prepare_output_dir`, changing nothing: (manifest or None, names provably the script's, names that
@@ -121,15 +169,19 @@ def survey_output_dir(
             "into it anyway (they are kept)."
         )
     if owned - set(reading) and not resume and not overwrite:
-        raise ValueError(
-            f"--output_dir {folder} holds a previous run ({shown(owned)}): pass --overwrite_output_dir to "
-            "replace it, --resume_from_checkpoint to continue it, or another --output_dir."
-        )
+        raise ValueError(_previous_run(folder, manifest, owned - set(reading), resumable))
     return manifest, owned, foreign
 
 
 def prepare_output_dir(
-    output_dir, overwrite: bool, resume: bool, outputs: re.Pattern, producer: str, reading=(), name_others=True
+    output_dir,
+    overwrite: bool,
+    resume: bool,
+    outputs: re.Pattern,
+    producer: str,
+    reading=(),
+    name_others=True,
+    resumable: Callable[[Path], str | None] | None = None,
 ) -> None:
     """
     Check --output_dir before anything is written to it and start its manifest (call on one process only).
@@ -140,9 +192,12 @@ def prepare_output_dir(
     When resuming, the run's recorded entries stay recorded and only its staging leftovers are deleted. `reading`:
     names the run reads (the checkpoint it resumes from): kept, never in the way, even when they are not the run's.
     `name_others`: log the entries that are not the script's (False where they are expected: a grid's cell folders).
+    `resumable`: for a script that resumes (--resume_from_checkpoint latest), its finder of the checkpoint a resume of
+    the folder would start from (None when there is none): the refusal of a previous run offers a resume only then.
+    A script without one is never told to resume.
     """
     folder = Path(output_dir)
-    manifest, owned, foreign = survey_output_dir(folder, overwrite, resume, outputs, producer, reading)
+    manifest, owned, foreign = survey_output_dir(folder, overwrite, resume, outputs, producer, reading, resumable)
     for name in sorted(_empty_staging(folder, _entries(folder)) - owned) if folder.is_dir() else ():
         try:
             (folder / name).rmdir()  # refuses a folder something went into since: nothing of anyone's is lost

@@ -5,8 +5,11 @@ and the fix (shown by cocoop_hf_training/script_runner.run_script as `error: <li
 exists. Anything not recognised here returns None and keeps its traceback.
 """
 
+import importlib.util
 import os
 import sys
+
+from cocoop_hf_training.hub_reachability import UNREACHABLE_MARKER
 
 
 # The `[train]` extra of pyproject.toml, by import name (what ModuleNotFoundError.name says) -> distribution name.
@@ -103,6 +106,13 @@ def hub_error_message(error: BaseException) -> str | None:
     name = repr(what) if what is not None else "a model"
     offline = (LocalEntryNotFoundError, OfflineModeIsEnabled)
     if any(isinstance(cause, offline) for cause in causes) or _raised_by_datasets_hub_lookup(error):
+        unreachable_host = os.environ.get(UNREACHABLE_MARKER)  # offline because the command found no route
+        if unreachable_host:
+            return (
+                f"cannot load {name}: the Hugging Face Hub ({unreachable_host}) cannot be reached from here and it is "
+                "not in the local Hugging Face cache; give a local folder instead, or connect to the internet so "
+                "that it can be downloaded once."
+            )
         why = "HF_HUB_OFFLINE is set" if _offline_mode() else "the Hugging Face Hub could not be reached"
         return f"cannot load {name}: {why} and it is not in the local Hugging Face cache; {_OFFLINE_FIX}."
     if any(isinstance(cause, RepositoryNotFoundError) for cause in causes):
@@ -110,8 +120,10 @@ def hub_error_message(error: BaseException) -> str | None:
             f"cannot load {name}: it is not a local folder, and the Hugging Face Hub has no model of that id (or it "
             "is private: log in with `hf auth login`). Check the spelling, or give the path of a local folder."
         )
-    if any(isinstance(cause, HFValidationError) for cause in causes) and what is not None and not os.path.exists(what):
-        return f"cannot load {name}: there is no such folder, and it is not a Hub id (namespace/name). Check the path."
+    if any(isinstance(cause, HFValidationError) for cause in causes):
+        if what is not None and not os.path.exists(what):
+            return f"cannot load {name}: there is no such folder, and it is not a Hub id (namespace/name). Check the path."
+        return str(error)  # huggingface_hub's refusal of an id it was given names that id (a ValueError of a library)
     return None
 
 
@@ -123,7 +135,8 @@ def missing_extra_message(error: ImportError, job: str = "this command") -> str 
     """
     for cause in _causes(error):
         top = (cause.name or "").split(".")[0] if isinstance(cause, ModuleNotFoundError) else ""
-        if top in TRAIN_EXTRA_MODULES:
+        # `datasets.x` missing while `datasets` is installed is a wrong version or a broken install, not the extra.
+        if top in TRAIN_EXTRA_MODULES and (cause.name == top or importlib.util.find_spec(top) is None):
             missing = TRAIN_EXTRA_MODULES[top]
             break
         if (
@@ -140,12 +153,10 @@ def missing_extra_message(error: ImportError, job: str = "this command") -> str 
 
 def file_exists_message(error: FileExistsError) -> str:
     """
-    One line for an output that already exists: the message of a refusal that names the path and its flag (the
-    converter's), as it is; an OSError of the system (`[Errno 17] File exists: 'x'`) rephrased to name the path.
+    One line for an output that already exists: the message of our own refusal (the converter's, a generated split's),
+    which names the path and what to do, as it is; an OSError of the system (`[Errno 17] File exists: 'x'`, e.g. a
+    leftover temporary folder) rephrased to name the path only, since no flag of ours would replace it.
     """
     if error.filename is None:
         return str(error)
-    return (
-        f"{error.filename} already exists and is never replaced: move it away, or choose another --output_dir "
-        "(or pass --overwrite_output_dir where the command has it)."
-    )
+    return f"{error.filename} already exists: move it away (it is never replaced), then run the command again."

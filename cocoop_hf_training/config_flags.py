@@ -1,6 +1,7 @@
 """A training script's command line: a JSON/YAML file of options first (optional), flags after it overriding it; the
 checks of the file's names, types and numbers before anything runs."""
 
+import argparse
 import dataclasses
 import math
 import sys
@@ -8,9 +9,7 @@ import sys
 from cocoop_hf_training.config_files import read_structured_file
 from cocoop_hf_training.input_paths import make_input_paths_absolute, resolve_file_paths
 from cocoop_hf_training.model_arguments import describe_value
-
-
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+from cocoop_hf_training.recipes import CONFIG_SUFFIXES
 
 
 def parse_config_and_flags(parser, argv=None) -> tuple:
@@ -43,7 +42,7 @@ def parse_config_and_flags(parser, argv=None) -> tuple:
         _check_file_value_types(parser, values, config_path)
         parser.set_defaults(**values)
     parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    make_input_paths_absolute(parsed)
+    make_input_paths_absolute(parsed, from_file=set(values) - _dests_given(parser, argv) if values else ())
     check_finite_numbers(parsed, config_path, values, argv)
     return parsed
 
@@ -109,6 +108,18 @@ def _file_names_as_dests(parser, values: dict, config_path) -> dict:
         if used:
             values[dest] = values.pop(used[0])
     return values
+
+
+def _dests_given(parser, argv) -> set:
+    """
+    The destinations the command line sets, under any spelling the parser takes (`--backbone`, `--train-file`):
+    parsed again into a namespace that already holds a marker for each, which argparse leaves where no flag replaces
+    it (it fills in only the defaults a namespace lacks).
+    """
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    given, _ = parser.parse_known_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(given).items() if value is not unset}
 
 
 def _given_flags(argv) -> set:

@@ -18,6 +18,22 @@ logger = logging.get_logger(__name__)
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
+def _check_data_file(flag: str, path: str) -> None:
+    """
+    Refuse a --train_file/--eval_file that is not a file, naming the flag and the very place looked in: a relative
+    path is relative to the current folder (one in a config file arrives made absolute against the file's folder).
+    """
+    if os.path.isfile(path):
+        return
+    looked = os.path.abspath(path)
+    where = "" if os.path.isabs(path) else f" (looked for {looked}, relative to the current folder {os.getcwd()})"
+    what = "is a folder, not a data file" if os.path.isdir(path) else "does not exist"
+    raise ValueError(
+        f"{flag} {path} {what}{where}: give the path of a {' / '.join(sorted(_DATA_FILE_BUILDERS))} file (in a "
+        f"config file `{flag[2:]}:`, relative to the config file's folder)."
+    )
+
+
 def _load_split_file(args: DataArguments, splits, backbone: str = "clip"):
     """
     Official CoOp `read_split`: lists of [relative path, label, class name]; checks every entry
@@ -137,9 +153,9 @@ def load_splits(args: DataArguments, splits, cache_dir=None, backbone: str = "cl
                         f"{args.train_split!r}: give --train_split and --eval_split different names."
                     )
                 data_files[args.eval_split] = args.eval_file
-            for path in data_files.values():
-                if not os.path.isfile(path):
-                    raise ValueError(f"data file {path} does not exist.")
+            for flag, path in (("--train_file", args.train_file), ("--eval_file", args.eval_file)):
+                if path:
+                    _check_data_file(flag, path)
             suffixes = {Path(path).suffix for path in data_files.values()}
             if len(suffixes) != 1 or next(iter(suffixes)) not in _DATA_FILE_BUILDERS:
                 raise ValueError(

@@ -3,14 +3,13 @@ r"""
 Evaluate one model on several datasets' class sets: cross-dataset transfer (e.g. ImageNet -> Caltech101, ...) and
 domain generalisation (ImageNet -> ImageNet-V2 / -Sketch / -A / -R, each with its own class list). Works for a
 trained CoCoOp/CoOp folder (--model_name_or_path) and for the zero-shot backbone (--method zeroshot): with
---prompt_template, or on SigLIP / SigLIP 2 with the backbone's own template ("This is a photo of {}.", as run_cocoop.py
-scores it), the plain backbone scores `template.format(class name)`; on the CLIP family without one, the CoOp-packaged
-zero-shot model of the --ctx_init words ("a photo of a {}.").
+--prompt_template, or on SigLIP / SigLIP 2 with the backbone's own template ("This is a photo of {}.", as
+`cocoop-hf train` scores it), the plain backbone scores `template.format(class name)`; on the CLIP family without one,
+the CoOp-packaged zero-shot model of the --ctx_init words ("a photo of a {}.").
 
-    python cocoop_hf_training/evaluate_transfer.py --model_name_or_path out/cocoop_imagenet --targets targets.yaml \
-        --output_dir out/transfer
+    cocoop-hf evaluate --model_name_or_path out/cocoop_imagenet --targets targets.yaml --output_dir out/transfer
 
-targets.yaml lists the target datasets with the data options of run_cocoop.py, e.g.
+targets.yaml lists the target datasets with the data options of `cocoop-hf train`, e.g.
 
     targets:
       - {dataset_display_name: imagenet-a, dataset_name: <hub id>, eval_split: test, class_names_file: a.txt}
@@ -19,7 +18,7 @@ targets.yaml lists the target datasets with the data options of run_cocoop.py, e
 Each target is evaluated on all its classes, or with `protocol: base_to_new` on its base and new halves (the
 official split of the sorted labels) with their harmonic mean H; the image features of a target are computed once.
 Writes results.json, results.md and results.png (accuracy per target) into --output_dir, recorded in its
-output_manifest.json as run_cocoop.py records its outputs: --overwrite_output_dir replaces this script's earlier
+output_manifest.json as `cocoop-hf train` records its outputs: --overwrite_output_dir replaces this script's earlier
 results there, never a file of the same name it did not write.
 """
 

@@ -9,9 +9,9 @@ tests/test_grid_arguments.py.
 """
 
 import argparse
-import os
 import textwrap
-from pathlib import Path
+
+from cocoop_hf_training.input_paths import LOCAL_INPUTS, LOCAL_OR_HUB_INPUTS, local_path_absolute
 
 
 # The datasets of Table 1 in catalogue order (run_benchmark.BASE_TO_NEW, computed from the catalogue, must equal this).
@@ -32,20 +32,18 @@ TABLE1_DATASETS = (
 BENCHMARK_METHODS = ("zeroshot", "coop", "cocoop", "kgcoop")
 TRANSFER_METHODS = ("zeroshot", "coop", "cocoop")
 
-# run_cocoop flags whose value may be a local path: recorded absolute in the cells' commands (grid_cells.json), so the
-# same grid started from another folder finds the same files and is recognised as the same grid.
-PATH_FLAGS = (
-    "--clip_model_name_or_path",
-    "--backbone",
-    "--model_name_or_path",
-    "--train_file",
-    "--eval_file",
-    "--fewshot_file",
-    "--split_file",
-    "--image_root",
-)
+
+def _spellings(*names: str) -> tuple[str, ...]:
+    """The flags run_cocoop's parser takes for `names`: `--name`, and HfArgumentParser's dashed `--name-with-dashes`."""
+    return tuple(dict.fromkeys(f"--{spelling}" for name in names for spelling in (name, name.replace("_", "-"))))
+
+
+# run_cocoop flags whose value may be a local path (input_paths' one list of them, under every spelling): recorded
+# absolute in the cells' commands (grid_cells.json), so the same grid started from another folder finds the same files
+# and is recognised as the same grid.
+PATH_FLAGS = _spellings(*LOCAL_INPUTS, *LOCAL_OR_HUB_INPUTS)
 # The run_cocoop names of the option the grid's --backbone stands for (one refused after '--' when it is given).
-BACKBONE_FLAGS = ("--clip_model_name_or_path", "--backbone")
+BACKBONE_FLAGS = _spellings("clip_model_name_or_path", "backbone")
 
 RUN_COCOOP_FLAGS_NOTE = textwrap.fill(
     "Flags after `--` go to every cell's run (`cocoop-hf train --help` lists them); local paths among them are "
@@ -144,8 +142,9 @@ def _given(extra: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def absolute_path_flags(extra: list[str]) -> list[str]:
-    """`extra` with the value of each PATH_FLAGS flag (`--flag VALUE` or `--flag=VALUE`) that names an existing local
-    path made absolute; Hub ids and other values are kept as given."""
+    """`extra` with the value of each PATH_FLAGS flag (`--flag VALUE` or `--flag=VALUE`; run_cocoop takes no
+    abbreviation) recorded as input_paths records a flag's value: `~` expanded, absolute where it names an existing
+    local path; Hub ids and other values are kept as given."""
     result = list(extra)
     for index, argument in enumerate(result):
         name = _flag_name(argument)
@@ -159,7 +158,7 @@ def absolute_path_flags(extra: list[str]) -> list[str]:
 
 
 def _absolute(value: str) -> str:
-    return str(Path(value).resolve()) if value and os.path.exists(value) else value
+    return local_path_absolute(value) if value else value
 
 
 def cell_flags(args: argparse.Namespace) -> list[str]:

@@ -5,7 +5,9 @@ A relative path in a config file (or a --targets file) is relative to that file'
 any folder, the shipped ones from the installed package too; a relative path given as a flag is relative to the
 current folder, as on any command line. After parsing, an input path that names an existing local file or folder is
 made absolute, so that what a run records (results.json, the settings a resume compares, the model card) does not
-depend on the folder it ran from.
+depend on the folder it ran from. Recorded, not resolved: `~` is expanded and `.`/`..` are normalised, but links are
+kept (a Hugging Face cache file `snapshots/<sha>/train.parquet` is a link to an extension-less blob, and its name is
+what says the file's format).
 
 Outputs (`output_dir`, `logging_dir`, `resume_from_checkpoint`, which lies in an output folder, and `cache_dir`) stay
 relative to the current folder, in a config file too: a shipped recipe must never write into the installed package.
@@ -46,12 +48,18 @@ def resolve_file_paths(values: dict, file_path, where: str, known=None) -> dict:
     for name, value in values.items():
         if name not in LOCAL_INPUTS + LOCAL_OR_HUB_INPUTS or (known is not None and name not in known):
             continue
-        if not isinstance(value, str) or not value or os.path.isabs(value) or value.startswith("~"):
+        if not isinstance(value, str) or not value:
+            continue
+        if value.startswith("~"):
+            # `~` is the user's home in a file as on a command line (no shell expands it in a file).
+            value = os.path.expanduser(value)
+            resolved[name] = value
+        if os.path.isabs(value):
             continue
         # os.path.exists, not Path.exists: a name too long for the file system is "not there", not an OSError.
         beside, here = os.path.join(folder, value), os.path.join(os.getcwd(), value)
         if os.path.exists(beside):
-            resolved[name] = str(Path(beside).resolve())
+            resolved[name] = os.path.abspath(beside)
             continue
         shown = f"`{name}: {_describe(value)}`"
         if os.path.exists(here) and (name in LOCAL_INPUTS or not _can_be_hub_id(value)):
@@ -71,18 +79,31 @@ def resolve_file_paths(values: dict, file_path, where: str, known=None) -> dict:
     return resolved
 
 
-def make_input_paths_absolute(parsed) -> None:
+def make_input_paths_absolute(parsed, from_file=()) -> None:
     """
     Each input path of the parsed argument dataclasses that names an existing local file or folder, made absolute
     (in place): the recorded runs and cards then name it whatever the current folder. A Hub id, or a path that does
-    not exist (refused by the check that reads it, in its own words), is left as given.
+    not exist (refused by the check that reads it, in its own words), is left as given; `~` is expanded either way.
+    `from_file`: the names whose value came from a config file (no flag gave them), left as `resolve_file_paths` made
+    them: a Hub id kept there is not rebound to a folder of the same name that happens to be in the current folder.
     """
     for arguments in parsed:
         for name in LOCAL_INPUTS + LOCAL_OR_HUB_INPUTS:
             value = getattr(arguments, name, None)
-            # os.path.exists: False for a name the file system refuses (too long, NUL), which its reader reports.
-            if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value):
-                setattr(arguments, name, str(Path(value).resolve()))
+            if name in from_file or not isinstance(value, str) or not value:
+                continue
+            setattr(arguments, name, local_path_absolute(value))
+
+
+def local_path_absolute(value: str) -> str:
+    """
+    `value` (an input path, or a Hub id, given relative to the current folder) as it is recorded: `~` expanded, and
+    absolute where it names an existing local file or folder. Links are not followed: the name is kept (a Hugging Face
+    cache file is a link to a blob without an extension).
+    """
+    expanded = os.path.expanduser(value) if value.startswith("~") else value
+    # os.path.exists: False for a name the file system refuses (too long, NUL), which its reader reports.
+    return os.path.abspath(expanded) if os.path.exists(expanded) else expanded
 
 
 def _can_be_hub_id(value: str) -> bool:

@@ -1,8 +1,8 @@
 """
 What a rerun does after Ctrl-C, said in one line (cocoop_hf_training/script_runner.run_script prints it as
-`interrupted: <line>`, exit status 130): the training phase of run_cocoop and the grid loop each wrap their long part
-in `rerun_note(describe, *args)`, and a KeyboardInterrupt inside becomes `RunInterrupted` carrying `describe(*args)`,
-computed at that moment by the very functions a rerun uses to decide where it starts (no state kept outside the call).
+`interrupted: <line>`, exit status 130): the phases of run_cocoop that follow the check of --output_dir and the grid
+loop each wrap their part in `rerun_note(describe, *args)`, and a KeyboardInterrupt inside becomes `RunInterrupted`
+carrying `describe(*args)`, computed at that moment by the very functions a rerun uses to decide where it starts (no state kept outside the call).
 """
 
 import contextlib
@@ -52,6 +52,38 @@ def training_rerun_note(output_dir, resume_from_checkpoint, save_strategy) -> st
         f"{checkpoint} is saved; run the same command with --resume_from_checkpoint latest ({how}) to resume from "
         f"{checkpoint}"
     )
+
+
+def run_rerun_note(phase: str, output_dir, resume_from_checkpoint, save_strategy, do_train: bool, model_saved: bool):
+    """
+    What a rerun of run_cocoop interrupted in `phase` (any phase after --output_dir was checked: the image selection,
+    the model's build, saving, evaluation, the report) must pass, from what --output_dir holds then: a checkpoint, the
+    saved model (`model_saved`: the phase came after save_model), only this run's first files, or nothing yet.
+    """
+    from pathlib import Path
+
+    from cocoop_hf_training.checkpoints import latest_checkpoint  # torch: only once interrupted
+    from cocoop_hf_training.outputs import MANIFEST_NAME
+
+    stopped = f"stopped while {phase}"
+    if do_train and latest_checkpoint(output_dir) is not None:
+        return f"{stopped}; {training_rerun_note(output_dir, resume_from_checkpoint, save_strategy)}"
+    folder = Path(output_dir)
+    # Every entry is this run's: --output_dir was refused before if it held anything else (check_output_dir).
+    written = (
+        sorted(entry.name for entry in folder.iterdir() if entry.name != MANIFEST_NAME) if folder.is_dir() else []
+    )
+    if not written:
+        return f"{stopped}, before writing anything into {output_dir}; run the same command again"
+    again = "run the same command with --overwrite_output_dir to start again"
+    if do_train and model_saved:
+        return (
+            f"{stopped}; the trained model is saved in {output_dir}: to evaluate it without training again, run the "
+            f"same command with --model_name_or_path {output_dir} --do_train false --output_dir <a new folder>; or "
+            f"{again}"
+        )
+    shown = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    return f"{stopped}; {output_dir} holds this run's first files ({shown}): {again}"
 
 
 def grid_rerun_note(cell, index: int, total: int, finished: int, next_step) -> str:

@@ -75,9 +75,11 @@ def prepare_output_dir(
     producer="run_cocoop",
     reading=(),
     name_others=True,
+    resumable=None,
 ) -> None:
-    """cocoop_hf.output_folder.prepare_output_dir, for run_cocoop.py's outputs unless told otherwise."""
-    _prepare_output_dir(output_dir, overwrite, resume, outputs, producer, reading, name_others)
+    """cocoop_hf.output_folder.prepare_output_dir, for run_cocoop.py's outputs unless told otherwise; `resumable`
+    (output_dir -> the checkpoint a resume would continue from, or None) lets a refusal offer the resume."""
+    _prepare_output_dir(output_dir, overwrite, resume, outputs, producer, reading, name_others, resumable)
 
 
 def check_separate_folders(output_dir, sources: dict) -> None:

@@ -1,6 +1,7 @@
 """
-The quick `--help` of `cocoop-hf train` and `cocoop-hf evaluate`: the project's own options first, grouped (model,
-data, run), with their help and defaults, then one paragraph on the most used Trainer options. Built from the option
+The quick `--help` of `cocoop-hf train` and `cocoop-hf evaluate`, one layout for both: a short usage line, the
+project's own options grouped (train: model, data, run; evaluate: model, evaluation) with their help and defaults, then
+how a config file is read and, for train, one paragraph on the most used Trainer options. Built from the option
 dataclasses in light modules (no torch, no model package), so it answers in about a second; `--help-all` is the full
 parser of run_cocoop with every Trainer option.
 """
@@ -14,7 +15,7 @@ from cocoop_hf_training.commands import HELP_ALL, module_docstring
 from cocoop_hf_training.data_arguments import DataArguments
 from cocoop_hf_training.model_arguments import ModelArguments
 from cocoop_hf_training.run_options import RECIPE_DEFAULTS, RunArguments
-from cocoop_hf_training.transfer_arguments import build_evaluate_parser
+from cocoop_hf_training.transfer_arguments import TransferArguments
 
 
 # The Trainer options (transformers.TrainingArguments) a run most often sets, named in the quick help; the others are
@@ -63,6 +64,29 @@ def _group(arguments: type, title: str) -> type:
     return type(arguments.__name__, (arguments,), {"_argument_group_name": title, "__doc__": arguments.__doc__})
 
 
+# How a config file's paths resolve (cocoop_hf_training/config_flags.py), said wherever a command takes one.
+CONFIG_PATHS = (
+    "Relative input paths inside the file are read from the file's folder; output_dir is relative to the folder you "
+    "run from; flags are relative to the current folder."
+)
+USAGE = "%(prog)s [CONFIG] [--option VALUE ...]"
+
+
+def _quick_parser(groups, prog: str | None, description: str, epilog: str) -> HfArgumentParser:
+    """
+    The layout of every quick help: the short usage line, the description, the options under one heading per
+    (dataclass, title) of `groups`, the epilog. Only its help is used: the command parses with its own parser.
+    """
+    return HfArgumentParser(
+        tuple(_group(arguments, title) for arguments, title in groups),
+        prog=prog,
+        usage=USAGE,
+        description=description,
+        epilog=epilog,
+        formatter_class=HelpFormatter,
+    )
+
+
 def _trainer_paragraph(width: int = 100) -> str:
     def named(option: str) -> str:
         default = RECIPE_DEFAULTS.get(option)
@@ -71,27 +95,27 @@ def _trainer_paragraph(width: int = 100) -> str:
     listed = [named(option) for option in TRAINER_OPTIONS if option not in ("fp16", "bf16", "report_to")]
     text = (
         "Trainer options: every option of transformers' TrainingArguments is accepted as well (in a config file "
-        f"too). The most used: {', '.join(listed)}, --fp16 / --bf16 and {named('report_to')}; in brackets the "
+        f"too). The most used: {', '.join(listed)}, --fp16 / --bf16 and {named('report_to')}; in parentheses the "
         f"recipe default this command starts from. `{HELP_ALL}` lists every option, Trainer's included (slower: it "
         "loads torch)."
     )
     config = (
         "CONFIG: a JSON/YAML file of these options (flags after it override it), or the name of a shipped recipe: "
-        "`cocoop-hf recipes` lists them (e.g. `cocoop-hf train demo_tiny_cifar10`, a one-minute offline demo)."
+        "`cocoop-hf recipes` lists them (e.g. `cocoop-hf train demo_tiny_cifar10`, a one-minute offline demo). "
+        + CONFIG_PATHS
     )
     return "\n\n".join(textwrap.fill(paragraph, width) for paragraph in (config, text))
 
 
 def train_help_parser(prog: str | None = None) -> HfArgumentParser:
     """A parser whose help is the quick help of `cocoop-hf train` (it is never used to parse a run: run_arguments is)."""
-    parser = HfArgumentParser(
+    parser = _quick_parser(
         (
-            _group(ModelArguments, "model options (which backbone, which method, which prompt)"),
-            _group(DataArguments, "data options (which images, which protocol)"),
-            _group(RunArguments, "run options (the script's own, besides Trainer's)"),
+            (ModelArguments, "model options (which backbone, which method, which prompt)"),
+            (DataArguments, "data options (which images, which protocol)"),
+            (RunArguments, "run options (the script's own, besides Trainer's)"),
         ),
-        prog=prog,
-        usage="%(prog)s [CONFIG] [--option VALUE ...]",
+        prog,
         description=textwrap.fill(
             "Train and evaluate CoCoOp / CoOp / KgCoOp, or score a backbone zero-shot, with the paper's protocol "
             "(base-to-new by default) on Hugging Face Trainer; writes results.json, results.md, results.png and a "
@@ -99,14 +123,21 @@ def train_help_parser(prog: str | None = None) -> HfArgumentParser:
             100,
         ),
         epilog=_trainer_paragraph(),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument(HELP_ALL, action="store_true", help="Show every option, Trainer's included, and exit.")
     return parser
 
 
 def evaluate_help_parser(prog: str | None = None) -> HfArgumentParser:
-    """evaluate_transfer's own parser (it has no Trainer options: its help is short as it is)."""
-    return build_evaluate_parser(
-        module_docstring("cocoop_hf_training.evaluate_transfer"), prog=prog, formatter_class=HelpFormatter
+    """The quick help of `cocoop-hf evaluate`, laid out as train's (its options are all here: it has no Trainer's)."""
+    return _quick_parser(
+        (
+            (ModelArguments, "model options (which trained model, or which backbone zero-shot)"),
+            (TransferArguments, "evaluation options (which targets, where the results go, which device)"),
+        ),
+        prog,
+        description=module_docstring("cocoop_hf_training.evaluate_transfer"),
+        epilog=textwrap.fill(
+            "CONFIG: a JSON/YAML file of these options (flags after it override it). " + CONFIG_PATHS, 100
+        ),
     )

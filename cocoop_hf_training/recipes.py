@@ -1,16 +1,25 @@
 """
 The recipes shipped with the package (`cocoop_hf_training/configs/*.yaml`): `cocoop-hf recipes` lists them, and a
-config argument that is not a file but names one (`cocoop-hf train demo_tiny_cifar10`, with or without `.yaml`) means
-that file. A real file of that name in the current folder wins; a name that is neither is refused, naming the recipes.
+config argument that is not a config file but names one (`cocoop-hf train demo_tiny_cifar10`, with or without `.yaml`)
+means that file. A config file (an existing file named .yaml/.yml/.json) of that name in the current folder wins; a
+folder or other file of a recipe's name does not (the recipe is run, said at INFO); a name that is neither a config file
+nor a recipe is refused, naming the recipes.
 """
 
 import argparse
 import os
 from pathlib import Path
 
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RECIPE_SUFFIX = ".yaml"
+# The names a config file may have (JSON or YAML); here, not in config_flags, so that `cocoop-hf recipes` need not load
+# the model package config_flags imports.
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def shipped_recipes() -> dict[str, Path]:
@@ -20,18 +29,31 @@ def shipped_recipes() -> dict[str, Path]:
 
 def resolve_config(argument: str) -> str:
     """
-    The config file a command's first argument means: the argument itself when it names an existing path (a user's
-    file wins over a recipe of the same name), else the shipped recipe it names. Neither: ValueError naming both.
+    The config file a command's first argument means: the argument itself when it is a config file (an existing file
+    whose name ends with .yaml/.yml/.json: a user's file wins over a recipe of the same name), else the shipped recipe
+    it names, also where a folder or another file of that name is in the current folder (an output folder named after
+    the recipe is common; said at INFO). Neither: ValueError naming what it is and the recipes.
     """
-    if os.path.exists(argument):
+    if argument.endswith(CONFIG_SUFFIXES) and os.path.isfile(argument):
         return argument
     recipes = shipped_recipes()
     name = argument[: -len(RECIPE_SUFFIX)] if argument.endswith(RECIPE_SUFFIX) else argument
     if name in recipes:
+        if os.path.exists(argument):
+            logger.info(
+                f"{argument} names both {os.path.abspath(argument)}, which is not a config file (a folder, or a file "
+                f"not named {'/'.join(CONFIG_SUFFIXES)}), and the shipped recipe {recipes[name]}: running the recipe."
+            )
         return str(recipes[name])
+    if os.path.isdir(argument):
+        what = "a folder, not a config file"
+    elif os.path.exists(argument):
+        what = f"not a config file (a config file's name ends with {'/'.join(CONFIG_SUFFIXES)})"
+    else:
+        what = "neither a file nor a shipped recipe"
     raise ValueError(
-        f"config {argument} is neither a file nor a shipped recipe: give the path of a JSON/YAML config file, or one "
-        f"of the shipped recipes ({', '.join(recipes)}); `cocoop-hf recipes` says what each is."
+        f"config {argument} is {what}: give the path of a JSON/YAML config file, or one of the shipped recipes "
+        f"({', '.join(recipes)}); `cocoop-hf recipes` says what each is."
     )
 
 

@@ -2,7 +2,7 @@
 
 Aggregate several runs (seeds, methods, datasets) into one table and chart:
 
-    python cocoop_hf_training/report.py out/cocoop_seed1 out/cocoop_seed2 out/coop_seed1 --output_dir out/summary
+    python -m cocoop_hf_training.report out/cocoop_seed1 out/cocoop_seed2 out/coop_seed1 --output_dir out/summary
 """
 
 import argparse

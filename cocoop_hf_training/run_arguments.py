@@ -1,15 +1,16 @@
-"""The command line of `cocoop_hf_training/run_cocoop.py` (`cocoop-hf train`): the parsing of flags (or a JSON/YAML file with
-flags overriding it) with the checks that need several of them. The script's own options and the recipe's defaults
-live in run_options (light, for the quick `--help`) and are re-exported here."""
+"""The command line of `cocoop-hf train` (run_cocoop): the parsing of flags (or a JSON/YAML file with flags overriding
+it; each option under its exact names, no abbreviation) with the checks that need several of them. The script's own
+options and the recipe's defaults live in run_options (light, for the quick `--help`) and are re-exported here."""
 
 import argparse
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 from transformers.utils import logging
 
 from cocoop_hf_training.class_split import warn_if_training_split_is_evaluated
 from cocoop_hf_training.cli import ModelArguments, parse_config_and_flags
 from cocoop_hf_training.data_arguments import DataArguments
+from cocoop_hf_training.exact_option_parser import ExactOptionParser
 from cocoop_hf_training.run_options import RECIPE_DEFAULTS as RECIPE_DEFAULTS
 from cocoop_hf_training.run_options import RunArguments as RunArguments
 
@@ -20,7 +21,7 @@ logger = logging.get_logger(__name__)
 def parse_args(argv=None, description: str | None = None):
     """(model, data, training, run) arguments from flags, or from a JSON/YAML file first and flags overriding it;
     `description`: the script's help text."""
-    parser = HfArgumentParser(
+    parser = ExactOptionParser(
         (ModelArguments, DataArguments, TrainingArguments, RunArguments),
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,

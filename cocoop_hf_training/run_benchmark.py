@@ -2,13 +2,13 @@
 r"""
 The whole base-to-new grid, datasets x methods x seeds, with one command, and the CoCoOp paper's Table 1 from it.
 
-    python cocoop_hf_training/run_benchmark.py --benchmark all --data_root DATA --output_dir out/table1
-    python cocoop_hf_training/run_benchmark.py --benchmark eurosat dtd --data_root DATA --method cocoop --seeds 1 2 3 \
+    cocoop-hf benchmark --benchmark all --data_root DATA --output_dir out/table1
+    cocoop-hf benchmark --benchmark eurosat dtd --data_root DATA --method cocoop --seeds 1 2 3 \
         --output_dir out/table1 -- --per_device_eval_batch_size 50
 
-Each cell is one `cocoop_hf_training/run_cocoop.py` run with the published recipe of its method (CoCoOp, CoOp, KgCoOp,
-zero-shot CLIP), written to `<output_dir>/<dataset>/<method>/seed<S>`; flags after `--` go to every run. The cells run
-one after another in this process (run_cocoop keeps no state between runs: its logging setup is idempotent, Trainer
+Each cell is one `cocoop-hf train` run with the published recipe of its method (CoCoOp, CoOp, KgCoOp, zero-shot
+CLIP), written to `<output_dir>/<dataset>/<method>/seed<S>`; flags after `--` go to every run. The cells run
+one after another in this process (the training keeps no state between runs: its logging setup is idempotent, Trainer
 seeds itself, the model is rebuilt). A cell whose folder holds a finished run of that same cell is skipped; an
 interrupted one resumes from its newest complete checkpoint, or starts again when it has none. Zero-shot CLIP involves
 no random draw (no training, all test images, the class split is fixed), so it runs once per dataset, with the first

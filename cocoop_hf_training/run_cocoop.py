@@ -3,13 +3,14 @@ r"""
 Train and evaluate CoCoOp / CoOp / KgCoOp / zero-shot with the paper's protocol on Hugging Face Trainer + datasets,
 on a CLIP, MetaCLIP 2, SigLIP or SigLIP 2 backbone (--backbone, or --clip_model_name_or_path).
 
-    python cocoop_hf_training/run_cocoop.py cocoop_hf_training/configs/cocoop_vit_b16_c4_ep10_batch1_ctxv1.yaml \
-        --dataset_name <hub id or local folder> --output_dir out/cocoop --seed 1 [--backbone google/siglip-base-patch16-224]
+    cocoop-hf train cocoop_vit_b16_c4_ep10_batch1_ctxv1 --dataset_name <hub id or local folder> \
+        --output_dir out/cocoop --seed 1 [--backbone google/siglip-base-patch16-224]
 
-A JSON/YAML file may stand first in place of flags; flags after it override it. Base-to-new (default): few-shot
-training on the base half of the classes, then accuracy and macro-F1 on the base and the new classes, and
-H = 2BN/(B+N). Writes results.json, results.md, results.png and README.md (model card) into --output_dir.
-Distributed: `torchrun --nproc_per_node N cocoop_hf_training/run_cocoop.py ...` (or `accelerate launch`).
+A JSON/YAML file, or the name of a shipped recipe (`cocoop-hf recipes`), may stand first in place of flags; flags
+after it override it. Base-to-new (default): few-shot training on the base half of the classes, then accuracy and
+macro-F1 on the base and the new classes, and H = 2BN/(B+N). Writes results.json, results.md, results.png and
+README.md (model card) into --output_dir.
+Distributed: `torchrun --nproc_per_node N -m cocoop_hf_training.run_cocoop ...` (or `accelerate launch -m`).
 
 `main` reads as the run's story, one named phase each: start_run (arguments and method options, resolved once),
 load_data, check_before_writing, select_images, build_run_model, train, save_model, evaluate, report.
@@ -26,9 +27,15 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from cocoop_hf.backbone_loading_cocoop import check_folder_has_weights
 from cocoop_hf.backbones_cocoop import backbone_of
 from cocoop_hf_training import cli, interruptions, outputs, write_errors
-from cocoop_hf_training.checkpoints import check_checkpoint_settings, resolve_resume_checkpoint, resume_requested
+from cocoop_hf_training.checkpoints import (
+    check_checkpoint_settings,
+    latest_checkpoint,
+    resolve_resume_checkpoint,
+    resume_requested,
+)
 from cocoop_hf_training.class_split import class_coverage, class_names_per_task, protocol_relabels, select_labels
 from cocoop_hf_training.cli import ModelArguments as ModelArguments
 from cocoop_hf_training.cli import run_script
@@ -38,6 +45,7 @@ from cocoop_hf_training.device_settings import fit_training_arguments
 from cocoop_hf_training.divergence import check_checkpoint_optimizer, check_trained_prompt_learner
 from cocoop_hf_training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
 from cocoop_hf_training.fewshot import dataset_identity, few_shot_indices, official_fewshot_rows, record_training_items
+from cocoop_hf_training.hub_upload import push_folder_to_hub as push_folder_to_hub
 from cocoop_hf_training.image_transforms import ImageTransform, build_transforms, drop_or_raise_corrupt
 from cocoop_hf_training.modeling_setup import (
     backbone_type,
@@ -46,7 +54,7 @@ from cocoop_hf_training.modeling_setup import (
     has_random_weights,
     load_image_processor,
 )
-from cocoop_hf_training.outputs import MANIFEST_NAME, finish_output_dir, prepare_output_dir
+from cocoop_hf_training.outputs import finish_output_dir, prepare_output_dir
 from cocoop_hf_training.report import (
     CARD_NAME,
     aggregate,
@@ -129,7 +137,13 @@ def check_output_dir(training_args, run_args, model_args=None) -> None:
     # One process checks and cleans the folder; the others wait for it (the Trainer writes from process 0 too).
     with training_args.main_process_first(local=training_args.save_on_each_node, desc="checking --output_dir"):
         if training_args.should_save:
-            prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume, reading=reading)
+            prepare_output_dir(
+                training_args.output_dir,
+                run_args.overwrite_output_dir,
+                resume,
+                reading=reading,
+                resumable=latest_checkpoint,  # the function --resume_from_checkpoint latest uses: advice that works
+            )
             # Recorded before Trainer writes into it: an interrupted run's logs are its own, not the user's.
             outputs.start_log_folders(training_args.output_dir, trainer_log_entries(training_args))
 
@@ -142,26 +156,6 @@ def trainer_log_entries(training_args) -> list[str]:
     if "tensorboard" in report_to and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
         return ["runs"]
     return []
-
-
-# ---------------------------------------------------------------------------------------------- hub
-
-
-def push_folder_to_hub(folder, training_args, commit_message: str) -> str:
-    """Upload model, processor, code files, results and card (never checkpoints) with one commit; returns repo id."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    folder = Path(folder)
-    api = HfApi(token=training_args.hub_token)
-    repo_id = training_args.hub_model_id or folder.resolve().name
-    repo_id = api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True).repo_id
-    operations = [
-        CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
-        for path in sorted(folder.iterdir())
-        if path.is_file() and path.name not in ("training_args.bin", MANIFEST_NAME)  # local bookkeeping
-    ]
-    api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
-    return repo_id
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -183,19 +177,33 @@ def main(argv=None, callbacks=None) -> dict:
     run = start_run(argv)
     data = load_data(run)
     check_before_writing(run, data)  # after every check above: a refused run leaves --output_dir untouched
-    select_images(run, data)
-    model = build_run_model(run, data)
+    # From here on --output_dir fills up: Ctrl-C in any phase says what a rerun must pass (training: its own note).
+    with stopped_in(run, "selecting the images"):
+        select_images(run, data)
+    with stopped_in(run, "building the model"):
+        model = build_run_model(run, data)
     trainer, epoch_evaluation = train(run, data, model, callbacks)
-    model = save_model(run, data, trainer)
-    evaluation = evaluate(run, data, trainer, model, epoch_evaluation)
+    with stopped_in(run, "saving the model"):
+        model = save_model(run, data, trainer)
+    saved = not run.method.is_zero_shot_template  # zero-shot CLIP + a template saves no model
+    with stopped_in(run, "evaluating", model_saved=saved):
+        evaluation = evaluate(run, data, trainer, model, epoch_evaluation)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return {}
-    content = report(run, data, model, evaluation, epoch_evaluation, trainer_log_entries(run.training_args))
+    with stopped_in(run, "writing the results", model_saved=saved):
+        content = report(run, data, model, evaluation, epoch_evaluation, trainer_log_entries(run.training_args))
     output_dir = Path(run.training_args.output_dir).resolve()
     table = f" (results table: {output_dir / 'results.md'})" if evaluation else ""
     logger.info("Done: the outputs are in %s%s.", output_dir, table)
     return content
+
+
+def stopped_in(run: Run, phase: str, model_saved: bool = False):
+    """Ctrl-C in `phase` becomes one line saying what a rerun must pass (interruptions.run_rerun_note)."""
+    args = run.training_args
+    state = (args.output_dir, args.resume_from_checkpoint, args.save_strategy, args.do_train, model_saved)
+    return interruptions.rerun_note(interruptions.run_rerun_note, phase, *state)
 
 
 def start_run(argv) -> Run:
@@ -203,6 +211,9 @@ def start_run(argv) -> Run:
     before any file or model; logging set up."""
     model_args, data_args, training_args, run_args = parse_args(argv)
     method = resolve_run_method(model_args, data_args, training_args, run_args)
+    if not model_args.model_name_or_path and not model_args.random_init_clip:
+        # A config-only folder (the shipped tiny CLIP) refused now, not after the few-shot draw has been written.
+        check_folder_has_weights(model_args.clip_model_name_or_path)
     setup_logging(training_args)
     fit_training_arguments(training_args)  # workers <= cores, no fp16 on CPU: said once, recorded as run
     run = Run(model_args, data_args, training_args, run_args, method, push_to_hub=training_args.push_to_hub)

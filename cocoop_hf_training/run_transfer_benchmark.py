@@ -2,23 +2,22 @@
 r"""
 Cross-dataset transfer and domain generalisation (the CoCoOp paper's Tables 2 and 3) with one command.
 
-    python cocoop_hf_training/run_transfer_benchmark.py --data_root DATA --output_dir out/transfer
-    python cocoop_hf_training/run_transfer_benchmark.py --data_root DATA --output_dir out/transfer --method cocoop \
+    cocoop-hf transfer-benchmark --data_root DATA --output_dir out/transfer
+    cocoop-hf transfer-benchmark --data_root DATA --output_dir out/transfer --method cocoop \
         --targets eurosat imagenet-a --seeds 1 -- --per_device_eval_batch_size 50
 
 As the official scripts/cocoop/xd_train.sh and xd_test.sh: CoOp and CoCoOp are trained on ImageNet (all 1,000
 classes, 16 shots, seeds 1 2 3; CoCoOp vit_b16_c4_ep10_batch1_ctxv1, CoOp the ImageNet recipe of
-cocoop_hf_training/run_benchmark.py, vit_b16_ep50_ctxv1), then each trained model is evaluated with the same seed and precision
-on all classes of the 10 other datasets (Table 2) and of ImageNet-V2/-Sketch/-A/-R (Table 3). Zero-shot CLIP (official template per
-dataset) is scored once on ImageNet and every target.
+`cocoop-hf benchmark`, vit_b16_ep50_ctxv1), then each trained model is evaluated with the same seed and precision on
+all classes of the 10 other datasets (Table 2) and of ImageNet-V2/-Sketch/-A/-R (Table 3). Zero-shot CLIP (official
+template per dataset) is scored once on ImageNet and every target.
 
 Cells, each in its own folder under --output_dir:
-- `ImageNet/<method>/seed<S>`: cocoop_hf_training/run_cocoop.py on ImageNet with --protocol all (its test accuracy is the
-  source column);
-- `<Target>/<method>/seed<S>`: cocoop_hf_training/evaluate_transfer.py of that model on the target's test split;
-- `<Dataset>/zeroshot/seed<S>`: cocoop_hf_training/run_cocoop.py --method zeroshot on the dataset (first seed only: nothing
-  random).
-Flags after `--` go to every run_cocoop run; those evaluate_transfer knows (batch size, workers, CPU, precision, CLIP
+- `ImageNet/<method>/seed<S>`: `cocoop-hf train` on ImageNet with --protocol all (its test accuracy is the source
+  column);
+- `<Target>/<method>/seed<S>`: `cocoop-hf evaluate` of that model on the target's test split;
+- `<Dataset>/zeroshot/seed<S>`: `cocoop-hf train --method zeroshot` on the dataset (first seed only: nothing random).
+Flags after `--` go to every training run; those `cocoop-hf evaluate` knows (batch size, workers, CPU, precision, CLIP
 weights dtype) to the evaluations as well, and the source's evaluation data options (--max_eval_samples, --image_size,
 --verify_images, --skip_corrupt_images) to every target. Every cell's flags are checked before anything is written;
 --class_specific_context (such a model scores only the source's classes) and --model_name_or_path (the grid trains

@@ -4,8 +4,13 @@
 import logging as std_logging
 import os
 import sys
+from pathlib import Path
 
 from transformers.utils import logging
+
+
+# The project's packages: a ValueError raised in their code is one of its refusals (`raise ValueError(<culprit, fix>)`).
+_PROJECT_FOLDERS = tuple(Path(__file__).resolve().parent.parent / name for name in ("cocoop_hf", "cocoop_hf_training"))
 
 
 class _CurrentStdoutHandler(std_logging.StreamHandler):
@@ -53,10 +58,12 @@ def run_script(main, command: str | None = None) -> None:
     """
     Run a command's `main()`, turning every expected failure into ONE line on stderr instead of a traceback:
 
-    - `error: <message>` and exit status 2 (as argparse does) for input refused with ValueError / FileNotFoundError
-      (their message names the culprit), an output that already exists (FileExistsError), a model that neither a
-      local folder nor the Hub can give (offline, unreachable, unknown id), a missing `[train]` extra, a full disk or
-      a read-only or forbidden path (cocoop_hf_training/command_errors.py, write_errors.py);
+    - `error: <message>` and exit status 2 (as argparse does) for input refused with a ValueError raised by this
+      project's code (`raise ValueError(<culprit, fix>)`; one from a library's internals keeps its traceback), a
+      FileNotFoundError / NotADirectoryError (their message names the path), an output that already exists
+      (FileExistsError), a model that neither a local folder nor the Hub can give (offline, unreachable, unknown id),
+      a missing `[train]` extra, a full disk or a read-only or forbidden path (cocoop_hf_training/command_errors.py,
+      write_errors.py);
     - `interrupted: <what was saved; what a rerun does>` and exit status 130 (as a shell reports Ctrl-C) for a
       KeyboardInterrupt (cocoop_hf_training/interruptions.py).
 
@@ -93,10 +100,26 @@ def _one_line_message(error: Exception, command: str) -> str | None:
         return message
     if isinstance(error, ImportError):
         return command_errors.missing_extra_message(error, command)
-    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError)):
+    if isinstance(error, (FileNotFoundError, NotADirectoryError)):  # they name the path
         return str(error)
+    if isinstance(error, ValueError):
+        # Our refusals name the culprit and the fix; one from a library's internals (numpy, datasets) or a bug of
+        # ours (a failed unpacking) is not a refusal: its traceback is what finds it.
+        return str(error) if raised_by_this_project(error) else None
     if isinstance(error, FileExistsError):
         return command_errors.file_exists_message(error)
     if isinstance(error, OSError):  # a full disk, a read-only or forbidden path: the path named
         return write_error_message(error)
     return None
+
+
+def raised_by_this_project(error: BaseException) -> bool:
+    """Whether the innermost frame of `error`'s traceback (where it was raised) is in cocoop_hf or cocoop_hf_training:
+    by file, since a script run as `python cocoop_hf_training/run_cocoop.py` has the module name `__main__`."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    where = Path(traceback.tb_frame.f_code.co_filename).resolve()
+    return any(where.is_relative_to(folder) for folder in _PROJECT_FOLDERS)

@@ -1,11 +1,10 @@
-"""The options of `cocoop-hf evaluate` (cocoop_hf_training/evaluate_transfer.py) besides the model ones, and its parser.
-Imports nothing heavy, so that `--help` lists them without loading torch."""
+"""The options of `cocoop-hf evaluate` (evaluate_transfer) besides the model ones, and its parser (each option under its
+exact names, no abbreviation). Imports nothing heavy, so that `--help` lists them without loading torch."""
 
 import argparse
 from dataclasses import dataclass, field
 
-from transformers.hf_argparser import HfArgumentParser
-
+from cocoop_hf_training.exact_option_parser import ExactOptionParser
 from cocoop_hf_training.model_arguments import ModelArguments
 
 
@@ -41,8 +40,8 @@ class TransferArguments:
 
 def build_evaluate_parser(
     description: str | None = None, prog: str | None = None, formatter_class=argparse.RawDescriptionHelpFormatter
-) -> HfArgumentParser:
+) -> ExactOptionParser:
     """The (model, transfer) parser of evaluate_transfer; `description`: its docstring."""
-    return HfArgumentParser(
+    return ExactOptionParser(
         (ModelArguments, TransferArguments), prog=prog, description=description, formatter_class=formatter_class
     )

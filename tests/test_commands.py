@@ -94,7 +94,7 @@ def test_recipes_lists_each_shipped_recipe_with_its_first_comment_line(capsys):
         ), path.name
 
 
-def test_resolve_config_keeps_any_existing_path(tmp_path):
+def test_resolve_config_keeps_a_config_file_and_names_a_recipe(tmp_path):
     config = tmp_path / "my.json"
     config.write_text("{}")
     assert resolve_config(str(config)) == str(config)

@@ -86,5 +86,7 @@ def test_a_hub_id_without_network_fails_fast_with_one_line(tmp_path):
     assert "Retrying" not in result.stderr and "Name or service not known" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "openai/clip-vit-base-patch16" in lines[0], result.stderr[-2000:]
+    # Says why (the Hub cannot be reached), not "HF_HUB_OFFLINE is set": the user set nothing.
+    assert "(huggingface.co) cannot be reached from here" in lines[0] and "HF_HUB_OFFLINE is set" not in lines[0]
     assert "note: the Hugging Face Hub (huggingface.co) cannot be reached" in result.stderr
     print(f"failed in {seconds:.1f} s")
