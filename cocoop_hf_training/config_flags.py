@@ -6,6 +6,7 @@ import dataclasses
 import math
 import sys
 
+from cocoop_hf_training.close_names import did_you_mean
 from cocoop_hf_training.config_files import read_structured_file
 from cocoop_hf_training.input_paths import make_input_paths_absolute, resolve_file_paths
 from cocoop_hf_training.model_arguments import describe_value
@@ -139,7 +140,11 @@ def _check_file_names(parser, values: dict, config_path) -> None:
     if unknown:
         shown = ", ".join(describe_value(name, 40, typed=False) for name in unknown[:5])
         more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
-        raise ValueError(f"config file {config_path} has unknown arguments [{shown}]{more}; see --help for the names.")
+        # The names a file may use (an option's dest; argparse's own --help is not one), as the command line hints.
+        hint = did_you_mean(unknown, sorted(name for name in known if name != "help"))
+        raise ValueError(
+            f"config file {config_path} has unknown arguments [{shown}]{more}{hint}; see --help for the names."
+        )
 
 
 def _check_file_value_types(parser, values: dict, config_path) -> None:

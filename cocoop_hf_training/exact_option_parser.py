@@ -6,9 +6,10 @@ both are one `unrecognized arguments: [...]` refusal, which run_script prints as
 Light (no torch), so that the help path may import it.
 """
 
-import difflib
 
 from transformers.hf_argparser import HfArgumentParser
+
+from cocoop_hf_training.close_names import did_you_mean
 
 
 class ExactOptionParser(HfArgumentParser):
@@ -30,15 +31,8 @@ class ExactOptionParser(HfArgumentParser):
     def unrecognized_message(self, unknown: list[str]) -> str:
         """argparse's wording, with the closest known option of each unknown flag and where to find them all."""
         known = [name for action in self._actions for name in action.option_strings]
-        hints = []
-        for flag in dict.fromkeys(argument.split("=", 1)[0] for argument in unknown if argument.startswith("--")):
-            close = difflib.get_close_matches(flag, known, n=1)
-            if close:
-                hints.append((flag, close[0]))
-        if len(hints) == 1:
-            hint = f" (did you mean {hints[0][1]}?)"
-        else:
-            hint = f" (did you mean {', '.join(f'{close} for {flag}' for flag, close in hints[:5])}?)" if hints else ""
+        flags = [argument.split("=", 1)[0] for argument in unknown if argument.startswith("--")]
+        hint = did_you_mean(flags, known)
         # As a list, as HfArgumentParser wrote it (the grids quote a cell's refusal): each argument told apart.
         shown = repr(unknown) if len(unknown) <= 10 else f"{unknown[:10]!r} and {len(unknown) - 10} more"
         shown = shown if len(shown) <= 300 else shown[:300] + "..."  # a bounded line for a long pasted command

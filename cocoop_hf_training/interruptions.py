@@ -47,9 +47,9 @@ def training_rerun_note(output_dir, resume_from_checkpoint, save_strategy) -> st
     latest = isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.strip().lower() in ("latest", "true")
     if resuming and (latest or resume_from_checkpoint is True):
         return f"{checkpoint} is saved; run the same command again to resume from {checkpoint}"
-    how = "instead of --resume_from_checkpoint " + str(resume_from_checkpoint) if resuming else "added"
+    how = f"instead of --resume_from_checkpoint {resume_from_checkpoint}" if resuming else "added"
     return (
-        f"{checkpoint} is saved; run the same command with --resume_from_checkpoint latest ({how}) to resume from "
+        f"{checkpoint} is saved; run the same command with --resume_from_checkpoint latest {how} to resume from "
         f"{checkpoint}"
     )
 

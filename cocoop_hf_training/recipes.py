@@ -7,7 +7,11 @@ nor a recipe is refused, naming the recipes.
 """
 
 import argparse
+import itertools
 import os
+import re
+import shutil
+import textwrap
 from pathlib import Path
 
 from transformers.utils import logging
@@ -57,20 +61,44 @@ def resolve_config(argument: str) -> str:
     )
 
 
-def summary_line(path: Path) -> str:
-    """The first comment line of a recipe (its opening says what it is), or '' when it opens with none."""
+# A sentence ends at . ! or ? followed by a space, except after an abbreviation ("e.g. --flag", "i.e. x", "et al. 2023");
+# "COOP.md:", "lr 0.002" and a quoted prompt's "{}." go on. Else at the paragraph's end.
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bal)(?<!\betc)(?<!\bvs)[.!?](?=\s)")
+_MAX_COMMENT_LINES = 20  # a recipe's opening paragraph is a few lines: bounded reading of any file put there
+
+
+def opening_paragraph(path: Path) -> str:
+    """
+    The recipe's opening comment paragraph, its lines joined: up to a blank comment line, an indented one (a command
+    shown as an example) or the first setting; '' when the file opens with no comment.
+    """
+    lines = []
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                return line.strip().lstrip("#").strip() if line.lstrip().startswith("#") else ""
-    return ""
+        for line in itertools.islice(handle, _MAX_COMMENT_LINES):
+            stripped = line.strip()
+            if not stripped and not lines:
+                continue
+            if not stripped.startswith("#"):
+                break
+            text = stripped[1:]
+            if not text.strip() or text.startswith("  "):  # a blank comment line, or an example indented under it
+                break
+            lines.append(text.strip())
+    return " ".join(lines)
+
+
+def summary_line(path: Path) -> str:
+    """What a recipe is: the first sentence of its opening comment paragraph, whole (never cut mid-sentence)."""
+    paragraph = opening_paragraph(path)
+    end = _SENTENCE_END.search(paragraph)
+    return paragraph[: end.end()] if end else paragraph
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog,
         description="List the recipes shipped with cocoop-hf (the published CoOp / CoCoOp / KgCoOp / zero-shot "
-        "settings and an offline demo), each with the first line of its comment. Run one with "
+        "settings and an offline demo), each with the first sentence of its comment. Run one with "
         "`cocoop-hf train NAME [--option VALUE ...]`; flags after the name override the recipe.",
     )
 
@@ -78,10 +106,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> dict[str, Path]:
     build_parser().parse_args(argv)
     recipes = shipped_recipes()
-    width = max(map(len, recipes), default=0)
+    # The names are long (an official recipe's file name): each on its line, its summary wrapped under it.
+    width = max(shutil.get_terminal_size().columns, 60)
     print(f"Recipes shipped in {CONFIGS} (run one with `cocoop-hf train NAME`):")
     for name, path in recipes.items():
-        print(f"  {name.ljust(width)}  {summary_line(path)}")
+        print(f"  {name}")
+        summary = summary_line(path)
+        if summary:
+            print(
+                textwrap.fill(
+                    summary, width, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False
+                )
+            )
     return recipes
 
 

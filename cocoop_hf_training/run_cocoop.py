@@ -12,7 +12,7 @@ macro-F1 on the base and the new classes, and H = 2BN/(B+N). Writes results.json
 README.md (model card) into --output_dir.
 Distributed: `torchrun --nproc_per_node N -m cocoop_hf_training.run_cocoop ...` (or `accelerate launch -m`).
 
-`main` reads as the run's story, one named phase each: start_run (arguments and method options, resolved once),
+`main` reads as the run's story, one named phase each: start_run (arguments, method options, --output_dir's refusals),
 load_data, check_before_writing, select_images, build_run_model, train, save_model, evaluate, report.
 """
 
@@ -114,12 +114,8 @@ def parse_args(argv=None):
     return _parse_args(argv, description=__doc__)
 
 
-def check_output_dir(training_args, run_args, model_args=None) -> None:
-    """
-    Refuse an --output_dir holding files this script did not write, or (unless resuming) a previous run, or that is,
-    contains or lies inside a folder a model or checkpoint is read from, before anything is written; with
-    --overwrite_output_dir delete the previous run's outputs (see cocoop_hf_training/outputs.py).
-    """
+def output_dir_reads(training_args, model_args=None) -> tuple[bool, dict, tuple]:
+    """(resuming, flag -> folder the run reads a model or checkpoint from, entries of --output_dir the run reads)."""
     resume = resume_requested(training_args.resume_from_checkpoint)
     sources = {}
     if model_args is not None:
@@ -133,6 +129,36 @@ def check_output_dir(training_args, run_args, model_args=None) -> None:
             reading = (Path(checkpoint).name,)
         else:
             sources["--resume_from_checkpoint"] = checkpoint
+    return resume, sources, reading
+
+
+def refuse_output_dir_early(training_args, run_args, model_args=None) -> None:
+    """
+    The refusals of `check_output_dir`, changing nothing: run by `start_run` before the data is read, so that a folder
+    that would be refused (a previous run, another's files, the folder a model is read from) is refused in a moment,
+    not after the data has loaded. `check_output_dir` checks again just before writing (the folder may change).
+    """
+    resume, sources, reading = output_dir_reads(training_args, model_args)
+    outputs.check_separate_folders(training_args.output_dir, sources)
+    if training_args.should_save:
+        outputs.survey_output_dir(
+            training_args.output_dir,
+            run_args.overwrite_output_dir,
+            resume,
+            outputs.RUN_OUTPUTS,
+            "run_cocoop",
+            reading,
+            resumable=latest_checkpoint,
+        )
+
+
+def check_output_dir(training_args, run_args, model_args=None) -> None:
+    """
+    Refuse an --output_dir holding files this script did not write, or (unless resuming) a previous run, or that is,
+    contains or lies inside a folder a model or checkpoint is read from, before anything is written; with
+    --overwrite_output_dir delete the previous run's outputs (see cocoop_hf_training/outputs.py).
+    """
+    resume, sources, reading = output_dir_reads(training_args, model_args)
     outputs.check_separate_folders(training_args.output_dir, sources)
     # One process checks and cleans the folder; the others wait for it (the Trainer writes from process 0 too).
     with training_args.main_process_first(local=training_args.save_on_each_node, desc="checking --output_dir"):
@@ -207,8 +233,8 @@ def stopped_in(run: Run, phase: str, model_saved: bool = False):
 
 
 def start_run(argv) -> Run:
-    """The arguments parsed and the method options resolved, once: what the model config would refuse, refused
-    before any file or model; logging set up."""
+    """The arguments parsed and the method options resolved, once: what the model config would refuse, and an
+    --output_dir that would be refused, refused before any file or model; logging set up."""
     model_args, data_args, training_args, run_args = parse_args(argv)
     method = resolve_run_method(model_args, data_args, training_args, run_args)
     if not model_args.model_name_or_path and not model_args.random_init_clip:
@@ -219,6 +245,9 @@ def start_run(argv) -> Run:
     run = Run(model_args, data_args, training_args, run_args, method, push_to_hub=training_args.push_to_hub)
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
     run.random_note = random_weights_note(backbone_type(model_args)) if model_args.random_init_clip else None
+    # A refused --output_dir (a second run of the same command) answered at once, before the data loads and before
+    # the banner: the refusal is then the only thing the command says.
+    refuse_output_dir_early(training_args, run_args, model_args)
     if run.random_note and training_args.process_index == 0:
         print("\n" + "=" * 100 + f"\n{run.random_note}\n" + "=" * 100 + "\n", flush=True)
     return run

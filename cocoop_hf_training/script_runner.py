@@ -77,6 +77,8 @@ def run_script(main, command: str | None = None) -> None:
             raise
         # interruptions.RunInterrupted carries what a rerun does; a bare one came from outside a training or grid.
         note = getattr(interrupt, "note", None) or "stopped (Ctrl-C) before it finished"
+        # A bar left open would be redrawn (its refresh thread, its close at exit) after the line, hiding it.
+        close_progress_bars()
         # On a line of its own: Ctrl-C cuts a progress bar (and the terminal's "^C") mid-line.
         print(f"\ninterrupted: {note}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
@@ -86,6 +88,22 @@ def run_script(main, command: str | None = None) -> None:
             raise
         print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm progress bar (Trainer's, the data loaders'), leaving each as last drawn, so that nothing
+    draws after the line run_script ends with. Nothing to do when tqdm was never imported."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    bar_class = tqdm_module.tqdm
+    with bar_class.get_lock():
+        bars = list(getattr(bar_class, "_instances", ()))  # a WeakSet: copied, since close() removes from it
+    for bar in bars:
+        try:
+            bar.close()
+        except Exception as error:  # a bar whose stream is already closed: the line still matters more
+            print(f"(could not close a progress bar: {error!r})", file=sys.stderr)
 
 
 def _one_line_message(error: Exception, command: str) -> str | None:

@@ -205,7 +205,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_names_the_complete_one_a_rerun_res
     line = failed_line(capsys, lambda: run_cocoop.main(run_argv), status=130)
     checkpoint = str(output_dir / "checkpoint-2")
     assert line == (
-        f"interrupted: {checkpoint} is saved; run the same command with --resume_from_checkpoint latest (added) to "
+        f"interrupted: {checkpoint} is saved; run the same command with --resume_from_checkpoint latest added to "
         f"resume from {checkpoint}"
     )
     assert [p.name for p in output_dir.iterdir() if "checkpoint-4" in p.name] == ["tmp-checkpoint-4"]

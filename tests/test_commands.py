@@ -82,16 +82,14 @@ def test_a_name_that_is_neither_file_nor_recipe_is_one_error_line(monkeypatch, t
     assert all(name in err for name in shipped_recipes())
 
 
-def test_recipes_lists_each_shipped_recipe_with_its_first_comment_line(capsys):
+def test_recipes_lists_each_shipped_recipe(capsys):
+    # Each under its name, with the first sentence of its comment (tests/test_recipe_summaries.py).
     assert commands.main(["recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     found = sorted(CONFIGS.glob("*.yaml"))
     assert len(found) >= 9 and list(shipped_recipes().values()) == found
     for path in found:
-        first_comment = next(line for line in path.read_text().splitlines() if line.startswith("#"))
-        assert any(
-            line.split()[:1] == [path.stem] and line.endswith(first_comment.lstrip("# ").strip()) for line in lines
-        ), path.name
+        assert f"  {path.stem}" in lines, path.name
 
 
 def test_resolve_config_keeps_a_config_file_and_names_a_recipe(tmp_path):
