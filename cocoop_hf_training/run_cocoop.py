@@ -32,7 +32,6 @@ from cocoop_hf.backbones_cocoop import backbone_of
 from cocoop_hf_training import cli, interruptions, outputs, write_errors
 from cocoop_hf_training.checkpoints import (
     check_checkpoint_settings,
-    latest_checkpoint,
     resolve_resume_checkpoint,
     resume_requested,
 )
@@ -43,7 +42,7 @@ from cocoop_hf_training.data_arguments import DataArguments
 from cocoop_hf_training.data_loading import load_splits
 from cocoop_hf_training.device_settings import fit_training_arguments
 from cocoop_hf_training.divergence import check_checkpoint_optimizer, check_trained_prompt_learner
-from cocoop_hf_training.evaluation import EpochEvaluation, evaluate_sets, harmonic_mean, load_metrics
+from cocoop_hf_training.evaluation import EpochEvaluation, evaluate_sets, load_metrics
 from cocoop_hf_training.fewshot import dataset_identity, few_shot_indices, official_fewshot_rows, record_training_items
 from cocoop_hf_training.hub_upload import push_folder_to_hub as push_folder_to_hub
 from cocoop_hf_training.image_transforms import ImageTransform, build_transforms, drop_or_raise_corrupt
@@ -54,7 +53,7 @@ from cocoop_hf_training.modeling_setup import (
     has_random_weights,
     load_image_processor,
 )
-from cocoop_hf_training.outputs import finish_output_dir, prepare_output_dir
+from cocoop_hf_training.outputs import finish_output_dir
 from cocoop_hf_training.report import (
     CARD_NAME,
     aggregate,
@@ -69,6 +68,8 @@ from cocoop_hf_training.run_arguments import RunArguments as RunArguments
 from cocoop_hf_training.run_arguments import parse_args as _parse_args
 from cocoop_hf_training.run_method import RunMethod, resolve_run_method
 from cocoop_hf_training.run_method import check_saved_class_set as check_saved_class_set
+from cocoop_hf_training.run_output_dir import check_output_dir, refuse_output_dir_early, trainer_log_entries
+from cocoop_hf_training.run_record import run_recipe, run_result
 from cocoop_hf_training.run_settings import run_settings
 from cocoop_hf_training.trainer_cocoop import CoCoOpTrainer as CoCoOpTrainer
 from cocoop_hf_training.trainer_cocoop import DasslCosineSchedule as DasslCosineSchedule
@@ -112,76 +113,6 @@ class RunData:
 def parse_args(argv=None):
     """(model, data, training, run) arguments from flags, or from a JSON/YAML file first and flags overriding it."""
     return _parse_args(argv, description=__doc__)
-
-
-def output_dir_reads(training_args, model_args=None) -> tuple[bool, dict, tuple]:
-    """(resuming, flag -> folder the run reads a model or checkpoint from, entries of --output_dir the run reads)."""
-    resume = resume_requested(training_args.resume_from_checkpoint)
-    sources = {}
-    if model_args is not None:
-        sources["--model_name_or_path"] = model_args.model_name_or_path
-        sources["--clip_model_name_or_path"] = model_args.clip_model_name_or_path
-    reading = ()
-    if resume and training_args.do_train:
-        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        if Path(checkpoint).resolve().parent == Path(training_args.output_dir).resolve():
-            # An entry of --output_dir: resuming keeps it (a user's copy too: read, never deleted nor replaced).
-            reading = (Path(checkpoint).name,)
-        else:
-            sources["--resume_from_checkpoint"] = checkpoint
-    return resume, sources, reading
-
-
-def refuse_output_dir_early(training_args, run_args, model_args=None) -> None:
-    """
-    The refusals of `check_output_dir`, changing nothing: run by `start_run` before the data is read, so that a folder
-    that would be refused (a previous run, another's files, the folder a model is read from) is refused in a moment,
-    not after the data has loaded. `check_output_dir` checks again just before writing (the folder may change).
-    """
-    resume, sources, reading = output_dir_reads(training_args, model_args)
-    outputs.check_separate_folders(training_args.output_dir, sources)
-    if training_args.should_save:
-        outputs.survey_output_dir(
-            training_args.output_dir,
-            run_args.overwrite_output_dir,
-            resume,
-            outputs.RUN_OUTPUTS,
-            "run_cocoop",
-            reading,
-            resumable=latest_checkpoint,
-        )
-
-
-def check_output_dir(training_args, run_args, model_args=None) -> None:
-    """
-    Refuse an --output_dir holding files this script did not write, or (unless resuming) a previous run, or that is,
-    contains or lies inside a folder a model or checkpoint is read from, before anything is written; with
-    --overwrite_output_dir delete the previous run's outputs (see cocoop_hf_training/outputs.py).
-    """
-    resume, sources, reading = output_dir_reads(training_args, model_args)
-    outputs.check_separate_folders(training_args.output_dir, sources)
-    # One process checks and cleans the folder; the others wait for it (the Trainer writes from process 0 too).
-    with training_args.main_process_first(local=training_args.save_on_each_node, desc="checking --output_dir"):
-        if training_args.should_save:
-            prepare_output_dir(
-                training_args.output_dir,
-                run_args.overwrite_output_dir,
-                resume,
-                reading=reading,
-                resumable=latest_checkpoint,  # the function --resume_from_checkpoint latest uses: advice that works
-            )
-            # Recorded before Trainer writes into it: an interrupted run's logs are its own, not the user's.
-            outputs.start_log_folders(training_args.output_dir, trainer_log_entries(training_args))
-
-
-def trainer_log_entries(training_args) -> list[str]:
-    """The entry of --output_dir holding Trainer's TensorBoard logs (`runs/<time>_<host>`) when it writes them."""
-    import os
-
-    report_to = training_args.report_to or []
-    if "tensorboard" in report_to and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
-        return ["runs"]
-    return []
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -495,56 +426,6 @@ def report(run: Run, data: RunData, model, evaluation: dict, epoch_evaluation, l
             output_dir, training_args, f"CoCoOp {method} on {data_args.display_name}"
         )
     return content
-
-
-def run_result(run: Run, method: str, evaluation: dict, options: dict | None, epoch_evaluation) -> dict:
-    """The run's entry of results.json "runs": what ran on which data, and its metrics (H with base and new)."""
-    result = {
-        "dataset": run.data_args.display_name,
-        "method": method,
-        "seed": run.training_args.seed,
-        "num_shots": run.data_args.num_shots if run.training_args.do_train else None,
-        "metrics": evaluation,
-    }
-    if run.method.zero_shot_template is not None:
-        result["prompt_template"] = run.method.zero_shot_template
-    if options is not None:
-        result["method_options"] = options
-    if epoch_evaluation is not None:
-        result["per_epoch"] = epoch_evaluation.history
-    if "base" in evaluation and "new" in evaluation:
-        result["H"] = harmonic_mean(evaluation["base"]["accuracy"], evaluation["new"]["accuracy"])
-    return result
-
-
-def run_recipe(run: Run, model, method: str, options: dict | None) -> dict:
-    """The recipe as results.json and the model card show it."""
-    training_args, run_args, dtype = run.training_args, run.run_args, next(model.clip.parameters()).dtype
-    recipe = {
-        "shots": run.data_args.num_shots,
-        "seed": training_args.seed,
-        "epochs": training_args.num_train_epochs if training_args.do_train else 0,
-        "lr": training_args.learning_rate,
-        "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-        "method": method,
-        "lr schedule": f"{run_args.lr_schedule} (warmup {run_args.warmup_epochs} epoch at {run_args.warmup_lr:g})",
-        "optimizer": f"SGD momentum {run_args.sgd_momentum}, weight decay {training_args.weight_decay:g}",
-        # What ran: fp16 is turned off on CPU and workers capped to the cores before the run (device_settings.py).
-        "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
-        "data-loader workers": training_args.dataloader_num_workers,
-        f"{backbone_of(model.clip.config).display_name} weights": str(dtype).removeprefix("torch."),
-    }
-    if model.clip.config.model_type != "clip":  # CLIP runs keep the recipe they always had
-        recipe["backbone"] = model.clip.config.model_type
-    if run.method.zero_shot_template is not None:
-        recipe["prompt template"] = run.method.zero_shot_template
-    if options is not None:
-        recipe["class token position"] = options["class_token_position"]
-        recipe["class-specific context"] = options["class_specific_context"]
-        if options["kgcoop_weight"] > 0:
-            recipe["KgCoOp weight"] = options["kgcoop_weight"]
-            recipe["KgCoOp template"] = options["kgcoop_template"]
-    return recipe
 
 
 if __name__ == "__main__":

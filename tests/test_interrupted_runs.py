@@ -22,7 +22,7 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from cocoop_hf.modeling_cocoop import CoCoOpModel
-from cocoop_hf_training import checkpoints, run_cocoop
+from cocoop_hf_training import checkpoints, run_cocoop, run_output_dir
 
 point = os.environ["KILL_AT"]
 
@@ -37,7 +37,7 @@ def kill_after(owner, name):
     setattr(owner, name, wrapped)
 
 if point == "output_dir_checked":
-    kill_after(run_cocoop, "prepare_output_dir")
+    kill_after(run_output_dir, "prepare_output_dir")
 elif point == "first_checkpoint":
     kill_after(checkpoints, "commit_checkpoint")
 elif point == "writing_a_checkpoint":
