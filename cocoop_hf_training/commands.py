@@ -135,6 +135,12 @@ def _own_arguments(args: list[str]) -> list[str]:
     return args[: args.index("--")] if "--" in args else args
 
 
+def looks_for_the_hub(command: Command, own_args: list[str], imported) -> bool:
+    """Whether this run first checks that the Hub can be reached (hub_reachability): a job that may name Hub ids, not
+    a help, and only before huggingface_hub is imported (`imported`: sys.modules), as it reads HF_HUB_OFFLINE then."""
+    return command.may_use_the_hub and HELP_ALL not in own_args and "huggingface_hub" not in imported
+
+
 def run_command(name: str, args: list[str], prog: str = PROG) -> int:
     """Run subcommand `name` with `args`; `prog` names it in the help (`cocoop-hf train`, or a script's name)."""
     command = COMMANDS.get(name)
@@ -153,7 +159,7 @@ def run_command(name: str, args: list[str], prog: str = PROG) -> int:
     elif any(flag in own for flag in HELP_FLAGS):
         _build_help_parser(command, prog).print_help()
         return 0
-    if command.may_use_the_hub and "huggingface_hub" not in sys.modules:  # read at its import: only before it
+    if looks_for_the_hub(command, own, sys.modules):
         from cocoop_hf_training.hub_reachability import work_offline_if_hub_unreachable
 
         note = work_offline_if_hub_unreachable()

@@ -22,6 +22,7 @@ output_manifest.json as `cocoop-hf train` records its outputs: --overwrite_outpu
 results there, never a file of the same name it did not write.
 """
 
+import dataclasses
 import json
 import re
 import sys
@@ -35,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf
 from transformers.utils import logging
 
 from cocoop_hf.backbones_cocoop import backbone_of
+from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf_training.class_split import class_names_per_task, protocol_relabels, select_labels
 from cocoop_hf_training.cli import (
     ModelArguments,
@@ -43,6 +45,7 @@ from cocoop_hf_training.cli import (
     run_script,
     setup_logging,
 )
+from cocoop_hf_training.close_names import did_you_mean
 from cocoop_hf_training.data_arguments import DataArguments
 from cocoop_hf_training.data_loading import load_splits
 from cocoop_hf_training.device_settings import capped_workers, fit_mixed_precision
@@ -139,12 +142,14 @@ def read_targets(path) -> list[DataArguments]:
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: target {index} must be a mapping of data options, got {entry!r}.")
         entry = resolve_file_paths(entry, path, f"--targets file {path}: target {index}")
-        try:
-            target = DataArguments(**{"num_shots": None, "protocol": "all", **entry})
-        except TypeError as error:
+        options = [item.name for item in dataclasses.fields(DataArguments)]
+        unknown = [str(name) for name in entry if name not in options]
+        if unknown:
             raise ValueError(
-                f"{path}: target {index}: {error} (allowed: the data options of run_cocoop.py)."
-            ) from None
+                f"{path}: target {index}: unknown data option {describe_value(unknown[0], 60, typed=False)}"
+                f"{did_you_mean(unknown[:1], options)}; a target takes the data options of `cocoop-hf train --help`."
+            )
+        target = DataArguments(**{"num_shots": None, "protocol": "all", **entry})
         if target.display_name in names:
             raise ValueError(f"{path}: two targets are named {target.display_name!r}: set dataset_display_name.")
         names.add(target.display_name)

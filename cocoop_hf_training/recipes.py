@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from cocoop_hf_training.close_names import did_you_mean
+
 
 logger = logging.get_logger(__name__)
 
@@ -49,12 +51,17 @@ def resolve_config(argument: str) -> str:
                 f"not named {'/'.join(CONFIG_SUFFIXES)}), and the shipped recipe {recipes[name]}: running the recipe."
             )
         return str(recipes[name])
+    if argument.endswith(CONFIG_SUFFIXES) and not os.path.exists(argument):
+        raise FileNotFoundError(
+            f"config file {argument} does not exist (looked for {os.path.abspath(argument)}); `cocoop-hf recipes` "
+            "lists the shipped recipes, which need no path."
+        )
     if os.path.isdir(argument):
         what = "a folder, not a config file"
     elif os.path.exists(argument):
         what = f"not a config file (a config file's name ends with {'/'.join(CONFIG_SUFFIXES)})"
     else:
-        what = "neither a file nor a shipped recipe"
+        what = "neither a file nor a shipped recipe" + did_you_mean([name], recipes)
     raise ValueError(
         f"config {argument} is {what}: give the path of a JSON/YAML config file, or one of the shipped recipes "
         f"({', '.join(recipes)}); `cocoop-hf recipes` says what each is."
