@@ -6,6 +6,31 @@ carrying `describe(*args)`, computed at that moment by the very functions a reru
 """
 
 import contextlib
+import signal
+import threading
+
+
+# Set by run_script's SIGINT handler. Ctrl-C reaches the DataLoader's worker processes too (one process group): when the
+# main process's own KeyboardInterrupt is lost (raised inside a fork hook, which ignores it), what arrives instead is
+# torch's "DataLoader worker (pid(s) ...) exited unexpectedly". With this set, that error is the interruption.
+CTRL_C_SEEN = threading.Event()
+
+
+def note_ctrl_c(signum, frame):
+    """The SIGINT handler run_script installs: Python's own (KeyboardInterrupt), remembering that it came."""
+    CTRL_C_SEEN.set()
+    signal.default_int_handler(signum, frame)
+
+
+def is_ctrl_c_fallout(error: BaseException) -> bool:
+    """A DataLoader worker killed by the Ctrl-C the command received (not a worker that crashed on its own)."""
+    text = str(error)
+    return (
+        CTRL_C_SEEN.is_set()
+        and isinstance(error, RuntimeError)
+        and "DataLoader worker" in text
+        and "exited unexpectedly" in text
+    )
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -27,6 +52,10 @@ def rerun_note(describe, *args):
         yield
     except KeyboardInterrupt as interrupt:
         raise RunInterrupted(describe(*args)) from interrupt
+    except RuntimeError as error:
+        if is_ctrl_c_fallout(error):
+            raise RunInterrupted(describe(*args)) from error
+        raise
 
 
 def training_rerun_note(output_dir, resume_from_checkpoint, save_strategy) -> str:

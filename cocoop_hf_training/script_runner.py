@@ -3,7 +3,9 @@
 
 import logging as std_logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from transformers.utils import logging
@@ -70,6 +72,10 @@ def run_script(main, command: str | None = None) -> None:
     `command` names the command in the missing-extra line (`cocoop-hf train`; default: the script's file name). Set
     COCOOP_HF_TRACEBACK=1 to see the traceback too; any other exception keeps its traceback.
     """
+    from cocoop_hf_training import interruptions
+
+    interruptions.CTRL_C_SEEN.clear()
+    handler = _install_ctrl_c_handler(interruptions.note_ctrl_c)
     try:
         main()
     except KeyboardInterrupt as interrupt:
@@ -83,11 +89,30 @@ def run_script(main, command: str | None = None) -> None:
         print(f"\ninterrupted: {note}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     except Exception as error:
+        if interruptions.is_ctrl_c_fallout(error) and not os.environ.get("COCOOP_HF_TRACEBACK"):
+            close_progress_bars()
+            print("\ninterrupted: stopped (Ctrl-C) before it finished", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
         message = _one_line_message(error, command or os.path.basename(sys.argv[0] or "this command"))
         if message is None or os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
         print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _install_ctrl_c_handler(note):
+    """Install `note` for SIGINT where Python's default is in place (the main thread of a command process); returns
+    the handler to give back, or None when nothing was installed (another thread, or a caller's own handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    current = signal.getsignal(signal.SIGINT)
+    if current is not signal.default_int_handler:
+        return None
+    signal.signal(signal.SIGINT, note)
+    return current
 
 
 def close_progress_bars() -> None:
