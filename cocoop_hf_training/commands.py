@@ -117,7 +117,7 @@ def overview(prog: str = PROG) -> str:
         *(f"  {name.ljust(width)}  {command.summary}" for name, command in COMMANDS.items()),
         "",
         textwrap.fill(
-            f"`{prog} COMMAND --help` shows a command's options. Try it offline in about a minute (a tiny CLIP with "
+            f"`{prog} COMMAND --help` shows a command's options. Try it offline in about 10 s (a tiny CLIP with "
             f"random weights): `{prog} train demo_tiny_cifar10`.",
             100,
         ),

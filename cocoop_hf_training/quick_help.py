@@ -101,7 +101,7 @@ def _trainer_paragraph(width: int = 100) -> str:
     )
     config = (
         "CONFIG: a JSON/YAML file of these options (flags after it override it), or the name of a shipped recipe: "
-        "`cocoop-hf recipes` lists them (e.g. `cocoop-hf train demo_tiny_cifar10`, a one-minute offline demo). "
+        "`cocoop-hf recipes` lists them (e.g. `cocoop-hf train demo_tiny_cifar10`, a 10-second offline demo). "
         + CONFIG_PATHS
         + " A run does what --do_train and --do_eval ask (Trainer's switches, off by default; every shipped recipe "
         "sets both): a file of your own sets them too."

@@ -59,7 +59,15 @@ def test_run_script_installs_the_handler_only_for_its_call_and_clears_an_old_fla
         seen["flag"] = interruptions.CTRL_C_SEEN.is_set()
 
     interruptions.CTRL_C_SEEN.set()  # left over from an earlier call in this process
-    before = signal.getsignal(signal.SIGINT)
-    run_script(main)
-    assert seen == {"handler": interruptions.note_ctrl_c, "flag": False}
-    assert signal.getsignal(signal.SIGINT) is before
+    # Python's default handler, as a command process has it (a test runner's worker may have its own, or ignore it).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run_script(main)
+        assert seen == {"handler": interruptions.note_ctrl_c, "flag": False}
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # A caller's own handler is left in place: run_script installs nothing then.
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        run_script(main)
+        assert seen["handler"] is not interruptions.note_ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, outer)

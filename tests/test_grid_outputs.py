@@ -192,7 +192,11 @@ class TensorBoardStandIn(TrainerCallback):
 
 
 def test_an_interrupted_runs_tensorboard_logs_are_its_own(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_cocoop, "trainer_log_entries", lambda training_args: ["runs"])
+    from cocoop_hf_training import run_output_dir
+
+    # The folder's preparation (run_output_dir) and the report (run_cocoop) each ask which entries Trainer logs into.
+    for module in (run_cocoop, run_output_dir):
+        monkeypatch.setattr(module, "trainer_log_entries", lambda training_args: ["runs"])
     output_dir = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run_cocoop.main(argv(output_dir, evaluate=False), callbacks=[TensorBoardStandIn("Dec06_02-00-00", die=True)])

@@ -23,7 +23,7 @@ def test_the_summaries_of_two_recipes_whose_first_line_was_cut():
         "(momentum 0.9, weight decay 5e-4), 1 constant warmup epoch at 1e-5 then cosine per epoch, fp16."
     )
     assert summary_line(recipe["demo_tiny_cifar10"]) == (
-        "MACHINERY DEMO (offline, ~1 min on 2 CPU cores): the whole base-to-new protocol on 400 real CIFAR-10 images "
+        "MACHINERY DEMO (offline, ~10 s on 2 CPU cores): the whole base-to-new protocol on 400 real CIFAR-10 images "
         "with a tiny CLIP whose weights are RANDOM (drawn from a fixed seed)."
     )
     # "et al." and a quoted prompt's "{}." do not end a sentence; an example command after the paragraph is not in it.
