@@ -68,14 +68,21 @@ def loaded_id(error: BaseException) -> str | None:
     return None
 
 
-def _raised_by_datasets_hub_lookup(error: BaseException) -> bool:
-    """datasets.load_dataset's ConnectionError "Couldn't reach '<id>' on the Hub": offline, or no network."""
-    if not isinstance(error, ConnectionError) or error.__traceback__ is None:
-        return False
+def raising_frame(error: BaseException):
+    """The innermost frame of `error`'s traceback: where it was raised (None without a traceback)."""
     traceback = error.__traceback__
+    if traceback is None:
+        return None
     while traceback.tb_next is not None:
         traceback = traceback.tb_next
-    frame = traceback.tb_frame
+    return traceback.tb_frame
+
+
+def _raised_by_datasets_hub_lookup(error: BaseException) -> bool:
+    """datasets.load_dataset's ConnectionError "Couldn't reach '<id>' on the Hub": offline, or no network."""
+    frame = raising_frame(error) if isinstance(error, ConnectionError) else None
+    if frame is None:
+        return False
     return frame.f_globals.get("__name__") == "datasets.load" and frame.f_code.co_name == "dataset_module_factory"
 
 

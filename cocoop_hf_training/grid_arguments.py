@@ -136,7 +136,8 @@ def _flag_name(argument: str) -> str:
 
 
 def _given(extra: list[str], flags: tuple[str, ...]) -> list[str]:
-    """Which of `flags` the run_cocoop flags name, also under an unambiguous prefix (argparse would take it)."""
+    """Which of `flags` the run_cocoop flags name, also under a prefix (run_cocoop refuses abbreviations, but the clash
+    with the grid's own flag is the clearer refusal)."""
     names = [_flag_name(arg) for arg in extra if arg.startswith("--") and len(_flag_name(arg)) > 2]
     return [name for name in names if any(flag.startswith(name) for flag in flags)]
 
@@ -151,14 +152,10 @@ def absolute_path_flags(extra: list[str]) -> list[str]:
         if name not in PATH_FLAGS:
             continue
         if "=" in argument:
-            result[index] = f"{name}={_absolute(argument.split('=', 1)[1])}"
+            result[index] = f"{name}={local_path_absolute(argument.split('=', 1)[1])}"
         elif index + 1 < len(result) and not result[index + 1].startswith("--"):
-            result[index + 1] = _absolute(result[index + 1])
+            result[index + 1] = local_path_absolute(result[index + 1])
     return result
-
-
-def _absolute(value: str) -> str:
-    return local_path_absolute(value) if value else value
 
 
 def cell_flags(args: argparse.Namespace) -> list[str]:
@@ -175,7 +172,7 @@ def cell_flags(args: argparse.Namespace) -> list[str]:
                 f"--backbone {args.backbone} and {clash[0]} after '--' name the same option (the cells' backbone): "
                 "give one of them."
             )
-        own += ["--clip_model_name_or_path", _absolute(args.backbone)]
+        own += ["--clip_model_name_or_path", local_path_absolute(args.backbone)]
     if args.random_init_clip:
         if _given(args.extra, ("--random_init_clip",)):
             raise ValueError("--random_init_clip is given twice, before and after '--': give it once.")

@@ -82,17 +82,10 @@ def run_script(main, command: str | None = None) -> None:
         if os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
         # interruptions.RunInterrupted carries what a rerun does; a bare one came from outside a training or grid.
-        note = getattr(interrupt, "note", None) or "stopped (Ctrl-C) before it finished"
-        # A bar left open would be redrawn (its refresh thread, its close at exit) after the line, hiding it.
-        close_progress_bars()
-        # On a line of its own: Ctrl-C cuts a progress bar (and the terminal's "^C") mid-line.
-        print(f"\ninterrupted: {note}", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+        _end_interrupted(getattr(interrupt, "note", None))
     except Exception as error:
         if interruptions.is_ctrl_c_fallout(error) and not os.environ.get("COCOOP_HF_TRACEBACK"):
-            close_progress_bars()
-            print("\ninterrupted: stopped (Ctrl-C) before it finished", file=sys.stderr, flush=True)
-            raise SystemExit(130) from None
+            _end_interrupted(None)
         message = _one_line_message(error, command or os.path.basename(sys.argv[0] or "this command"))
         if message is None or os.environ.get("COCOOP_HF_TRACEBACK"):
             raise
@@ -101,6 +94,15 @@ def run_script(main, command: str | None = None) -> None:
     finally:
         if handler is not None:
             signal.signal(signal.SIGINT, handler)
+
+
+def _end_interrupted(note: str | None) -> None:
+    """The `interrupted: <note>` line and exit status 130 (as a shell reports Ctrl-C)."""
+    # A bar left open would be redrawn (its refresh thread, its close at exit) after the line, hiding it.
+    close_progress_bars()
+    # On a line of its own: Ctrl-C cuts a progress bar (and the terminal's "^C") mid-line.
+    print(f"\ninterrupted: {note or 'stopped (Ctrl-C) before it finished'}", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
 
 
 def _install_ctrl_c_handler(note):
@@ -159,10 +161,10 @@ def _one_line_message(error: Exception, command: str) -> str | None:
 def raised_by_this_project(error: BaseException) -> bool:
     """Whether the innermost frame of `error`'s traceback (where it was raised) is in cocoop_hf or cocoop_hf_training:
     by file, since a script run as `python cocoop_hf_training/run_cocoop.py` has the module name `__main__`."""
-    traceback = error.__traceback__
-    if traceback is None:
+    from cocoop_hf_training.command_errors import raising_frame
+
+    frame = raising_frame(error)
+    if frame is None:
         return False
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    where = Path(traceback.tb_frame.f_code.co_filename).resolve()
+    where = Path(frame.f_code.co_filename).resolve()
     return any(where.is_relative_to(folder) for folder in _PROJECT_FOLDERS)
