@@ -1,6 +1,6 @@
 """
 The class set a CoCoOp model holds: its names and the tokenizer they are read with, and (built once, at first use)
-their prompt ids, EOS positions, name lengths and KgCoOp's zero-shot text features.
+their prompt ids, EOS positions, name lengths and the zero-shot text features of KgCoOp or PromptSRC.
 
 It is ONE immutable record, swapped with a single attribute assignment: a forward that reads the record once sees
 one whole class set, never the prompt ids of one and the EOS positions of another, while another thread calls
@@ -19,12 +19,13 @@ import torch
 from .backbones_cocoop import backbone_of, text_context
 from .context_start_cocoop import agreed_context_start
 from .processing_cocoop import class_name_key, clean_class_name
+from .promptsrc_cocoop import needs_teacher
 
 
 @dataclass(frozen=True)
 class ClassPrompts:
     """The tensors of one class set: `input_ids` (classes, L), `eos_index`, `name_length` and `context_start`
-    (classes,), `zero_shot` (classes, embed_dim) for KgCoOp, else an empty tensor, and `attention_mask` (classes, L)
+    (classes,), `zero_shot` (classes, embed_dim) for KgCoOp or PromptSRC's teacher, else an empty tensor, and `attention_mask` (classes, L)
     where the prompts carry one (a bidirectional backbone whose tokenizer returns it), else None."""
 
     input_ids: torch.Tensor
@@ -136,7 +137,10 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
             if config.class_token_position != "end":
                 check_name_lengths(encoding["name_length"], encoding["eos_index"], config, names, context_start)
             zero_shot = torch.empty(0, 0, device=device)
-            if config.kgcoop_weight > 0:
+            # The frozen text features a regulariser pulls towards, computed once per class set: KgCoOp's, or
+            # PromptSRC's teacher where its text or logits term needs it (official trainers/promptsrc.py computes
+            # `fixed_embeddings` once, in VLPromptLearner.__init__).
+            if config.kgcoop_weight > 0 or needs_teacher(config):
                 zero_shot = model.zero_shot_text_features(names, tokenizer=class_set.tokenizer)
     except ValueError as error:
         if class_set.source is None:

@@ -23,6 +23,7 @@ from .context_start_cocoop import agreed_context_start
 from .model_inputs_cocoop import check_class_prompts
 from .processing_cocoop import build_prompt_ids, validate_class_names
 from .prompt_ids_cocoop import prompt_markers
+from .promptsrc_cocoop import teacher_text_features
 from .tokenizer_check_cocoop import check_backbone_tokenizer
 
 
@@ -118,7 +119,10 @@ class ClassSetHolder:
 
     @property
     def zero_shot_embeds(self) -> torch.Tensor:
-        """KgCoOp's frozen zero-shot text features of the held class set, (classes, embed_dim), L2-normalised."""
+        """
+        The frozen zero-shot text features of the held class set, (classes, embed_dim), L2-normalised: KgCoOp's, or
+        PromptSRC's teacher (`zero_shot_text_features`); empty for the other methods.
+        """
         return self._held_prompts().zero_shot
 
     def class_prompts(self, class_names, tokenizer=None) -> BatchEncoding:
@@ -136,7 +140,7 @@ class ClassSetHolder:
             tokenizer,
             class_names,
             self.config.prompt_prefix,
-            self.config.n_ctx,
+            self.config.prompt_prefix_tokens,  # all the context words (deep prompts may learn only the first n_ctx)
             text_context(backbone_config),
             backbone=backbone_config,
         )
@@ -144,14 +148,20 @@ class ClassSetHolder:
     @torch.no_grad()
     def zero_shot_text_features(self, class_names, tokenizer=None) -> torch.Tensor:
         """
-        KgCoOp's frozen zero-shot text features `(classes, embed_dim)`, L2-normalised: the frozen backbone's text
-        features of `config.kgcoop_template.format(name)` (`_` in a name read as a space, as in the prompts). The
-        model is not changed. Official KgCoOp `trainers/kgcoop.py`: `clip_model_.encode_text(temp.format(c))`.
+        The frozen zero-shot text features `(classes, embed_dim)`, L2-normalised, that the model's regulariser pulls
+        towards. KgCoOp: the frozen backbone's text features of `config.kgcoop_template.format(name)` (official
+        KgCoOp `trainers/kgcoop.py`: `clip_model_.encode_text(temp.format(c))`). PromptSRC (`config.method_name ==
+        "promptsrc"`): the mean of the unnormalised frozen text features over its 60 templates, normalised (official
+        `trainers/promptsrc.py` `fixed_embeddings`; `promptsrc_cocoop.teacher_text_features`). `_` in a name is read
+        as a space, as in the prompts. The model is not changed.
         """
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         class_names = validate_class_names(class_names, tokenizer)
         if tokenizer is None:
             raise ValueError("no tokenizer to build the zero-shot prompts with: pass `tokenizer=`.")
+        if self.config.method_name == "promptsrc":
+            teacher = teacher_text_features(self.clip, class_names, tokenizer, self.config.text_chunk_tokens)
+            return teacher.to(device=self.prompt_learner.ctx.device, dtype=self.prompt_learner.ctx.dtype)
         return zero_shot_text_features(self, class_names, tokenizer)
 
     def _check_prompt_markers(self, input_ids, eos_index, context_start, attention_mask) -> None:

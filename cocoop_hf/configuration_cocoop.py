@@ -37,6 +37,13 @@ _CHECKED_FIELDS = (
     "class_specific_context",
     "kgcoop_weight",
     "kgcoop_template",
+    "prompt_depth_text",
+    "prompt_depth_vision",
+    "n_ctx_vision",
+    "vision_prompts_from_text",
+    "promptsrc_text_weight",
+    "promptsrc_image_weight",
+    "promptsrc_logits_weight",
     "frozen_clip_dtype",
     "id2label",
     "label2id",
@@ -46,6 +53,13 @@ _CHECKED_FIELDS = (
 def _check_int(field: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{field}` must be a positive integer, got {describe_value(value)}.")
+
+
+def _check_weight(field: str, value, official: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{field}` must be a finite number >= 0 (0 turns the term off; {official}), got {describe_value(value)}."
+        )
 
 
 # Official CoOp `TRAINER.COOP.CLASS_TOKEN_POSITION` (trainers/coop.py PromptLearner.forward).
@@ -120,6 +134,107 @@ def _checked_backbone_config(config, keyword: str) -> PretrainedConfig:
     return config
 
 
+def _is_deep(prompt_depth_text: int, prompt_depth_vision: int, vision_prompts_from_text: bool) -> bool:
+    return prompt_depth_text > 1 or prompt_depth_vision > 0 or vision_prompts_from_text
+
+
+def _checked_deep_prompts(
+    backbone, depth_text, depth_vision, n_ctx_vision, from_text: bool, promptsrc_weights
+) -> bool:
+    """
+    The deep-prompt fields checked against each other and the backbone's layers; whether the config has deep prompts.
+    Official multimodal-prompt-learning `clip/model.py` / trainers (IVLP, MaPLe) and PromptSRC `trainers/promptsrc.py`.
+    """
+    if isinstance(depth_text, bool) or not isinstance(depth_text, int) or depth_text < 1:
+        raise ValueError(
+            f"`prompt_depth_text` must be an integer >= 1 (layer 0 always reads the context; official "
+            f"PROMPT_DEPTH_TEXT >= 1), got {describe_value(depth_text)}."
+        )
+    if isinstance(depth_vision, bool) or not isinstance(depth_vision, int) or depth_vision < 0:
+        raise ValueError(
+            f"`prompt_depth_vision` must be an integer >= 0 (0: no vision prompts), got {describe_value(depth_vision)}."
+        )
+    for field, weight, official in zip(
+        ("promptsrc_text_weight", "promptsrc_image_weight", "promptsrc_logits_weight"),
+        promptsrc_weights,
+        ("official TEXT_LOSS_WEIGHT 25", "official IMAGE_LOSS_WEIGHT 10", "the official KL term has weight 1"),
+        strict=True,
+    ):
+        _check_weight(field, weight, official)
+    deep = _is_deep(depth_text, depth_vision, from_text)
+    if not deep:
+        if n_ctx_vision is not None:
+            raise ValueError(
+                f"`n_ctx_vision`={describe_value(n_ctx_vision, typed=False)} without vision prompts: set prompt_depth_vision >= 1 "
+                "(IVLP, PromptSRC, MaPLe) or leave n_ctx_vision None."
+            )
+        if max(promptsrc_weights) > 0:
+            raise ValueError(
+                "the PromptSRC terms (promptsrc_*_weight > 0) regularise deep prompts of both towers: set "
+                "prompt_depth_text and prompt_depth_vision (official recipe: 9 and 9, n_ctx 4, n_ctx_vision 4)."
+            )
+        return False
+    row = backbone_of(backbone)
+    if not row.causal_text or row.model_type not in ("clip", "metaclip_2"):
+        raise ValueError(
+            f"deep prompts (IVLP, MaPLe, PromptSRC) need a CLIP or MetaCLIP 2 backbone (the towers of the official "
+            f"clip/model.py), got {row.display_name} ({row.model_type!r})."
+        )
+    for field, depth, layers in (
+        ("prompt_depth_text", depth_text, backbone.text_config.num_hidden_layers),
+        ("prompt_depth_vision", depth_vision, backbone.vision_config.num_hidden_layers),
+    ):
+        if depth > layers:
+            raise ValueError(
+                f"`{field}`={depth} exceeds the {layers} layers of the backbone's tower: use <= {layers}."
+            )
+    vision = backbone.vision_config
+    image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1  # patches and the class token
+    if n_ctx_vision is not None and (
+        isinstance(n_ctx_vision, bool) or not isinstance(n_ctx_vision, int) or not 1 <= n_ctx_vision <= image_tokens
+    ):
+        raise ValueError(
+            f"`n_ctx_vision` must be an integer in [1, {image_tokens}] (at most the image's own tokens) or None (n_ctx "
+            f"tokens), got {describe_value(n_ctx_vision)}."
+        )
+    if n_ctx_vision is not None and depth_vision == 0:
+        raise ValueError(f"`n_ctx_vision`={n_ctx_vision} without vision prompts: set prompt_depth_vision >= 1.")
+    if from_text:
+        if depth_vision != depth_text:
+            raise ValueError(
+                "`vision_prompts_from_text=True` (MaPLe) projects each depth's text prompt to that depth's vision "
+                f"prompt, so both towers have one prompt depth (official TRAINER.MAPLE.PROMPT_DEPTH): got "
+                f"prompt_depth_text={depth_text}, prompt_depth_vision={depth_vision}."
+            )
+        if max(promptsrc_weights) > 0:
+            raise ValueError(
+                "the PromptSRC terms (promptsrc_*_weight > 0) belong to PromptSRC's independent prompts (IVLP's), not "
+                "to MaPLe's projected ones: set vision_prompts_from_text=False or the weights to 0."
+            )
+    return True
+
+
+def _check_deep_prompt_options(
+    backbone, conditional, class_specific_context, class_token_position, kgcoop_weight, prompt_context_start
+) -> None:
+    """The CoOp-family options that deep prompts (IVLP, MaPLe, PromptSRC) do not combine with; each a clear error."""
+    # Official trainers/independentVL.py, maple.py, promptsrc.py: one static context for all classes, the name last,
+    # no meta-net, no KgCoOp term.
+    refused = (
+        (conditional, "conditional=True (their prompts do not depend on the image: pass conditional=False)"),
+        (class_specific_context, "class_specific_context=True (their context is shared by all classes)"),
+        (
+            class_token_position != "end",
+            f'class_token_position={class_token_position!r} (the name ends the prompt: "end")',
+        ),
+        (kgcoop_weight != 0, f"kgcoop_weight={kgcoop_weight} (KgCoOp's term is not part of them: pass 0)"),
+        (prompt_context_start is None, "a left-padding tokenizer (prompt_context_start=None)"),
+    )
+    found = [why for bad, why in refused if bad]
+    if found:
+        raise ValueError(f"deep prompts (IVLP, MaPLe, PromptSRC) do not combine with {'; '.join(found)}.")
+
+
 class CoCoOpConfig(PretrainedConfig):
     r"""
     Configuration for [`CoCoOpModel`]. Defaults reproduce CoCoOp ViT-B/16 `vit_b16_c4_ep10_batch1_ctxv1` of the
@@ -135,7 +250,8 @@ class CoCoOpConfig(PretrainedConfig):
             files saved before other backbones existed hold `"clip_config"`); `config.clip_config` is a read-only alias
             of `config.backbone_config`. Give one of the two.
         n_ctx (`int`, *optional*, defaults to 4): number of learned context tokens. With `ctx_init` it must equal
-            the word count of `ctx_init` (or be left `None`, which means "the word count").
+            the word count of `ctx_init` (or be left `None`, which means "the word count"); deep prompts may learn
+            fewer (the first `n_ctx` words, see below).
         ctx_init (`str`, *optional*, defaults to `"a photo of a"`): words whose token embeddings start the
             context. `None` draws the context from N(0, 0.02) and uses `"X X X X"` as the prompt placeholder.
         meta_net_reduction (`int`, *optional*, defaults to 16): hidden width of the meta-net is
@@ -174,6 +290,30 @@ class CoCoOpConfig(PretrainedConfig):
             tokenizer (no start token). `CoCoOpModel.from_clip` sets it from the tokenizer
             (`processing_cocoop.prompt_context_start`). `None`: a left-padding tokenizer, where the start differs per
             class and comes with the class prompts (`context_start`).
+        prompt_depth_text (`int`, *optional*, defaults to 1): text layers whose context positions hold learned
+            prompts: layer 0 reads `ctx`, layers 1..depth-1 read `prompt_learner.text_prompts[l-1]` in place of the
+            context (no positional embedding), as the official multimodal `clip/model.py` (IVLP / MaPLe / PromptSRC,
+            `PROMPT_DEPTH_TEXT`, 9 in their recipes). 1: the context of layer 0 only (CoOp, CoCoOp, KgCoOp).
+        prompt_depth_vision (`int`, *optional*, defaults to 0): vision layers with learned prompts (official
+            `PROMPT_DEPTH_VISION`): layer 0 gets `n_ctx_vision` prompt tokens appended after the patches, layers
+            1..depth-1 get their own in place of the last `n_ctx_vision` tokens. 0: no vision prompts.
+        n_ctx_vision (`int`, *optional*): vision prompt tokens (official `N_CTX_VISION`, 4 in IVLP / PromptSRC).
+            `None` with vision prompts: `n_ctx` tokens. MaPLe (`vision_prompts_from_text`): `None` or `n_ctx`, its
+            vision prompts being projections of the text prompts.
+        vision_prompts_from_text (`bool`, *optional*, defaults to `False`): MaPLe (Khattak et al., CVPR 2023;
+            official `trainers/maple.py`): the vision prompt of depth l is `Linear_l(text prompt of depth l)` (l = 0:
+            of `ctx`), with one `PROMPT_DEPTH` for both towers (`prompt_depth_vision == prompt_depth_text`).
+        promptsrc_text_weight / promptsrc_image_weight / promptsrc_logits_weight (`float`, *optional*, default 0.0):
+            PromptSRC's self-regularising terms (Khattak et al., ICCV 2023; official `trainers/promptsrc.py`,
+            `TEXT_LOSS_WEIGHT` 25, `IMAGE_LOSS_WEIGHT` 10, the KL term 1): L1 of the prompted vs the frozen text
+            features (the mean over its 60 templates), L1 of the prompted vs the frozen image features, KL of the
+            frozen zero-shot logits to the prompted ones. They need deep prompts of both towers (IVLP's).
+
+            With deep prompts (IVLP, MaPLe, PromptSRC) the model needs `conditional=False`,
+            `class_specific_context=False`, `class_token_position="end"`, `kgcoop_weight=0` and a CLIP or MetaCLIP 2
+            backbone, and `n_ctx` may be fewer than the `ctx_init` words: the prompt reads all the words and only the
+            first `n_ctx` are learned (official `ctx_vectors = embedding[0, 1 : 1 + n_ctx]`, `prompt_prefix =
+            ctx_init`; MaPLe's recipe: 2 tokens of "a photo of a"). `config.method_name` names the method.
         frozen_clip_dtype (`str`, *optional*): `"bfloat16"` or `"float16"` when the frozen CLIP runs in that dtype
             under the prompt learner's own (set by `CoCoOpModel.cast_frozen_clip`); `from_pretrained` casts the
             loaded CLIP to it again, so a saved model answers as it did. `None`: CLIP in the model's dtype.
@@ -211,6 +351,13 @@ class CoCoOpConfig(PretrainedConfig):
         class_specific_context=False,
         kgcoop_weight=0.0,
         kgcoop_template="a photo of a {}.",
+        prompt_depth_text=1,
+        prompt_depth_vision=0,
+        n_ctx_vision=None,
+        vision_prompts_from_text=False,
+        promptsrc_text_weight=0.0,
+        promptsrc_image_weight=0.0,
+        promptsrc_logits_weight=0.0,
         frozen_clip_dtype=None,
         prompt_context_start=1,
         clip_config=None,
@@ -259,6 +406,7 @@ class CoCoOpConfig(PretrainedConfig):
             ("adapter_only", adapter_only),
             ("bucket_by_length", bucket_by_length),
             ("class_specific_context", class_specific_context),
+            ("vision_prompts_from_text", vision_prompts_from_text),
         ):
             if not isinstance(value, bool):
                 raise ValueError(f"`{field}` must be True or False (a JSON boolean), got {describe_value(value)}.")
@@ -311,6 +459,23 @@ class CoCoOpConfig(PretrainedConfig):
                     "class, so the class count must be known when the model is built."
                 )
 
+        deep = _checked_deep_prompts(
+            backbone,
+            prompt_depth_text,
+            prompt_depth_vision,
+            n_ctx_vision,
+            vision_prompts_from_text,
+            (promptsrc_text_weight, promptsrc_image_weight, promptsrc_logits_weight),
+        )
+        if deep:
+            _check_deep_prompt_options(
+                backbone,
+                conditional,
+                class_specific_context,
+                class_token_position,
+                kgcoop_weight,
+                prompt_context_start,
+            )
         if ctx_init is not None:
             if not isinstance(ctx_init, str) or not ctx_init.strip():
                 raise ValueError(
@@ -319,15 +484,25 @@ class CoCoOpConfig(PretrainedConfig):
             # Official PromptLearner: underscores are spaces and n_ctx is the word count.
             ctx_init = " ".join(ctx_init.replace("_", " ").split())
             n_words = len(ctx_init.split(" "))
-            if n_ctx is not None and n_ctx != n_words:
+            # Deep prompts may learn only the first n_ctx words, the prompt still reading them all (official
+            # trainers/maple.py, independentVL.py: `ctx_vectors = embedding[0, 1 : 1 + n_ctx]`, `prompt_prefix =
+            # ctx_init`); every other method learns exactly the words.
+            if n_ctx is None:
+                n_ctx = n_words
+            elif n_ctx > n_words or (n_ctx < n_words and not deep):
+                fewer = " (fewer only with deep prompts: IVLP, MaPLe, PromptSRC)" if n_ctx < n_words else ""
                 raise ValueError(
                     f"`n_ctx`={n_ctx} is inconsistent with `ctx_init`={describe_value(ctx_init, typed=False)}, which "
-                    f"has {n_words} words: "
+                    f"has {n_words} words{fewer}: "
                     f"pass n_ctx={n_words} or n_ctx=None, or ctx_init=None for a random context of {n_ctx} tokens."
                 )
-            n_ctx = n_words
         elif n_ctx is None:
             n_ctx = 4
+        if vision_prompts_from_text and n_ctx_vision not in (None, n_ctx):
+            raise ValueError(
+                f"`n_ctx_vision`={n_ctx_vision} with `vision_prompts_from_text=True` (MaPLe): its vision prompts are "
+                f"projections of the n_ctx={n_ctx} text prompts, so they have n_ctx tokens: leave n_ctx_vision None."
+            )
         if class_token_position == "middle" and n_ctx < 2:
             raise ValueError(
                 f'`class_token_position="middle"` needs `n_ctx` >= 2, got n_ctx={n_ctx}: the name goes after the '
@@ -338,7 +513,8 @@ class CoCoOpConfig(PretrainedConfig):
         # and EOS. A left-padding tokenizer's start varies per class: its prompts are checked when built.
         before = 1 if prompt_context_start is None else prompt_context_start
         after = 2
-        if n_ctx + before + after > max_positions:
+        prefix_tokens = len(ctx_init.split(" ")) if ctx_init is not None else n_ctx  # the words the prompt reads
+        if prefix_tokens + before + after > max_positions:
             raise ValueError(
                 f"`n_ctx`={n_ctx} leaves no room for a class name in the {max_positions}-token text context "
                 f"(needs {before} token(s) before the context, then the name and EOS): use n_ctx <= "
@@ -387,6 +563,13 @@ class CoCoOpConfig(PretrainedConfig):
         self.class_specific_context = class_specific_context
         self.kgcoop_weight = float(kgcoop_weight)
         self.kgcoop_template = kgcoop_template
+        self.prompt_depth_text = prompt_depth_text
+        self.prompt_depth_vision = prompt_depth_vision
+        self.n_ctx_vision = n_ctx_vision
+        self.vision_prompts_from_text = vision_prompts_from_text
+        self.promptsrc_text_weight = float(promptsrc_text_weight)
+        self.promptsrc_image_weight = float(promptsrc_image_weight)
+        self.promptsrc_logits_weight = float(promptsrc_logits_weight)
         self.frozen_clip_dtype = frozen_clip_dtype
         self.prompt_context_start = prompt_context_start
         super().__init__(**kwargs)
@@ -443,6 +626,46 @@ class CoCoOpConfig(PretrainedConfig):
     def prompt_prefix(self) -> str:
         """The words that stand for the context in the tokenised prompt (official `prompt_prefix`)."""
         return self.ctx_init if self.ctx_init is not None else " ".join(["X"] * self.n_ctx)
+
+    @property
+    def prompt_prefix_tokens(self) -> int:
+        """
+        Tokens the context words take in every prompt: `n_ctx`, or with deep prompts that learn only the first `n_ctx`
+        of the `ctx_init` words, all the words (one token each, as `build_prompt_ids` checks).
+        """
+        return len(self.ctx_init.split(" ")) if self.ctx_init is not None else self.n_ctx
+
+    @property
+    def has_deep_prompts(self) -> bool:
+        """Prompts beyond the layer-0 text context: in deeper text layers or in the vision tower (IVLP, MaPLe, PromptSRC)."""
+        return _is_deep(self.prompt_depth_text, self.prompt_depth_vision, self.vision_prompts_from_text)
+
+    @property
+    def vision_prompt_tokens(self) -> int:
+        """Vision prompt tokens per prompted layer: `n_ctx_vision` (`None`: `n_ctx`), 0 without vision prompts."""
+        if self.prompt_depth_vision == 0:
+            return 0
+        return self.n_ctx_vision if self.n_ctx_vision is not None else self.n_ctx
+
+    @property
+    def uses_promptsrc_terms(self) -> bool:
+        """Whether any of PromptSRC's self-regularising terms has a weight above 0."""
+        return max(self.promptsrc_text_weight, self.promptsrc_image_weight, self.promptsrc_logits_weight) > 0
+
+    @property
+    def method_name(self) -> str:
+        """
+        The method these options make: "cocoop" (conditional context), "coop", "kgcoop" (CoOp + KgCoOp's term),
+        "maple" (vision prompts projected from the text prompts), "promptsrc" (deep prompts + PromptSRC's terms) or
+        "ivlp" (independent deep prompts of both towers). Derived, never stored.
+        """
+        if self.vision_prompts_from_text:
+            return "maple"
+        if self.has_deep_prompts:
+            return "promptsrc" if self.uses_promptsrc_terms else "ivlp"
+        if self.conditional:
+            return "cocoop"
+        return "kgcoop" if self.kgcoop_weight > 0 else "coop"
 
     @property
     def class_names(self) -> list[str]:

@@ -11,9 +11,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The converter's command line; `prog` names it in the help (`cocoop-hf convert`; default: this module)."""
     parser = argparse.ArgumentParser(
         prog=prog or "python -m cocoop_hf.convert_official",
-        description="Convert an official CoOp/CoCoOp (Dassl) prompt-learner checkpoint into a CoCoOpModel folder.",
+        description="Convert an official CoOp / CoCoOp / IVLP / MaPLe / PromptSRC (Dassl) checkpoint into a "
+        "CoCoOpModel folder. The method and its sizes are read from the file's tensors.",
     )
-    parser.add_argument("--checkpoint", required=True, help="Dassl prompt_learner/model.pth.tar-N file.")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="Dassl model.pth.tar-N file (CoOp/CoCoOp: prompt_learner/...; IVLP, PromptSRC: VLPromptLearner/...; "
+        "MaPLe: MultiModalPromptLearner/...).",
+    )
     parser.add_argument("--clip", required=True, help="Hub id or local folder of the CLIP it was trained on.")
     parser.add_argument("--revision", default=None, help="Revision (commit) of --clip.")
     parser.add_argument(
@@ -31,6 +37,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ctx_init", default=None, help="Placeholder context words (default: see from_official_checkpoint)."
+    )
+    parser.add_argument(
+        "--method",
+        default=None,
+        choices=("ivlp", "maple", "promptsrc"),
+        help="The official trainer of a multimodal checkpoint, needed only when the file cannot tell: one holding "
+        "the prompts alone (IVLP and PromptSRC save the same prompt keys); otherwise it must agree with the file.",
     )
     parser.add_argument(
         "--class_token_position",

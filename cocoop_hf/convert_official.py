@@ -1,6 +1,8 @@
 """
 Import an official CoOp / CoCoOp prompt-learner checkpoint (Dassl `prompt_learner/model.pth.tar-N`) into
-[`CoCoOpModel`], and the command line that writes the result as a model folder.
+[`CoCoOpModel`], and the command line that writes the result as a model folder. Official IVLP / MaPLe / PromptSRC
+checkpoints (the whole CustomCLIP's state dict: `prompt_learner.ctx`, `image_encoder.*`, ...) are told apart by their
+keys and imported by `convert_vl_official.py`, through the same entry points.
 
 The checkpoint is read by `official_pickle.load_official_state_dict`, as data: nothing in the file is imported,
 called or written, and memory stays bounded by the file's size (see that module). This module only maps the
@@ -28,6 +30,7 @@ from transformers.utils import logging
 
 from .backbones_cocoop import backbone_model_type
 from .convert_arguments import build_parser
+from .convert_vl_official import from_official_vl_checkpoint, is_official_vl_checkpoint
 from .limits_cocoop import check_clip_checkpoint
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
@@ -46,6 +49,7 @@ __all__ = [
     "build_parser",
     "check_output_dir",
     "from_official_checkpoint",
+    "from_official_vl_checkpoint",
     "infer_config_kwargs",
     "load_official_fewshot_split",
     "load_official_state_dict",
@@ -100,11 +104,14 @@ def from_official_checkpoint(
     tokenizer=None,
     clip_kwargs=None,
     model_class=None,
+    method=None,
     **config_kwargs,
 ):
     """
     Build a [`CoCoOpModel`] (or `model_class`) on `clip_name_or_path` for `class_names` with the context (and, for
-    CoCoOp, the meta-net) of an official checkpoint. `n_ctx`, `conditional` (meta-net present or not) and
+    CoCoOp, the meta-net) of an official checkpoint. An official IVLP / MaPLe / PromptSRC checkpoint is imported by
+    [`~convert_vl_official.from_official_vl_checkpoint`] (`method`: "ivlp" | "maple" | "promptsrc", needed only where
+    its keys cannot tell; refused for a CoOp/CoCoOp file). `n_ctx`, `conditional` (meta-net present or not) and
     `meta_net_reduction` come from the tensors; a value in `config_kwargs` that contradicts them is an error. A CoOp
     checkpoint with a class-specific context (`ctx` of shape (classes, n_ctx, width), official `CSC=True`) becomes a
     model with `class_specific_context=True`: `class_names` must then be the classes it was trained on, in its
@@ -115,6 +122,23 @@ def from_official_checkpoint(
     The official code runs on OpenAI's CLIP only: `clip_name_or_path` must be a CLIP checkpoint (`CLIPModel`); another
     backbone (MetaCLIP 2, SigLIP, SigLIP 2) is refused before anything is read or built.
     """
+    if is_official_vl_checkpoint(checkpoint_path):
+        return from_official_vl_checkpoint(
+            checkpoint_path,
+            clip_name_or_path,
+            class_names,
+            method=method,
+            revision=revision,
+            tokenizer=tokenizer,
+            clip_kwargs=clip_kwargs,
+            model_class=model_class,
+            **config_kwargs,
+        )
+    if method is not None:
+        raise ValueError(
+            f"{checkpoint_path}: method={method!r} was passed, but the file is laid out like a CoOp/CoCoOp prompt "
+            "learner (no 'prompt_learner.*' keys of an IVLP / MaPLe / PromptSRC CustomCLIP): drop the argument."
+        )
     model_class = CoCoOpModel if model_class is None else model_class
     source = str(checkpoint_path)
     _check_clip_backbone(clip_name_or_path, revision, clip_kwargs)
@@ -298,7 +322,12 @@ def main(argv=None):
     config_kwargs = {} if args.ctx_init is None else {"ctx_init": args.ctx_init}
     config_kwargs["class_token_position"] = args.class_token_position
     model = from_official_checkpoint(
-        args.checkpoint, args.clip, read_class_names(args.class_names_file), revision=args.revision, **config_kwargs
+        args.checkpoint,
+        args.clip,
+        read_class_names(args.class_names_file),
+        revision=args.revision,
+        method=args.method,
+        **config_kwargs,
     )
     save_converted(model, args.output_dir, adapter_only=args.adapter_only, overwrite=args.overwrite_output_dir)
     # Where the output is, as the last line (CoCoOpModel.from_pretrained loads the folder).

@@ -47,6 +47,20 @@ COOP_CITATION = """@article{zhou2022coop,
     journal={International Journal of Computer Vision (IJCV)},
     year={2022}
 }"""
+MAPLE_CITATION = """@inproceedings{khattak2023maple,
+    title={MaPLe: Multi-modal Prompt Learning},
+    author={Khattak, Muhammad Uzair and Rasheed, Hanoona and Maaz, Muhammad and Khan, Salman and Khan, Fahad Shahbaz},
+    booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year={2023}
+}"""
+PROMPTSRC_CITATION = """@inproceedings{khattak2023promptsrc,
+    title={Self-regulating Prompts: Foundational Model Adaptation without Forgetting},
+    author={Khattak, Muhammad Uzair and Wasim, Syed Talal and Naseer, Muzammal and Khan, Salman and Yang, Ming-Hsuan and Khan, Fahad Shahbaz},
+    booktitle={IEEE/CVF International Conference on Computer Vision (ICCV)},
+    year={2023}
+}"""
+# Deep prompts in both towers (IVLP, MaPLe, PromptSRC): the model-card wording of each.
+DEEP_PROMPT_METHODS = ("ivlp", "maple", "promptsrc")
 CITATION = """@inproceedings{zhou2022cocoop,
     title={Conditional Prompt Learning for Vision-Language Models},
     author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
@@ -135,13 +149,27 @@ def python_str(text: str) -> str:
 # What the card calls each training method (`cocoop_hf_training/run_cocoop.py --method`), wherever it speaks of the method's
 # accuracy; and the intro's first sentence per method.
 # "zero-shot CLIP" is CLIP's name; another backbone's card names its own (`method_name`).
-METHOD_NAMES = {"cocoop": "CoCoOp", "coop": "CoOp", "kgcoop": "KgCoOp", "zeroshot": "zero-shot CLIP"}
+METHOD_NAMES = {
+    "cocoop": "CoCoOp",
+    "coop": "CoOp",
+    "kgcoop": "KgCoOp",
+    "ivlp": "IVLP",
+    "maple": "MaPLe",
+    "promptsrc": "PromptSRC",
+    "zeroshot": "zero-shot CLIP",
+}
 METHOD_INTRO = {
     "cocoop": "Prompts learned with **CoCoOp** (Conditional Context Optimization, Zhou et al., CVPR 2022)",
     "coop": "Prompts learned with **CoOp** (Context Optimization, Zhou et al., IJCV 2022), packaged as a CoCoOp model "
     "without meta-network",
     "kgcoop": "Prompts learned with **KgCoOp** (Knowledge-guided Context Optimization, Yao et al., CVPR 2023), "
     "packaged as a CoCoOp model without meta-network",
+    "ivlp": "Prompts learned with **IVLP** (independent vision-language prompting, the baseline of MaPLe, Khattak et "
+    "al., CVPR 2023), packaged as a CoCoOp model without meta-network",
+    "maple": "Prompts learned with **MaPLe** (Multi-modal Prompt Learning, Khattak et al., CVPR 2023), packaged as a "
+    "CoCoOp model without meta-network",
+    "promptsrc": "Prompts learned with **PromptSRC** (Self-regulating Prompts, Khattak et al., ICCV 2023), packaged as "
+    "a CoCoOp model without meta-network",
     "zeroshot": "The **zero-shot {backbone}** baseline, packaged as a CoCoOp model",
 }
 # Hub owners whose releases of a backbone carry the licence of its row (`Backbone.weights_license`); any other base
@@ -199,6 +227,19 @@ def _method_detail(
         )
     count = str(n_ctx) if n_ctx else "a few"
     layout = PROMPT_LAYOUTS[class_token_position]
+    if method in DEEP_PROMPT_METHODS:
+        vision = {
+            "ivlp": "learned vision prompts of their own join the image tokens in the first layers of the vision tower",
+            "maple": "the vision tower's prompts in the same layers are linear projections of the text prompts",
+            "promptsrc": "learned vision prompts of their own join the image tokens in the first layers of the vision "
+            f"tower; training keeps features and logits close to frozen {name}'s (PromptSRC's self-regularising "
+            "terms)",
+        }[method]
+        return (
+            f"{count} learned context vectors, shared by every image and every class, form the prompt {layout} and "
+            f"learned prompts replace them in the first layers of the text tower; {vision}. {name}'s weights stay "
+            "frozen. The learned prompts work for any class names."
+        )
     if method == "cocoop":
         return (
             f"A meta-network turns each image's {name} feature into a bias on {count} learned context vectors, so "
@@ -302,7 +343,8 @@ def render_model_card(
             publisher (`KNOWN_PUBLISHERS`: openai/ for CLIP, google/ for SigLIP and SigLIP 2, facebook/metaclip-2 for
             MetaCLIP 2), else "other"; the card says that the base checkpoint's own licence decides).
         model_name: title and model-index name (defaults to the repo name).
-        method: `"cocoop"`, `"coop"`, `"kgcoop"` or `"zeroshot"`: what the card says the prompts are.
+        method: `"cocoop"`, `"coop"`, `"kgcoop"`, `"ivlp"`, `"maple"`, `"promptsrc"` (`config.method_name`) or
+            `"zeroshot"`: what the card says the prompts are.
         random_weights: the model runs on random backbone weights (a demo): the card warns and is tagged, with or
             without results. A result row with `random_weights` implies it.
         class_token_position, class_specific_context, kgcoop_weight, kgcoop_template: the model's CoOp-family
@@ -438,5 +480,7 @@ def render_model_card(
             [CITATION]
             + ([COOP_CITATION] if method in ("coop", "kgcoop") else [])  # CoOp's context, KgCoOp's base method
             + ([KGCOOP_CITATION] if method == "kgcoop" or kgcoop_weight > 0 else [])
+            + ([MAPLE_CITATION] if method in ("ivlp", "maple") else [])  # IVLP is MaPLe's baseline
+            + ([PROMPTSRC_CITATION] if method == "promptsrc" else [])
         ),
     )

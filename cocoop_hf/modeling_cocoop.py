@@ -5,8 +5,11 @@ Reference semantics: Zhou et al., "Conditional Prompt Learning for Vision-Langua
 official `trainers/cocoop.py` (PromptLearner, TextEncoder, CustomCLIP). The parts: the prompt learner
 (`prompt_learner_cocoop.py`), the prompt text encoders (`text_encoder_causal.py` for CLIP / MetaCLIP 2,
 `text_encoder_bidirectional.py` for SigLIP / SigLIP 2), the held class set (`class_set_cocoop.py`), the input checks
-(`model_inputs_cocoop.py`) and saving/loading (`sharing_cocoop.py`). This file may import only torch, transformers
-and its sibling files, so that it loads with `trust_remote_code=True`.
+(`model_inputs_cocoop.py`) and saving/loading (`sharing_cocoop.py`). Deep prompts of both towers (IVLP, MaPLe,
+PromptSRC: `prompt_learner_deep.py`, `text_encoder_deep.py`, `vision_encoder_prompted.py`, `promptsrc_cocoop.py`) are
+chosen by the config through one small factory per part (`prompt_learner_for`, `image_features_for`,
+`text_features_for`). This file may import only torch, transformers and its sibling files, so that it loads with
+`trust_remote_code=True`.
 """
 
 import math
@@ -33,15 +36,26 @@ from .model_inputs_cocoop import (
 )
 from .processing_cocoop import CoCoOpProcessor, prompt_context_start, validate_class_names
 from .prompt_learner_cocoop import CoCoOpMetaNet, CoCoOpPromptLearner, check_prompt_learner_state
+from .prompt_learner_deep import DeepPromptLearner, check_deep_prompt_state
+from .promptsrc_cocoop import checked_teacher, image_term, logits_term, needs_teacher, text_term
 from .sharing_cocoop import check_finite_tensors, load_model, push_model_to_hub, save_model
 from .text_encoder_bidirectional import BidirectionalPromptEncoder
 from .text_encoder_causal import PACKED_SUFFIX_TOKENS, CausalPromptEncoder
+from .text_encoder_deep import deep_prompt_text_features
 from .tokenizer_check_cocoop import check_backbone_tokenizer
+from .vision_encoder_prompted import prompted_image_features
 
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["PACKED_SUFFIX_TOKENS", "CoCoOpMetaNet", "CoCoOpModel", "CoCoOpOutput", "CoCoOpPromptLearner"]
+__all__ = [
+    "PACKED_SUFFIX_TOKENS",
+    "CoCoOpMetaNet",
+    "CoCoOpModel",
+    "CoCoOpOutput",
+    "CoCoOpPromptLearner",
+    "DeepPromptLearner",
+]
 
 
 @dataclass
@@ -54,12 +68,19 @@ class CoCoOpOutput(ModelOutput):
     kgcoop_loss (`torch.FloatTensor` of shape `()`, *optional*): with `labels` and `config.kgcoop_weight > 0`, the
         KgCoOp term 1 - mean cosine similarity of the learned and the zero-shot text features, UNweighted; `loss` is
         cross-entropy + `config.kgcoop_weight` x `kgcoop_loss`.
+    promptsrc_text_loss / promptsrc_image_loss / promptsrc_logits_loss (`torch.FloatTensor` of shape `()`,
+        *optional*): with `labels`, PromptSRC's terms whose `config.promptsrc_*_weight` is above 0, UNweighted (official
+        `trainers/promptsrc.py`): L1 of the prompted to the frozen teacher's text features, L1 of the prompted to the
+        frozen image features, KL(zero-shot || prompted logits) / (batch x classes); `loss` adds each times its weight.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     kgcoop_loss: torch.FloatTensor | None = None
+    promptsrc_text_loss: torch.FloatTensor | None = None
+    promptsrc_image_loss: torch.FloatTensor | None = None
+    promptsrc_logits_loss: torch.FloatTensor | None = None
 
 
 def prompt_encoder(backbone_model, config):
@@ -67,6 +88,68 @@ def prompt_encoder(backbone_model, config):
     if backbone_of(config.backbone_config).causal_text:
         return CausalPromptEncoder(backbone_model, config)
     return BidirectionalPromptEncoder(backbone_model, config)
+
+
+def prompt_learner_for(config):
+    """The trainable part the config asks for: deep prompts of both towers (IVLP, MaPLe, PromptSRC), else CoOp's /
+    CoCoOp's context (+ meta-net)."""
+    return DeepPromptLearner(config) if config.has_deep_prompts else CoCoOpPromptLearner(config)
+
+
+def _plain_image_features(model, pixel_values: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
+    """The frozen vision tower's own features (no prompts)."""
+    return image_features(model.clip, pixel_values, **vision_inputs)
+
+
+def _prompted_image_features(model, pixel_values: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
+    """The vision tower with the prompt learner's vision prompts (IVLP, MaPLe, PromptSRC; CLIP-family: no extras)."""
+    return prompted_image_features(model.clip, pixel_values, model.prompt_learner().vision_prompts)
+
+
+def image_features_for(config):
+    """`(model, pixel_values, vision_inputs) -> (batch, embed_dim)` unnormalised image features, as the config asks."""
+    return _prompted_image_features if config.prompt_depth_vision > 0 else _plain_image_features
+
+
+def _context_text_features(model, image_embeds, prompts: ClassPrompts) -> torch.Tensor:
+    """CoCoOp / CoOp: the context (per image for CoCoOp) through the prompt text encoder, `(batch|1, classes, d)`."""
+    if image_embeds is None and model.config.conditional:
+        raise ValueError(
+            "CoCoOp's context depends on the image: pass `image_embeds` (from get_image_features) to get_text_features."
+        )
+    # The meta-net reads the image feature in its own dtype: a half-precision backbone gives half-precision
+    # features to a prompt learner kept in fp32 (`cast_frozen_clip`).
+    dtype = model.prompt_learner.ctx.dtype
+    ctx = model.prompt_learner(image_embeds.to(dtype) if image_embeds is not None else None)  # CSC: 4-d
+    return model.text_encoder.prompt_features(ctx, prompts, gradient_checkpointing=model.gradient_checkpointing)
+
+
+def _deep_text_features(model, image_embeds, prompts: ClassPrompts) -> torch.Tensor:
+    """
+    Deep text prompts (IVLP, MaPLe, PromptSRC): once per call for all classes, `(1, classes, d)` like CoOp's (they
+    do not depend on the image; official CustomCLIP.forward encodes the prompts once per batch).
+    """
+    if model.gradient_checkpointing:
+        raise ValueError(
+            f"gradient checkpointing is not available for deep prompts ({model.config.method_name}): disable it "
+            "(model.gradient_checkpointing_disable())."
+        )
+    deep = model.prompt_learner()
+    features = deep_prompt_text_features(
+        model.clip,
+        prompts.input_ids,
+        prompts.eos_index,
+        int(model.config.prompt_context_start),  # a right-padding tokenizer's fixed start (the config refuses None)
+        deep.ctx,
+        deep.text_prompts,
+        chunk_tokens=model.config.text_chunk_tokens,
+    )
+    return (features / features.norm(dim=-1, keepdim=True)).unsqueeze(0)
+
+
+def text_features_for(config):
+    """`(model, image_embeds, prompts) -> (batch|1, classes, d)` normalised prompt text features, as the config asks."""
+    return _deep_text_features if config.has_deep_prompts else _context_text_features
 
 
 class CoCoOpPreTrainedModel(PreTrainedModel):
@@ -83,6 +166,18 @@ class CoCoOpPreTrainedModel(PreTrainedModel):
         # The backbone's own modules are initialised by its _init_weights (a nested PreTrainedModel).
         if isinstance(module, CoCoOpPromptLearner):
             init.normal_(module.ctx, std=0.02)  # official: nn.init.normal_(ctx_vectors, std=0.02)
+        elif isinstance(module, DeepPromptLearner):
+            # Official: ctx, MaPLe's compound_prompts_text, IVLP's VPT / VPT_shallow all nn.init.normal_(std=0.02).
+            # Called after its children (transformers initialises a module's children first): MaPLe's projections
+            # already have PyTorch's default Linear init (the branch below); 2.. become copies of 1 (`_get_clones`).
+            init.normal_(module.ctx, std=0.02)
+            for prompt in (*module.text_prompts, *(module.vision_prompts or ())):
+                init.normal_(prompt, std=0.02)
+            if module.vision_projections is not None and len(module.vision_projections) > 2:
+                first = module.vision_projections[1]
+                for projection in list(module.vision_projections)[2:]:
+                    init.copy_(projection.weight, first.weight)
+                    init.copy_(projection.bias, first.bias)
         elif isinstance(module, nn.Linear):
             # PyTorch's default Linear init, as the official meta-net uses.
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
@@ -114,6 +209,13 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
     assembled whole and encoded up to each prompt's EOS (CoOp: once per forward for all classes, never per image).
     `kgcoop_weight` adds the KgCoOp regulariser to the loss, against frozen zero-shot text features that
     `set_class_names` computes for the held class set ([`~CoCoOpModel.zero_shot_text_features`]).
+
+    Deep prompts of both towers, as config options (`config.method_name`): IVLP (`prompt_depth_text`,
+    `prompt_depth_vision`, `n_ctx_vision`; official multimodal-prompt-learning `trainers/independentVL.py`), MaPLe
+    (`vision_prompts_from_text`; `trainers/maple.py`) and PromptSRC (IVLP's prompts + `promptsrc_*_weight`; PromptSRC
+    `trainers/promptsrc.py`). Their prompt learner is a [`DeepPromptLearner`]; the text prompts are encoded once per
+    call for all classes (they do not depend on the image), the image features come from the prompted vision tower
+    (so they depend on this model's weights), and PromptSRC's frozen text teacher is held with the class set.
     """
 
     def __init__(self, config: CoCoOpConfig, clip_model: PreTrainedModel | None = None):
@@ -125,13 +227,16 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
                 f"{backbone.model_type!r}), got {type(clip_model).__name__}."
             )
         self.clip = clip_model if clip_model is not None else backbone.model_class(config.backbone_config)
-        self.prompt_learner = CoCoOpPromptLearner(config)
+        self.prompt_learner = prompt_learner_for(config)
         self.clip.requires_grad_(False)
         self.gradient_checkpointing = False
         self.tokenizer = None
         self._class_set = None  # the held class set: one immutable record (class_set_cocoop.ClassSetHolder)
         # A plain attribute, not a submodule: it holds references to self.clip's text modules (weights stay `clip.*`).
         self._text_encoder = prompt_encoder(self.clip, config)
+        # The image and text paths the config asks for (plain functions of the model: no state of their own).
+        self._image_features = image_features_for(config)
+        self._prompt_text_features = text_features_for(config)
         self.post_init()
         if clip_model is not None:
             # The prompt learner lives with the given backbone, in its dtype (official PromptLearner: `clip.dtype`).
@@ -216,15 +321,21 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
 
     @torch.no_grad()
     def init_context_from_words(self, tokenizer) -> None:
-        """Context := token embeddings of `config.ctx_init` (official: `embedding[0, 1 : 1 + n_ctx]`)."""
+        """
+        Context := token embeddings of the first `n_ctx` tokens of `config.ctx_init` (official: `embedding[0, 1 : 1 +
+        n_ctx]`; all of them except with deep prompts that learn only the first n_ctx words, e.g. MaPLe's 2 of "a
+        photo of a").
+        """
         ids = tokenizer(self.config.ctx_init, add_special_tokens=False)["input_ids"]
-        if len(ids) != self.config.n_ctx:
+        if len(ids) != self.config.prompt_prefix_tokens:
+            learned = "" if self.config.prompt_prefix_tokens == self.config.n_ctx else f" (n_ctx={self.config.n_ctx})"
             raise ValueError(
-                f"ctx_init {self.config.ctx_init!r} tokenises to {len(ids)} tokens, but n_ctx={self.config.n_ctx}: "
-                "use words that are single tokens of the backbone's vocabulary."
+                f"ctx_init {self.config.ctx_init!r} tokenises to {len(ids)} tokens, but n_ctx="
+                f"{self.config.prompt_prefix_tokens}{learned}: use words that are single tokens of the backbone's "
+                "vocabulary."
             )
         embedding = self.clip.text_model.embeddings.token_embedding.weight
-        words = embedding[torch.tensor(ids, device=embedding.device)]  # (n_ctx, dim)
+        words = embedding[torch.tensor(ids[: self.config.n_ctx], device=embedding.device)]  # (n_ctx, dim)
         # A class-specific context starts from the words in every class's row (the official code would instead
         # build a single generic context when CTX_INIT is set, dropping CSC).
         self.prompt_learner.ctx.copy_(words.expand_as(self.prompt_learner.ctx))
@@ -233,7 +344,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
 
     def load_prompt_learner_state(self, state_dict: dict, source: str = "state dict") -> None:
         """Load context + meta-net tensors (keys as in `prompt_learner.state_dict()`), checking names and shapes."""
-        converted = check_prompt_learner_state(self.prompt_learner, self.config, state_dict, source)
+        check = check_deep_prompt_state if self.config.has_deep_prompts else check_prompt_learner_state
+        converted = check(self.prompt_learner, self.config, state_dict, source)
         # NaN / infinite weights (a diverged run, a damaged file) would give NaN logits without a word; checked after
         # the cast, which can overflow (an fp32 value beyond fp16's range).
         check_finite_tensors(converted, source)
@@ -335,6 +447,11 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         eagerly. The compiled state lives in the text encoder; nothing else changes.
         """
         length_buckets = checked_length_buckets(length_buckets)
+        if self.config.has_deep_prompts:
+            raise ValueError(
+                f"compile_text_path compiles the CoOp/CoCoOp text path; a {self.config.method_name} model encodes its "
+                "deep prompts once per call for all classes: compile the model itself (torch.compile(model)) instead."
+            )
         if not hasattr(self._text_encoder, "compile"):
             name = backbone_of(self.config.backbone_config).display_name
             raise ValueError(f"compile_text_path is not available for {name}'s text encoder.")
@@ -344,18 +461,19 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor, pixel_attention_mask=None, spatial_shapes=None):
         """
-        L2-normalised projected image features `(batch, embed_dim)` from the frozen vision tower. SigLIP 2 also
-        takes its image processor's `pixel_attention_mask` and `spatial_shapes`.
+        L2-normalised projected image features `(batch, embed_dim)` from the frozen vision tower, with the learned
+        vision prompts where the method has them (IVLP, MaPLe, PromptSRC: then they depend on this model's weights).
+        SigLIP 2 also takes its image processor's `pixel_attention_mask` and `spatial_shapes`.
         """
         vision_inputs = {"pixel_attention_mask": pixel_attention_mask, "spatial_shapes": spatial_shapes}
         vision_inputs = {key: value for key, value in vision_inputs.items() if value is not None}
         check_pixel_values(pixel_values, self.config.backbone_config, vision_inputs)
-        features = image_features(self.clip, pixel_values, **vision_inputs)
+        features = self._image_features(self, pixel_values, vision_inputs)
         return features / features.norm(dim=-1, keepdim=True)
 
     def get_text_features(
         self,
-        image_embeds: torch.Tensor,
+        image_embeds: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         eos_index: torch.Tensor | None = None,
         name_length: torch.Tensor | None = None,
@@ -363,8 +481,9 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
-        Prompt text features, L2-normalised: `(batch, classes, embed_dim)` for CoCoOp, `(1, classes, ...)` for CoOp
-        (its context does not depend on the image: computed once, whatever the batch). `input_ids` / `eos_index` /
+        Prompt text features, L2-normalised: `(batch, classes, embed_dim)` for CoCoOp, `(1, classes, ...)` for CoOp and
+        the deep-prompt methods (their text prompts do not depend on the image: computed once, whatever the batch;
+        `image_embeds` may be None). `input_ids` / `eos_index` /
         `name_length` / `context_start` / `attention_mask`: class prompts for this call (see `forward`); default:
         the class set the model holds.
         """
@@ -372,11 +491,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         return self._text_features(image_embeds, prompts)
 
     def _text_features(self, image_embeds: torch.Tensor, prompts: ClassPrompts) -> torch.Tensor:
-        """`get_text_features` for the class prompts of one call."""
-        # The meta-net reads the image feature in its own dtype: a half-precision backbone gives half-precision
-        # features to a prompt learner kept in fp32 (`cast_frozen_clip`).
-        ctx = self.prompt_learner(image_embeds.to(self.prompt_learner.ctx.dtype))  # (batch|1, n_ctx, dim); CSC 4-d
-        return self._text_encoder.prompt_features(ctx, prompts, gradient_checkpointing=self.gradient_checkpointing)
+        """`get_text_features` for the class prompts of one call, by the method's text path."""
+        return self._prompt_text_features(self, image_embeds, prompts)
 
     # ------------------------------------------------------------------ forward
 
@@ -399,8 +515,10 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
             `(batch, patches, 3 * patch * patch)` with `pixel_attention_mask` and `spatial_shapes`).
         labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices; gives `loss`. Any integer dtype.
         image_embeds (`torch.FloatTensor` of shape `(batch, embed_dim)`, *optional*): image features from
-            [`~CoCoOpModel.get_image_features`], in place of `pixel_values` (reuse them across class sets). They are
-            L2-normalised here, as the official code normalises the image feature before the meta-net reads it.
+            [`~CoCoOpModel.get_image_features`], in place of `pixel_values` (reuse them across class sets), taken as
+            this model's own: with vision prompts (IVLP, MaPLe, PromptSRC) they must come from this model with its
+            current weights. They are L2-normalised here, as the official code normalises the image feature before
+            the meta-net reads it.
         input_ids (`torch.LongTensor` of shape `(classes, length)`, *optional*): class prompts for this call only,
             with `eos_index` (`torch.LongTensor` of shape `(classes,)`) and the other prompt tensors: what
             `CoCoOpProcessor(class_names=...)` or [`~CoCoOpModel.class_prompts`] returns. Without them the model uses
@@ -411,10 +529,13 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
             default `config.prompt_context_start` for every class.
         attention_mask (`torch.LongTensor` of shape `(classes, length)`, *optional*): the prompts' padding mask
             (SigLIP 2 prompts carry one).
-        zero_shot_embeds (`torch.FloatTensor` of shape `(classes, embed_dim)`, *optional*): KgCoOp's frozen
-            zero-shot text features of the classes of `input_ids` ([`~CoCoOpModel.zero_shot_text_features`]);
-            needed only with `labels`, `config.kgcoop_weight > 0` and class prompts given to this call (for the held
-            class set the model has them).
+        zero_shot_embeds (`torch.FloatTensor` of shape `(classes, embed_dim)`, *optional*): the frozen zero-shot
+            text features of the classes of `input_ids` ([`~CoCoOpModel.zero_shot_text_features`]: KgCoOp's, or
+            PromptSRC's teacher); needed only with `labels`, `config.kgcoop_weight > 0` or PromptSRC's text / logits
+            term, and class prompts given to this call (for the held class set the model has them).
+
+        PromptSRC (`config.promptsrc_*_weight`): with `labels` the loss adds its terms, which compare with the frozen
+        backbone's image features of the same images: they need `pixel_values` (not `image_embeds`).
         """
         if (pixel_values is None) == (image_embeds is None):
             raise ValueError("pass exactly one of `pixel_values` or `image_embeds`.")
@@ -437,6 +558,7 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         if bias is not None:  # SiglipModel.forward: logits = cos * logit_scale.exp() + logit_bias
             logits = logits + bias.to(logits.dtype)
         loss = kgcoop_loss = None
+        promptsrc = {}
         if labels is not None:
             labels = checked_labels(labels, logits)
             loss = F.cross_entropy(logits.float(), labels)
@@ -449,7 +571,46 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
                 cosine = F.cosine_similarity(text_embeds.float(), zero_shot.float()[None], dim=-1, eps=1e-7)
                 kgcoop_loss = 1.0 - cosine.mean()
                 loss = loss + self.config.kgcoop_weight * kgcoop_loss
-        return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds, kgcoop_loss=kgcoop_loss)
+            if self.config.uses_promptsrc_terms:
+                held_teacher = None if given else prompts.zero_shot
+                promptsrc = self._promptsrc_terms(
+                    pixel_values, image_embeds, text_embeds[0], logits, logit_scale, zero_shot_embeds, held_teacher
+                )
+                for name, term in promptsrc.items():  # promptsrc_text_loss x config.promptsrc_text_weight, ...
+                    loss = loss + getattr(self.config, name.replace("_loss", "_weight")) * term
+        return CoCoOpOutput(loss=loss, logits=logits, image_embeds=image_embeds, kgcoop_loss=kgcoop_loss, **promptsrc)
+
+    def _promptsrc_terms(
+        self, pixel_values, image_embeds, text_embeds, logits, logit_scale, zero_shot_embeds, held_teacher
+    ) -> dict:
+        """
+        PromptSRC's terms whose weight is above 0, UNweighted, by output field (official trainers/promptsrc.py
+        CustomCLIP.forward + PromptSRC.forward_backward; promptsrc_cocoop). `text_embeds` (classes, d) and
+        `image_embeds` (batch, d): the prompted features, normalised.
+        """
+        config = self.config
+        terms = {}
+        frozen_image = None
+        if config.promptsrc_image_weight > 0 or config.promptsrc_logits_weight > 0:
+            if pixel_values is None:
+                raise ValueError(
+                    "PromptSRC's image and logits terms compare with the frozen backbone's features of the same images: "
+                    "pass `pixel_values` with `labels` (image_embeds alone do not give them)."
+                )
+            with torch.no_grad():  # official: the frozen ZS_image_encoder under no_grad, normalised
+                frozen_image = image_features(self.clip, pixel_values)
+                frozen_image = frozen_image / frozen_image.norm(dim=-1, keepdim=True)
+        teacher = None
+        if needs_teacher(config):
+            device = self.prompt_learner.ctx.device
+            teacher = checked_teacher(zero_shot_embeds, held_teacher, text_embeds.shape[0], config, device)
+        if config.promptsrc_text_weight > 0:
+            terms["promptsrc_text_loss"] = text_term(text_embeds, teacher)
+        if config.promptsrc_image_weight > 0:
+            terms["promptsrc_image_loss"] = image_term(image_embeds, frozen_image)
+        if config.promptsrc_logits_weight > 0:
+            terms["promptsrc_logits_loss"] = logits_term(logits, frozen_image, teacher, logit_scale)
+        return terms
 
     def _kgcoop_targets(self, zero_shot_embeds, held_zero_shot, classes: int) -> torch.Tensor:
         """KgCoOp's targets: given to the call, else those of the held class set (model_inputs_cocoop)."""

@@ -130,7 +130,7 @@ class CoCoOpProcessor(ProcessorMixin):
         processor_dict, instantiation_kwargs = cls.get_processor_dict(pretrained_model_name_or_path, **kwargs)
         # The config as CoCoOpConfig read it (checked in _adapter_base_clip): its backbone's defaults filled in.
         processor_dict.setdefault("prompt_prefix", config.prompt_prefix)
-        processor_dict.setdefault("n_ctx", config.n_ctx)
+        processor_dict.setdefault("n_ctx", config.prompt_prefix_tokens)
         processor_dict.setdefault("context_length", text_context(config.backbone_config))
         processor_dict.setdefault("backbone_type", config.backbone_config.model_type)
         vocab_size = config.backbone_config.text_config.vocab_size
@@ -327,7 +327,7 @@ class CoCoOpProcessor(ProcessorMixin):
         processor's `prompt_prefix` / `n_ctx` / `context_length` / `backbone_type`.
         """
         if config is not None:
-            prompt_prefix, n_ctx, backbone = config.prompt_prefix, config.n_ctx, config.backbone_config
+            prompt_prefix, n_ctx, backbone = config.prompt_prefix, config.prompt_prefix_tokens, config.backbone_config
             context_length = text_context(config.backbone_config)
         elif self.prompt_prefix is None or self.n_ctx is None:
             raise ValueError(

@@ -162,7 +162,9 @@ def _save_code_and_processor(model, save_directory, adapter_only: bool = False) 
     custom_object_save(model, save_directory)
     prompt_settings = {
         "prompt_prefix": model.config.prompt_prefix,
-        "n_ctx": model.config.n_ctx,
+        # The processor's n_ctx is the count of context-word tokens in each prompt: with deep prompts that learn only
+        # the first n_ctx words (MaPLe: 2 of "a photo of a") the prompt still holds all of them.
+        "n_ctx": model.config.prompt_prefix_tokens,
         "context_length": text_context(model.config.backbone_config),
         "backbone_type": model.config.backbone_config.model_type,
     }
@@ -295,7 +297,7 @@ def _render_card(model, repo_id: str):
         repo_id=repo_id,
         class_names=model.class_names,
         n_ctx=model.config.n_ctx,
-        method="cocoop" if model.config.conditional else ("kgcoop" if model.config.kgcoop_weight > 0 else "coop"),
+        method=model.config.method_name,
         class_token_position=model.config.class_token_position,
         class_specific_context=model.config.class_specific_context,
         kgcoop_weight=model.config.kgcoop_weight,

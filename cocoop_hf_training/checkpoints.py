@@ -5,7 +5,7 @@ Who owns --output_dir (what a run wrote, recorded and hashed, and what it may de
 checkpoint is recorded there once it is renamed into place.
 
 Checkpoints (`checkpoint-N`): the prompt learner (`prompt_learner.safetensors`), optimizer, scheduler, RNG and trainer
-state only: the frozen CLIP and the tokenizer are rebuilt by the script, so a checkpoint is ~300 KB at ViT-B/16
+state only (and what a callback's `CheckpointedState` adds: PromptSRC's GPA running sum): the frozen CLIP and the tokenizer are rebuilt by the script, so a checkpoint is ~300 KB at ViT-B/16
 instead of ~600 MB. Each is written into `tmp-checkpoint-N`, closed with `checkpoint_complete.json` (every file and
 its size, written last) and renamed to `checkpoint-N`: a process killed mid-write leaves only a `tmp-` folder, which
 `--resume_from_checkpoint latest` never picks and the next run deletes.
@@ -237,6 +237,21 @@ class RngSnapshotDataset(torch.utils.data.Dataset):
         return self.snapshots.get(number)
 
 
+class CheckpointedState:
+    """
+    State a resume needs besides the prompt learner's (PromptSRC's GPA running sum, cocoop_hf_training/
+    prompt_aggregation.py), kept by a callback of a `LeanCheckpointTrainer`: its files are written into each
+    checkpoint's staging folder, so that the checkpoint's marker records them with the others, and read back when a
+    run resumes from it (after the prompt learner).
+    """
+
+    def save_checkpoint_files(self, folder) -> None:
+        raise NotImplementedError
+
+    def load_checkpoint_files(self, folder, model) -> None:
+        raise NotImplementedError
+
+
 class LeanCheckpointTrainer(Trainer):
     """
     Trainer whose checkpoints hold the prompt learner, optimizer, scheduler, RNG and trainer state only, are written
@@ -283,6 +298,8 @@ class LeanCheckpointTrainer(Trainer):
         self.accelerator.wait_for_everyone()  # every process writes its RNG state into the staging folder
         if self.args.should_save:
             save_prompt_learner(self.accelerator.unwrap_model(self.model), staging)
+            for state in self._checkpointed_states():
+                state.save_checkpoint_files(staging)
         if not self.args.save_only_model:
             self._save_optimizer_and_scheduler(str(staging))
             self._save_scaler(str(staging))
@@ -342,6 +359,11 @@ class LeanCheckpointTrainer(Trainer):
                 f"trains on {model.class_names}. Resume with the same data and protocol."
             )
         load_prompt_learner(model, resume_from_checkpoint)
+        for state in self._checkpointed_states():
+            state.load_checkpoint_files(resume_from_checkpoint, model)
+
+    def _checkpointed_states(self) -> list[CheckpointedState]:
+        return [callback for callback in self.callback_handler.callbacks if isinstance(callback, CheckpointedState)]
 
     def _load_best_model(self) -> None:
         best = self.state.best_model_checkpoint

@@ -4,7 +4,8 @@ What the two grid scripts share: cocoop_hf_training/run_benchmark.py (Table 1) a
 `--`), the run_cocoop command of a cell, `grid_cells.json` (the command each cell was run with), what a finished,
 interrupted or foreign cell folder means, and the loop over the cells.
 
-A cell is any object with `dataset`, `method`, `seed` and `output_dir` attributes whose str() names it in the logs.
+A cell is any object with `dataset`, `method`, `seed` and `output_dir` attributes whose str() names it in the logs
+(and `transfer = True` for a transfer grid's cells: their source training takes the cross-dataset recipe).
 """
 
 import argparse
@@ -37,9 +38,30 @@ RECIPES = {
     "cocoop": CONFIGS / "cocoop_vit_b16_c4_ep10_batch1_ctxv1.yaml",
     # KgCoOp as the official htyao89/KgCoOp scripts/base2new_train.sh runs it (also on ImageNet: no override).
     "kgcoop": CONFIGS / "kgcoop_vit_b16_ep100_ctxv1.yaml",
+    # The official base-to-new recipes of IVLP and PromptSRC (muzairkhattak/PromptSRC) and MaPLe
+    # (muzairkhattak/multimodal-prompt-learning), ImageNet included (their scripts use one config for every dataset).
+    "ivlp": CONFIGS / "ivlp_vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+    "maple": CONFIGS / "maple_vit_b16_c2_ep5_batch4_2ctx.yaml",
+    "promptsrc": CONFIGS / "promptsrc_vit_b16_c2_ep20_batch4_4+4ctx.yaml",
 }
 RECIPE_OVERRIDES = {("coop", "ImageNet"): CONFIGS / "coop_vit_b16_ep50_ctxv1.yaml"}
-METHOD_TITLES = {"zeroshot": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp"}
+# The transfer grid's (Tables 2 and 3) source training where the official repo ships a cross-dataset recipe of its
+# own (shallower prompts, fewer epochs): MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml,
+# PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml. Table 1's ImageNet cell
+# keeps the base-to-new recipe.
+TRANSFER_RECIPES = {
+    "maple": CONFIGS / "maple_vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml",
+    "promptsrc": CONFIGS / "promptsrc_vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml",
+}
+METHOD_TITLES = {
+    "zeroshot": "CLIP",
+    "coop": "CoOp",
+    "cocoop": "CoCoOp",
+    "kgcoop": "KgCoOp",
+    "ivlp": "IVLP",
+    "maple": "MaPLe",
+    "promptsrc": "PromptSRC",
+}
 
 
 def method_titles(content: dict) -> dict[str, str]:
@@ -75,7 +97,10 @@ CELL_RECORDS_NAME = "grid_cells.json"
 # ---------------------------------------------------------------------------------------------- recipes
 
 
-def recipe_for(method: str, dataset: str) -> Path:
+def recipe_for(method: str, dataset: str, transfer: bool = False) -> Path:
+    """The recipe of a cell: with `transfer` (a transfer grid's source training) the method's cross-dataset one."""
+    if transfer and method in TRANSFER_RECIPES:
+        return TRANSFER_RECIPES[method]
     return RECIPE_OVERRIDES.get((method, dataset), RECIPES[method])
 
 
@@ -132,7 +157,7 @@ def parse_grid_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
 def run_cocoop_argv(cell, extra: list[str], data_root: str, options: tuple[str, ...] = ()) -> list[str]:
     """The run_cocoop flags that define a cell's run (resume flags aside); `options` go before --seed."""
     return [
-        str(recipe_for(cell.method, cell.dataset)),
+        str(recipe_for(cell.method, cell.dataset, transfer=getattr(cell, "transfer", False))),
         "--benchmark",
         cell.dataset,
         "--data_root",
@@ -281,6 +306,54 @@ def check_cell_folder(cell, output_dir) -> None:
             )
 
 
+def check_grid_cells(cells: list, output_dir, command, flags_name: str) -> dict[str, list[str]]:
+    """
+    Before any cell runs, whatever the launcher: grid_cells.json readable, the grid's own files provably its own, no
+    cell folder reached through a symlink, and no cell run earlier with another command (`command(cell)`; `flags_name`
+    names what differs in the error). Returns grid_cells.json's records.
+    """
+    records = read_cell_records(Path(output_dir) / CELL_RECORDS_NAME)  # a damaged file is refused naming it
+    check_grid_folder(output_dir)  # a records file or table the grid cannot prove its own is refused
+    for cell in cells:
+        check_cell_folder(cell, output_dir)
+        recorded, wanted = records.get(str(cell.output_dir)), command(cell)
+        if recorded is not None and recorded != wanted:
+            raise ValueError(
+                f"{cell.output_dir} was run by this grid with other {flags_name}:\n  then: {' '.join(recorded)}\n"
+                f"  now:  {' '.join(wanted)}\nRe-run with the same flags, or choose another --output_dir."
+            )
+    return records
+
+
+def record_commands(output_dir, records: dict, cells: list, command) -> None:
+    """
+    Record in grid_cells.json the command of `cells`, all at once before their jobs are submitted (launchers other than
+    inline): only the grid's own process writes that file, never a job, so two jobs cannot lose each other's record.
+    """
+    if cells:
+        records.update({str(cell.output_dir): command(cell) for cell in cells})
+        _write_records(Path(output_dir) / CELL_RECORDS_NAME, records)
+
+
+def refuse_running_jobs(cells: list, output_dir, finished_run) -> None:
+    """
+    The inline grid in a folder where --launcher local or slurm submitted jobs: a cell whose job is still running is
+    refused (the inline run would write its folder at the same time). A grid without jobs reads nothing more.
+    """
+    from cocoop_hf_training.grid_cell_states import cell_state, jobs_folder
+
+    if not jobs_folder(output_dir).is_dir():
+        return
+    for cell in cells:
+        state = cell_state(cell, output_dir, finished_run)
+        if state.state == "running":
+            raise ValueError(
+                f"{cell}: {state.detail}, submitted by an earlier --launcher local or slurm run of this grid: "
+                "running it inline now would write its folder twice at once. Wait for the job (--status), or end it, "
+                "then rerun."
+            )
+
+
 def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finished_run, next_step, run, flags_name):
     """
     Run (or skip, or resume) every cell in order; returns each cell's results.json content.
@@ -294,16 +367,8 @@ def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finish
     from tqdm.auto import tqdm
 
     records_path = Path(output_dir) / CELL_RECORDS_NAME
-    records = read_cell_records(records_path)  # a damaged file is refused naming what is wrong in it
-    check_grid_folder(output_dir)  # a records file or table the grid cannot prove its own is refused
-    for cell in cells:
-        check_cell_folder(cell, output_dir)
-        recorded, wanted = records.get(str(cell.output_dir)), command(cell)
-        if recorded is not None and recorded != wanted:
-            raise ValueError(
-                f"{cell.output_dir} was run by this grid with other {flags_name}:\n  then: {' '.join(recorded)}\n"
-                f"  now:  {' '.join(wanted)}\nRe-run with the same flags, or choose another --output_dir."
-            )
+    records = check_grid_cells(cells, output_dir, command, flags_name)
+    refuse_running_jobs(cells, output_dir, finished_run)
     finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
     logger.info("%s: %d finished, %d to run.", title, len(finished), len(cells) - len(finished))
     prepare_grid_folder(output_dir)  # every check passed: from here the grid records what it writes there

@@ -29,8 +29,10 @@ TABLE1_DATASETS = (
     "UCF101",
 )
 # The methods of each grid, in the order their cells run (grid.RECIPES has a recipe for each Table 1 method).
-BENCHMARK_METHODS = ("zeroshot", "coop", "cocoop", "kgcoop")
-TRANSFER_METHODS = ("zeroshot", "coop", "cocoop")
+BENCHMARK_METHODS = ("zeroshot", "coop", "cocoop", "kgcoop", "ivlp", "maple", "promptsrc")
+TRANSFER_METHODS = ("zeroshot", "coop", "cocoop", "maple", "promptsrc")
+# The CoCoOp paper's Tables 2 and 3 (the default); MaPLe and PromptSRC on request, with their cross-dataset recipes.
+TRANSFER_DEFAULT_METHODS = ("zeroshot", "coop", "cocoop")
 
 
 def _spellings(*names: str) -> tuple[str, ...]:
@@ -68,6 +70,55 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the cells run (cocoop_hf_training/grid_launchers.py), and the two read-only views of a grid."""
+    group = parser.add_argument_group("launchers (where the cells run)")
+    group.add_argument(
+        "--launcher",
+        choices=["inline", "local", "slurm"],
+        default="inline",
+        help="inline (default): one cell after another in this process. local: each cell a process of this machine "
+        "(submitit), --max_parallel at a time, each with a GPU of its own. slurm: each cell a SLURM job (submitit job "
+        "arrays; needs --slurm_time); the command returns once they are submitted. Logs: <output_dir>/grid_jobs/.",
+    )
+    group.add_argument(
+        "--max_parallel", type=int, default=None, help="--launcher local: cells at once (default 1; at most the GPUs)."
+    )
+    group.add_argument(
+        "--slurm_config",
+        default=None,
+        metavar="YAML",
+        help="--launcher slurm: a YAML file with a `slurm:` block of the options below (without `slurm_`) and "
+        "`setup:` (shell lines run before each job); the flags win over it.",
+    )
+    group.add_argument("--slurm_partition", default=None, help="--launcher slurm: the partition (sbatch --partition).")
+    group.add_argument(
+        "--slurm_gpus_per_job", type=int, default=None, help="--launcher slurm: GPUs per cell (default 1)."
+    )
+    group.add_argument(
+        "--slurm_time", type=int, default=None, metavar="MINUTES", help="--launcher slurm: each job's time limit."
+    )
+    group.add_argument("--slurm_mem_gb", type=float, default=None, help="--launcher slurm: memory per job (GB).")
+    group.add_argument("--slurm_cpus_per_task", type=int, default=None, help="--launcher slurm: CPUs per job.")
+    group.add_argument(
+        "--slurm_array_parallelism", type=int, default=None, help="--launcher slurm: array jobs running at once."
+    )
+    group.add_argument("--slurm_account", default=None, help="--launcher slurm: the account (sbatch --account).")
+    group.add_argument("--slurm_qos", default=None, help="--launcher slurm: the quality of service (sbatch --qos).")
+    views = parser.add_mutually_exclusive_group()
+    views.add_argument(
+        "--status",
+        action="store_true",
+        help="Print each cell's state (finished, running, failed, not started) and the failed cells' logs; runs "
+        "nothing.",
+    )
+    views.add_argument(
+        "--tables_only",
+        action="store_true",
+        help="Write the tables from the cells finished so far (the others shown as missing); runs nothing.",
+    )
+
+
 def build_benchmark_parser(description: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
     """The parser of the base-to-new grid (Table 1); `description`: run_benchmark's docstring."""
     parser = argparse.ArgumentParser(
@@ -96,12 +147,13 @@ def build_benchmark_parser(description: str | None = None, prog: str | None = No
         nargs="+",
         default=list(BENCHMARK_METHODS),
         choices=list(BENCHMARK_METHODS),
-        help="Methods (default: all four).",
+        help="Methods (default: all seven).",
     )
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3, as the paper)."
     )
     add_backbone_arguments(parser)
+    add_launcher_arguments(parser)
     return parser
 
 
@@ -125,9 +177,17 @@ def build_transfer_parser(description: str | None = None, prog: str | None = Non
         help="Target datasets (names, folder names or aliases); 'cross_dataset' = the 10 of Table 2, 'dg' = the 4 of "
         "Table 3, 'all' (default) = both.",
     )
-    parser.add_argument("--method", nargs="+", default=list(TRANSFER_METHODS), choices=list(TRANSFER_METHODS))
+    parser.add_argument(
+        "--method",
+        nargs="+",
+        default=list(TRANSFER_DEFAULT_METHODS),
+        choices=list(TRANSFER_METHODS),
+        help="Methods (default: the CoCoOp paper's zeroshot coop cocoop; also maple, promptsrc with their official "
+        "cross-dataset recipes).",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds (default: 1 2 3).")
     add_backbone_arguments(parser)
+    add_launcher_arguments(parser)
     return parser
 
 

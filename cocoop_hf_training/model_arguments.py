@@ -1,5 +1,6 @@
-"""The model options every training script shares: which backbone, which method (CoCoOp, CoOp, KgCoOp, zero-shot),
-which prompt. Imports nothing heavy at the top, so that `--help` can list these options without loading torch."""
+"""The model options every training script shares: which backbone, which method (CoCoOp, CoOp, KgCoOp, IVLP, MaPLe,
+PromptSRC, zero-shot), which prompt. Imports nothing heavy at the top, so that `--help` can list these options without
+loading torch."""
 
 import math
 from dataclasses import dataclass, field
@@ -12,7 +13,26 @@ def describe_value(*args, **kwargs):
     return describe(*args, **kwargs)
 
 
-METHODS = ("cocoop", "coop", "kgcoop", "zeroshot")
+METHODS = ("cocoop", "coop", "kgcoop", "ivlp", "maple", "promptsrc", "zeroshot")
+# Prompts in both towers, at every layer below the prompt depth (CoCoOpConfig.prompt_depth_text / _vision).
+DEEP_PROMPT_METHODS = ("ivlp", "maple", "promptsrc")
+# The published recipes' prompt options (n_ctx, n_ctx_vision, depth_text, depth_vision), each from its official config:
+# IVLP muzairkhattak/PromptSRC configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml (N_CTX_TEXT/VISION 4,
+# PROMPT_DEPTH_TEXT/VISION 9); PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml (the same);
+# MaPLe muzairkhattak/multimodal-prompt-learning configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml (N_CTX 2,
+# one PROMPT_DEPTH 9 for both towers, its vision prompts projected from the text ones: no vision token count of its
+# own).
+DEEP_PROMPT_DEFAULTS = {
+    "ivlp": {"n_ctx": 4, "n_ctx_vision": 4, "prompt_depth_text": 9, "prompt_depth_vision": 9},
+    "promptsrc": {"n_ctx": 4, "n_ctx_vision": 4, "prompt_depth_text": 9, "prompt_depth_vision": 9},
+    "maple": {"n_ctx": 2, "n_ctx_vision": None, "prompt_depth_text": 9, "prompt_depth_vision": 9},
+}
+# PromptSRC's self-regularising weights: TEXT_LOSS_WEIGHT 25 and IMAGE_LOSS_WEIGHT 10 of the official config above; the
+# logits term's weight is 1 in its trainers/promptsrc.py (`L_SCL_logits = ... * (1 * 1) / logits.numel()`), no option.
+PROMPTSRC_DEFAULT_WEIGHTS = {"promptsrc_text_weight": 25.0, "promptsrc_image_weight": 10.0}
+PROMPTSRC_LOGITS_WEIGHT = 1.0
+# The flags of the deep-prompt methods, each named as the CoCoOpConfig field it sets.
+DEEP_PROMPT_FLAGS = ("n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", *PROMPTSRC_DEFAULT_WEIGHTS)
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 CLIP_DTYPES = ("fp32", "bf16", "fp16")
 # KgCoOp's weight w in the official base-to-new runs (htyao89/KgCoOp scripts/base2new_train.sh: WEIGHT=8.0).
@@ -40,8 +60,10 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "'cocoop' (meta-net), 'coop' (conditional=False), 'kgcoop' (CoOp + the KgCoOp regulariser, Yao et "
-            "al., CVPR 2023) or 'zeroshot' (CLIP, no training). Default: 'cocoop'; with --model_name_or_path, the "
-            "saved model's (another one is refused)."
+            "al., CVPR 2023), 'ivlp' (independent deep vision and text prompts), 'maple' (MaPLe, Khattak et al., CVPR "
+            "2023: vision prompts projected from the text ones), 'promptsrc' (PromptSRC, Khattak et al., ICCV 2023: "
+            "IVLP + self-regularising terms + Gaussian prompt aggregation) or 'zeroshot' (CLIP, no training). "
+            "Default: 'cocoop'; with --model_name_or_path, the saved model's (another one is refused)."
         },
     )
     kgcoop_weight: float | None = field(
@@ -67,7 +89,48 @@ class ModelArguments:
             "(default), 'middle' (after the first n_ctx // 2 context tokens; needs n_ctx >= 2) or 'front'."
         },
     )
-    n_ctx: int | None = field(default=None, metadata={"help": "Context tokens (default: word count of ctx_init)."})
+    n_ctx: int | None = field(
+        default=None,
+        metadata={
+            "help": "Text context tokens (default: word count of ctx_init; ivlp / promptsrc 4, maple 2: the first "
+            "n_ctx words of ctx_init are learned, the rest stay fixed words of the prompt)."
+        },
+    )
+    n_ctx_vision: int | None = field(
+        default=None,
+        metadata={
+            "help": "Vision prompt tokens of --method ivlp / promptsrc (official N_CTX_VISION; default 4). MaPLe's "
+            "vision prompts are projections of its n_ctx text prompts: refused there."
+        },
+    )
+    prompt_depth_text: int | None = field(
+        default=None,
+        metadata={
+            "help": "Text layers with learned prompts, --method ivlp / maple / promptsrc (official PROMPT_DEPTH_TEXT; "
+            "MaPLe's PROMPT_DEPTH, both towers). Default 9."
+        },
+    )
+    prompt_depth_vision: int | None = field(
+        default=None,
+        metadata={
+            "help": "Vision layers with learned prompts, --method ivlp / promptsrc (official PROMPT_DEPTH_VISION; 0: "
+            "text prompts only). Default 9. MaPLe: its one depth is --prompt_depth_text."
+        },
+    )
+    promptsrc_text_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "PromptSRC: weight of the L1 term between prompted and frozen text features (official "
+            "TEXT_LOSS_WEIGHT; default 25)."
+        },
+    )
+    promptsrc_image_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "PromptSRC: weight of the L1 term between prompted and frozen image features (official "
+            "IMAGE_LOSS_WEIGHT; default 10). The KL term of the logits has weight 1, as in the official trainer."
+        },
+    )
     ctx_init: str | None = field(
         default="a photo of a", metadata={"help": "Words the context starts from; 'none' for a random context."}
     )
@@ -105,6 +168,9 @@ class ModelArguments:
         if isinstance(self.ctx_init, str) and self.ctx_init.strip().lower() in ("", "none", "null"):
             self.ctx_init = None
         self._check_method_options()
+        if self.method in DEEP_PROMPT_METHODS and self.n_ctx is None and not self.model_name_or_path:
+            # The published token count, not the word count of ctx_init: MaPLe learns 2 of "a photo of a".
+            self.n_ctx = DEEP_PROMPT_DEFAULTS[self.method]["n_ctx"]
 
     def _check_method_options(self) -> None:
         """The CoOp-family options that do not fit the method, refused in terms of the flags, before anything runs."""
@@ -121,6 +187,7 @@ class ModelArguments:
             )
         if self.model_name_or_path and not self.method_given:
             return  # the saved model's method and options: flags are checked against them (check_saved_options)
+        deep_given = self._given_flags(DEEP_PROMPT_FLAGS)
         if self.method == "zeroshot":
             given = [
                 flag
@@ -130,13 +197,23 @@ class ModelArguments:
                     ("--class_token_position", self.class_token_position),
                 )
                 if value is not None
-            ]
+            ] + deep_given
             if given:
                 raise ValueError(
                     f"{', '.join(given)}: options of a learned prompt; --method zeroshot scores the plain "
-                    "backbone with a fixed prompt (drop them, or pick --method coop / kgcoop / cocoop)."
+                    "backbone with a fixed prompt (drop them, or pick --method coop / kgcoop / cocoop / ivlp / "
+                    "maple / promptsrc)."
                 )
             return
+        if self.method in DEEP_PROMPT_METHODS:
+            self._check_deep_prompt_options()
+            return
+        if deep_given:
+            raise ValueError(
+                f"{', '.join(deep_given)}: options of the deep vision-language prompts (--method ivlp / maple / "
+                f"promptsrc); --method {self.method} learns one context at the text input only. Drop them, or pick "
+                "one of those methods."
+            )
         if self.method == "coop" and weight:
             raise ValueError(
                 f"--kgcoop_weight {weight} with --method coop is KgCoOp: pass --method kgcoop (results are then "
@@ -156,17 +233,103 @@ class ModelArguments:
                 "the name goes after the first n_ctx // 2 tokens, none here; that is --class_token_position front."
             )
 
+    def _given_flags(self, names) -> list[str]:
+        return [f"--{name}" for name in names if getattr(self, name) is not None]
+
+    def _check_deep_prompt_options(self) -> None:
+        """IVLP / MaPLe / PromptSRC: the CoOp-family options they have no place for and their own, refused one each."""
+        method = self.method
+        if self.class_specific_context:
+            raise ValueError(
+                f"--class_specific_context is a CoOp option (official TRAINER.COOP.CSC); --method {method} learns one "
+                "shared prompt per layer (official trainers/independentVL.py, maple.py, promptsrc.py): drop it."
+            )
+        if self.class_token_position not in (None, "end"):
+            raise ValueError(
+                f"--class_token_position {self.class_token_position}: --method {method} puts the class name at the "
+                "end of the prompt, after the context (official trainers: `prompt_prefix + ' ' + name + '.'`): drop "
+                "it."
+            )
+        if self.kgcoop_weight:
+            raise ValueError(
+                f"--kgcoop_weight {self.kgcoop_weight} is the KgCoOp regulariser of the CoOp family; --method "
+                f"{method} has none (PromptSRC has its own terms: --promptsrc_text_weight / "
+                "--promptsrc_image_weight): drop it."
+            )
+        for name in ("n_ctx", "n_ctx_vision", "prompt_depth_text"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"--{name} must be a whole number >= 1, got {describe_value(value)}.")
+        if self.prompt_depth_vision is not None and self.prompt_depth_vision < 0:
+            raise ValueError(
+                f"--prompt_depth_vision must be a whole number >= 0 (0: no vision prompts), got "
+                f"{describe_value(self.prompt_depth_vision)}."
+            )
+        for name in PROMPTSRC_DEFAULT_WEIGHTS:
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ValueError(f"--{name} must be a finite number >= 0, got {value}.")
+        if method == "maple":
+            # One N_CTX and one PROMPT_DEPTH for both towers (official configs/trainers/MaPLe/*.yaml, maple.py).
+            n_ctx = self.n_ctx if self.n_ctx is not None else DEEP_PROMPT_DEFAULTS["maple"]["n_ctx"]
+            if self.n_ctx_vision is not None and self.n_ctx_vision != n_ctx:
+                raise ValueError(
+                    f"--n_ctx_vision {self.n_ctx_vision}: MaPLe's vision prompts are projections of its text prompts, "
+                    "as many as --n_ctx (official trainers/maple.py): drop --n_ctx_vision."
+                )
+            depth = self.prompt_depth_text
+            depth = depth if depth is not None else DEEP_PROMPT_DEFAULTS["maple"]["prompt_depth_text"]
+            if self.prompt_depth_vision is not None and self.prompt_depth_vision != depth:
+                raise ValueError(
+                    f"--prompt_depth_vision {self.prompt_depth_vision}: MaPLe has one prompt depth for both towers "
+                    "(official TRAINER.MAPLE.PROMPT_DEPTH): set it with --prompt_depth_text, drop "
+                    "--prompt_depth_vision."
+                )
+        if method != "promptsrc":
+            given = self._given_flags(PROMPTSRC_DEFAULT_WEIGHTS)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: weights of PromptSRC's self-regularising terms; --method {method} has none. "
+                    "Drop them, or pass --method promptsrc."
+                )
+
     def method_config(self) -> dict:
         """The CoCoOpConfig fields of the method and its options (the KgCoOp template aside)."""
         weight = self.kgcoop_weight
         if weight is None:
             weight = KGCOOP_DEFAULT_WEIGHT if self.method == "kgcoop" else 0.0
-        return {
+        config = {
             "conditional": self.method == "cocoop",
             "class_token_position": self.class_token_position or "end",
             "class_specific_context": bool(self.class_specific_context),
             "kgcoop_weight": float(weight),
         }
+        if self.method in DEEP_PROMPT_METHODS:
+            config.update(self.deep_prompt_config())
+        return config
+
+    def deep_prompt_config(self) -> dict:
+        """CoCoOpConfig's deep-prompt fields of --method ivlp / maple / promptsrc: published values, flags over."""
+        defaults = DEEP_PROMPT_DEFAULTS[self.method]
+        depth_text = self.prompt_depth_text if self.prompt_depth_text is not None else defaults["prompt_depth_text"]
+        if self.method == "maple":
+            depth_vision, n_ctx_vision = depth_text, None  # one depth; as many vision tokens as text ones (projected)
+        else:
+            depth_vision = self.prompt_depth_vision
+            depth_vision = depth_vision if depth_vision is not None else defaults["prompt_depth_vision"]
+            n_ctx_vision = self.n_ctx_vision if self.n_ctx_vision is not None else defaults["n_ctx_vision"]
+        config = {
+            "prompt_depth_text": depth_text,
+            "prompt_depth_vision": depth_vision,
+            "n_ctx_vision": n_ctx_vision,
+            "vision_prompts_from_text": self.method == "maple",
+        }
+        if self.method == "promptsrc":
+            for name, default in PROMPTSRC_DEFAULT_WEIGHTS.items():
+                value = getattr(self, name)
+                config[name] = float(value if value is not None else default)
+            config["promptsrc_logits_weight"] = PROMPTSRC_LOGITS_WEIGHT
+        return config
 
     def given_method_options(self) -> dict:
         """The options passed on the command line or in the config file (left at their defaults: not given)."""
@@ -177,6 +340,7 @@ class ModelArguments:
                 # argparse cannot tell "--class_specific_context false" from no flag: only True counts as given.
                 ("class_specific_context", self.class_specific_context or None),
                 ("class_token_position", self.class_token_position),
+                *((name, getattr(self, name)) for name in DEEP_PROMPT_FLAGS),
             )
             if value is not None
         }

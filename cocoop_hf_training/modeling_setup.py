@@ -4,6 +4,7 @@ supported backbone (`cocoop_hf/backbones_cocoop.py`: CLIP, MetaCLIP 2, SigLIP, S
 from transformers import set_seed
 
 from cocoop_hf_training.cli import ModelArguments
+from cocoop_hf_training.model_arguments import DEEP_PROMPT_METHODS
 
 
 # Recorded in the config of a model built on random CLIP weights, so that every later evaluation of it (another
@@ -92,11 +93,12 @@ def method_config(model_args: ModelArguments, kgcoop_template: str | None = None
     return config
 
 
-def check_method_config(model_args: ModelArguments, kgcoop_template: str | None = None):
+def check_method_config(model_args: ModelArguments, kgcoop_template: str | None = None, read_backbone: bool = True):
     """
     Refuse, before any model is built, a combination of options that `CoCoOpConfig` refuses: a dry run of its checks
     (on a default CLIP config; the meta-net width and the CLIP's own text length are checked when the model is built).
-    With --model_name_or_path: options that differ from the saved model's (its config.json only is read). Returns
+    With --model_name_or_path: options that differ from the saved model's (its config.json only is read). Deep prompts
+    (IVLP, MaPLe, PromptSRC) are checked on the backbone's own config.json unless `read_backbone` is False. Returns
     the config the model will have (the saved one, or the dry run's), without its CLIP and class set.
     """
     from transformers import CLIPConfig
@@ -109,14 +111,31 @@ def check_method_config(model_args: ModelArguments, kgcoop_template: str | None 
         return saved
     if model_args.method == "zeroshot":
         return None
-    return CoCoOpConfig(
-        clip_config=CLIPConfig(),
-        n_ctx=model_args.n_ctx,
-        ctx_init=model_args.ctx_init,
-        meta_net_reduction=1,
-        id2label={0: "class"},
-        **method_config(model_args, kgcoop_template),
-    )
+    backbone = CLIPConfig()
+    if model_args.method in DEEP_PROMPT_METHODS and read_backbone:
+        # Deep prompts are checked against the backbone's own towers (layers per tower, CLIP family): its config.json,
+        # read as data, so that a depth beyond its layers is refused before --output_dir is touched.
+        from cocoop_hf.backbones_cocoop import backbone_of
+
+        config_dict = checked_clip_config(model_args)
+        backbone = backbone_of(config_dict.get("model_type") or "clip").config_class.from_dict(config_dict)
+    try:
+        return CoCoOpConfig(
+            clip_config=backbone,
+            n_ctx=model_args.n_ctx,
+            ctx_init=model_args.ctx_init,
+            meta_net_reduction=1,
+            id2label={0: "class"},
+            **method_config(model_args, kgcoop_template),
+        )
+    except ValueError as error:
+        if model_args.method not in DEEP_PROMPT_METHODS:
+            raise
+        # The config names its fields; the run was given flags (--prompt_depth_text, ...) or a recipe's values.
+        raise ValueError(
+            f"--method {model_args.method} on {model_args.clip_model_name_or_path}: {error} Each field named is the "
+            "option of the same name (--prompt_depth_text, --prompt_depth_vision, --n_ctx, --n_ctx_vision)."
+        ) from None
 
 
 def check_saved_options(config, model_args: ModelArguments, kgcoop_template: str | None) -> None:

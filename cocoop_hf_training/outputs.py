@@ -48,7 +48,7 @@ logger = logging.get_logger(__name__)
 # the way of the run and refused, never replaced.
 RUN_OUTPUTS = re.compile(
     r"^(README\.md|results\.(json|md|png)|fewshot_indices\.json|config\.json|.*\.safetensors(\.index\.json)?|"
-    r"[a-z_]+_cocoop\.py|text_encoder_[a-z]+\.py|(pre)?processor_config\.json|tokenizer.*|special_tokens_map\.json|"
+    r"[a-z_]+_cocoop\.py|text_encoder_[a-z]+\.py|prompt_learner_[a-z]+\.py|vision_encoder_[a-z]+\.py|(pre)?processor_config\.json|tokenizer.*|special_tokens_map\.json|"
     r"vocab\.json|merges\.txt|sentencepiece\.bpe\.model|spiece\.model|added_tokens\.json|chat_template\..*|"
     r"generation_config\.json|training_args\.bin|checkpoint-\d+|runs|tmp-.*)$"
 )

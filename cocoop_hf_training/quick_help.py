@@ -119,7 +119,8 @@ def train_help_parser(prog: str | None = None) -> HfArgumentParser:
         ),
         prog,
         description=textwrap.fill(
-            "Train and evaluate CoCoOp / CoOp / KgCoOp, or score a backbone zero-shot, with the paper's protocol "
+            "Train and evaluate CoCoOp / CoOp / KgCoOp / IVLP / MaPLe / PromptSRC, or score a backbone zero-shot, "
+            "with the paper's protocol "
             "(base-to-new by default) on Hugging Face Trainer; writes results.json, results.md, results.png and a "
             "model card into --output_dir.",
             100,

@@ -25,6 +25,7 @@ from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
 from cocoop_hf_training.cli import KGCOOP_DEFAULT_WEIGHT, run_script
+from cocoop_hf_training.model_arguments import DEEP_PROMPT_DEFAULTS, DEEP_PROMPT_METHODS, PROMPTSRC_DEFAULT_WEIGHTS
 from cocoop_hf_training.outputs import (
     MANIFEST_NAME,
     RUN_MARKERS,
@@ -75,8 +76,15 @@ COLUMNS = ("base", "new", "H", "all")
 COLUMN_TITLES = {**METRIC_FIELDS, "all": "Accuracy (%)"}
 
 
+# The deep-prompt options of IVLP / MaPLe / PromptSRC models recorded in results.json (CoCoOpConfig fields), and the
+# values of their published recipes (cocoop_hf_training/model_arguments.py DEEP_PROMPT_DEFAULTS, PromptSRC's weights).
+DEEP_PROMPT_OPTIONS = ("n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", "vision_prompts_from_text")
+PROMPTSRC_OPTIONS = ("promptsrc_text_weight", "promptsrc_image_weight", "promptsrc_logits_weight")
+
+
 def method_options(config) -> dict:
-    """The CoOp-family options of a CoCoOp model's config, as results.json records them."""
+    """The method options of a CoCoOp model's config (CoOp family; deep prompts where it has them), as results.json
+    records them."""
     options = {
         "conditional": bool(config.conditional),
         "n_ctx": config.n_ctx,
@@ -86,11 +94,23 @@ def method_options(config) -> dict:
     }
     if options["kgcoop_weight"] > 0:
         options["kgcoop_template"] = config.kgcoop_template
+    method = saved_method(config)
+    if method in DEEP_PROMPT_METHODS:
+        options.update({name: getattr(config, name) for name in DEEP_PROMPT_OPTIONS})
+    if method == "promptsrc":
+        options.update({name: float(getattr(config, name)) for name in PROMPTSRC_OPTIONS})
     return options
 
 
 def saved_method(config) -> str:
-    """The method a CoCoOp model's config describes: 'cocoop' (conditional), 'kgcoop' (CoOp + regulariser), 'coop'."""
+    """
+    The method a CoCoOp model's config describes: its `method_name` (IVLP, MaPLe and PromptSRC are told apart by their
+    deep-prompt fields there); a config from before those fields: 'cocoop' (conditional), 'kgcoop' (CoOp +
+    regulariser), 'coop'.
+    """
+    name = getattr(config, "method_name", None)
+    if isinstance(name, str):
+        return name
     if config.conditional:
         return "cocoop"
     return "kgcoop" if getattr(config, "kgcoop_weight", 0.0) > 0 else "coop"
@@ -114,8 +134,28 @@ def method_label(run: dict, titles: dict[str, str] | None = None) -> str:
         parts.append(f"w={weight:g}")
     elif weight is not None and method != "kgcoop" and weight > 0:
         parts.append(f"+KgCoOp w={weight:g}")
+    parts += deep_prompt_differences(method, options)
     name = (titles or {}).get(method, method)
     return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def deep_prompt_differences(method: str, options: dict) -> list[str]:
+    """IVLP / MaPLe / PromptSRC options that differ from the method's base-to-new recipe: "2 ctx", "depth 3/3", ..."""
+    if method not in DEEP_PROMPT_METHODS or "prompt_depth_text" not in options:
+        return []
+    published, parts = DEEP_PROMPT_DEFAULTS[method], []
+    if options.get("n_ctx") != published["n_ctx"]:
+        parts.append(f"{options.get('n_ctx')} ctx")
+    if method != "maple" and options.get("n_ctx_vision") != published["n_ctx_vision"]:
+        parts.append(f"{options.get('n_ctx_vision')} vision ctx")
+    depths = (options.get("prompt_depth_text"), options.get("prompt_depth_vision"))
+    if depths != (published["prompt_depth_text"], published["prompt_depth_vision"]):
+        parts.append(f"depth {depths[0]}" if method == "maple" else f"depth {depths[0]}/{depths[1]}")
+    if method == "promptsrc":
+        for name, default in PROMPTSRC_DEFAULT_WEIGHTS.items():
+            if options.get(name) is not None and options[name] != default:
+                parts.append(f"{name.removeprefix('promptsrc_').replace('_weight', '')} weight {options[name]:g}")
+    return parts
 
 
 def is_published_form(run: dict) -> bool:
@@ -128,7 +168,7 @@ def is_published_form(run: dict) -> bool:
 
 
 def options_text(options: dict) -> str:
-    """One line of prose for results.md: the prompt layout and the KgCoOp regulariser of a run."""
+    """One line of prose for results.md: the prompt layout and the regularisers (KgCoOp's, PromptSRC's) of a run."""
     text = (
         f"{options['n_ctx']} context tokens, "
         f"{'one context per class (CSC)' if options['class_specific_context'] else 'one shared context'}, "
@@ -136,6 +176,21 @@ def options_text(options: dict) -> str:
     )
     if options.get("kgcoop_weight", 0.0) > 0:
         text += f"; KgCoOp regulariser w = {options['kgcoop_weight']:g} towards {options['kgcoop_template']!r}"
+    if "prompt_depth_text" in options:
+        vision = (
+            "vision prompts projected from the text ones (MaPLe)"
+            if options.get("vision_prompts_from_text")
+            else f"{options.get('n_ctx_vision')} vision prompt tokens"
+        )
+        text += (
+            f"; deep prompts: text depth {options['prompt_depth_text']}, vision depth "
+            f"{options.get('prompt_depth_vision')}, {vision}"
+        )
+    if "promptsrc_text_weight" in options:
+        text += (
+            f"; PromptSRC terms: text L1 x {options['promptsrc_text_weight']:g}, image L1 x "
+            f"{options['promptsrc_image_weight']:g}, logits KL x {options['promptsrc_logits_weight']:g}"
+        )
     return text
 
 

@@ -9,7 +9,9 @@ The whole base-to-new grid, datasets x methods x seeds, with one command, and th
 Each cell is one `cocoop-hf train` run with the published recipe of its method (CoCoOp, CoOp, KgCoOp, zero-shot
 CLIP), written to `<output_dir>/<dataset>/<method>/seed<S>`; flags after `--` go to every run. The cells run
 one after another in this process (the training keeps no state between runs: its logging setup is idempotent, Trainer
-seeds itself, the model is rebuilt). A cell whose folder holds a finished run of that same cell is skipped; an
+seeds itself, the model is rebuilt), or each as a job of its own with `--launcher local` (processes of this machine,
+`--max_parallel` at a time, a GPU each) or `--launcher slurm` (a job array); `--status` shows each cell's state,
+`--tables_only` writes the table from the cells finished so far. A cell whose folder holds a finished run of that same cell is skipped; an
 interrupted one resumes from its newest complete checkpoint, or starts again when it has none. Zero-shot CLIP involves
 no random draw (no training, all test images, the class split is fixed), so it runs once per dataset, with the first
 seed.
@@ -51,7 +53,16 @@ from cocoop_hf_training.grid import (
     run_identity,
 )
 from cocoop_hf_training.grid_arguments import build_benchmark_parser, cell_flags
-from cocoop_hf_training.outputs import MANIFEST_NAME, write_output
+from cocoop_hf_training.grid_launchers import (
+    GridPlan,
+    finished_results,
+    grid_states,
+    launch_cells,
+    launch_options,
+    print_status,
+    run_script_main,
+)
+from cocoop_hf_training.outputs import MANIFEST_NAME, prepare_grid_folder, write_output
 from cocoop_hf_training.report import (
     RESULTS_NAME,
     aggregate,
@@ -72,6 +83,13 @@ PAPER_AVERAGES = {
     "cocoop": {"base": 80.47, "new": 71.69, "H": 75.83},
     # KgCoOp paper (Yao et al., CVPR 2023; htyao89/KgCoOp readme.md table): average over the same 11 datasets.
     "kgcoop": {"base": 80.73, "new": 73.60, "H": 77.00},
+    # IVLP as the PromptSRC paper (Khattak et al., ICCV 2023) reports it (its recipe: 4+4 tokens, depth 9, 20 epochs;
+    # muzairkhattak/PromptSRC README.md, "Effectiveness of PromptSRC in comparison with baseline IVLP").
+    "ivlp": {"base": 84.21, "new": 71.79, "H": 77.51},
+    # MaPLe paper (Khattak et al., CVPR 2023) Table 1, average over the 11 datasets (also in the PromptSRC README).
+    "maple": {"base": 82.28, "new": 75.14, "H": 78.55},
+    # PromptSRC paper (Khattak et al., ICCV 2023) Table 1, average over the 11 datasets (muzairkhattak/PromptSRC README).
+    "promptsrc": {"base": 84.26, "new": 76.10, "H": 79.97},
 }
 # The datasets of Table 1: every benchmark with a train split (ImageNet-V2/-Sketch/-A/-R are evaluation-only).
 BASE_TO_NEW = tuple(name for name, bench in BENCHMARKS.items() if not bench.test_only)
@@ -103,6 +121,7 @@ def parse_args(argv=None):
     args = parse_grid_args(parser, argv)
     args.extra = cell_flags(args)
     args.benchmark = resolve_benchmarks(args.benchmark)
+    args.launch = launch_options(args)
     return args
 
 
@@ -171,27 +190,52 @@ def finished_run(cell: Cell) -> dict | None:
 # ---------------------------------------------------------------------------------------------- grid
 
 
+def cell_job(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> tuple[str, list[str]]:
+    """The script and arguments of a cell's run (`flags`: resume flags), whichever launcher runs it."""
+    return "run_cocoop", [*run_cocoop_argv(cell, [], data_root), *flags, *extra]
+
+
 def run_cell(cell: Cell, extra: list[str], data_root: str, flags: list[str]) -> dict:
-    from cocoop_hf_training import run_cocoop
-
-    argv = [*run_cocoop_argv(cell, [], data_root), *flags, *extra]
+    script, argv = cell_job(cell, extra, data_root, flags)
     logger.info("run_cocoop %s", " ".join(argv))
-    return run_cocoop.main(argv)
+    return run_script_main(script, argv)
 
 
-def run_grid(args) -> dict[Cell, dict]:
-    """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
+def grid_plan(args, cells: list[Cell]) -> GridPlan:
+    """The cells and how each runs, for a launcher, --status and --tables_only."""
+    return GridPlan(
+        cells=cells,
+        output_dir=Path(args.output_dir),
+        command=lambda cell: run_cocoop_argv(cell, args.extra, args.data_root),
+        finished_run=finished_run,
+        next_step=resume_flags,
+        job_of=lambda cell, flags: cell_job(cell, args.extra, args.data_root, flags),
+        prepare=lambda cell: None,
+        depends_on=lambda cell: None,
+        flags_name="run_cocoop flags",
+    )
+
+
+def run_grid(args) -> dict[Cell, dict] | None:
+    """
+    Run (or skip, or resume) every cell; returns each cell's results.json content (None: the cells were handed to
+    SLURM).
+    """
     cells = build_grid(args)
     # Check every cell's flags, every dataset's layout and every earlier cell first: a problem stops the grid before
     # anything is written, not hours of training later.
     for cell in cells:
         check_run_cocoop_flags(cell, run_cocoop_argv(cell, args.extra, args.data_root))
     check_layouts(args.benchmark, args.data_root)
+    title = (
+        f"Grid of {len(cells)} cells ({len(args.benchmark)} datasets x {len(args.method)} methods, seeds {args.seeds})"
+    )
+    if args.launch.launcher != "inline":
+        return launch_cells(grid_plan(args, cells), args.launch, title)
     return run_cells(
         cells,
         args.output_dir,
-        title=f"Grid of {len(cells)} cells ({len(args.benchmark)} datasets x {len(args.method)} methods, "
-        f"seeds {args.seeds})",
+        title=title,
         desc="benchmark grid",
         command=lambda cell: run_cocoop_argv(cell, args.extra, args.data_root),
         finished_run=finished_run,
@@ -204,9 +248,10 @@ def run_grid(args) -> dict[Cell, dict]:
 # ---------------------------------------------------------------------------------------------- table
 
 
-def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -> dict:
+def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str], missing: list[str] = ()) -> dict:
     """
-    Rows per dataset and method variant, the average over datasets, the paper's averages and the random-weights note.
+    Rows per dataset and method variant, the average over datasets, the paper's averages and the random-weights note;
+    `missing`: the cells not finished yet (--tables_only), listed as such and in no mean.
 
     A row is labelled by what its runs' results.json records (`method_options`, see `cocoop_hf_training.report.method_label`):
     "KgCoOp (w=4)" or "CoOp (class token middle)" is not the paper's KgCoOp or CoOp, and gets no paper figures.
@@ -268,8 +313,11 @@ def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -
             "H": harmonic_mean(base, new),
         }
     notes = sorted({content["note"] for content in results.values() if content.get("note")})
+    # Only a partial table names its missing cells: the table of a finished grid keeps its fields as they were.
+    partial = {"missing_cells": list(missing)} if missing else {}
     return {
         "note": " ".join(notes) or None,
+        **partial,
         "datasets": datasets,
         "methods": methods,
         "rows": rows,
@@ -280,6 +328,14 @@ def table1(results: dict[Cell, dict], datasets: list[str], methods: list[str]) -
         },
         "H_convention": "H = 2*Base*New/(Base+New) of the mean accuracies (over seeds; over datasets in the average)",
     }
+
+
+def missing_cells_lines(missing) -> list[str]:
+    """A partial table (--tables_only) says which cells it lacks: they are in no row and no mean, never counted as 0."""
+    if not missing:
+        return []
+    shown = "; ".join(markdown_cell(name) for name in missing)
+    return [f"**Partial table: {len(missing)} cell(s) not finished, missing from every row and mean:** {shown}.", ""]
 
 
 def average_label(average: dict) -> str:
@@ -301,6 +357,7 @@ def table1_markdown(table: dict) -> str:
     lines = ["# Base-to-new generalization (CoCoOp paper, Table 1)", ""]
     if table["note"]:
         lines += [f"> **{markdown_cell(table['note'])}**", ""]
+    lines += missing_cells_lines(table.get("missing_cells"))
     if table["average"]:
         labels = sorted({average_label(a) for a in table["average"].values()})
         lines += [f"## {labels[0] if len(labels) == 1 else 'Averages over datasets'}", ""]
@@ -354,8 +411,17 @@ def main(argv=None) -> dict:
     """Run the grid and write the table; returns the content of table1.json."""
     args = parse_args(argv)
     cli.setup_logging(logger.name, std_logging.INFO)
-    results = run_grid(args)
-    table = table1(results, args.benchmark, args.method)
+    if args.status:
+        return print_status(grid_plan(args, build_grid(args)))
+    missing = []
+    if args.tables_only:
+        results, missing = finished_results(grid_plan(args, build_grid(args)))
+        prepare_grid_folder(args.output_dir)  # the tables are the grid's files: recorded, a user's refused
+    else:
+        results = run_grid(args)
+        if results is None:  # handed to SLURM: the tables come with the rerun once every cell has finished
+            return {str(cell): state.state for cell, state in grid_states(grid_plan(args, build_grid(args))).items()}
+    table = table1(results, args.benchmark, args.method, missing)
     write_table(args.output_dir, table)
     markdown = table1_markdown(table)
     print(markdown, flush=True)

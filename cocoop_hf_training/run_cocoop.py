@@ -54,6 +54,7 @@ from cocoop_hf_training.modeling_setup import (
     load_image_processor,
 )
 from cocoop_hf_training.outputs import finish_output_dir
+from cocoop_hf_training.prompt_aggregation import GaussianPromptAggregation
 from cocoop_hf_training.report import (
     CARD_NAME,
     aggregate,
@@ -91,6 +92,7 @@ class Run:
     push_to_hub: bool = False
     random_note: str | None = None
     settings: dict | None = None  # recorded in every checkpoint, compared on resume (run_settings)
+    prompt_aggregation: object | None = None  # PromptSRC's GPA of this run's training (results.json records it)
 
 
 @dataclass
@@ -306,8 +308,15 @@ def train(run: Run, data: RunData, model, callbacks):
     """The Trainer (with a per-epoch evaluation where asked) and, with --do_train, training, resumed where asked."""
     training_args, run_args = run.training_args, run.run_args
     trainable = check_trainable(model) if not run.method.is_zero_shot_template else []
+    if run.method.gpa_mean is not None:  # PromptSRC training: its final prompts are the Gaussian-weighted sum
+        run.prompt_aggregation = GaussianPromptAggregation(run.method.gpa_mean, run.method.gpa_std)
     trainer = CoCoOpTrainer(
-        model=model, args=training_args, train_dataset=data.train_dataset, callbacks=callbacks, run_args=run_args
+        model=model,
+        args=training_args,
+        train_dataset=data.train_dataset,
+        callbacks=callbacks,
+        run_args=run_args,
+        prompt_aggregation=run.prompt_aggregation,
     )
     trainer.run_settings = run.settings  # recorded in every checkpoint, compared on resume
     epoch_evaluation = None
@@ -395,6 +404,7 @@ def report(run: Run, data: RunData, model, evaluation: dict, epoch_evaluation, l
             else {}
         ),
         **({"method_options": options} if options is not None else {}),
+        **({"prompt_aggregation": run.prompt_aggregation.record()} if run.prompt_aggregation is not None else {}),
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "run": asdict(run.run_args)},
     }
     output_dir = Path(training_args.output_dir)

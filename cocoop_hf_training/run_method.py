@@ -1,7 +1,9 @@
 """The run's method options, resolved once from its arguments and handed down: the zero-shot prompt template, the
-KgCoOp regulariser's template, and the model config the options give (a saved model's, or a dry run of
-`CoCoOpConfig`'s checks), each with where it comes from; refused here, before any file or model."""
+KgCoOp regulariser's template, PromptSRC's prompt aggregation (GPA), and the model config the options give (a saved
+model's, or a dry run of `CoCoOpConfig`'s checks), each with where it comes from; refused here, before any file or
+model."""
 
+import math
 from dataclasses import dataclass
 
 from cocoop_hf.backbones_cocoop import backbone_of
@@ -24,6 +26,8 @@ class RunMethod:
     kgcoop_template: str | None = None
     kgcoop_source: str | None = None
     config: object | None = None
+    gpa_mean: float | None = None  # PromptSRC's Gaussian prompt aggregation when the run trains one (else None)
+    gpa_std: float | None = None
 
     @property
     def is_zero_shot_template(self) -> bool:
@@ -46,11 +50,50 @@ def resolve_run_method(model_args, data_args, training_args, run_args, read_back
     """
     template, template_source = zero_shot_template(model_args, data_args, training_args, run_args, read_backbone)
     kg_template, kg_source = kgcoop_template(model_args, data_args, run_args)
-    config = check_method_config(model_args, kg_template)
-    method = RunMethod(template, template_source, kg_template, kg_source, config)
+    # With --model_name_or_path: the saved model's method and options.
+    config = check_method_config(model_args, kg_template, read_backbone)
+    gpa_mean, gpa_std = prompt_aggregation_options(model_args, training_args, run_args)
+    method = RunMethod(template, template_source, kg_template, kg_source, config, gpa_mean, gpa_std)
     if model_args.model_name_or_path and method.class_specific:
         check_class_sets(data_args, training_args, f"{model_args.model_name_or_path} (class-specific context)")
     return method
+
+
+def prompt_aggregation_options(model_args, training_args, run_args) -> tuple[float | None, float | None]:
+    """
+    (mean, std) of PromptSRC's Gaussian prompt aggregation for a PromptSRC training run: --gpa_mean / --gpa_std, else
+    the official 15 / 1 (configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml); (None, None) for a run that
+    trains nothing. Refused with another method, and where every epoch's weight would round to 0.
+    """
+    from cocoop_hf_training.prompt_aggregation import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD, gpa_weights
+
+    given = [f"--{name}" for name in ("gpa_mean", "gpa_std") if getattr(run_args, name) is not None]
+    if model_args.method != "promptsrc":
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: PromptSRC's Gaussian prompt aggregation (official trainers/promptsrc.py); "
+                f"--method {model_args.method} has none. Drop them, or pass --method promptsrc."
+            )
+        return None, None
+    if not training_args.do_train:
+        return None, None  # nothing trained: the prompts are the saved model's (a recipe's values need no refusal)
+    mean = run_args.gpa_mean if run_args.gpa_mean is not None else GPA_DEFAULT_MEAN
+    std = run_args.gpa_std if run_args.gpa_std is not None else GPA_DEFAULT_STD
+    epochs = training_args.num_train_epochs
+    if training_args.max_steps <= 0 and epochs != math.floor(epochs):
+        # Trainer would stop inside the last epoch, and GPA adds each epoch at its end (official OPTIM.MAX_EPOCH).
+        raise ValueError(
+            f"--num_train_epochs {epochs:g} with --method promptsrc: Gaussian prompt aggregation weighs whole epochs "
+            "(official trainers/promptsrc.py), and the last one would stop half-way: give a whole number."
+        )
+    # The weights of the epochs known now; with --max_steps, when training begins.
+    gpa_weights(mean, std, max(math.ceil(epochs), 1) if training_args.max_steps <= 0 else 1)
+    if training_args.load_best_model_at_end:
+        raise ValueError(
+            "--load_best_model_at_end would replace the aggregated prompts of --method promptsrc (Gaussian prompt "
+            "aggregation, official trainers/promptsrc.py) with one checkpoint's: drop it."
+        )
+    return float(mean), float(std)
 
 
 def check_saved_class_set(model_name_or_path, config, class_names: list[str]) -> None:

@@ -60,6 +60,18 @@ class RunArguments:
             "and SigLIP 2 zero-shot: their own 'This is a photo of {}.'); else 'a photo of a {}.' for KgCoOp."
         },
     )
+    gpa_mean: float | None = field(
+        default=None,
+        metadata={
+            "help": "PromptSRC's Gaussian prompt aggregation (GPA): the final prompts are the sum over epochs e = "
+            "1..N of w_e x the prompts after epoch e, w_e = N(e; mean, std) normalised to sum 1 (official "
+            "trainers/promptsrc.py, GPA_MEAN). --method promptsrc only; default 15."
+        },
+    )
+    gpa_std: float | None = field(
+        default=None,
+        metadata={"help": "Standard deviation of GPA's Gaussian over epochs (official GPA_STD). Default 1."},
+    )
     eval_each_epoch: bool = field(
         default=False,
         metadata={

@@ -55,4 +55,16 @@ def run_recipe(run, model, method: str, options: dict | None) -> dict:
         if options["kgcoop_weight"] > 0:
             recipe["KgCoOp weight"] = options["kgcoop_weight"]
             recipe["KgCoOp template"] = options["kgcoop_template"]
+        if "prompt_depth_text" in options:  # IVLP / MaPLe / PromptSRC
+            recipe["prompt depth (text, vision)"] = [options["prompt_depth_text"], options["prompt_depth_vision"]]
+            recipe["vision prompts"] = (
+                "projected from the text prompts" if options["vision_prompts_from_text"] else options["n_ctx_vision"]
+            )
+        if "promptsrc_text_weight" in options:
+            recipe["PromptSRC weights (text, image, logits)"] = [
+                options[name]
+                for name in ("promptsrc_text_weight", "promptsrc_image_weight", "promptsrc_logits_weight")
+            ]
+    if run.method.gpa_mean is not None:
+        recipe["Gaussian prompt aggregation"] = f"mean {run.method.gpa_mean:g}, std {run.method.gpa_std:g}"
     return recipe

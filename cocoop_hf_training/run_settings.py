@@ -17,7 +17,16 @@ import os
 from pathlib import Path
 
 
-RUN_SETTINGS_KEY = "run_settings"  # the key in checkpoint_complete.json
+RUN_SETTINGS_KEY = "run_settings"
+DEEP_PROMPT_SETTINGS = (
+    "n_ctx_vision",
+    "prompt_depth_text",
+    "prompt_depth_vision",
+    "vision_prompts_from_text",
+    "promptsrc_text_weight",
+    "promptsrc_image_weight",
+    "promptsrc_logits_weight",
+)  # the key in checkpoint_complete.json
 _FORMAT = 1
 
 
@@ -91,6 +100,13 @@ def run_settings(model_args, data_args, training_args, run_args) -> dict:
         "--fp16": training_args.fp16,
         "--bf16": training_args.bf16,
     }
+    # The deep-prompt options (IVLP / MaPLe / PromptSRC) and PromptSRC's prompt aggregation, recorded only for the
+    # methods that have them: a checkpoint of another method, written before they existed, still resumes.
+    for name in DEEP_PROMPT_SETTINGS:
+        if name in method_options:
+            settings[f"--{name}"] = method_options[name]
+    if model_args.method == "promptsrc":
+        settings["--gpa_mean"], settings["--gpa_std"] = run_args.gpa_mean, run_args.gpa_std
     return {name: _plain(value) for name, value in settings.items()}
 
 

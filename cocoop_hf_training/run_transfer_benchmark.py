@@ -23,7 +23,9 @@ weights dtype) to the evaluations as well, and the source's evaluation data opti
 --class_specific_context (such a model scores only the source's classes) and --model_name_or_path (the grid trains
 its own models) are refused. A finished cell is skipped, an interrupted training resumes from its newest checkpoint,
 an interrupted evaluation runs again. Writes `transfer.md`, `transfer.json` and `transfer.png` into --output_dir: ours
-(mean ± std over seeds) beside the paper's values.
+(mean ± std over seeds) beside the paper's values. `--launcher local|slurm` runs each cell as a job of its own (an
+evaluation once its model's training job has ended well: SLURM `afterok`), `--status` and `--tables_only` as in
+`cocoop-hf benchmark`.
 """
 
 import argparse
@@ -33,6 +35,7 @@ import logging as std_logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 
 if __package__ in (None, ""):  # run as a script: make `training` and `cocoop_hf` importable from the repo root
@@ -56,7 +59,16 @@ from cocoop_hf_training.grid import (
     run_identity,
 )
 from cocoop_hf_training.grid_arguments import TRANSFER_METHODS, build_transfer_parser, cell_flags
-from cocoop_hf_training.outputs import MANIFEST_NAME, load_manifest, owns, write_output
+from cocoop_hf_training.grid_launchers import (
+    GridPlan,
+    finished_results,
+    grid_states,
+    launch_cells,
+    launch_options,
+    print_status,
+    run_script_main,
+)
+from cocoop_hf_training.outputs import MANIFEST_NAME, load_manifest, owns, prepare_grid_folder, write_output
 from cocoop_hf_training.report import (
     RESULTS_NAME,
     TABLE_NAME,
@@ -69,6 +81,7 @@ from cocoop_hf_training.transfer_tables import (  # noqa: F401  (the tables, and
     PAPER_DG,
     SOURCE,
     TABLE_STEM,
+    partial_tables,
     transfer_markdown,
     transfer_tables,
     write_tables,
@@ -93,6 +106,7 @@ class TransferCell:
     seed: int
     dataset: str  # the dataset scored: the source for a training cell
     output_dir: Path
+    transfer: ClassVar[bool] = True  # grid.recipe_for: the source trains with the method's cross-dataset recipe
 
     def __str__(self):
         return f"{self.kind} {self.method} seed {self.seed} on {self.dataset}"
@@ -106,6 +120,7 @@ def parse_args(argv=None):
     args = parse_grid_args(parser, argv)
     args.extra = cell_flags(args)
     args.targets = resolve_targets(args.targets)
+    args.launch = launch_options(args)
     return args
 
 
@@ -238,7 +253,7 @@ def finished_cell(cell: TransferCell, args) -> dict | None:
     wanted = {"dataset": cell.dataset, "method": cell.method, "seed": cell.seed}
     if cell.kind == "train":
         found["shots"] = run.get("num_shots")
-        wanted["shots"] = expected_shots(recipe_for(cell.method, SOURCE), args.extra, cell.method)
+        wanted["shots"] = expected_shots(recipe_for(cell.method, SOURCE, transfer=True), args.extra, cell.method)
     if cell.kind == "evaluate":
         found["model"] = content.get("model")
         wanted["model"] = str(training_cell(cell, args.output_dir).output_dir.resolve())
@@ -276,21 +291,25 @@ def write_targets(cell: TransferCell, args) -> None:
     write_output(path, data, "targets")  # refuses a symlink; in a folder with a manifest, recorded there
 
 
-def run_one(cell: TransferCell, args, flags: list[str]) -> None:
+def prepare_cell(cell: TransferCell, args) -> None:
+    """What a cell's run reads that the grid writes: an evaluation's targets.json."""
     if cell.kind == "evaluate":
-        from cocoop_hf_training import evaluate_transfer
-
         cell.output_dir.mkdir(parents=True, exist_ok=True)
         write_targets(cell, args)
-        argv = [*evaluate_argv(cell, args), *flags]
-        logger.info("evaluate_transfer %s", " ".join(argv))
-        evaluate_transfer.main(argv)
-        return
-    from cocoop_hf_training import run_cocoop
 
-    argv = [*run_cocoop_argv(cell, [], args.data_root, ALL_CLASSES), *flags, *args.extra]
-    logger.info("run_cocoop %s", " ".join(argv))
-    run_cocoop.main(argv)
+
+def cell_job(cell: TransferCell, args, flags: list[str]) -> tuple[str, list[str]]:
+    """The script and arguments of a cell's run (`flags`: resume flags), whichever launcher runs it."""
+    if cell.kind == "evaluate":
+        return "evaluate_transfer", [*evaluate_argv(cell, args), *flags]
+    return "run_cocoop", [*run_cocoop_argv(cell, [], args.data_root, ALL_CLASSES), *flags, *args.extra]
+
+
+def run_one(cell: TransferCell, args, flags: list[str]) -> None:
+    prepare_cell(cell, args)
+    script, argv = cell_job(cell, args, flags)
+    logger.info("%s %s", script, " ".join(argv))
+    run_script_main(script, argv)
 
 
 def check_cells(cells: list[TransferCell], args) -> None:
@@ -321,20 +340,45 @@ def check_cells(cells: list[TransferCell], args) -> None:
                 raise ValueError(f"{cell}: evaluate_transfer refuses its flags: {error}") from None
 
 
-def run_grid(args) -> dict[TransferCell, dict]:
-    """Run (or skip, or resume) every cell in order; returns each cell's results.json content."""
-    recipes = {recipe_for(method, SOURCE) for method in args.method}  # zero-shot: one recipe for every dataset
+def grid_plan(args, cells: list[TransferCell]) -> GridPlan:
+    """
+    The cells and how each runs, for a launcher, --status and --tables_only. An evaluation needs its model: the
+    training cell of its method and seed (SLURM holds its job with `afterok` on that training's job).
+    """
+    return GridPlan(
+        cells=cells,
+        output_dir=Path(args.output_dir),
+        command=lambda cell: cell_command(cell, args),
+        finished_run=lambda cell: finished_cell(cell, args),
+        next_step=lambda cell: evaluation_flags(cell) if cell.kind == "evaluate" else resume_flags(cell),
+        job_of=lambda cell, flags: cell_job(cell, args, flags),
+        prepare=lambda cell: prepare_cell(cell, args),
+        depends_on=lambda cell: training_cell(cell, args.output_dir) if cell.kind == "evaluate" else None,
+        flags_name="flags",
+    )
+
+
+def run_grid(args) -> dict[TransferCell, dict] | None:
+    """
+    Run (or skip, or resume) every cell; returns each cell's results.json content (None: the cells were handed to
+    SLURM).
+    """
+    recipes = {recipe_for(method, SOURCE, transfer=True) for method in args.method}  # zero-shot: one recipe for every dataset
     missing = sorted(str(recipe) for recipe in recipes if not recipe.is_file())
     if missing:
         raise ValueError(f"recipe file(s) missing: {missing}.")
     cells = build_grid(args)
     check_cells(cells, args)
     check_layouts([SOURCE, *args.targets], args.data_root)
+    title = (
+        f"Transfer grid of {len(cells)} cells (methods {args.method}, seeds {args.seeds}, {len(args.targets)} targets)"
+    )
+    if args.launch.launcher != "inline":
+        return launch_cells(grid_plan(args, cells), args.launch, title)
     return run_cells(
         cells,
         args.output_dir,
-        title=f"Transfer grid of {len(cells)} cells (methods {args.method}, seeds {args.seeds}, "
-        f"{len(args.targets)} targets)",
+        title=title,
         desc="transfer grid",
         command=lambda cell: cell_command(cell, args),
         finished_run=lambda cell: finished_cell(cell, args),
@@ -351,8 +395,17 @@ def main(argv=None) -> dict:
     """Run the grid and write the tables; returns the content of transfer.json."""
     args = parse_args(argv)
     cli.setup_logging(logger.name, std_logging.INFO)
-    results = run_grid(args)
-    tables = transfer_tables(results, args.method, args.targets)
+    if args.status:
+        return print_status(grid_plan(args, build_grid(args)))
+    missing = []
+    if args.tables_only:
+        results, missing = finished_results(grid_plan(args, build_grid(args)))
+        prepare_grid_folder(args.output_dir)  # the tables are the grid's files: recorded, a user's refused
+    else:
+        results = run_grid(args)
+        if results is None:  # handed to SLURM: the tables come with the rerun once every cell has finished
+            return {str(cell): state.state for cell, state in grid_states(grid_plan(args, build_grid(args))).items()}
+    tables = partial_tables(transfer_tables(results, args.method, args.targets), missing)
     write_tables(args.output_dir, tables)
     print(transfer_markdown(tables), flush=True)
     folder = Path(args.output_dir).resolve()

@@ -1,5 +1,6 @@
 """The Trainer of the training scripts: the official optimiser (Dassl SGD + its warm-up / cosine schedule) on lean,
-crash-safe checkpoints (cocoop_hf_training/checkpoints.py), and the KgCoOp term logged beside the loss."""
+crash-safe checkpoints (cocoop_hf_training/checkpoints.py), the regularisers' terms (KgCoOp's, PromptSRC's three)
+logged beside the loss, and PromptSRC's Gaussian prompt aggregation (cocoop_hf_training/prompt_aggregation.py) where asked."""
 
 import math
 
@@ -11,6 +12,11 @@ from cocoop_hf_training.run_arguments import RunArguments
 
 
 logger = logging.get_logger(__name__)
+
+# The unweighted regulariser terms of CoCoOpOutput logged beside the loss: KgCoOp's, and PromptSRC's L1 of the text and
+# image features to the frozen CLIP's and KL of the logits to its zero-shot ones (official trainers/promptsrc.py
+# `loss_scl_text`, `loss_scl_image`, `L_SCL_logits`, before their weights).
+LOGGED_TERMS = ("kgcoop_loss", "promptsrc_text_loss", "promptsrc_image_loss", "promptsrc_logits_loss")
 
 
 def check_trainable(model) -> list[str]:
@@ -50,29 +56,37 @@ class CoCoOpTrainer(LeanCheckpointTrainer):
     crash-safe checkpoints that resume exactly (cocoop_hf_training/checkpoints.py).
     """
 
-    def __init__(self, *args, run_args: RunArguments | None = None, **kwargs):
+    def __init__(self, *args, run_args: RunArguments | None = None, prompt_aggregation=None, **kwargs):
         self.run_args = run_args or RunArguments()
         super().__init__(*args, **kwargs)
         # CoCoOpModel's loss is the mean cross-entropy of its batch (as Dassl); it takes no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
-        self._kgcoop_sum, self._kgcoop_batches = None, 0
+        self._term_sums, self._term_batches = {}, {}
+        # PromptSRC's GPA (a GaussianPromptAggregation callback): the running sum is saved with every checkpoint.
+        self.prompt_aggregation = prompt_aggregation
+        if prompt_aggregation is not None:
+            self.add_callback(prompt_aggregation)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        term = getattr(outputs, "kgcoop_loss", None)
-        if term is not None and model.training:
-            # Kept on the device until the next log: a .item() per step would wait for the device every step.
-            term = term.detach().float()
-            self._kgcoop_sum = term if self._kgcoop_sum is None else self._kgcoop_sum + term
-            self._kgcoop_batches += 1
+        if model.training:
+            for name in LOGGED_TERMS:
+                term = getattr(outputs, name, None)
+                if term is None:
+                    continue
+                # Kept on the device until the next log: a .item() per step would wait for the device every step.
+                term = term.detach().float()
+                self._term_sums[name] = self._term_sums[name] + term if name in self._term_sums else term
+                self._term_batches[name] = self._term_batches.get(name, 0) + 1
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs, start_time=None):
-        # Beside the training loss, the KgCoOp term averaged over the same batches (and processes, as the loss).
-        if "loss" in logs and self._kgcoop_batches:
-            mean = (self._kgcoop_sum / self._kgcoop_batches).reshape(1)
-            logs["kgcoop_loss"] = self.accelerator.gather(mean).mean().item()
-            self._kgcoop_sum, self._kgcoop_batches = None, 0
+        # Beside the training loss, each regulariser's term averaged over the same batches (and processes, as the loss)
+        if "loss" in logs and self._term_batches:
+            for name, batches in self._term_batches.items():
+                mean = (self._term_sums[name] / batches).reshape(1)
+                logs[name] = self.accelerator.gather(mean).mean().item()
+            self._term_sums, self._term_batches = {}, {}
         super().log(logs, start_time)
 
     def create_optimizer(self, model=None):

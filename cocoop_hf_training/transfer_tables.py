@@ -130,6 +130,14 @@ def transfer_tables(results: dict, methods: list[str], targets: list[str]) -> di
     }
 
 
+def partial_tables(tables: dict, missing: list[str]) -> dict:
+    """
+    --tables_only: `tables` from the finished cells, naming the `missing` ones (in no mean; "-" where a column has
+    none). Only partial tables have the field: those of a finished grid keep their fields as they were.
+    """
+    return {**tables, "missing_cells": list(missing)} if missing else tables
+
+
 TABLE_TITLES = {
     "cross_dataset": "Cross-dataset transfer (CoCoOp paper, Table 2): trained on ImageNet, all classes",
     "domain_generalisation": "Domain generalisation (CoCoOp paper, Table 3): trained on ImageNet",
@@ -162,6 +170,13 @@ def transfer_markdown(tables: dict) -> str:
     lines = []
     if tables["note"]:
         lines += [f"> **{markdown_cell(tables['note'])}**", ""]
+    if tables.get("missing_cells"):
+        missing = tables["missing_cells"]
+        shown = "; ".join(markdown_cell(name) for name in missing)
+        lines += [
+            f"**Partial tables: {len(missing)} cell(s) not finished, missing from every mean ('-'):** {shown}.",
+            "",
+        ]
     for key, table in tables["tables"].items():
         columns = table["columns"]
         lines += [f"## {table_title(key, tables.get('shots', []))}", ""]

@@ -52,9 +52,11 @@ def test_both_scripts_read_a_config_file_with_overriding_flags(tmp_path):
     # --method is checked by both (evaluate_transfer accepted any word before).
     for parse in (run_cocoop.parse_args, evaluate_transfer.parse_args):
         with pytest.raises(
-            ValueError, match=r"--method must be one of \('cocoop', 'coop', 'kgcoop', 'zeroshot'\), got 'maple'"
+            ValueError,
+            match=r"--method must be one of \('cocoop', 'coop', 'kgcoop', 'ivlp', 'maple', 'promptsrc', 'zeroshot'\), "
+            "got 'vpt'",
         ):
-            parse(["--method", "maple", "--targets", "t.yaml", "--output_dir", "o", "--train_file", "x.parquet"])
+            parse(["--method", "vpt", "--targets", "t.yaml", "--output_dir", "o", "--train_file", "x.parquet"])
 
 
 # ------------------------------------------------------------------------------------------- logging

@@ -367,7 +367,8 @@ def test_kgcoop_in_the_grid_with_the_papers_average(tmp_path):
     default_methods = run_benchmark.parse_args(
         ["--benchmark", "eurosat", "--data_root", "d", "--output_dir", "o"]
     ).method
-    assert default_methods == ["zeroshot", "coop", "cocoop", "kgcoop"]
+    # Table 1 of the newer papers: the four of the CoCoOp / KgCoOp papers, then IVLP, MaPLe and PromptSRC.
+    assert default_methods == ["zeroshot", "coop", "cocoop", "kgcoop", "ivlp", "maple", "promptsrc"]
     make_eurosat(tmp_path / "data")
     argv = ["--benchmark", "eurosat", "--data_root", str(tmp_path / "data"), "--output_dir", str(tmp_path / "grid"),
             "--method", "kgcoop", "--seeds", "1", "--", *SHRUNK]  # fmt: skip

@@ -29,6 +29,10 @@ from .cocoop_sharing import (
 
 # Exactly the code that loading and running need: no checkpoint converter, no card renderer.
 REQUIRED_CODE = {
+    "prompt_learner_deep.py",
+    "promptsrc_cocoop.py",
+    "text_encoder_deep.py",
+    "vision_encoder_prompted.py",
     "backbone_loading_cocoop.py",
     "backbones_cocoop.py",
     "class_groups_cocoop.py",
@@ -90,7 +94,7 @@ def test_adapter_folder_is_small(shared):
     assert size < (shared.full_dir / "model.safetensors").stat().st_size / 10
     assert not TOKENIZER_FILES & set(os.listdir(shared.adapter_dir))
     total = sum(path.stat().st_size for path in shared.adapter_dir.iterdir())
-    assert total < 300_000, total  # code files (~100 KB) included; the tokenizer alone would be 3.6 MB
+    assert total < 350_000, total  # code files (~150 KB) included; the tokenizer alone would be 3.6 MB
 
 
 # ---------------------------------------------------------------------------------------------- download path
@@ -252,7 +256,7 @@ def test_push_to_hub_adapter_only_and_given_card(shared, monkeypatch):
         CLIP_REPO,
         "c1" * 20,
     )
-    assert sum(len(data) for name, data in commit["files"].items() if name != "README.md") < 300_000
+    assert sum(len(data) for name, data in commit["files"].items() if name != "README.md") < 350_000
     assert commit["files"]["README.md"].decode() == str(card)
 
 

@@ -149,7 +149,7 @@ def test_card_names_the_training_method():
     for card in (coop, zeroshot, kgcoop):
         assert "once per image and class" not in card and "runs once per class set" in card
     with pytest.raises(ValueError, match="`method` must be one of"):
-        render_model_card(base_model=BASE, method="maple")
+        render_model_card(base_model=BASE, method="vpt")
 
 
 def test_random_weights_without_results_are_labelled():

@@ -169,7 +169,7 @@ def test_adapter_folder_names_base_clip(adapter_dir, tiny_clip_dir):
 def assert_small_adapter_folder(folder) -> int:
     """
     Config, prompt-learner weights, processor_config.json and code: no tokenizer files (3.6 MB), < 450 KB in all
-    (~140 KB of weights at ViT-B/16 widths, ~240 KB of code files for the four backbones' text paths).
+    (~140 KB of weights at ViT-B/16 widths, ~290 KB of code files for the four backbones' text paths and the deep prompts).
     """
     files = set(os.listdir(folder))
     assert {"config.json", ADAPTER_FILE, "processor_config.json", "modeling_cocoop.py"} <= files
@@ -177,7 +177,7 @@ def assert_small_adapter_folder(folder) -> int:
     assert all(name.endswith(".py") for name in others), others  # no vocab.json, merges.txt, tokenizer*.json
     assert (folder / "processor_config.json").stat().st_size < 4_000
     total = sum((folder / name).stat().st_size for name in files)
-    assert total < 450_000, total
+    assert total < 500_000, total
     return total
 
 
