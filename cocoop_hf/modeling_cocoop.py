@@ -103,7 +103,12 @@ def _plain_image_features(model, pixel_values: torch.Tensor, vision_inputs: dict
 
 def _prompted_image_features(model, pixel_values: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
     """The vision tower with the prompt learner's vision prompts (IVLP, MaPLe, PromptSRC; CLIP-family: no extras)."""
-    return prompted_image_features(model.clip, pixel_values, model.prompt_learner().vision_prompts)
+    return prompted_image_features(
+        model.clip,
+        pixel_values,
+        model.prompt_learner().vision_prompts,
+        gradient_checkpointing=model.gradient_checkpointing,
+    )
 
 
 def image_features_for(config):
@@ -129,11 +134,6 @@ def _deep_text_features(model, image_embeds, prompts: ClassPrompts) -> torch.Ten
     Deep text prompts (IVLP, MaPLe, PromptSRC): once per call for all classes, `(1, classes, d)` like CoOp's (they
     do not depend on the image; official CustomCLIP.forward encodes the prompts once per batch).
     """
-    if model.gradient_checkpointing:
-        raise ValueError(
-            f"gradient checkpointing is not available for deep prompts ({model.config.method_name}): disable it "
-            "(model.gradient_checkpointing_disable())."
-        )
     deep = model.prompt_learner()
     features = deep_prompt_text_features(
         model.clip,
@@ -143,6 +143,7 @@ def _deep_text_features(model, image_embeds, prompts: ClassPrompts) -> torch.Ten
         deep.ctx,
         deep.text_prompts,
         chunk_tokens=model.config.text_chunk_tokens,
+        gradient_checkpointing=model.gradient_checkpointing,
     )
     return (features / features.norm(dim=-1, keepdim=True)).unsqueeze(0)
 
