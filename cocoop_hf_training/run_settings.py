@@ -105,8 +105,12 @@ def run_settings(model_args, data_args, training_args, run_args) -> dict:
     for name in DEEP_PROMPT_SETTINGS:
         if name in method_options:
             settings[f"--{name}"] = method_options[name]
-    if model_args.method == "promptsrc":
-        settings["--gpa_mean"], settings["--gpa_std"] = run_args.gpa_mean, run_args.gpa_std
+    if model_args.method == "promptsrc":  # the values the run uses: the defaults spelt out are the same run
+        from cocoop_hf_training.prompt_aggregation import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
+
+        mean, std = run_args.gpa_mean, run_args.gpa_std
+        settings["--gpa_mean"] = float(GPA_DEFAULT_MEAN if mean is None else mean)
+        settings["--gpa_std"] = float(GPA_DEFAULT_STD if std is None else std)
     return {name: _plain(value) for name, value in settings.items()}
 
 

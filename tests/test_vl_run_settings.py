@@ -46,3 +46,11 @@ def test_resume_with_another_deep_prompt_option_is_refused(method, flag, value):
 def test_maple_records_its_coupling():
     recorded = settings_of("--method", "maple")
     assert recorded["--vision_prompts_from_text"] is True and recorded["--prompt_depth_vision"] == 9
+
+
+def test_promptsrc_defaults_spelt_out_are_the_same_run():
+    recorded = settings_of("--method", "promptsrc")
+    assert (recorded["--gpa_mean"], recorded["--gpa_std"]) == (15.0, 1.0)
+    check_resume_settings(
+        "checkpoint-4", {"run_settings": recorded}, settings_of("--method", "promptsrc", "--gpa_mean", "15")
+    )
