@@ -80,6 +80,19 @@ COLUMN_TITLES = {**METRIC_FIELDS, "all": "Accuracy (%)"}
 # values of their published recipes (cocoop_hf_training/model_arguments.py DEEP_PROMPT_DEFAULTS, PromptSRC's weights).
 DEEP_PROMPT_OPTIONS = ("n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", "vision_prompts_from_text")
 PROMPTSRC_OPTIONS = ("promptsrc_text_weight", "promptsrc_image_weight", "promptsrc_logits_weight")
+# What a table counts as each deep-prompt method "as published": the prompt options of the recipe its grid trains
+# with. Table 1 (cocoop_hf_training/run_benchmark.py): the base-to-new recipes. Tables 2 and 3
+# (cocoop_hf_training/transfer_tables.py): the cross-dataset recipes where the official repo ships one (grid.py
+# TRANSFER_RECIPES) -- MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml (N_CTX 2,
+# PROMPT_DEPTH 3), PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml (N_CTX_TEXT
+# and N_CTX_VISION 4, PROMPT_DEPTH_TEXT and PROMPT_DEPTH_VISION 3, weights 25 / 10); IVLP has none and keeps its
+# base-to-new one. Without this a source model trained with its own cross-dataset recipe read "maple (depth 3)".
+BASE_TO_NEW_FORMS = DEEP_PROMPT_DEFAULTS
+CROSS_DATASET_FORMS = {
+    **DEEP_PROMPT_DEFAULTS,
+    "maple": {**DEEP_PROMPT_DEFAULTS["maple"], "prompt_depth_text": 3, "prompt_depth_vision": 3},
+    "promptsrc": {**DEEP_PROMPT_DEFAULTS["promptsrc"], "prompt_depth_text": 3, "prompt_depth_vision": 3},
+}
 
 
 def method_options(config) -> dict:
@@ -116,12 +129,14 @@ def saved_method(config) -> str:
     return "kgcoop" if getattr(config, "kgcoop_weight", 0.0) > 0 else "coop"
 
 
-def method_label(run: dict, titles: dict[str, str] | None = None) -> str:
+def method_label(run: dict, titles: dict[str, str] | None = None, forms: dict | None = None) -> str:
     """
     A run's method with the options that differ from the method's published form: "coop (CSC, class token
     middle)", "kgcoop (w=4)", "cocoop (+KgCoOp w=8)". Runs of one label are one row of a table. `titles` names the
     methods ({"kgcoop": "KgCoOp", ...}: "KgCoOp (w=4)"); a run without `method_options` (results written before
-    they were recorded, zero-shot CLIP with a template) is labelled by its method alone.
+    they were recorded, zero-shot CLIP with a template) is labelled by its method alone. `forms`: the deep-prompt
+    methods' published prompt options the table compares with (BASE_TO_NEW_FORMS, the default, or
+    CROSS_DATASET_FORMS).
     """
     method, options = run["method"], run.get("method_options") or {}
     parts = []
@@ -134,16 +149,19 @@ def method_label(run: dict, titles: dict[str, str] | None = None) -> str:
         parts.append(f"w={weight:g}")
     elif weight is not None and method != "kgcoop" and weight > 0:
         parts.append(f"+KgCoOp w={weight:g}")
-    parts += deep_prompt_differences(method, options)
+    parts += deep_prompt_differences(method, options, forms)
     name = (titles or {}).get(method, method)
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
-def deep_prompt_differences(method: str, options: dict) -> list[str]:
-    """IVLP / MaPLe / PromptSRC options that differ from the method's base-to-new recipe: "2 ctx", "depth 3/3", ..."""
+def deep_prompt_differences(method: str, options: dict, forms: dict | None = None) -> list[str]:
+    """
+    IVLP / MaPLe / PromptSRC options that differ from the method's published recipe in `forms` (default: the
+    base-to-new one, BASE_TO_NEW_FORMS): "2 ctx", "depth 3/3", ...
+    """
     if method not in DEEP_PROMPT_METHODS or "prompt_depth_text" not in options:
         return []
-    published, parts = DEEP_PROMPT_DEFAULTS[method], []
+    published, parts = (forms or BASE_TO_NEW_FORMS)[method], []
     if options.get("n_ctx") != published["n_ctx"]:
         parts.append(f"{options.get('n_ctx')} ctx")
     if method != "maple" and options.get("n_ctx_vision") != published["n_ctx_vision"]:
@@ -158,13 +176,14 @@ def deep_prompt_differences(method: str, options: dict) -> list[str]:
     return parts
 
 
-def is_published_form(run: dict) -> bool:
+def is_published_form(run: dict, forms: dict | None = None) -> bool:
     """
     Whether a run is its method as published, so that the paper's figures compare with it: CoOp with the class
     token at the end, one shared context and no KgCoOp term; KgCoOp with w = 8 (and CoOp's prompt layout); CoCoOp
-    without the regulariser, class token at the end. Zero-shot CLIP always is.
+    without the regulariser, class token at the end; IVLP, MaPLe and PromptSRC with the prompt options of their recipe
+    in `forms` (default: base-to-new, BASE_TO_NEW_FORMS). Zero-shot CLIP always is.
     """
-    return method_label(run) == run["method"]
+    return method_label(run, forms=forms) == run["method"]
 
 
 def options_text(options: dict) -> str:

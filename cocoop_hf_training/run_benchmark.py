@@ -94,10 +94,12 @@ PAPER_AVERAGES = {
 # The datasets of Table 1: every benchmark with a train split (ImageNet-V2/-Sketch/-A/-R are evaluation-only).
 BASE_TO_NEW = tuple(name for name, bench in BENCHMARKS.items() if not bench.test_only)
 TABLE_STEM = "table1"
+# The published forms: those of grid.RECIPES, the base-to-new recipes (cocoop_hf_training/configs).
 VARIANT_NOTE = (
     "{titles}: not the method as published (CoOp: class token at the end, one shared context, no KgCoOp term; "
-    "KgCoOp: w = 8; CoCoOp: no KgCoOp term, class token at the end). The papers report no such runs: '-' in the "
-    "paper's columns."
+    "KgCoOp: w = 8; CoCoOp: no KgCoOp term, class token at the end; IVLP: 4+4 tokens, depth 9/9; MaPLe: 2 tokens, "
+    "depth 9; PromptSRC: 4+4 tokens, depth 9/9, weights 25/10/1, GPA mean 15, std 1). The papers report no such "
+    "runs: '-' in the paper's columns."
 )
 
 

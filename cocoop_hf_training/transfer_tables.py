@@ -13,7 +13,7 @@ from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf_training.grid import method_titles
 from cocoop_hf_training.grid_arguments import TABLE1_DATASETS
 from cocoop_hf_training.outputs import write_output
-from cocoop_hf_training.report import bar_chart, is_published_form, method_label
+from cocoop_hf_training.report import CROSS_DATASET_FORMS, bar_chart, is_published_form, method_label
 
 
 SOURCE = "ImageNet"
@@ -65,7 +65,8 @@ def transfer_tables(results: dict, methods: list[str], targets: list[str]) -> di
 
     A row is labelled by what its model's results.json records (`method_options`, see
     `cocoop_hf_training.report.method_label`): an evaluation by the options of the model it scores, its training cell's run.
-    The paper's values stand only beside rows that are the method as published.
+    MaPLe and PromptSRC count as published with the prompts of their cross-dataset recipes, the ones this grid trains
+    with (report.CROSS_DATASET_FORMS). The paper's values stand only beside rows that are the method as published.
     """
     trained = {
         (cell.method, cell.seed): content["runs"][0] for cell, content in results.items() if cell.kind == "train"
@@ -75,13 +76,14 @@ def transfer_tables(results: dict, methods: list[str], targets: list[str]) -> di
     for cell, content in results.items():
         run = content["runs"][0]
         model_run = trained.get((cell.method, cell.seed), run) if cell.kind == "evaluate" else run
-        label = method_label(model_run)
+        label = method_label(model_run, forms=CROSS_DATASET_FORMS)
         variants.setdefault(
             label,
             {
                 "method": cell.method,
-                "title": method_label(model_run, method_titles(content)),  # the zero-shot row named by its backbone
-                "published": is_published_form(model_run),
+                # the zero-shot row named by its backbone
+                "title": method_label(model_run, method_titles(content), forms=CROSS_DATASET_FORMS),
+                "published": is_published_form(model_run, forms=CROSS_DATASET_FORMS),
             },
         )
         scores.setdefault(label, {}).setdefault(cell.dataset, {})[cell.seed] = run["metrics"]["all"]["accuracy"]
@@ -152,9 +154,13 @@ COLUMN_NAMES = {
     "DescribableTextures": "DTD",
     "average": "Average",
 }
+# The published forms: those of the recipes this grid trains its sources with (grid.RECIPES / TRANSFER_RECIPES;
+# MaPLe's and PromptSRC's official *_cross_datasets.yaml).
 VARIANT_NOTE = (
     "{titles}: not the method as published (CoOp: class token at the end, one shared context, no KgCoOp term; "
-    "CoCoOp: no KgCoOp term, class token at the end). The paper reports no such runs: no (paper) row beside them."
+    "CoCoOp: no KgCoOp term, class token at the end; MaPLe, its cross-dataset recipe: 2 tokens, depth 3; PromptSRC, "
+    "its cross-dataset recipe: 4+4 tokens, depth 3/3, weights 25/10/1, GPA mean 6, std 10). The paper reports no such "
+    "runs: no (paper) row beside them."
 )
 
 
