@@ -99,8 +99,9 @@ class ModelArguments:
     n_ctx_vision: int | None = field(
         default=None,
         metadata={
-            "help": "Vision prompt tokens of --method ivlp / promptsrc (official N_CTX_VISION; default 4). MaPLe's "
-            "vision prompts are projections of its n_ctx text prompts: refused there."
+            "help": "Vision prompt tokens of --method ivlp / promptsrc (official N_CTX_VISION; default 4). With "
+            "--prompt_depth_vision 0 there are none: leave it out, or pass 0 as the official language-only IVLP "
+            "config does. MaPLe's vision prompts are projections of its n_ctx text prompts: refused there."
         },
     )
     prompt_depth_text: int | None = field(
@@ -167,6 +168,12 @@ class ModelArguments:
             )
         if isinstance(self.ctx_init, str) and self.ctx_init.strip().lower() in ("", "none", "null"):
             self.ctx_init = None
+        if self.prompt_depth_vision == 0 and self.n_ctx_vision == 0:
+            # No vision prompts, so no vision tokens to count: the official language-only IVLP config writes that
+            # N_CTX_VISION 0 (multimodal-prompt-learning configs/trainers/IVLP/
+            # vit_b16_c2_ep5_batch4_4ctx_language_only.yaml), CoCoOpConfig None. It is also how a config file's
+            # n_ctx_vision is undone from the command line (argparse has no "unset").
+            self.n_ctx_vision = None
         self._check_method_options()
         if self.method in DEEP_PROMPT_METHODS and self.n_ctx is None and not self.model_name_or_path:
             # The published token count, not the word count of ctx_init: MaPLe learns 2 of "a photo of a".
@@ -259,7 +266,8 @@ class ModelArguments:
         for name in ("n_ctx", "n_ctx_vision", "prompt_depth_text"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 1):
-                raise ValueError(f"--{name} must be a whole number >= 1, got {describe_value(value)}.")
+                zero = " (0 only with --prompt_depth_vision 0: no vision prompts)" if name == "n_ctx_vision" else ""
+                raise ValueError(f"--{name} must be a whole number >= 1{zero}, got {describe_value(value)}.")
         if self.prompt_depth_vision is not None and self.prompt_depth_vision < 0:
             raise ValueError(
                 f"--prompt_depth_vision must be a whole number >= 0 (0: no vision prompts), got "
@@ -285,6 +293,12 @@ class ModelArguments:
                     "(official TRAINER.MAPLE.PROMPT_DEPTH): set it with --prompt_depth_text, drop "
                     "--prompt_depth_vision."
                 )
+        elif self.prompt_depth_vision == 0 and self.n_ctx_vision is not None:
+            raise ValueError(
+                f"--n_ctx_vision {self.n_ctx_vision} with --prompt_depth_vision 0: no layer of the vision tower has "
+                "prompts, so there are no vision prompt tokens to count. Drop --n_ctx_vision (a config file's: pass "
+                "--n_ctx_vision 0, as the official language-only IVLP config does), or set --prompt_depth_vision >= 1."
+            )
         if method != "promptsrc":
             given = self._given_flags(PROMPTSRC_DEFAULT_WEIGHTS)
             if given:
@@ -317,7 +331,9 @@ class ModelArguments:
         else:
             depth_vision = self.prompt_depth_vision
             depth_vision = depth_vision if depth_vision is not None else defaults["prompt_depth_vision"]
-            n_ctx_vision = self.n_ctx_vision if self.n_ctx_vision is not None else defaults["n_ctx_vision"]
+            n_ctx_vision = self.n_ctx_vision
+            if n_ctx_vision is None and depth_vision > 0:  # depth 0: no vision prompts, no count (CoCoOpConfig: None)
+                n_ctx_vision = defaults["n_ctx_vision"]
         config = {
             "prompt_depth_text": depth_text,
             "prompt_depth_vision": depth_vision,

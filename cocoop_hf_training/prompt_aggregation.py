@@ -15,8 +15,10 @@ frozen weight, which no paper result depends on); only the trainable prompt-lear
 the frozen backbone stays exactly as loaded.
 
 The running sum is part of the training state: each checkpoint holds it (`gpa_running_sum.safetensors`, with the
-number of epochs it holds), and a resumed run restores it, so that it ends with the weights of an uninterrupted run.
-(The official trainer keeps it in memory only: its resumed runs restart the sum.)
+number of epochs it holds and the N its weights were divided over), and a resumed run restores it, so that it ends
+with the weights of an uninterrupted run. A resume with another N is refused: its sum would mix weights normalised over
+two different N, which do not add up to 1. (The official trainer keeps the sum in memory only: its resumed runs
+restart it.)
 """
 
 import math
@@ -86,16 +88,21 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
         self.running_sum: dict[str, torch.Tensor] = {}
         self.epochs_added = 0
         self.applied = False
+        # (checkpoint folder, its N) of a restored running sum: compared with this run's N once the Trainer knows it.
+        self.restored_from: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ training
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         epochs = int(state.num_train_epochs)
-        self.weights = gpa_weights(self.mean, self.std, epochs)
-        if self.epochs_added > epochs:
+        if self.restored_from is not None and self.restored_from[1] != epochs:
+            folder, saved = self.restored_from
             raise ValueError(
-                f"the checkpoint's prompt aggregation holds {self.epochs_added} epochs, more than this run's {epochs}."
+                f"cannot resume from {folder}: its prompt aggregation weighs {saved} epochs (weights divided over "
+                f"{saved}), this run has {epochs}; the sum would mix the two normalisations. Resume with "
+                f"--num_train_epochs {saved}, or start anew."
             )
+        self.weights = gpa_weights(self.mean, self.std, epochs)
         # Resumed from the checkpoint of the last epoch: its prompt learner is already the aggregate.
         self.applied = self.epochs_added == epochs
         logger.info(
@@ -164,7 +171,8 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
 
         tensors = {name: tensor.contiguous().cpu() for name, tensor in self.running_sum.items()}
         metadata = {"format": "pt", "epochs_added": str(self.epochs_added), "mean": repr(self.mean)}
-        metadata["std"] = repr(self.std)
+        # N: the weights of the sum are divided by the sum over N epochs (written during training: weights are set).
+        metadata.update(std=repr(self.std), epochs=str(len(self.weights)))
         save_file(tensors, str(Path(folder) / STATE_NAME), metadata)
 
     def load_checkpoint_files(self, folder, model) -> None:
@@ -182,9 +190,13 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
         try:
             epochs_added = int(metadata["epochs_added"])
             saved = (float(metadata["mean"]), float(metadata["std"]))
+            # Refused when missing (a file written before N was recorded): its sum cannot be checked against this
+            # run's N, and only this project's own early test runs wrote such files.
+            epochs = int(metadata["epochs"])
         except (KeyError, ValueError) as error:
             raise ValueError(
-                f"cannot resume: {path} has no valid record of its epochs, mean and std ({error})."
+                f"cannot resume: {path} has no valid record of its epochs aggregated, mean, std and number of epochs "
+                f"({type(error).__name__}: {error}); start anew."
             ) from None
         if saved != (self.mean, self.std):
             raise ValueError(
@@ -193,7 +205,9 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
             )
         expected = {name: tuple(param.shape) for name, param in _trainable(model).items()}
         found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
-        if epochs_added < 0 or (epochs_added > 0 and found != expected) or (epochs_added == 0 and found):
+        if not 0 <= epochs_added <= epochs:
+            raise ValueError(f"cannot resume: {path} says it holds {epochs_added} of {epochs} epochs.")
+        if (epochs_added > 0 and found != expected) or (epochs_added == 0 and found):
             raise ValueError(
                 f"cannot resume: {path} holds {found} after {epochs_added} epochs; this model's prompt learner has "
                 f"{expected}."
@@ -202,3 +216,4 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
             if not torch.isfinite(tensor).all():
                 raise ValueError(f"cannot resume: {path} holds non-finite values in {name}.")
         self.running_sum, self.epochs_added = {name: tensor.float() for name, tensor in tensors.items()}, epochs_added
+        self.restored_from = (str(folder), epochs)

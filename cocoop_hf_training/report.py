@@ -87,11 +87,22 @@ PROMPTSRC_OPTIONS = ("promptsrc_text_weight", "promptsrc_image_weight", "prompts
 # PROMPT_DEPTH 3), PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml (N_CTX_TEXT
 # and N_CTX_VISION 4, PROMPT_DEPTH_TEXT and PROMPT_DEPTH_VISION 3, weights 25 / 10); IVLP has none and keeps its
 # base-to-new one. Without this a source model trained with its own cross-dataset recipe read "maple (depth 3)".
-BASE_TO_NEW_FORMS = DEEP_PROMPT_DEFAULTS
+# PromptSRC's Gaussian prompt aggregation is part of its form: GPA_MEAN / GPA_STD 15 / 1 base-to-new, 6 / 10 in the
+# cross-dataset config (both files as above).
+BASE_TO_NEW_FORMS = {
+    **DEEP_PROMPT_DEFAULTS,
+    "promptsrc": {**DEEP_PROMPT_DEFAULTS["promptsrc"], "gpa_mean": 15.0, "gpa_std": 1.0},
+}
 CROSS_DATASET_FORMS = {
     **DEEP_PROMPT_DEFAULTS,
     "maple": {**DEEP_PROMPT_DEFAULTS["maple"], "prompt_depth_text": 3, "prompt_depth_vision": 3},
-    "promptsrc": {**DEEP_PROMPT_DEFAULTS["promptsrc"], "prompt_depth_text": 3, "prompt_depth_vision": 3},
+    "promptsrc": {
+        **DEEP_PROMPT_DEFAULTS["promptsrc"],
+        "prompt_depth_text": 3,
+        "prompt_depth_vision": 3,
+        "gpa_mean": 6.0,
+        "gpa_std": 10.0,
+    },
 }
 
 
@@ -164,7 +175,8 @@ def deep_prompt_differences(method: str, options: dict, forms: dict | None = Non
     published, parts = (forms or BASE_TO_NEW_FORMS)[method], []
     if options.get("n_ctx") != published["n_ctx"]:
         parts.append(f"{options.get('n_ctx')} ctx")
-    if method != "maple" and options.get("n_ctx_vision") != published["n_ctx_vision"]:
+    vision_prompts = options.get("prompt_depth_vision") != 0  # text-only IVLP: no vision token count to compare
+    if method != "maple" and vision_prompts and options.get("n_ctx_vision") != published["n_ctx_vision"]:
         parts.append(f"{options.get('n_ctx_vision')} vision ctx")
     depths = (options.get("prompt_depth_text"), options.get("prompt_depth_vision"))
     if depths != (published["prompt_depth_text"], published["prompt_depth_vision"]):
@@ -173,6 +185,9 @@ def deep_prompt_differences(method: str, options: dict, forms: dict | None = Non
         for name, default in PROMPTSRC_DEFAULT_WEIGHTS.items():
             if options.get(name) is not None and options[name] != default:
                 parts.append(f"{name.removeprefix('promptsrc_').replace('_weight', '')} weight {options[name]:g}")
+        gpa = (options.get("gpa_mean"), options.get("gpa_std"))
+        if gpa[0] is not None and gpa != (published.get("gpa_mean"), published.get("gpa_std")):
+            parts.append(f"GPA {gpa[0]:g}/{gpa[1]:g}")
     return parts
 
 
@@ -196,11 +211,12 @@ def options_text(options: dict) -> str:
     if options.get("kgcoop_weight", 0.0) > 0:
         text += f"; KgCoOp regulariser w = {options['kgcoop_weight']:g} towards {options['kgcoop_template']!r}"
     if "prompt_depth_text" in options:
-        vision = (
-            "vision prompts projected from the text ones (MaPLe)"
-            if options.get("vision_prompts_from_text")
-            else f"{options.get('n_ctx_vision')} vision prompt tokens"
-        )
+        if options.get("prompt_depth_vision") == 0:
+            vision = "no vision prompts (text prompts only)"
+        elif options.get("vision_prompts_from_text"):
+            vision = "vision prompts projected from the text ones (MaPLe)"
+        else:
+            vision = f"{options.get('n_ctx_vision')} vision prompt tokens"
         text += (
             f"; deep prompts: text depth {options['prompt_depth_text']}, vision depth "
             f"{options.get('prompt_depth_vision')}, {vision}"

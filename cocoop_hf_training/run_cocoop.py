@@ -387,6 +387,8 @@ def report(run: Run, data: RunData, model, evaluation: dict, epoch_evaluation, l
     template = run.method.zero_shot_template
     # What the model is, as its config says (a loaded model keeps the options it was saved with).
     options = method_options(model.config) if template is None else None
+    if options is not None and run.prompt_aggregation is not None:  # PromptSRC's GPA: part of how it was trained
+        options["gpa_mean"], options["gpa_std"] = run.prompt_aggregation.mean, run.prompt_aggregation.std
     if options is not None and options["kgcoop_weight"] > 0:
         options["kgcoop_template_source"] = run.method.kgcoop_source or "the saved model's config"
     result = run_result(run, method, evaluation, options, epoch_evaluation)

@@ -232,8 +232,9 @@ def test_the_published_forms_are_those_of_the_recipes_each_grid_trains_with(tmp_
         (CROSS_DATASET_FORMS, {**grid.RECIPES, **grid.TRANSFER_RECIPES}),
     ):
         for method in METHODS:
-            model_args = run_cocoop_parse_args([str(recipe_of[method]), *where])[0]
+            model_args, *_, run_args = run_cocoop_parse_args([str(recipe_of[method]), *where])
             config = {"n_ctx": model_args.n_ctx, **model_args.method_config()}
+            config.update(gpa_mean=run_args.gpa_mean, gpa_std=run_args.gpa_std)
             assert {name: config[name] for name in forms[method]} == forms[method], (method, recipe_of[method])
     assert set(grid.TRANSFER_RECIPES) == {"maple", "promptsrc"}  # the methods whose form differs between the tables
 
@@ -287,3 +288,20 @@ def test_each_tables_variant_note_names_the_published_forms_it_compares_with(tmp
     for form in ("IVLP: 4+4 tokens, depth 9/9;", "MaPLe: 2 tokens, depth 9;",
                  "PromptSRC: 4+4 tokens, depth 9/9, weights 25/10/1, GPA mean 15, std 1)"):  # fmt: skip
         assert form in run_benchmark.VARIANT_NOTE
+
+
+def test_a_promptsrc_run_with_other_gpa_is_a_variant():
+    run = deep_run("promptsrc", 9)
+    run["method_options"].update(gpa_mean=15.0, gpa_std=1.0)
+    assert method_label(run) == "promptsrc" and is_published_form(run)
+    run["method_options"].update(gpa_mean=6.0, gpa_std=10.0)
+    assert method_label(run) == "promptsrc (GPA 6/10)" and not is_published_form(run)
+
+
+def test_a_text_only_ivlp_run_says_it_has_no_vision_prompts():
+    from cocoop_hf_training.report import options_text
+
+    run = deep_run("ivlp", 9)
+    run["method_options"].update(prompt_depth_vision=0, n_ctx_vision=None)
+    assert method_label(run) == "ivlp (depth 9/0)"
+    assert "no vision prompts (text prompts only)" in options_text(run["method_options"])

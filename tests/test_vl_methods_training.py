@@ -83,10 +83,10 @@ def test_each_method_gives_its_published_config_fields():
 
 def test_flags_override_the_published_values_where_the_official_config_has_the_option():
     options = ModelArguments(
-        method="promptsrc", n_ctx=2, n_ctx_vision=3, prompt_depth_text=3, prompt_depth_vision=0,
+        method="promptsrc", n_ctx=2, n_ctx_vision=3, prompt_depth_text=3, prompt_depth_vision=1,
         promptsrc_text_weight=5.0, promptsrc_image_weight=0.0,
     ).method_config()  # fmt: skip
-    assert (options["prompt_depth_text"], options["prompt_depth_vision"], options["n_ctx_vision"]) == (3, 0, 3)
+    assert (options["prompt_depth_text"], options["prompt_depth_vision"], options["n_ctx_vision"]) == (3, 1, 3)
     assert (options["promptsrc_text_weight"], options["promptsrc_image_weight"]) == (5.0, 0.0)
     maple = ModelArguments(method="maple", n_ctx=3, prompt_depth_text=5).method_config()
     assert (maple["prompt_depth_text"], maple["prompt_depth_vision"], maple["n_ctx_vision"]) == (5, 5, None)
