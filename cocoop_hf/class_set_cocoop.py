@@ -1,6 +1,7 @@
 """
 The class set a CoCoOp model holds: its names and the tokenizer they are read with, and (built once, at first use)
-their prompt ids, EOS positions, name lengths and the zero-shot text features of KgCoOp or PromptSRC.
+their prompt ids, EOS positions, name lengths and KgCoOp's zero-shot text features; PromptSRC's text teacher is
+computed later still, by the first call whose loss needs it, and kept in the built record (`ClassPrompts.derived`).
 
 It is ONE immutable record, swapped with a single attribute assignment: a forward that reads the record once sees
 one whole class set, never the prompt ids of one and the EOS positions of another, while another thread calls
@@ -19,14 +20,14 @@ import torch
 from .backbones_cocoop import backbone_of, text_context
 from .context_start_cocoop import agreed_context_start
 from .processing_cocoop import class_name_key, clean_class_name
-from .promptsrc_cocoop import needs_teacher
 
 
 @dataclass(frozen=True)
 class ClassPrompts:
     """The tensors of one class set: `input_ids` (classes, L), `eos_index`, `name_length` and `context_start`
-    (classes,), `zero_shot` (classes, embed_dim) for KgCoOp or PromptSRC's teacher, else an empty tensor, and `attention_mask` (classes, L)
-    where the prompts carry one (a bidirectional backbone whose tokenizer returns it), else None."""
+    (classes,), `zero_shot` (classes, embed_dim) for KgCoOp, else an empty tensor (PromptSRC's teacher is a `derived`
+    entry, computed where a loss needs it), and `attention_mask` (classes, L) where the prompts carry one (a
+    bidirectional backbone whose tokenizer returns it), else None."""
 
     input_ids: torch.Tensor
     eos_index: torch.Tensor
@@ -34,12 +35,18 @@ class ClassPrompts:
     zero_shot: torch.Tensor
     context_start: torch.Tensor
     attention_mask: torch.Tensor | None = None
-    # Pure facts derived from the tensors by the text encoders, computed once per record (`derived`).
+    # Pure facts of this record's class set, computed once per record (`derived`): the text encoders' facts of the
+    # tensors, PromptSRC's teacher of the names (the class set's and the frozen backbone's alone).
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, key: str, compute: Callable[["ClassPrompts"], Any]) -> Any:
         """`compute(self)`, kept in the record: a held class set's prompts pay for it once, not at every call. Two
-        first callers may both compute it (pure: equal results); one dict assignment publishes it."""
+        first callers may both compute it (pure: equal results); one dict assignment publishes it.
+
+        Not shared mutable state in the sense of the project's rule: an entry is written once, from absent to a
+        whole value, by one dict assignment (atomic for readers), and it is what `compute` would return to any
+        caller, so no result depends on who filled it or when: a cache of a pure function, like the lazily built
+        record itself. A moved or cast record (`apply`) starts with none."""
         if key not in self._derived:
             self._derived[key] = compute(self)
         return self._derived[key]
@@ -137,10 +144,9 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
             if config.class_token_position != "end":
                 check_name_lengths(encoding["name_length"], encoding["eos_index"], config, names, context_start)
             zero_shot = torch.empty(0, 0, device=device)
-            # The frozen text features a regulariser pulls towards, computed once per class set: KgCoOp's, or
-            # PromptSRC's teacher where its text or logits term needs it (official trainers/promptsrc.py computes
-            # `fixed_embeddings` once, in VLPromptLearner.__init__).
-            if config.kgcoop_weight > 0 or needs_teacher(config):
+            # KgCoOp's frozen text features (one template: one text pass per class), computed once per class set.
+            # PromptSRC's teacher (60 templates) is not built here: it is needed only for a loss (held_teacher).
+            if config.kgcoop_weight > 0:
                 zero_shot = model.zero_shot_text_features(names, tokenizer=class_set.tokenizer)
     except ValueError as error:
         if class_set.source is None:
@@ -155,6 +161,34 @@ def build_class_prompts(model, class_set: ClassSet) -> ClassPrompts:
         context_start.to(device),
         mask.to(device) if mask is not None else None,
     )
+
+
+# The `ClassPrompts.derived` key of PromptSRC's frozen text teacher.
+PROMPTSRC_TEACHER = "promptsrc_teacher"
+
+
+def held_teacher(model, class_set: ClassSet) -> torch.Tensor:
+    """
+    PromptSRC's frozen text teacher `(classes, embed_dim)` of the held `class_set`, on the prompt learner's device:
+    computed by the first call that needs it (a forward with `labels` and a text or logits weight above 0, or
+    `model.zero_shot_embeds`), then kept in the class set's built prompts. A class set so pays its 60 x classes text
+    passes once, and only where a loss needs them: building, loading and scoring a class set run none, and a name
+    that fits the model's own prompt but not one of the 60 templates is refused only there. The official
+    trainers/promptsrc.py also computes `fixed_embeddings` once per class set (VLPromptLearner.__init__), eagerly;
+    later gives the same numbers, the backbone being frozen. Errors of a class set read from a file name it.
+    """
+    built = class_set.prompts(model._build_class_prompts)  # the record class_set keeps: the memo lives in it
+
+    def compute(_prompts: ClassPrompts) -> torch.Tensor:
+        try:
+            with torch.inference_mode(False):  # built under inference_mode, it would be unusable for training
+                return model.zero_shot_text_features(class_set.names, tokenizer=class_set.tokenizer)
+        except ValueError as error:
+            if class_set.source is None:
+                raise
+            raise ValueError(f"the class names of {class_set.source}: {error}") from error
+
+    return built.derived(PROMPTSRC_TEACHER, compute).to(model.prompt_learner.ctx.device)
 
 
 def zero_shot_text_features(model, class_names, tokenizer) -> torch.Tensor:

@@ -3,7 +3,8 @@ The class set a CoCoOp model holds, and the class prompts of each call: a mixin 
 
 The held class set is one immutable [`ClassSet`] record in `model._class_set`, replaced whole by `set_class_names` and
 read once per call; a call's prompts are the given ones (checked) or the held ones. Also here: names -> prompt ids
-with the model's tokenizer (`class_prompts`) and KgCoOp's zero-shot features (`zero_shot_text_features`). This file
+with the model's tokenizer (`class_prompts`) and the zero-shot features of KgCoOp or PromptSRC's teacher
+(`zero_shot_text_features`; the held class set's: `zero_shot_embeds`). This file
 travels with the code of every saved folder (the modeling file imports it), so it may import only torch,
 transformers and its sibling files.
 """
@@ -17,13 +18,14 @@ from .class_set_cocoop import (
     ClassSet,
     build_class_prompts,
     check_class_specific,
+    held_teacher,
     zero_shot_text_features,
 )
 from .context_start_cocoop import agreed_context_start
 from .model_inputs_cocoop import check_class_prompts
 from .processing_cocoop import build_prompt_ids, validate_class_names
 from .prompt_ids_cocoop import prompt_markers
-from .promptsrc_cocoop import teacher_text_features
+from .promptsrc_cocoop import needs_teacher, teacher_text_features
 from .tokenizer_check_cocoop import check_backbone_tokenizer
 
 
@@ -77,6 +79,10 @@ class ClassSetHolder:
 
     def _held_prompts(self) -> ClassPrompts:
         """The prompts of the held class set (built at first use), on the prompt learner's device."""
+        return self._held()[1]
+
+    def _held(self) -> tuple[ClassSet, ClassPrompts]:
+        """The held class set and its prompts (built at first use, on the prompt learner's device), of one read."""
         held = self._class_set  # read once: this call uses this class set whatever another thread sets meanwhile
         if held is None:
             raise ValueError(
@@ -84,7 +90,12 @@ class ClassSetHolder:
                 "CoCoOpProcessor(class_names=...) or model.class_prompts(names)), or call "
                 "model.set_class_names(class_names, tokenizer=...) first."
             )
-        return held.prompts(self._build_class_prompts).to(self.prompt_learner.ctx.device)
+        return held, held.prompts(self._build_class_prompts).to(self.prompt_learner.ctx.device)
+
+    def _held_teacher(self, class_set: ClassSet) -> torch.Tensor:
+        """PromptSRC's teacher of `class_set` (the held one, as read by this call): computed at its first need, then
+        kept with its prompts (class_set_cocoop.held_teacher)."""
+        return held_teacher(self, class_set)
 
     def _apply(self, fn, *args, **kwargs):
         # `.to(device)`, `.half()`, `.cuda()`: the held prompts follow the weights, as buffers would.
@@ -121,9 +132,13 @@ class ClassSetHolder:
     def zero_shot_embeds(self) -> torch.Tensor:
         """
         The frozen zero-shot text features of the held class set, (classes, embed_dim), L2-normalised: KgCoOp's, or
-        PromptSRC's teacher (`zero_shot_text_features`); empty for the other methods.
+        PromptSRC's teacher where its text or logits term has a weight (computed here if no labelled forward has
+        yet, then kept with the class set); empty for the other methods.
         """
-        return self._held_prompts().zero_shot
+        class_set, prompts = self._held()
+        if needs_teacher(self.config):
+            return self._held_teacher(class_set)
+        return prompts.zero_shot
 
     def class_prompts(self, class_names, tokenizer=None) -> BatchEncoding:
         """
@@ -218,11 +233,12 @@ class ClassSetHolder:
 
     def _prompts(self, input_ids, eos_index, name_length=None, context_start=None, attention_mask=None):
         """
-        The class prompts of this call and whether they were given: the given ones (checked; `zero_shot` empty),
-        else the class set the model holds, read once.
+        The class prompts of this call and the held class set they belong to: the given ones (checked; `zero_shot`
+        empty) and None, else the class set the model holds, read once, and its prompts.
         """
         if all(x is None for x in (input_ids, eos_index, name_length, context_start, attention_mask)):
-            return self._held_prompts(), False
+            class_set, prompts = self._held()
+            return prompts, class_set
         if attention_mask is not None and backbone_of(self.config.backbone_config).causal_text:
             # Causal towers pool at EOS: padding after it is never seen, and their prompts carry no mask. A text
             # tokenizer's mask here means plain texts were passed where class prompts belong.
@@ -252,4 +268,4 @@ class ClassSetHolder:
             moved(start),
             moved(attention_mask),
         )
-        return given, True
+        return given, None

@@ -216,7 +216,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
     (`vision_prompts_from_text`; `trainers/maple.py`) and PromptSRC (IVLP's prompts + `promptsrc_*_weight`; PromptSRC
     `trainers/promptsrc.py`). Their prompt learner is a [`DeepPromptLearner`]; the text prompts are encoded once per
     call for all classes (they do not depend on the image), the image features come from the prompted vision tower
-    (so they depend on this model's weights), and PromptSRC's frozen text teacher is held with the class set.
+    (so they depend on this model's weights), and PromptSRC's frozen text teacher (60 templates) is computed by the
+    first labelled forward of a class set that needs it, then kept with the class set.
     """
 
     def __init__(self, config: CoCoOpConfig, clip_model: PreTrainedModel | None = None):
@@ -533,7 +534,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         zero_shot_embeds (`torch.FloatTensor` of shape `(classes, embed_dim)`, *optional*): the frozen zero-shot
             text features of the classes of `input_ids` ([`~CoCoOpModel.zero_shot_text_features`]: KgCoOp's, or
             PromptSRC's teacher); needed only with `labels`, `config.kgcoop_weight > 0` or PromptSRC's text / logits
-            term, and class prompts given to this call (for the held class set the model has them).
+            term, and class prompts given to this call (for the held class set the model computes them at the
+            first labelled forward that needs them, and keeps them).
 
         PromptSRC (`config.promptsrc_*_weight`): with `labels` the loss adds its terms, which compare with the frozen
         backbone's image features of the same images: they need `pixel_values` (not `image_embeds`).
@@ -547,7 +549,8 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
         else:
             image_embeds = normalised_image_embeds(image_embeds, self.config, self.prompt_learner.ctx.dtype)
         # One read of the held class set per call: its prompts and zero-shot features belong to the same class set.
-        prompts, given = self._prompts(input_ids, eos_index, name_length, context_start, attention_mask)
+        prompts, held_set = self._prompts(input_ids, eos_index, name_length, context_start, attention_mask)
+        given = held_set is None
         text_embeds = self._text_features(image_embeds, prompts)  # (batch|1, classes, d)
         logit_scale = self.clip.logit_scale.exp()
         image_embeds_t = image_embeds.to(text_embeds.dtype)
@@ -573,7 +576,10 @@ class CoCoOpModel(ClassSetHolder, CoCoOpPreTrainedModel):
                 kgcoop_loss = 1.0 - cosine.mean()
                 loss = loss + self.config.kgcoop_weight * kgcoop_loss
             if self.config.uses_promptsrc_terms:
-                held_teacher = None if given else prompts.zero_shot
+                held_teacher = None
+                if needs_teacher(self.config) and zero_shot_embeds is None and not given:
+                    # 60 x classes text passes at the first labelled forward of a class set, none after (kept with it)
+                    held_teacher = self._held_teacher(held_set)
                 promptsrc = self._promptsrc_terms(
                     pixel_values, image_embeds, text_embeds[0], logits, logit_scale, zero_shot_embeds, held_teacher
                 )

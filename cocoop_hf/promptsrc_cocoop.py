@@ -175,8 +175,8 @@ def logits_term(
 
 def checked_teacher(zero_shot_embeds, held_teacher, classes: int, config, device) -> torch.Tensor:
     """
-    PromptSRC's frozen text teacher for this call: `zero_shot_embeds` given with the call's class prompts, else
-    `held_teacher`, that of the held class set (None when the call's prompts were given).
+    PromptSRC's frozen text teacher for this call: `zero_shot_embeds` when given, else `held_teacher`, that of the
+    held class set (None when the call's prompts were given).
     """
     width = embed_dim(config.backbone_config)
     help_text = "pass `zero_shot_embeds=model.zero_shot_text_features(class_names)` with the class prompts"
@@ -186,11 +186,11 @@ def checked_teacher(zero_shot_embeds, held_teacher, classes: int, config, device
                 "PromptSRC's text and logits terms need the frozen text teacher of the classes of this call's "
                 f"prompts: {help_text}, or use the held class set (set_class_names)."
             )
-        if held_teacher.numel() == 0 or held_teacher.device.type == "meta":
+        if held_teacher.device.type == "meta":
             raise ValueError(
-                "PromptSRC's text and logits terms need the frozen text teacher, and the held class set has none "
-                "(built before the weights were set): call model.set_class_names(class_names, tokenizer=...) again, "
-                f"or {help_text}."
+                "PromptSRC's text and logits terms need the frozen text teacher, and the held class set's was "
+                "computed before the weights were set (on the meta device): call "
+                f"model.set_class_names(class_names, tokenizer=...) again, or {help_text}."
             )
         zero_shot_embeds = held_teacher
     if not isinstance(zero_shot_embeds, torch.Tensor) or not zero_shot_embeds.dtype.is_floating_point:
