@@ -3,9 +3,16 @@ accuracy and macro-F1 (percent), and the base-to-new harmonic mean H.
 
 Official reference: Dassl `SimpleTrainer.test` + `evaluation/evaluator.py` `Classification` (accuracy and macro-F1
 in percent); CoCoOp paper, Table 1 (H = 2 * base * new / (base + new), of the accuracies in percent).
+
+Image features are kept across calls (every epoch's evaluation and the final one) under what they were computed
+with (`ImageFeatureSource`): the dataset, the backbone and, where the vision tower reads learned prompts (IVLP,
+MaPLe, PromptSRC: `config.prompt_depth_vision > 0`), a digest of the prompt learner's tensors, so that features of
+other prompts are never reused.
 """
 
+import hashlib
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +63,69 @@ def extract_image_features(model, dataset, accelerator, batch_size: int, num_wor
     return torch.cat(features), torch.cat(labels)
 
 
+@dataclass(frozen=True)
+class ImageFeatureSource:
+    """
+    What a dataset's image features were computed with; a cached entry is reused only for an equal source.
+    `backbone_id` / `dataset_id` are `id()`s, unique while the cache entry holds the objects themselves (it does);
+    `backbone_dtype` changes with `cast_frozen_clip`; `vision_prompts_digest` is None for a model whose vision tower
+    reads no learned prompts (CoOp, CoCoOp, KgCoOp, zero-shot: their image features stay reused across epochs).
+    """
+
+    dataset_id: int
+    backbone_id: int
+    backbone_dtype: str
+    vision_prompts_digest: str | None
+
+
+@dataclass(frozen=True)
+class CachedImageFeatures:
+    """One dataset's features and labels, with the objects whose ids its source names (kept alive, so never reused)."""
+
+    dataset: object
+    backbone: object
+    embeds: torch.Tensor
+    labels: torch.Tensor
+
+
+def backbone_of(model) -> torch.nn.Module:
+    """The frozen dual encoder a model's image features come from (CoCoOpModel and ZeroShotCLIP: `.clip`)."""
+    return getattr(model, "clip", model)
+
+
+def tensors_digest(module: torch.nn.Module) -> str:
+    """BLAKE2b of every tensor of `module`'s state dict: names, dtypes, shapes and bytes (bit-exact)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # a byte view: also bf16
+    return digest.hexdigest()
+
+
+def image_feature_source(model, dataset) -> ImageFeatureSource:
+    """
+    What `model.get_image_features` on `dataset` depends on. With deep vision prompts (IVLP, MaPLe, PromptSRC:
+    `config.prompt_depth_vision > 0`) the prompt learner's tensors enter the vision tower (official
+    multimodal-prompt-learning `clip/model.py`: `VisionTransformer.forward` appends `VPT`, `ResidualAttentionBlock_IVLP`
+    swaps in `VPT_shallow`; `VisionTransformer_MaPLe.forward` / `ResidualAttentionBlock_MaPLe` the projected prompts),
+    so they change with every optimiser step and with PromptSRC's final Gaussian aggregation: their digest is part of
+    the source. MaPLe's vision prompts are projections of its text prompts: the whole prompt learner is digested.
+    """
+    backbone = backbone_of(model)
+    first = next(backbone.parameters(), None)
+    digest = None
+    if (getattr(model.config, "prompt_depth_vision", 0) or 0) > 0:
+        prompt_learner = getattr(model, "prompt_learner", None)
+        if not isinstance(prompt_learner, torch.nn.Module):
+            raise ValueError(
+                f"{type(model).__name__} has config.prompt_depth_vision={model.config.prompt_depth_vision} but no "
+                "`prompt_learner` module: its image features depend on vision prompts this evaluation cannot see."
+            )
+        digest = tensors_digest(prompt_learner)
+    return ImageFeatureSource(id(dataset), id(backbone), str(None if first is None else first.dtype), digest)
+
+
 @torch.no_grad()
 def predict(model, image_embeds, class_names, accelerator, batch_size: int, desc: str) -> torch.Tensor:
     """
@@ -89,8 +159,10 @@ def evaluate_sets(
     """
     `eval_sets`: name -> (dataset with the eval transform, class names). Returns name -> metrics (accuracy and
     macro_f1 in percent, num_samples, num_classes). The images of a set are encoded once; sets that share a dataset
-    object share its features; `features` (a dict, filled here) keeps them across calls: the CLIP is frozen, so an
-    image's feature never changes during training. The model comes back as it went in (class set, prompts, mode).
+    object share its features; `features` (a dict, filled here: `ImageFeatureSource` -> `CachedImageFeatures`) keeps
+    them across calls, reused only for the same dataset, backbone and, where the vision tower reads learned prompts,
+    the same prompt learner tensors (`image_feature_source`); a dataset keeps the features of its latest source only.
+    The model comes back as it went in (class set, prompts, mode).
     """
     metrics = metrics if metrics is not None else load_metrics()
     was_training = model.training
@@ -99,12 +171,9 @@ def evaluate_sets(
     results = {}
     try:
         for name, (dataset, class_names) in eval_sets.items():
-            key = id(dataset)
-            if key not in features:
-                features[key] = extract_image_features(
-                    model, dataset, accelerator, batch_size, num_workers, f"Encoding {name}"
-                )
-            embeds, labels = features[key]
+            embeds, labels = cached_image_features(
+                model, dataset, features, accelerator, batch_size, num_workers, name
+            )
             predictions = predict(model, embeds, class_names, accelerator, batch_size, f"Classifying {name}")
             scores = {}
             for metric in metrics:
@@ -115,6 +184,26 @@ def evaluate_sets(
     finally:
         model.train(was_training)
     return results
+
+
+def cached_image_features(model, dataset, features: dict, accelerator, batch_size, num_workers, name: str):
+    """
+    (embeds, labels) of `dataset` from `features` where computed with what `model` has now, else computed and stored
+    in place of that dataset's older entries (bounded: one entry per dataset). Every process reaches the same
+    decision: the prompt learner is the same on all of them (DDP keeps it in sync), and the extraction gathers.
+    """
+    source = image_feature_source(model, dataset)
+    entry = features.get(source)
+    if entry is None:
+        for stale in [key for key in features if key.dataset_id == source.dataset_id]:
+            del features[stale]
+        if source.vision_prompts_digest is not None:
+            logger.info("%s: image features for prompts %s", name, source.vision_prompts_digest[:12])
+        embeds, labels = extract_image_features(
+            model, dataset, accelerator, batch_size, num_workers, f"Encoding {name}"
+        )
+        entry = features[source] = CachedImageFeatures(dataset, backbone_of(model), embeds, labels)
+    return entry.embeds, entry.labels
 
 
 def base_new_summary(evaluation: dict) -> dict:
@@ -129,8 +218,10 @@ class EpochEvaluation(TrainerCallback):
     """
     Base and new accuracy (and H) after every training epoch, logged through `Trainer.log` so that `--report_to`
     integrations (tensorboard, wandb, ...) and `trainer_state.json` get them; kept in `history` for results.json.
-    Image features are computed once (frozen CLIP) and reused every epoch. The random state of every generator is
-    restored afterwards: a run with per-epoch evaluation trains exactly as one without.
+    Image features are computed once and reused every epoch where they cannot have changed (frozen CLIP, no vision
+    prompts); with vision prompts (IVLP, MaPLe, PromptSRC) they are computed again after every epoch
+    (`cached_image_features`). The random state of every generator is restored afterwards: a run with per-epoch
+    evaluation trains exactly as one without.
     """
 
     def __init__(self, trainer, eval_sets: dict, batch_size: int, num_workers: int, metrics=None):
