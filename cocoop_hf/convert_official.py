@@ -30,7 +30,7 @@ from transformers.utils import logging
 
 from .backbones_cocoop import backbone_model_type
 from .convert_arguments import build_parser
-from .convert_vl_official import from_official_vl_checkpoint, is_official_vl_checkpoint
+from .convert_vl_official import from_official_vl_checkpoint, is_official_vl_checkpoint, merge_inferred_options
 from .limits_cocoop import check_clip_checkpoint
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
@@ -144,13 +144,7 @@ def from_official_checkpoint(
     _check_clip_backbone(clip_name_or_path, revision, clip_kwargs)
     state_dict = load_official_state_dict(checkpoint_path)
     inferred = infer_config_kwargs(state_dict, source=source)
-    for key, value in inferred.items():
-        if key in config_kwargs and config_kwargs[key] != value:
-            raise ValueError(
-                f"{source}: {key}={config_kwargs[key]!r} was passed, but the checkpoint's tensors imply "
-                f"{key}={value!r}: drop the argument or use the matching checkpoint."
-            )
-        config_kwargs[key] = value
+    merge_inferred_options(config_kwargs, inferred, source)
     if inferred["class_specific_context"]:
         class_count = int(state_dict["ctx"].shape[0])
         if isinstance(class_names, (list, tuple)) and len(class_names) != class_count:

@@ -521,6 +521,18 @@ def _clip_config(clip_name_or_path, revision, clip_kwargs):
     return backbone_config_from_dict(config) if isinstance(config, dict) else config
 
 
+def merge_inferred_options(config_kwargs: dict, inferred: dict, source: str) -> None:
+    """`config_kwargs` += the options a checkpoint's tensors imply; a passed value that contradicts them is refused
+    (both converters: CoOp / CoCoOp and IVLP / MaPLe / PromptSRC)."""
+    for key, value in inferred.items():
+        if key in config_kwargs and config_kwargs[key] != value:
+            raise ValueError(
+                f"{source}: {key}={config_kwargs[key]!r} was passed, but the checkpoint's tensors imply "
+                f"{key}={value!r}: drop the argument or use the matching checkpoint."
+            )
+        config_kwargs[key] = value
+
+
 def from_official_vl_checkpoint(
     checkpoint_path,
     clip_name_or_path,
@@ -546,13 +558,7 @@ def from_official_vl_checkpoint(
     backbone_config = _clip_config(clip_name_or_path, revision, clip_kwargs)
     checkpoint = read_official_vl_checkpoint(checkpoint_path, method=method, backbone_config=backbone_config)
     inferred = checkpoint.config_kwargs
-    for key, value in inferred.items():
-        if key in config_kwargs and config_kwargs[key] != value:
-            raise ValueError(
-                f"{source}: {key}={config_kwargs[key]!r} was passed, but the checkpoint's tensors imply "
-                f"{key}={value!r}: drop the argument or use the matching checkpoint."
-            )
-        config_kwargs[key] = value
+    merge_inferred_options(config_kwargs, inferred, source)
     position = config_kwargs.get("class_token_position", "end")
     if position != "end":
         raise ValueError(
