@@ -180,14 +180,16 @@ def _checked_deep_prompts(
             f"deep prompts (IVLP, MaPLe, PromptSRC) need a CLIP or MetaCLIP 2 backbone (the towers of the official "
             f"clip/model.py), got {row.display_name} ({row.model_type!r})."
         )
-    for field, depth, layers in (
-        ("prompt_depth_text", depth_text, backbone.text_config.num_hidden_layers),
-        ("prompt_depth_vision", depth_vision, backbone.vision_config.num_hidden_layers),
-    ):
-        if depth > layers:
-            raise ValueError(
-                f"`{field}`={depth} exceeds the {layers} layers of the backbone's tower: use <= {layers}."
-            )
+    over = [
+        f"`{field}`={depth} exceeds the {layers} layers of the backbone's {tower} tower: use <= {layers}"
+        for field, tower, depth, layers in (
+            ("prompt_depth_text", "text", depth_text, backbone.text_config.num_hidden_layers),
+            ("prompt_depth_vision", "vision", depth_vision, backbone.vision_config.num_hidden_layers),
+        )
+        if depth > layers
+    ]
+    if over:  # both towers in one message: a fix of one would otherwise meet the other's refusal next
+        raise ValueError("; ".join(over) + ".")
     vision = backbone.vision_config
     image_tokens = (vision.image_size // vision.patch_size) ** 2 + 1  # patches and the class token
     if n_ctx_vision is not None and (

@@ -208,8 +208,29 @@ PROMPT_LAYOUTS = {
 }
 
 
+def _deep_prompt_layout(n_ctx, ctx_init) -> str:
+    """
+    The prompt of a deep-prompt model as its text tower reads it: with fewer context tokens than `ctx_init` words, the
+    first `n_ctx` words are learned and the rest stay fixed words of the prompt (official trainers/maple.py
+    `ctx_vectors = embedding[0, 1 : 1 + n_ctx]`, `prompt_prefix = ctx_init`).
+    """
+    words = ctx_init.split() if isinstance(ctx_init, str) else []
+    if not n_ctx or len(words) <= n_ctx:
+        return PROMPT_LAYOUTS["end"]
+    prompt = markdown_code(f"[context] {' '.join(words[n_ctx:])} {{class name}}.")
+    return f'{prompt} (the first {n_ctx} words of "{markdown_cell(" ".join(words))}" learned, the rest fixed)'
+
+
 def _method_detail(
-    method, n_ctx, class_token_position, class_specific_context, num_classes, name="CLIP", prompt_template=None
+    method,
+    n_ctx,
+    class_token_position,
+    class_specific_context,
+    num_classes,
+    name="CLIP",
+    prompt_template=None,
+    prompt_depth_vision=None,
+    ctx_init=None,
 ) -> str:
     """The card's second paragraph: how the prompt is built and which classes the model can score (`name`: the
     backbone's display name)."""
@@ -228,17 +249,24 @@ def _method_detail(
     count = str(n_ctx) if n_ctx else "a few"
     layout = PROMPT_LAYOUTS[class_token_position]
     if method in DEEP_PROMPT_METHODS:
-        vision = {
-            "ivlp": "learned vision prompts of their own join the image tokens in the first layers of the vision tower",
-            "maple": "the vision tower's prompts in the same layers are linear projections of the text prompts",
-            "promptsrc": "learned vision prompts of their own join the image tokens in the first layers of the vision "
-            f"tower; training keeps features and logits close to frozen {name}'s (PromptSRC's self-regularising "
-            "terms)",
-        }[method]
+        if prompt_depth_vision == 0 and method != "maple":  # the official language-only IVLP: no vision prompts
+            vision = f"text prompts only: the image features are frozen {name}'s own"
+        else:
+            vision = {
+                "ivlp": "learned vision prompts of their own join the image tokens in the first layers of the vision "
+                "tower",
+                "maple": "the vision tower's prompts in the same layers are linear projections of the text prompts",
+                "promptsrc": "learned vision prompts of their own join the image tokens in the first layers of the "
+                "vision tower",
+            }[method]
+        if method == "promptsrc":
+            vision += (
+                f"; training keeps features and logits close to frozen {name}'s (PromptSRC's self-regularising terms)"
+            )
         return (
-            f"{count} learned context vectors, shared by every image and every class, form the prompt {layout} and "
-            f"learned prompts replace them in the first layers of the text tower; {vision}. {name}'s weights stay "
-            "frozen. The learned prompts work for any class names."
+            f"{count} learned context vectors, shared by every image and every class, form the prompt "
+            f"{_deep_prompt_layout(n_ctx, ctx_init)} and learned prompts replace them in the first layers of the text "
+            f"tower; {vision}. {name}'s weights stay frozen. The learned prompts work for any class names."
         )
     if method == "cocoop":
         return (
@@ -317,6 +345,8 @@ def render_model_card(
     kgcoop_template: str | None = None,
     backbone: str = "clip",
     prompt_template: str | None = None,
+    prompt_depth_vision: int | None = None,
+    ctx_init: str | None = None,
 ) -> ModelCard:
     """
     Render the model card of a CoCoOp checkpoint.
@@ -357,6 +387,10 @@ def render_model_card(
         prompt_template: the template a zero-shot run (method "zeroshot") scored the plain backbone with: nothing
             is learned or saved, so the card says so and shows the base checkpoint in transformers' zero-shot
             pipeline with this template instead of this repo's usage.
+        prompt_depth_vision: the vision prompt depth of an IVLP / PromptSRC model (config `prompt_depth_vision`); 0:
+            text prompts only, and the card says so.
+        ctx_init: the prompt words of a deep-prompt model (config `ctx_init`): with fewer context tokens (`n_ctx`)
+            than words, the card shows the words that stay fixed.
     """
     backbone_row = backbone_of(backbone)
     name = backbone_row.display_name
@@ -453,7 +487,15 @@ def render_model_card(
         if prompt_template is None
         else f"The **zero-shot {name}** baseline with a hand-written prompt template",
         method_detail=_method_detail(
-            method, n_ctx, class_token_position, bool(class_specific_context), len(names), name, prompt_template
+            method,
+            n_ctx,
+            class_token_position,
+            bool(class_specific_context),
+            len(names),
+            name,
+            prompt_template,
+            prompt_depth_vision,
+            ctx_init,
         ),
         method_name=method_name(method, backbone),
         template_run=prompt_template is not None,

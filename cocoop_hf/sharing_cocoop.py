@@ -302,6 +302,8 @@ def _render_card(model, repo_id: str):
         class_specific_context=model.config.class_specific_context,
         kgcoop_weight=model.config.kgcoop_weight,
         kgcoop_template=model.config.kgcoop_template,
+        prompt_depth_vision=model.config.prompt_depth_vision,
+        ctx_init=model.config.ctx_init,
         # Set by the training scripts on models built on a randomly initialised CLIP: the card must say so.
         random_weights=bool(getattr(model.config, "random_clip_weights", False)),
         backbone=model.config.backbone_config.model_type,

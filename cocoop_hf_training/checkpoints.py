@@ -105,8 +105,8 @@ def resolve_resume_checkpoint(value, output_dir) -> str | None:
         found = latest_checkpoint(output_dir)
         if found is None:
             raise ValueError(
-                f"--resume_from_checkpoint latest: no complete {PREFIX_CHECKPOINT_DIR}-* in {output_dir}; start "
-                "without --resume_from_checkpoint."
+                f"--resume_from_checkpoint latest: no complete {PREFIX_CHECKPOINT_DIR}-* in {output_dir}: rerun with "
+                "--overwrite_output_dir instead of --resume_from_checkpoint (it starts the run again)."
             )
         return found
     problem = checkpoint_problem(value)

@@ -2,7 +2,8 @@
 r"""
 Evaluate one model on several datasets' class sets: cross-dataset transfer (e.g. ImageNet -> Caltech101, ...) and
 domain generalisation (ImageNet -> ImageNet-V2 / -Sketch / -A / -R, each with its own class list). Works for a
-trained CoCoOp/CoOp folder (--model_name_or_path) and for the zero-shot backbone (--method zeroshot): with
+folder trained with this package (--model_name_or_path; any method: CoCoOp, CoOp, KgCoOp, IVLP,
+MaPLe, PromptSRC) and for the zero-shot backbone (--method zeroshot): with
 --prompt_template, or on SigLIP / SigLIP 2 with the backbone's own template ("This is a photo of {}.", as
 `cocoop-hf train` scores it), the plain backbone scores `template.format(class name)`; on the CLIP family without one,
 the CoOp-packaged zero-shot model of the --ctx_init words ("a photo of a {}.").

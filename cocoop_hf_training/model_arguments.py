@@ -54,7 +54,11 @@ class ModelArguments:
     )
     clip_revision: str | None = field(default=None, metadata={"help": "Revision (commit) of the CLIP."})
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A trained CoCoOp/CoOp folder or repo to start from (e.g. evaluation only)."}
+        default=None,
+        metadata={
+            "help": "A folder or repo trained with this package (any --method: cocoop, coop, kgcoop, ivlp, maple, "
+            "promptsrc) to start from (e.g. evaluation only)."
+        },
     )
     method: str | None = field(
         default=None,

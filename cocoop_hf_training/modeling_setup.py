@@ -1,6 +1,8 @@
 """The model a training or evaluation script runs: built from `ModelArguments`, CoCoOp / CoOp / zero-shot, on any
 supported backbone (`cocoop_hf/backbones_cocoop.py`: CLIP, MetaCLIP 2, SigLIP, SigLIP 2), with its image processor."""
 
+import re
+
 from transformers import set_seed
 
 from cocoop_hf_training.cli import ModelArguments
@@ -43,8 +45,7 @@ def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_temp
         check_saved_options(model.config, model_args, kgcoop_template)
         model.set_class_names(class_names)
         return model
-    if model_args.method == "zeroshot" and model_args.ctx_init is None:
-        raise ValueError("--method zeroshot needs the prompt words: pass --ctx_init (e.g. 'a photo of a').")
+    check_zero_shot_words(model_args)
     method_kwargs = dict(
         n_ctx=model_args.n_ctx,
         ctx_init=model_args.ctx_init,
@@ -85,6 +86,32 @@ def _build_model(model_args: ModelArguments, class_names, seed: int, kgcoop_temp
     return model
 
 
+def check_zero_shot_words(model_args: ModelArguments) -> None:
+    """The CoOp-packaged zero-shot model (no prompt template) is its --ctx_init words: refused without them."""
+    if model_args.method == "zeroshot" and not model_args.model_name_or_path and model_args.ctx_init is None:
+        raise ValueError("--method zeroshot needs the prompt words: pass --ctx_init (e.g. 'a photo of a').")
+
+
+def check_adapter_only(model_args: ModelArguments, save_adapter_only: bool, saved_config=None) -> None:
+    """
+    --save_adapter_only refused for a model on random CLIP weights (built so now, or a saved one whose config says so):
+    its folder would load the named CLIP's real weights instead. Known from the arguments (and a saved model's
+    config.json), so refused before --output_dir is touched.
+    """
+    if not save_adapter_only:
+        return
+    if model_args.random_init_clip:
+        clip = model_args.clip_model_name_or_path
+    elif saved_config is not None and getattr(saved_config, RANDOM_WEIGHTS_ATTRIBUTE, False):
+        clip = saved_config.clip_name_or_path
+    else:
+        return
+    raise ValueError(
+        "--save_adapter_only: this model's CLIP has random weights, and an adapter-only folder would load the "
+        f"CLIP {clip} instead; save the full model (drop --save_adapter_only)."
+    )
+
+
 def method_config(model_args: ModelArguments, kgcoop_template: str | None = None) -> dict:
     """CoCoOpConfig fields of the method and its options; the KgCoOp template only where the regulariser is on."""
     config = model_args.method_config()
@@ -119,6 +146,10 @@ def check_method_config(model_args: ModelArguments, kgcoop_template: str | None 
 
         config_dict = checked_clip_config(model_args)
         backbone = backbone_of(config_dict.get("model_type") or "clip").config_class.from_dict(config_dict)
+    fields = method_config(model_args, kgcoop_template)
+    check_context_words(model_args)
+    if model_args.method in DEEP_PROMPT_METHODS and read_backbone:
+        check_prompt_depths(model_args, fields, backbone)
     try:
         return CoCoOpConfig(
             clip_config=backbone,
@@ -126,16 +157,66 @@ def check_method_config(model_args: ModelArguments, kgcoop_template: str | None 
             ctx_init=model_args.ctx_init,
             meta_net_reduction=1,
             id2label={0: "class"},
-            **method_config(model_args, kgcoop_template),
+            **fields,
         )
     except ValueError as error:
         if model_args.method not in DEEP_PROMPT_METHODS:
             raise
         # The config names its fields; the run was given flags (--prompt_depth_text, ...) or a recipe's values.
+        named = [name for name in DEEP_PROMPT_OPTIONS if re.search(rf"\b{name}\b", str(error))]
+        tail = f" Each field named is the option of the same name ({', '.join(f'--{n}' for n in named)})."
         raise ValueError(
-            f"--method {model_args.method} on {model_args.clip_model_name_or_path}: {error} Each field named is the "
-            "option of the same name (--prompt_depth_text, --prompt_depth_vision, --n_ctx, --n_ctx_vision)."
+            f"--method {model_args.method} on {model_args.clip_model_name_or_path}: {error}{tail if named else ''}"
         ) from None
+
+
+def check_context_words(model_args: ModelArguments) -> None:
+    """
+    --n_ctx against the words of --ctx_init, refused in flags (CoCoOpConfig's own check, for library users, names its
+    keyword arguments): as many tokens as words, or fewer with deep prompts, whose first n_ctx words are learned and
+    the rest stay fixed (official trainers/maple.py `ctx_vectors = embedding[0, 1 : 1 + n_ctx]`).
+    """
+    n_ctx, ctx_init = model_args.n_ctx, model_args.ctx_init
+    if not isinstance(n_ctx, int) or not isinstance(ctx_init, str) or not ctx_init.strip():
+        return  # no count or no words: nothing to compare (CoCoOpConfig checks the values themselves)
+    n_words = len(ctx_init.replace("_", " ").split())  # the official PromptLearner's word count
+    deep = model_args.method in DEEP_PROMPT_METHODS
+    if n_ctx > n_words or (n_ctx < n_words and not deep):
+        fewer = " (fewer only with --method ivlp / maple / promptsrc)" if n_ctx < n_words else ""
+        raise ValueError(
+            f"--n_ctx {n_ctx} does not match --ctx_init {ctx_init!r}, which has {n_words} words{fewer}: pass "
+            f"--n_ctx {n_words} (or leave it out), or --ctx_init none for a random context of {n_ctx} tokens."
+        )
+
+
+# The CoCoOpConfig fields a deep-prompt run sets from the flags of the same name.
+DEEP_PROMPT_OPTIONS = ("prompt_depth_text", "prompt_depth_vision", "n_ctx", "n_ctx_vision")
+
+
+def check_prompt_depths(model_args: ModelArguments, fields: dict, backbone) -> None:
+    """
+    Deep-prompt depths beyond the backbone's layers, every tower at once, refused in one line that gives the flags
+    that would run (CoCoOpConfig's own check names one config field at a time). MaPLe has one depth for both towers
+    (official TRAINER.MAPLE.PROMPT_DEPTH): its only flag is --prompt_depth_text.
+    """
+    towers = (
+        ("text", fields["prompt_depth_text"], backbone.text_config.num_hidden_layers),
+        ("vision", fields["prompt_depth_vision"], backbone.vision_config.num_hidden_layers),
+    )
+    over = [(tower, depth, layers) for tower, depth, layers in towers if depth > layers]
+    if not over:
+        return
+    depths = " and ".join(f"{depth} ({tower})" for tower, depth, _ in over)
+    layers = " / ".join(f"{count} {tower}" for tower, _, count in over)
+    if model_args.method == "maple":
+        flags = f"--prompt_depth_text {min(count for _, _, count in towers)}"
+    else:
+        flags = " ".join(f"--prompt_depth_{tower} {count}" for tower, _, count in over)
+    depth_word, verb = ("depths", "exceed") if len(over) > 1 else ("depth", "exceeds")
+    raise ValueError(
+        f"--method {model_args.method} on {model_args.clip_model_name_or_path}: prompt {depth_word} {depths} {verb} "
+        f"the backbone's {layers} layers: pass {flags} (or less)."
+    )
 
 
 def check_saved_options(config, model_args: ModelArguments, kgcoop_template: str | None) -> None:

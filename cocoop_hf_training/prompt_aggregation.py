@@ -61,6 +61,25 @@ def gpa_weights(mean: float, std: float, epochs: int) -> list[float]:
     return [value / total for value in values]
 
 
+def gpa_outside_epochs_note(mean: float, std: float, epochs: int) -> str | None:
+    """
+    A warning when the Gaussian lies more than 3 std beyond the run's epochs 1..N (the official mean 15 on a 4-epoch
+    run: weights ~[0, 0, 1e-5, 0.99999]): the aggregate is then ~one end epoch's prompts, not an average. None when
+    the mean is within reach of the epochs.
+    """
+    if mean > epochs + 3 * std:
+        end = f"the last epoch's ({epochs})"
+    elif mean < 1 - 3 * std:
+        end = "the first epoch's"
+    else:
+        return None
+    return (
+        f"--gpa_mean {mean:g} (--gpa_std {std:g}) lies outside the run's {epochs} epochs: the Gaussian prompt "
+        f"aggregation is then ~{end} prompts, not an average of several. Set --gpa_mean within the epochs (1 to "
+        f"{epochs}; the official base-to-new recipe: 15 of 20 epochs)."
+    )
+
+
 def _unwrapped(model):
     # The callback handler holds the model as the Trainer wraps it (DistributedDataParallel: `.module`).
     while hasattr(model, "module"):
@@ -103,6 +122,9 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
                 f"--num_train_epochs {saved}, or start anew."
             )
         self.weights = gpa_weights(self.mean, self.std, epochs)
+        note = gpa_outside_epochs_note(self.mean, self.std, epochs)
+        if note is not None:
+            logger.warning(note)
         # Resumed from the checkpoint of the last epoch: its prompt learner is already the aggregate.
         self.applied = self.epochs_added == epochs
         logger.info(

@@ -382,6 +382,7 @@ def model_card(
     options: dict | None = None,
     backbone: str = "clip",
     prompt_template: str | None = None,
+    ctx_init: str | None = None,
 ):
     """
     The filled model card, via `cocoop_hf.modelcard_cocoop.render_model_card` (percent, as results.json): base, new
@@ -389,6 +390,7 @@ def model_card(
     CoOp-family options as `method_options` gives them (class-token position, class-specific context, KgCoOp weight
     and template). `backbone`: the base model's `model_type` (its name and usual weights licence on the card).
     `prompt_template`: the template a zero-shot run scored the plain backbone with (nothing saved; the card says so).
+    `ctx_init`: the model's context words (MaPLe's card shows the words it keeps fixed).
     """
     from cocoop_hf.modelcard_cocoop import render_model_card
 
@@ -425,6 +427,8 @@ def model_card(
         kgcoop_template=options.get("kgcoop_template"),
         backbone=backbone,
         prompt_template=prompt_template,
+        prompt_depth_vision=options.get("prompt_depth_vision"),
+        ctx_init=ctx_init,
     )
 
 

@@ -50,6 +50,8 @@ from cocoop_hf_training.modeling_setup import (
     backbone_type,
     build_model,
     build_zero_shot_clip,
+    check_adapter_only,
+    check_zero_shot_words,
     has_random_weights,
     load_image_processor,
 )
@@ -178,6 +180,13 @@ def start_run(argv) -> Run:
     run = Run(model_args, data_args, training_args, run_args, method, push_to_hub=training_args.push_to_hub)
     training_args.push_to_hub = False  # Trainer(push_to_hub=True) would create the repo and write its own card
     run.random_note = random_weights_note(backbone_type(model_args)) if model_args.random_init_clip else None
+    # Refusals known from the arguments (and a saved model's config.json), made before --output_dir is touched: once
+    # the few-shot draw is written there, a rerun with the flag dropped would be refused as "a previous run".
+    check_adapter_only(
+        model_args, run_args.save_adapter_only, method.config if model_args.model_name_or_path else None
+    )
+    if not method.is_zero_shot_template:
+        check_zero_shot_words(model_args)
     # A refused --output_dir (a second run of the same command) answered at once, before the data loads and before
     # the banner: the refusal is then the only thing the command says.
     refuse_output_dir_early(training_args, run_args, model_args)
@@ -281,7 +290,8 @@ def few_shot_rows(run: Run, data: RunData, fewshot_seed: int) -> list[int] | Non
 
 def build_run_model(run: Run, data: RunData):
     """The model the method options ask for: zero-shot CLIP with a template, or a CoCoOp / CoOp / KgCoOp model (new,
-    or --model_name_or_path); a model on random CLIP weights noted, and never saved adapter-only."""
+    or --model_name_or_path); a model on random CLIP weights noted (--save_adapter_only was refused for it in
+    start_run)."""
     method, classes = run.method, data.names[data.train_task]
     if method.is_zero_shot_template:
         # The official ZeroshotCLIP: the plain backbone + a template; --ctx_init / --n_ctx play no part.
@@ -296,11 +306,6 @@ def build_run_model(run: Run, data: RunData):
         model = build_model(run.model_args, classes, run.training_args.seed, method.kgcoop_template)
     if run.random_note is None and has_random_weights(model):  # a saved model trained on random CLIP weights
         run.random_note = random_weights_note(model.clip.config.model_type)
-    if run.run_args.save_adapter_only and run.random_note:
-        raise ValueError(
-            "--save_adapter_only: this model's CLIP has random weights, and an adapter-only folder would load the "
-            f"CLIP {model.config.clip_name_or_path} instead; save the full model (drop --save_adapter_only)."
-        )
     return model
 
 
@@ -425,6 +430,7 @@ def report(run: Run, data: RunData, model, evaluation: dict, epoch_evaluation, l
         options=options,
         backbone=model.clip.config.model_type,
         prompt_template=template,
+        ctx_init=model.config.ctx_init,
     )
     outputs.write_output(output_dir / CARD_NAME, str(card), "model card")
     # After the last file. Trainer's log folder (--report_to tensorboard) is written by Trainer, recorded now.

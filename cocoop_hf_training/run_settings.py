@@ -146,5 +146,6 @@ def check_resume_settings(checkpoint, marker: dict, settings: dict) -> None:
     if differences:
         raise ValueError(
             f"cannot resume from {checkpoint}: it belongs to a run with other settings: {'; '.join(differences)}. "
-            f"Resume with the checkpoint's settings. {start_anew}"
+            "Resume with the checkpoint's settings, or start a new run: another --output_dir, or "
+            "--overwrite_output_dir without --resume_from_checkpoint."
         )

@@ -266,7 +266,7 @@ def nothing_built(monkeypatch):
         (["--method", "coop", "--prompt_template", "a {}."], "--prompt_template is the hand-crafted prompt"),
         (["--method", "kgcoop", "--prompt_template", "a photo."], r"\{\}"),
         # refused by the model config itself (CoCoOpConfig), checked before any model is built
-        (["--method", "kgcoop", "--n_ctx", "3"], "inconsistent with `ctx_init`"),
+        (["--method", "kgcoop", "--n_ctx", "3"], "--n_ctx 3 does not match --ctx_init 'a photo of a'"),
     ],
 )  # fmt: skip
 def test_bad_flags_exit_2_with_error_before_any_model(tmp_path, capsys, nothing_built, extra, message):

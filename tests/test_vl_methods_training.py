@@ -144,7 +144,7 @@ def test_a_depth_beyond_the_backbones_layers_is_refused_before_anything_is_writt
     argv = recipe_overrides(data_root, output_dir, "ivlp", "--method", "ivlp", "--do_train", "--do_eval")
     at = argv.index("--prompt_depth_text")  # the published text depth 9 on the 2-layer tiny CLIP
     del argv[at : at + 2]
-    with pytest.raises(ValueError, match=r"^--method ivlp on .*tiny-clip: `prompt_depth_text`=9 exceeds the 2 layers"):
+    with pytest.raises(ValueError, match=r"^--method ivlp on .*tiny-clip: prompt depth 9 \(text\) exceeds the backbone's 2 text layers: pass --prompt_depth_text 2 \(or less\)\.$"):
         main(argv)
     assert not output_dir.exists()
 
