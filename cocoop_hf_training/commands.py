@@ -135,10 +135,20 @@ def _own_arguments(args: list[str]) -> list[str]:
     return args[: args.index("--")] if "--" in args else args
 
 
+# The grids' read-only views: they read the cells' folders and records only, never a model (no Hub id to resolve).
+READ_ONLY_FLAGS = ("--status", "--tables_only")
+
+
 def looks_for_the_hub(command: Command, own_args: list[str], imported) -> bool:
     """Whether this run first checks that the Hub can be reached (hub_reachability): a job that may name Hub ids, not
-    a help, and only before huggingface_hub is imported (`imported`: sys.modules), as it reads HF_HUB_OFFLINE then."""
-    return command.may_use_the_hub and HELP_ALL not in own_args and "huggingface_hub" not in imported
+    a help nor a grid's read-only view, and only before huggingface_hub is imported (`imported`: sys.modules), as it
+    reads HF_HUB_OFFLINE then."""
+    return (
+        command.may_use_the_hub
+        and HELP_ALL not in own_args
+        and not any(flag in own_args for flag in READ_ONLY_FLAGS)
+        and "huggingface_hub" not in imported
+    )
 
 
 def run_command(name: str, args: list[str], prog: str = PROG) -> int:

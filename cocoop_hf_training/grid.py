@@ -224,15 +224,25 @@ def run_identity(run: dict) -> dict:
     return {"dataset": dataset, "method": run.get("method"), "seed": run.get("seed")}
 
 
+class AnotherCellsRun(ValueError):
+    """A cell's folder holds a finished run of another cell; `differ` names what differs (--status shows it)."""
+
+    def __init__(self, message: str, differ: str):
+        super().__init__(message)
+        self.differ = differ
+
+
 def check_same_cell(results_path: Path, found: dict, wanted: dict) -> None:
     """A finished run of another cell in a cell's folder is an error, never a skip."""
     if found != wanted:
         differ = ", ".join(
             f"{key} {found[key]!r} (cell: {wanted[key]!r})" for key in wanted if found[key] != wanted[key]
         )
-        raise ValueError(
-            f"{results_path} is a finished run of another cell: {differ}. Move that folder away, or choose another "
-            "--output_dir; the grid does not overwrite finished runs."
+        raise AnotherCellsRun(
+            f"{results_path} is a finished run of another cell: {differ}. If it is this grid's own run, give the "
+            "run's flags again after `--`; else move that folder away, or choose another --output_dir; the grid does "
+            "not overwrite finished runs.",
+            differ,
         )
 
 

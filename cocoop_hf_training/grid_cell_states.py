@@ -6,8 +6,8 @@ Each record has ONE writer, and each cell its own records, so two cells finishin
 - `<grid>/grid_jobs/<dataset>__<method>__seed<S>.json`, the submission record, written by the launcher when it submits
   the cell's job (launcher, job id, log files, the resume flags);
 - `<grid>/grid_jobs/<dataset>__<method>__seed<S>.job.json`, the run record, written by the job itself when it starts
-  ("running": host, pid) and when it ends ("failed" with the error, or "exited"); one of an earlier job of the cell
-  (another job id) is not this job's and is ignored.
+  ("running": host, pid) and when it ends ("failed" with the error, "interrupted" by Ctrl-C, or "exited"); one of an
+  earlier job of the cell (another job id) is not this job's and is ignored.
 Both are written whole through a rename. Whether a cell is finished is never taken from a record: it is its folder's
 own proof (the run's manifest marked complete, checked by the grid's `finished_run`).
 
@@ -61,6 +61,7 @@ class CellState:
     log: str | None = None  # the job's log files, where there are any
     job_id: str | None = None
     launcher: str | None = None  # the launcher that submitted its job ("local", "slurm")
+    slurm_state: str | None = None  # its SLURM job's state as sacct reports it ("PENDING", ...), where known
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -262,6 +263,11 @@ def job_state(submission: dict, path: Path) -> CellState:
             return CellState(
                 "failed", f"{where} failed: {run.get('error', 'no error recorded')}", log, job_id, launcher
             )
+        if state == "interrupted":  # Ctrl-C: the run saved what it could, as an inline run does.
+            # Its note (what was saved) stays in the run record; the grid's rerun resumes it by itself.
+            return CellState(
+                "failed", f"{where} interrupted (Ctrl-C): the same command resumes it", log, job_id, launcher
+            )
         if state == "exited":
             return CellState("failed", f"{where} ended without finishing the cell", log, job_id, launcher)
         if state == "running":
@@ -269,7 +275,7 @@ def job_state(submission: dict, path: Path) -> CellState:
             if alive:
                 return CellState("running", f"{where} running ({how})", log, job_id, launcher)
             return CellState("failed", f"{where} died while running ({how})", log, job_id, launcher)
-        raise ValueError(f"{run_path}: unknown job state {state!r} (one of running, failed, exited).")
+        raise ValueError(f"{run_path}: unknown job state {state!r} (one of running, failed, interrupted, exited).")
     if submission.get("launcher") == "local":
         alive = submission.get("host") == socket.gethostname() and process_alive(
             int(job_id), submission.get("controller_start")
@@ -289,8 +295,8 @@ def job_state(submission: dict, path: Path) -> CellState:
             launcher,
         )
     if slurm in SLURM_WAITING:
-        return CellState("running", f"SLURM {where} {slurm}", log, job_id, launcher)
-    return CellState("failed", f"SLURM {where} {slurm} without finishing the cell", log, job_id, launcher)
+        return CellState("running", f"SLURM {where} {slurm}", log, job_id, launcher, slurm)
+    return CellState("failed", f"SLURM {where} {slurm} without finishing the cell", log, job_id, launcher, slurm)
 
 
 def cell_state(cell, output_dir, finished_run) -> CellState:
@@ -310,6 +316,11 @@ def cell_state(cell, output_dir, finished_run) -> CellState:
     return CellState("not started", "")
 
 
+def counted(number: int, noun: str) -> str:
+    """`1 cell`, `2 cells`: a count and its noun, singular for one."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def status_lines(cells: list, states: dict) -> list[str]:
     """The --status table: one row per cell, the counts, and each failed cell's log file."""
     width = max([len(str(cell)) for cell in cells] + [4])
@@ -318,7 +329,7 @@ def status_lines(cells: list, states: dict) -> list[str]:
         state = states[cell]
         lines.append(f"{str(cell):<{width}}  {state.state:<11}  {state.detail}".rstrip())
     counts = ", ".join(f"{sum(s.state == name for s in states.values())} {name}" for name in STATES)
-    lines += ["", f"{len(cells)} cells: {counts}."]
+    lines += ["", f"{counted(len(cells), 'cell')}: {counts}."]
     failed = [(cell, states[cell]) for cell in cells if states[cell].state == "failed" and states[cell].log]
     if failed:
         lines += ["", "Logs of the failed cells:"]

@@ -2,7 +2,8 @@
 Where the cells of a grid (cocoop_hf_training/run_benchmark.py, run_transfer_benchmark.py) run: `--launcher inline`
 (the default: one after another in the grid's own process, grid.run_cells), `local` (each cell a submitit job, a
 process of this machine, `--max_parallel` at a time, each with its own GPU) or `slurm` (each cell a submitit job of a
-SLURM cluster: job arrays, evaluations of the transfer grid held by `afterok` on their training job).
+SLURM cluster: job arrays, evaluations of the transfer grid held by `afterok` on their training job, and cancelled by
+SLURM if it fails: `kill_on_invalid_dep`).
 
 A job runs its cell exactly as the inline grid does: the same run_cocoop / evaluate_transfer `main` with the same
 arguments (`run_script_main`), in a fresh process. Its outcome is its cell folder (finished or not, as for inline
@@ -15,7 +16,9 @@ import importlib.util
 import logging as std_logging
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,12 +29,15 @@ from transformers.utils import logging
 from cocoop_hf_training import cli
 from cocoop_hf_training.grid_cell_states import (
     SUBMITIT_FOLDER,
+    CellState,
     Heartbeat,
     cell_state,
     check_jobs_folder,
+    counted,
     jobs_folder,
     launcher_lock,
     process_start_time,
+    read_record,
     record_path,
     run_record_path,
     status_lines,
@@ -48,7 +54,7 @@ LAUNCHERS = ("inline", "local", "slurm")
 SLURM_OPTIONS = {
     "partition": ("partition", str),
     "gpus_per_job": ("gpus_per_node", int),  # one task per job: its node's GPUs are the job's
-    "time": ("time", int),  # minutes
+    "time": ("time", int),  # each job's time limit, in minutes
     "mem_gb": ("mem", float),
     "cpus_per_task": ("cpus_per_task", int),
     "array_parallelism": ("array_parallelism", int),
@@ -61,6 +67,9 @@ JOB_NAME = "cocoop-hf-grid"
 # submitit's LocalExecutor kills a job after `timeout_min` (default 2 minutes): a local cell has no time limit.
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365
 POLL_S = 0.25  # the local launcher's look at its own processes
+# After Ctrl-C, how long the local launcher waits for its jobs to save and record their interruption before it ends
+# the ones still there (their controllers: SIGTERM, which they pass on to the job).
+INTERRUPT_WAIT_S = 60.0
 # The scripts a cell's job runs: the very `main` the inline grid calls.
 SCRIPTS = {"run_cocoop": "cocoop_hf_training.run_cocoop", "evaluate_transfer": "cocoop_hf_training.evaluate_transfer"}
 
@@ -100,7 +109,8 @@ def _checked_slurm_value(key, value, source: str):
         ok = isinstance(value, str) and value.strip() != ""
     if not ok:
         wanted = {list: "a list of shell lines", float: "a positive number", int: "a positive integer"}
-        raise ValueError(f"{source}: `{key}` must be {wanted.get(kind, 'a non-empty string')}, got {value!r}.")
+        unit = " (the job's time limit, in minutes)" if key == "time" else ""
+        raise ValueError(f"{source}: `{key}` must be {wanted.get(kind, 'a non-empty string')}, got {value!r}{unit}.")
     return value
 
 
@@ -209,20 +219,40 @@ class CellJob:
     def __call__(self) -> None:
         import submitit
 
+        # The local launcher starts the job with SIGINT ignored (_submit_ignoring_ctrl_c): Ctrl-C is its to pass on.
+        # Before the run record says "running" (the launcher's cue to send it), Ctrl-C is a KeyboardInterrupt again.
+        signal.signal(signal.SIGINT, interrupt_once)
         os.chdir(self.cwd)  # relative paths of the grid's command mean what they meant where it was given
         cli.setup_logging(logger.name, std_logging.INFO)
         path = run_record_path(Path(self.submission_record))
         base = {"cell": self.cell, "token": self.token, "job_id": submitit.JobEnvironment().job_id, **this_process()}
         base["started_at"] = time.time()
-        write_record(path, {**base, "state": "running"})
-        logger.info("%s: %s %s", self.cell, self.script, " ".join(self.argv))
         with Heartbeat(path):
             try:
+                write_record(path, {**base, "state": "running"})
+                logger.info("%s: %s %s", self.cell, self.script, " ".join(self.argv))
                 run_script_main(self.script, self.argv)
+            except KeyboardInterrupt as interrupt:  # the run saved what it could: the rerun resumes from it
+                note = getattr(interrupt, "note", None) or "stopped (Ctrl-C) before it finished"
+                write_record(path, {**base, "state": "interrupted", "error": note, "ended_at": time.time()})
+                raise
             except BaseException as error:
                 write_record(path, {**base, "state": "failed", "error": _one_line(error), "ended_at": time.time()})
                 raise
         write_record(path, {**base, "state": "exited", "ended_at": time.time()})
+
+
+def interrupt_once(signum, frame) -> None:
+    """
+    A job's SIGINT handler: the first SIGINT is Ctrl-C (KeyboardInterrupt, as run_script's handler makes it), a second
+    one is ignored. A terminal's Ctrl-C reaches the job itself (same process group) and the launcher's SIGINT follows
+    it: two, and the second must not cut the saving and recording of the first.
+    """
+    from cocoop_hf_training import interruptions
+
+    if interruptions.CTRL_C_SEEN.is_set():
+        return
+    interruptions.note_ctrl_c(signum, frame)
 
 
 # ---------------------------------------------------------------------------------------------- the launchers
@@ -248,12 +278,60 @@ class GridPlan:
 
 
 def grid_states(plan: GridPlan) -> dict:
-    return {cell: cell_state(cell, plan.output_dir, plan.finished_run) for cell in plan.cells}
+    return {cell: grid_states_of(plan, cell) for cell in plan.cells}
+
+
+def grid_states_of(plan: GridPlan, cell) -> CellState:
+    return cell_state(cell, plan.output_dir, plan.finished_run)
+
+
+def held_on_an_ended_job(plan: GridPlan, states: dict, to_run: list) -> list:
+    """
+    The cells whose SLURM job is still held (PENDING) by `afterok` on a job of the cell it needs that ended without
+    finishing it (that cell is submitted again now): SLURM never starts them (DependencyNeverSatisfied). Jobs submitted
+    with kill_on_invalid_dep are cancelled by SLURM itself; this is for the moments before, and for grids submitted
+    without it.
+    """
+    return [
+        cell
+        for cell in plan.cells
+        if states[cell].launcher == "slurm"
+        and states[cell].slurm_state == "PENDING"
+        and plan.depends_on(cell) is not None
+        and plan.depends_on(cell) in to_run
+    ]
+
+
+def cancel_slurm_jobs(job_ids: list[str]) -> None:
+    """scancel the jobs; one line naming them if it cannot."""
+    if shutil.which("scancel") is None:
+        raise ValueError(
+            f"SLURM job(s) {', '.join(job_ids)} wait for a job that ended without finishing its cell and would never "
+            "start; scancel, which would cancel them, is not on this machine's PATH: cancel them, then rerun."
+        )
+    done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ValueError(
+            f"scancel {' '.join(job_ids)} (jobs waiting for a job that ended without finishing its cell) failed: "
+            f"{' '.join(done.stderr.split()) or f'exit status {done.returncode}'}. Cancel them, then rerun."
+        )
+    logger.info("Cancelled SLURM job(s) %s: they waited for a job that ended unfinished.", ", ".join(job_ids))
 
 
 def print_status(plan: GridPlan) -> dict:
     """--status: the table of the cells' states and the failed cells' logs; returns cell name -> state."""
-    states = grid_states(plan)
+    from cocoop_hf_training.grid import AnotherCellsRun
+
+    states = {}
+    for cell in plan.cells:
+        try:
+            states[cell] = grid_states_of(plan, cell)
+        except AnotherCellsRun as other:  # read-only: said as it is, never advice to move results
+            states[cell] = CellState(
+                "finished",
+                f"a finished run with other flags ({other.differ}): repeat the run's flags after `--` to check it "
+                "against this grid",
+            )
     print("\n".join(status_lines(plan.cells, states)), flush=True)
     return {str(cell): state.state for cell, state in states.items()}
 
@@ -313,11 +391,14 @@ def launch_cells(plan: GridPlan, options: LaunchOptions, title: str) -> dict | N
     """
     from cocoop_hf_training.grid import check_grid_cells
 
-    if options.launcher == "slurm" and shutil.which("sbatch") is None:
-        raise ValueError(
-            "--launcher slurm submits with sbatch, which is not on this machine's PATH: run the command on a SLURM "
-            "login node (or use --launcher local or inline)."
-        )
+    if options.launcher == "slurm":
+        # submitit's SlurmExecutor needs both (its jobs run their cell through srun): checked before anything is written.
+        for tool, use in (("sbatch", "submits with sbatch"), ("srun", "runs each job's cell through srun")):
+            if shutil.which(tool) is None:
+                raise ValueError(
+                    f"--launcher slurm {use}, which is not on this machine's PATH: run the command on a SLURM login "
+                    "node (or use --launcher local or inline)."
+                )
     records = check_grid_cells(plan.cells, plan.output_dir, plan.command, plan.flags_name)
     check_jobs_folder(plan.output_dir)
     with launcher_lock(plan.output_dir):  # from reading the states to the last submission: one launcher at a time
@@ -330,10 +411,17 @@ def _launch(plan: GridPlan, options: LaunchOptions, title: str, records: dict) -
 
     states = grid_states(plan)  # a file in grid_jobs/ that is not a record of ours is refused here
     to_run = [cell for cell in plan.cells if states[cell].state in ("failed", "not started")]
+    for cell in to_run:  # the run record its job will write: someone else's file there is refused now, not in the job
+        read_record(run_record_path(record_path(cell, plan.output_dir)))
+    stale = held_on_an_ended_job(plan, states, to_run)
+    if stale:
+        cancel_slurm_jobs([states[cell].job_id for cell in stale])
+        to_run = [cell for cell in plan.cells if cell in to_run or cell in stale]
     for cell in plan.cells:
-        if states[cell].state == "running":
+        if states[cell].state == "running" and cell not in to_run:
             logger.info("%s: still running (%s): not submitted again.", cell, states[cell].detail)
-    counts = {name: sum(s.state == name for s in states.values()) for name in ("finished", "running")}
+    left = [states[cell] for cell in plan.cells if cell not in to_run]
+    counts = {name: sum(s.state == name for s in left) for name in ("finished", "running")}
     logger.info(
         "%s: %d finished, %d running, %d to submit (--launcher %s).",
         title,
@@ -352,14 +440,78 @@ def _launch(plan: GridPlan, options: LaunchOptions, title: str, records: dict) -
     states = grid_states(plan)
     unfinished = [cell for cell in plan.cells if states[cell].state != "finished"]
     if unfinished:
-        raise CellsNotFinished(
-            "\n".join(
-                [f"{len(unfinished)} of {len(plan.cells)} cells did not finish; no table written:"]
-                + status_lines(unfinished, states)
-                + ["Run the same command again to resubmit them (failed cells resume from their latest checkpoint)."]
-            )
-        )
+        raise CellsNotFinished(unfinished_message(plan.cells, unfinished, states))
     return {cell: plan.finished_run(cell) for cell in plan.cells}
+
+
+def unfinished_message(cells: list, unfinished: list, states: dict) -> str:
+    """Why no table: the unfinished cells' states, then what to do (wait for the running ones, resubmit failed ones)."""
+    running = [cell for cell in unfinished if states[cell].state == "running"]
+    if len(running) == len(unfinished):  # none failed: an earlier launcher's jobs still run them
+        jobs = ", ".join(f"job {states[cell].job_id}" for cell in running)
+        what = f"{counted(len(running), 'cell')} still running ({jobs})"
+        return "\n".join(
+            [f"{what}; no table written:"]
+            + status_lines(unfinished, states)
+            + [f"Wait for {'it' if len(running) == 1 else 'them'} (--status), then run the same command again."]
+        )
+    return "\n".join(
+        [f"{len(unfinished)} of {len(cells)} cells did not finish; no table written:"]
+        + status_lines(unfinished, states)
+        + ["Run the same command again to resubmit them (failed cells resume from their latest checkpoint)."]
+    )
+
+
+def _submit_ignoring_ctrl_c(executor, job):
+    """
+    Submit a local job whose controller (`python -m submitit.local._local`, which would print a traceback on Ctrl-C
+    and then SIGKILL the job 1 s after its SIGINT) ignores SIGINT: it inherits SIG_IGN (kept across exec; Python
+    installs its KeyboardInterrupt only where SIGINT is not ignored). The job itself takes SIGINT again
+    (CellJob.__call__); the launcher sends it on Ctrl-C (_interrupt_local_jobs). Only the main thread can set a handler.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return executor.submit(job)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.submit(job)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_local_jobs(plan: GridPlan, running: dict, tokens: dict) -> None:
+    """
+    Ctrl-C of the local launcher: SIGINT to each job's own process (the pid its run record names), once it has one,
+    so that each run saves, records "interrupted" and ends as an inline run would; then wait (INTERRUPT_WAIT_S) for the
+    jobs to end. A job still there then is ended through its controller (SIGTERM, passed on to the job).
+    """
+    deadline, signalled = time.time() + INTERRUPT_WAIT_S, set()
+    while time.time() < deadline:
+        left = {cell: job for cell, (job, _) in running.items() if not job.done()}
+        if not left:
+            return
+        for cell in left:
+            if cell in signalled:
+                continue
+            try:
+                run = read_record(run_record_path(record_path(cell, plan.output_dir)))
+            except ValueError:
+                run = None
+            if run and run.get("token") == tokens[cell] and run.get("host") == socket.gethostname():
+                if run.get("state") == "running" and isinstance(run.get("pid"), int):
+                    try:
+                        os.kill(run["pid"], signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+                signalled.add(cell)
+        time.sleep(POLL_S)
+    for job, _ in running.values():
+        if not job.done():
+            try:
+                os.kill(int(job.job_id), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def _run_local(plan: GridPlan, to_run: list, options: LaunchOptions, folder: Path) -> None:
@@ -370,7 +522,7 @@ def _run_local(plan: GridPlan, to_run: list, options: LaunchOptions, folder: Pat
 
     slots = device_slots(visible_gpus(), options.max_parallel)
     executor = submitit.LocalExecutor(folder=folder)
-    free, pending, running = list(range(len(slots))), list(to_run), {}
+    free, pending, running, tokens = list(range(len(slots))), list(to_run), {}, {}
     try:
         while pending or running:
             for cell in list(pending):
@@ -389,7 +541,8 @@ def _run_local(plan: GridPlan, to_run: list, options: LaunchOptions, folder: Pat
                     timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus), visible_gpus=tuple(gpus)
                 )
                 job, path, record = _submission(plan, cell, "local")
-                submitted = executor.submit(job)
+                submitted = _submit_ignoring_ctrl_c(executor, job)
+                tokens[cell] = job.token
                 _record_submitted(path, record, submitted)
                 logger.info(
                     "%s: job %s started (%s), log %s", cell, submitted.job_id, record["action"], submitted.paths.stdout
@@ -403,8 +556,7 @@ def _run_local(plan: GridPlan, to_run: list, options: LaunchOptions, folder: Pat
                     outcome = "finished" if plan.finished_run(cell) is not None else "ended unfinished"
                     logger.info("%s: job %s %s (log %s).", cell, job.job_id, outcome, job.paths.stdout)
     except KeyboardInterrupt as interrupt:
-        for job, _ in running.values():
-            job.cancel(check=False)  # SIGINT, as Ctrl-C: each run ends with its own interrupted handling
+        _interrupt_local_jobs(plan, running, tokens)
         raise RunInterrupted(
             f"{len(running)} running job(s) were interrupted; run the same command again to continue: finished "
             "cells are skipped, interrupted ones resume from their latest complete checkpoint"
@@ -440,6 +592,9 @@ def _submit_slurm(plan: GridPlan, to_run: list, states: dict, options: LaunchOpt
                     "SLURM can wait only for its own jobs. Rerun once it has ended."
                 )
             parameters["dependency"] = f"afterok:{job_ids[needed]}"
+            # Without it, a job whose training failed stays PENDING for ever (DependencyNeverSatisfied) and reads as
+            # running; with it SLURM cancels it: CANCELLED, a failed cell the rerun submits again (sbatch(1)).
+            parameters["additional_parameters"] = {"kill_on_invalid_dep": "yes"}
         executor = submitit.SlurmExecutor(folder=folder)
         executor.update_parameters(**parameters)
         prepared = [_submission(plan, cell, "slurm") for cell in groups[needed]]

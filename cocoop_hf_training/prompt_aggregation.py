@@ -29,13 +29,11 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from cocoop_hf_training.checkpoints import CheckpointedState
+from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD  # noqa: F401  (also imported from here)
 
 
 logger = logging.get_logger(__name__)
 
-# The official base-to-new values (configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml GPA_MEAN / GPA_STD).
-GPA_DEFAULT_MEAN = 15.0
-GPA_DEFAULT_STD = 1.0
 STATE_NAME = "gpa_running_sum.safetensors"
 # A completed epoch: the Trainer sets state.epoch = epoch + (step + 1) / steps_in_epoch, exactly epoch + 1 at its end.
 _WHOLE = 1e-9

@@ -53,6 +53,7 @@ from cocoop_hf_training.grid import (
     run_identity,
 )
 from cocoop_hf_training.grid_arguments import build_benchmark_parser, cell_flags
+from cocoop_hf_training.grid_cell_states import counted
 from cocoop_hf_training.grid_launchers import (
     GridPlan,
     finished_results,
@@ -230,7 +231,8 @@ def run_grid(args) -> dict[Cell, dict] | None:
         check_run_cocoop_flags(cell, run_cocoop_argv(cell, args.extra, args.data_root))
     check_layouts(args.benchmark, args.data_root)
     title = (
-        f"Grid of {len(cells)} cells ({len(args.benchmark)} datasets x {len(args.method)} methods, seeds {args.seeds})"
+        f"Grid of {counted(len(cells), 'cell')} ({counted(len(args.benchmark), 'dataset')} x "
+        f"{counted(len(args.method), 'method')}, seeds {args.seeds})"
     )
     if args.launch.launcher != "inline":
         return launch_cells(grid_plan(args, cells), args.launch, title)

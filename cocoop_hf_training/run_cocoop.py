@@ -430,7 +430,7 @@ def report(run: Run, data: RunData, model, evaluation: dict, epoch_evaluation, l
         options=options,
         backbone=model.clip.config.model_type,
         prompt_template=template,
-        ctx_init=model.config.ctx_init,
+        ctx_init=getattr(model.config, "ctx_init", None),  # a zero-shot backbone has none
     )
     outputs.write_output(output_dir / CARD_NAME, str(card), "model card")
     # After the last file. Trainer's log folder (--report_to tensorboard) is written by Trainer, recorded now.

@@ -4,6 +4,12 @@ script's own `RunArguments`. Imports nothing heavy, so that the quick `--help` l
 from dataclasses import dataclass, field
 
 
+# PromptSRC's Gaussian prompt aggregation, official configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
+# (GPA_MEAN 15, GPA_STD 1): here, a light module, so that run_settings and prompt_aggregation both read them.
+GPA_DEFAULT_MEAN = 15.0
+GPA_DEFAULT_STD = 1.0
+
+
 # Official CoCoOp recipe (configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml + Dassl defaults): the script's
 # defaults, so a run without a config file follows the paper. A config file or flags override them.
 RECIPE_DEFAULTS = {

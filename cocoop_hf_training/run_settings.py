@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
+
 
 RUN_SETTINGS_KEY = "run_settings"
 DEEP_PROMPT_SETTINGS = (
@@ -106,8 +108,6 @@ def run_settings(model_args, data_args, training_args, run_args) -> dict:
         if name in method_options:
             settings[f"--{name}"] = method_options[name]
     if model_args.method == "promptsrc":  # the values the run uses: the defaults spelt out are the same run
-        from cocoop_hf_training.prompt_aggregation import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
-
         mean, std = run_args.gpa_mean, run_args.gpa_std
         settings["--gpa_mean"] = float(GPA_DEFAULT_MEAN if mean is None else mean)
         settings["--gpa_std"] = float(GPA_DEFAULT_STD if std is None else std)

@@ -59,6 +59,7 @@ from cocoop_hf_training.grid import (
     run_identity,
 )
 from cocoop_hf_training.grid_arguments import TRANSFER_METHODS, build_transfer_parser, cell_flags
+from cocoop_hf_training.grid_cell_states import counted
 from cocoop_hf_training.grid_launchers import (
     GridPlan,
     finished_results,
@@ -371,7 +372,8 @@ def run_grid(args) -> dict[TransferCell, dict] | None:
     check_cells(cells, args)
     check_layouts([SOURCE, *args.targets], args.data_root)
     title = (
-        f"Transfer grid of {len(cells)} cells (methods {args.method}, seeds {args.seeds}, {len(args.targets)} targets)"
+        f"Transfer grid of {counted(len(cells), 'cell')} (methods {args.method}, seeds {args.seeds}, "
+        f"{counted(len(args.targets), 'target')})"
     )
     if args.launch.launcher != "inline":
         return launch_cells(grid_plan(args, cells), args.launch, title)
