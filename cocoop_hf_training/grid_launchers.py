@@ -353,6 +353,28 @@ def finished_results(plan: GridPlan) -> tuple[dict, list[str]]:
     return results, missing
 
 
+def results_for_tables(args, plan_of, run_grid) -> tuple[dict | None, list[str], dict | None]:
+    """
+    What a grid command has for its tables, the same for both grids: (results, missing cells, None), or (None, [],
+    answer) when it writes no table now, `answer` being what the command returns: --status prints the cells' states;
+    --tables_only takes the finished cells (the tables are the grid's files: the folder's record started); else the
+    grid runs (`run_grid(args)`; None: handed to SLURM, the tables come with the rerun once every cell has finished).
+    `plan_of()` gives the grid's GridPlan.
+    """
+    from cocoop_hf_training.outputs import prepare_grid_folder
+
+    if args.status:
+        return None, [], print_status(plan_of())
+    if args.tables_only:
+        results, missing = finished_results(plan_of())
+        prepare_grid_folder(args.output_dir)
+        return results, missing, None
+    results = run_grid(args)
+    if results is None:
+        return None, [], {str(cell): state.state for cell, state in grid_states(plan_of()).items()}
+    return results, [], None
+
+
 class CellsNotFinished(SystemExit):
     """The grid's jobs ended with cells unfinished: one message (no traceback), exit status 1."""
 

@@ -56,14 +56,12 @@ from cocoop_hf_training.grid_arguments import build_benchmark_parser, cell_flags
 from cocoop_hf_training.grid_cell_states import counted
 from cocoop_hf_training.grid_launchers import (
     GridPlan,
-    finished_results,
-    grid_states,
     launch_cells,
     launch_options,
-    print_status,
+    results_for_tables,
     run_script_main,
 )
-from cocoop_hf_training.outputs import MANIFEST_NAME, prepare_grid_folder, write_output
+from cocoop_hf_training.outputs import MANIFEST_NAME, write_output
 from cocoop_hf_training.report import (
     RESULTS_NAME,
     aggregate,
@@ -415,16 +413,9 @@ def main(argv=None) -> dict:
     """Run the grid and write the table; returns the content of table1.json."""
     args = parse_args(argv)
     cli.setup_logging(logger.name, std_logging.INFO)
-    if args.status:
-        return print_status(grid_plan(args, build_grid(args)))
-    missing = []
-    if args.tables_only:
-        results, missing = finished_results(grid_plan(args, build_grid(args)))
-        prepare_grid_folder(args.output_dir)  # the tables are the grid's files: recorded, a user's refused
-    else:
-        results = run_grid(args)
-        if results is None:  # handed to SLURM: the tables come with the rerun once every cell has finished
-            return {str(cell): state.state for cell, state in grid_states(grid_plan(args, build_grid(args))).items()}
+    results, missing, answer = results_for_tables(args, lambda: grid_plan(args, build_grid(args)), run_grid)
+    if results is None:
+        return answer
     table = table1(results, args.benchmark, args.method, missing)
     write_table(args.output_dir, table)
     markdown = table1_markdown(table)

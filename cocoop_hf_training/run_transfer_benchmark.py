@@ -62,14 +62,12 @@ from cocoop_hf_training.grid_arguments import TRANSFER_METHODS, build_transfer_p
 from cocoop_hf_training.grid_cell_states import counted
 from cocoop_hf_training.grid_launchers import (
     GridPlan,
-    finished_results,
-    grid_states,
     launch_cells,
     launch_options,
-    print_status,
+    results_for_tables,
     run_script_main,
 )
-from cocoop_hf_training.outputs import MANIFEST_NAME, load_manifest, owns, prepare_grid_folder, write_output
+from cocoop_hf_training.outputs import MANIFEST_NAME, load_manifest, owns, write_output
 from cocoop_hf_training.report import (
     RESULTS_NAME,
     TABLE_NAME,
@@ -397,16 +395,9 @@ def main(argv=None) -> dict:
     """Run the grid and write the tables; returns the content of transfer.json."""
     args = parse_args(argv)
     cli.setup_logging(logger.name, std_logging.INFO)
-    if args.status:
-        return print_status(grid_plan(args, build_grid(args)))
-    missing = []
-    if args.tables_only:
-        results, missing = finished_results(grid_plan(args, build_grid(args)))
-        prepare_grid_folder(args.output_dir)  # the tables are the grid's files: recorded, a user's refused
-    else:
-        results = run_grid(args)
-        if results is None:  # handed to SLURM: the tables come with the rerun once every cell has finished
-            return {str(cell): state.state for cell, state in grid_states(grid_plan(args, build_grid(args))).items()}
+    results, missing, answer = results_for_tables(args, lambda: grid_plan(args, build_grid(args)), run_grid)
+    if results is None:
+        return answer
     tables = partial_tables(transfer_tables(results, args.method, args.targets), missing)
     write_tables(args.output_dir, tables)
     print(transfer_markdown(tables), flush=True)
