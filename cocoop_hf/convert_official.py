@@ -28,10 +28,13 @@ from pathlib import Path
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging
 
-from .backbones_cocoop import backbone_model_type
 from .convert_arguments import build_parser
-from .convert_vl_official import from_official_vl_checkpoint, is_official_vl_checkpoint, merge_inferred_options
-from .limits_cocoop import check_clip_checkpoint
+from .convert_vl_official import (
+    clip_base_config,
+    from_official_vl_checkpoint,
+    is_official_vl_checkpoint,
+    merge_inferred_options,
+)
 from .modeling_cocoop import CoCoOpModel
 from .official_pickle import load_official_fewshot_split, load_official_state_dict
 from .output_folder import finish_output_dir, prepare_output_dir, survey_output_dir
@@ -187,14 +190,7 @@ def from_official_checkpoint(
 
 def _check_clip_backbone(clip_name_or_path, revision, clip_kwargs) -> None:
     """Refuse a base that is not a CLIP: official CoOp/CoCoOp contexts are learned on OpenAI's CLIP text tower only."""
-    config = check_clip_checkpoint(clip_name_or_path, weights=False, revision=revision, **(clip_kwargs or {}))
-    model_type = backbone_model_type(config)
-    if model_type != "clip":
-        raise ValueError(
-            f"{clip_name_or_path} is a {model_type!r} checkpoint, but official CoOp/CoCoOp checkpoints hold contexts "
-            "learned on OpenAI's CLIP (the official code is CLIP-only): their vectors mean nothing to another text "
-            "tower. Convert onto the CLIP the run used (e.g. openai/clip-vit-base-patch16)."
-        )
+    clip_base_config(clip_name_or_path, revision, clip_kwargs, methods="CoOp/CoCoOp")
 
 
 def read_class_names(path) -> list[str]:

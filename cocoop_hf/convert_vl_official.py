@@ -508,15 +508,18 @@ def read_official_vl_checkpoint(
 # ---------------------------------------------------------------------------------------------- the model
 
 
-def _clip_config(clip_name_or_path, revision, clip_kwargs):
-    """The CLIP's config, read before any weights; another backbone is refused (the official code is CLIP-only)."""
+def clip_base_config(clip_name_or_path, revision, clip_kwargs, methods: str = "IVLP / MaPLe / PromptSRC"):
+    """
+    The base CLIP's config, read before any weights; another backbone is refused: official checkpoints of `methods`
+    hold prompts learned on OpenAI's CLIP (the official code is CLIP-only). Both converters check their base here.
+    """
     config = check_clip_checkpoint(clip_name_or_path, weights=False, revision=revision, **(clip_kwargs or {}))
     model_type = backbone_model_type(config)
     if model_type != "clip":
         raise ValueError(
-            f"{clip_name_or_path} is a {model_type!r} checkpoint, but official IVLP / MaPLe / PromptSRC checkpoints "
-            "hold prompts learned on OpenAI's CLIP (the official code is CLIP-only): they mean nothing to another "
-            "backbone. Convert onto the CLIP the run used (e.g. openai/clip-vit-base-patch16)."
+            f"{clip_name_or_path} is a {model_type!r} checkpoint, but official {methods} checkpoints hold prompts "
+            "learned on OpenAI's CLIP (the official code is CLIP-only): they mean nothing to another backbone. "
+            "Convert onto the CLIP the run used (e.g. openai/clip-vit-base-patch16)."
         )
     return backbone_config_from_dict(config) if isinstance(config, dict) else config
 
@@ -555,7 +558,7 @@ def from_official_vl_checkpoint(
     """
     model_class = CoCoOpModel if model_class is None else model_class
     source = str(checkpoint_path)
-    backbone_config = _clip_config(clip_name_or_path, revision, clip_kwargs)
+    backbone_config = clip_base_config(clip_name_or_path, revision, clip_kwargs)
     checkpoint = read_official_vl_checkpoint(checkpoint_path, method=method, backbone_config=backbone_config)
     inferred = checkpoint.config_kwargs
     merge_inferred_options(config_kwargs, inferred, source)
