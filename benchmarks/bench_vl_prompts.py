@@ -72,8 +72,8 @@ from cocoop_hf.promptsrc_cocoop import teacher_text_features  # noqa: E402
 
 
 MODES = ("eval", "train")
-# The official recipes: multimodal-prompt-learning configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml (PromptSRC's
-# repo ships this IVLP recipe), configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml, PromptSRC
+# The official recipes: PromptSRC configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml (only PromptSRC's repo ships
+# this IVLP recipe), multimodal-prompt-learning configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml, PromptSRC
 # configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml. Depths are capped at the tower's layers (the tiny
 # CLIP has 2). `lr`: the recipe's SGD learning rate (momentum 0.9, weight decay 5e-4 in all three).
 METHODS = {
