@@ -7,8 +7,7 @@ official `trainers/cocoop.py` (PromptLearner, TextEncoder, CustomCLIP). The part
 `text_encoder_bidirectional.py` for SigLIP / SigLIP 2), the held class set (`class_set_cocoop.py`), the input checks
 (`model_inputs_cocoop.py`) and saving/loading (`sharing_cocoop.py`). Deep prompts of both towers (IVLP, MaPLe,
 PromptSRC: `prompt_learner_deep.py`, `text_encoder_deep.py`, `vision_encoder_prompted.py`, `promptsrc_cocoop.py`) are
-chosen by the config through one small factory per part (`prompt_learner_for`, `image_features_for`,
-`text_features_for`). This file may import only torch, transformers and its sibling files, so that it loads with
+chosen by the config through one small factory per part (`model_parts_cocoop.py`). This file may import only torch, transformers and its sibling files, so that it loads with
 `trust_remote_code=True`.
 """
 
@@ -34,16 +33,14 @@ from .model_inputs_cocoop import (
     kgcoop_targets,
     normalised_image_embeds,
 )
+from .model_parts_cocoop import image_features_for, prompt_encoder, prompt_learner_for, text_features_for
 from .processing_cocoop import CoCoOpProcessor, prompt_context_start, validate_class_names
 from .prompt_learner_cocoop import CoCoOpMetaNet, CoCoOpPromptLearner, check_prompt_learner_state
 from .prompt_learner_deep import DeepPromptLearner, check_deep_prompt_state
 from .promptsrc_cocoop import checked_teacher, image_term, logits_term, needs_teacher, text_term
 from .sharing_cocoop import check_finite_tensors, load_model, push_model_to_hub, save_model
-from .text_encoder_bidirectional import BidirectionalPromptEncoder
-from .text_encoder_causal import PACKED_SUFFIX_TOKENS, CausalPromptEncoder
-from .text_encoder_deep import deep_prompt_text_features
+from .text_encoder_causal import PACKED_SUFFIX_TOKENS
 from .tokenizer_check_cocoop import check_backbone_tokenizer
-from .vision_encoder_prompted import prompted_image_features
 
 
 logger = logging.get_logger(__name__)
@@ -81,76 +78,6 @@ class CoCoOpOutput(ModelOutput):
     promptsrc_text_loss: torch.FloatTensor | None = None
     promptsrc_image_loss: torch.FloatTensor | None = None
     promptsrc_logits_loss: torch.FloatTensor | None = None
-
-
-def prompt_encoder(backbone_model, config):
-    """The prompt text encoder of the backbone's text-tower family (causal: CLIP, MetaCLIP 2; else SigLIP)."""
-    if backbone_of(config.backbone_config).causal_text:
-        return CausalPromptEncoder(backbone_model, config)
-    return BidirectionalPromptEncoder(backbone_model, config)
-
-
-def prompt_learner_for(config):
-    """The trainable part the config asks for: deep prompts of both towers (IVLP, MaPLe, PromptSRC), else CoOp's /
-    CoCoOp's context (+ meta-net)."""
-    return DeepPromptLearner(config) if config.has_deep_prompts else CoCoOpPromptLearner(config)
-
-
-def _plain_image_features(model, pixel_values: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
-    """The frozen vision tower's own features (no prompts)."""
-    return image_features(model.clip, pixel_values, **vision_inputs)
-
-
-def _prompted_image_features(model, pixel_values: torch.Tensor, vision_inputs: dict) -> torch.Tensor:
-    """The vision tower with the prompt learner's vision prompts (IVLP, MaPLe, PromptSRC; CLIP-family: no extras)."""
-    return prompted_image_features(
-        model.clip,
-        pixel_values,
-        model.prompt_learner().vision_prompts,
-        gradient_checkpointing=model.gradient_checkpointing,
-    )
-
-
-def image_features_for(config):
-    """`(model, pixel_values, vision_inputs) -> (batch, embed_dim)` unnormalised image features, as the config asks."""
-    return _prompted_image_features if config.prompt_depth_vision > 0 else _plain_image_features
-
-
-def _context_text_features(model, image_embeds, prompts: ClassPrompts) -> torch.Tensor:
-    """CoCoOp / CoOp: the context (per image for CoCoOp) through the prompt text encoder, `(batch|1, classes, d)`."""
-    if image_embeds is None and model.config.conditional:
-        raise ValueError(
-            "CoCoOp's context depends on the image: pass `image_embeds` (from get_image_features) to get_text_features."
-        )
-    # The meta-net reads the image feature in its own dtype: a half-precision backbone gives half-precision
-    # features to a prompt learner kept in fp32 (`cast_frozen_clip`).
-    dtype = model.prompt_learner.ctx.dtype
-    ctx = model.prompt_learner(image_embeds.to(dtype) if image_embeds is not None else None)  # CSC: 4-d
-    return model.text_encoder.prompt_features(ctx, prompts, gradient_checkpointing=model.gradient_checkpointing)
-
-
-def _deep_text_features(model, image_embeds, prompts: ClassPrompts) -> torch.Tensor:
-    """
-    Deep text prompts (IVLP, MaPLe, PromptSRC): once per call for all classes, `(1, classes, d)` like CoOp's (they
-    do not depend on the image; official CustomCLIP.forward encodes the prompts once per batch).
-    """
-    deep = model.prompt_learner()
-    features = deep_prompt_text_features(
-        model.clip,
-        prompts.input_ids,
-        prompts.eos_index,
-        int(model.config.prompt_context_start),  # a right-padding tokenizer's fixed start (the config refuses None)
-        deep.ctx,
-        deep.text_prompts,
-        chunk_tokens=model.config.text_chunk_tokens,
-        gradient_checkpointing=model.gradient_checkpointing,
-    )
-    return (features / features.norm(dim=-1, keepdim=True)).unsqueeze(0)
-
-
-def text_features_for(config):
-    """`(model, image_embeds, prompts) -> (batch|1, classes, d)` normalised prompt text features, as the config asks."""
-    return _deep_text_features if config.has_deep_prompts else _context_text_features
 
 
 class CoCoOpPreTrainedModel(PreTrainedModel):

@@ -66,17 +66,18 @@ class DeepPromptLearner(nn.Module):
             )
 
     def forward(self) -> DeepPrompts:
-        text_prompts = tuple(self.text_prompts)
+        return DeepPrompts(self.ctx, tuple(self.text_prompts), self.vision_prompt_tensors())
+
+    def vision_prompt_tensors(self) -> tuple[torch.Tensor, ...]:
+        """The vision prompts per layer (empty without vision prompts): the image path needs only these."""
         if self.vision_projections is not None:
             # MaPLe: official MultiModalPromptLearner.forward `self.proj(self.ctx)` and
             # `compound_prompt_projections[i](compound_prompts_text[i])`.
-            sources = (self.ctx, *text_prompts)
-            vision = tuple(project(source) for project, source in zip(self.vision_projections, sources, strict=False))
-        elif self.vision_prompts is not None:
-            vision = tuple(self.vision_prompts)
-        else:
-            vision = ()
-        return DeepPrompts(self.ctx, text_prompts, vision)
+            sources = (self.ctx, *self.text_prompts)
+            return tuple(project(source) for project, source in zip(self.vision_projections, sources, strict=False))
+        if self.vision_prompts is not None:
+            return tuple(self.vision_prompts)
+        return ()
 
 
 def check_deep_prompt_state(prompt_learner: DeepPromptLearner, config, state_dict: dict, source: str) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cocoop_hf import modeling_cocoop
+from cocoop_hf import model_parts_cocoop, modeling_cocoop
 
 
 BENCH_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_vl_prompts.py"
@@ -54,9 +54,9 @@ def test_smoke_rows_agree_and_report_time_memory_and_ratio(bench, tmp_path, caps
 
 def test_agreement_fails_when_ours_drops_the_deepest_vision_prompt(bench, tmp_path, monkeypatch):
     """A vision tower one prompted layer short (the tiny CLIP has depth 2: layer 1's prompts missing) fails."""
-    original = modeling_cocoop.prompted_image_features
+    original = model_parts_cocoop.prompted_image_features
     monkeypatch.setattr(
-        modeling_cocoop,
+        model_parts_cocoop,
         "prompted_image_features",
         lambda clip, pixels, prompts, *args, **kwargs: original(clip, pixels, prompts[:-1], *args, **kwargs),
     )
@@ -81,7 +81,7 @@ def test_agreement_fails_when_promptsrcs_image_term_is_missing(bench, tmp_path, 
 def test_ours_runs_the_text_tower_once_per_step_and_the_vision_tower_once_per_image(bench, method, monkeypatch):
     """Issue 19 "Fast": text features once per step for all classes; each image once through the prompted tower."""
     calls = {"text": [], "vision": []}
-    text, vision = modeling_cocoop.deep_prompt_text_features, modeling_cocoop.prompted_image_features
+    text, vision = model_parts_cocoop.deep_prompt_text_features, model_parts_cocoop.prompted_image_features
 
     def counted_text(clip, input_ids, *args, **kwargs):
         calls["text"].append(input_ids.shape[0])
@@ -92,8 +92,8 @@ def test_ours_runs_the_text_tower_once_per_step_and_the_vision_tower_once_per_im
             calls["vision"].append(pixel_values.shape[0])
         return vision(clip, pixel_values, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(modeling_cocoop, "deep_prompt_text_features", counted_text)
-    monkeypatch.setattr(modeling_cocoop, "prompted_image_features", counted_vision)
+    monkeypatch.setattr(model_parts_cocoop, "deep_prompt_text_features", counted_text)
+    monkeypatch.setattr(model_parts_cocoop, "prompted_image_features", counted_vision)
     model = bench.build_model("tiny", method, torch.device("cpu"), seed=0).train()
     names = bench.load_class_names(10)
     tokenizer = bench.CLIPTokenizer.from_pretrained(bench.TOKENIZER_DIR)

@@ -29,6 +29,7 @@ from .cocoop_sharing import (
 
 # Exactly the code that loading and running need: no checkpoint converter, no card renderer.
 REQUIRED_CODE = {
+    "model_parts_cocoop.py",
     "prompt_learner_deep.py",
     "promptsrc_cocoop.py",
     "text_encoder_deep.py",
