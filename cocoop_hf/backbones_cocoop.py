@@ -53,6 +53,13 @@ class Backbone:
     display_name: str
 
 
+# Backbones whose towers have the structure the official deep prompts (IVLP, MaPLe, PromptSRC) are defined on (the
+# OpenAI CLIP ViT): CLIPModel and MetaClip2Model keep the same module names (`vision_model.embeddings/pre_layrnorm/
+# encoder.layers/post_layernorm`, `visual_projection`, `text_model.embeddings/encoder.layers/final_layer_norm`,
+# `text_projection`) and a causal text tower pooled at EOS. SigLIP's towers differ (no class token, attention-pool
+# head, bidirectional text).
+DEEP_PROMPT_BACKBONES = ("clip", "metaclip_2")
+
 BACKBONES = {
     backbone.model_type: backbone
     for backbone in (

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from transformers import AutoConfig, CLIPConfig, PretrainedConfig
 from transformers.utils import logging
 
-from .backbones_cocoop import BACKBONES, backbone_config_from_dict, backbone_of, embed_dim, text_context
+from .backbones_cocoop import (
+    BACKBONES,
+    DEEP_PROMPT_BACKBONES,
+    backbone_config_from_dict,
+    backbone_of,
+    embed_dim,
+    text_context,
+)
 from .limits_cocoop import (
     MAX_MODEL_CONFIG_BYTES,
     check_backbone_config,
@@ -175,7 +182,7 @@ def _checked_deep_prompts(
             )
         return False
     row = backbone_of(backbone)
-    if not row.causal_text or row.model_type not in ("clip", "metaclip_2"):
+    if row.model_type not in DEEP_PROMPT_BACKBONES:
         raise ValueError(
             f"deep prompts (IVLP, MaPLe, PromptSRC) need a CLIP or MetaCLIP 2 backbone (the towers of the official "
             f"clip/model.py), got {row.display_name} ({row.model_type!r})."
@@ -217,7 +224,7 @@ def _checked_deep_prompts(
 
 
 def _check_deep_prompt_options(
-    backbone, conditional, class_specific_context, class_token_position, kgcoop_weight, prompt_context_start
+    conditional, class_specific_context, class_token_position, kgcoop_weight, prompt_context_start
 ) -> None:
     """The CoOp-family options that deep prompts (IVLP, MaPLe, PromptSRC) do not combine with; each a clear error."""
     # Official trainers/independentVL.py, maple.py, promptsrc.py: one static context for all classes, the name last,
@@ -471,7 +478,6 @@ class CoCoOpConfig(PretrainedConfig):
         )
         if deep:
             _check_deep_prompt_options(
-                backbone,
                 conditional,
                 class_specific_context,
                 class_token_position,

@@ -144,7 +144,7 @@ def from_official_checkpoint(
         )
     model_class = CoCoOpModel if model_class is None else model_class
     source = str(checkpoint_path)
-    _check_clip_backbone(clip_name_or_path, revision, clip_kwargs)
+    clip_base_config(clip_name_or_path, revision, clip_kwargs, methods="CoOp/CoCoOp")  # a CLIP, checked first
     state_dict = load_official_state_dict(checkpoint_path)
     inferred = infer_config_kwargs(state_dict, source=source)
     merge_inferred_options(config_kwargs, inferred, source)
@@ -186,11 +186,6 @@ def from_official_checkpoint(
         len(model.class_names),
     )
     return model
-
-
-def _check_clip_backbone(clip_name_or_path, revision, clip_kwargs) -> None:
-    """Refuse a base that is not a CLIP: official CoOp/CoCoOp contexts are learned on OpenAI's CLIP text tower only."""
-    clip_base_config(clip_name_or_path, revision, clip_kwargs, methods="CoOp/CoCoOp")
 
 
 def read_class_names(path) -> list[str]:

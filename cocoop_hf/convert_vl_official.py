@@ -436,7 +436,7 @@ def _check_widths(source, backbone_config, width, vision_width, deepest_vision) 
 # ---------------------------------------------------------------------------------------------- the file
 
 
-def _state_dict_of(obj, path: Path) -> dict | None:
+def _state_dict_of(obj) -> dict | None:
     """The state dict of a Dassl checkpoint ({"state_dict": ...}) or of a bare state dict; None if neither."""
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
@@ -455,7 +455,7 @@ def is_official_vl_checkpoint(checkpoint_path) -> bool:
         return False
     try:
         with _TorchSaveFile(path) as file:
-            state_dict = _state_dict_of(file.obj, path)
+            state_dict = _state_dict_of(file.obj)
     except _Refused:
         return False
     if state_dict is None or "ctx" in state_dict:
@@ -477,7 +477,7 @@ def read_official_vl_checkpoint(
         raise FileNotFoundError(f"official checkpoint {source!r} does not exist; expected {EXPECTED}.")
     try:
         with _TorchSaveFile(path) as file:
-            state_dict = _state_dict_of(file.obj, path)
+            state_dict = _state_dict_of(file.obj)
             if state_dict is None:
                 found = _describe(file.obj)
                 raise ValueError(

@@ -251,14 +251,12 @@ def _method_detail(
     if method in DEEP_PROMPT_METHODS:
         if prompt_depth_vision == 0 and method != "maple":  # the official language-only IVLP: no vision prompts
             vision = f"text prompts only: the image features are frozen {name}'s own"
-        else:
-            vision = {
-                "ivlp": "learned vision prompts of their own join the image tokens in the first layers of the vision "
-                "tower",
-                "maple": "the vision tower's prompts in the same layers are linear projections of the text prompts",
-                "promptsrc": "learned vision prompts of their own join the image tokens in the first layers of the "
-                "vision tower",
-            }[method]
+        elif method == "maple":
+            vision = "the vision tower's prompts in the same layers are linear projections of the text prompts"
+        else:  # IVLP, PromptSRC
+            vision = (
+                "learned vision prompts of their own join the image tokens in the first layers of the vision tower"
+            )
         if method == "promptsrc":
             vision += (
                 f"; training keeps features and logits close to frozen {name}'s (PromptSRC's self-regularising terms)"

@@ -67,11 +67,13 @@ def deep_prompt_text_features(
             f"input_ids must be (classes, length) with classes >= 1 and eos_index (classes,); got "
             f"{tuple(input_ids.shape)} and {tuple(eos_index.shape)}."
         )
+    lengths = (eos_index + 1).tolist()  # each prompt is needed up to its EOS (causal: later tokens change nothing)
+    first_eos, last_eos = min(lengths) - 1, max(lengths) - 1  # one copy to the host, not one per bound
     context_end = int(context_start) + n_ctx
-    if int(context_start) < 0 or context_end > int(eos_index.min()) or int(eos_index.max()) >= input_ids.shape[1]:
+    if int(context_start) < 0 or context_end > first_eos or last_eos >= input_ids.shape[1]:
         raise ValueError(
             f"the context positions {int(context_start)}..{context_end - 1} must lie before every prompt's EOS "
-            f"(eos_index {int(eos_index.min())}..{int(eos_index.max())}, prompts of {input_ids.shape[1]} tokens): "
+            f"(eos_index {first_eos}..{last_eos}, prompts of {input_ids.shape[1]} tokens): "
             "build the prompts with the model's processor for this n_ctx."
         )
     if chunk_tokens is not None and (
@@ -79,7 +81,6 @@ def deep_prompt_text_features(
     ):
         raise ValueError(f"chunk_tokens must be a positive int or None; got {chunk_tokens!r}.")
 
-    lengths = (eos_index + 1).tolist()  # each prompt is needed up to its EOS (causal: later tokens change nothing)
     bound = chunk_tokens if chunk_tokens is not None else len(lengths) * max(lengths)
     groups = class_groups(lengths, 1, 0, bound, True, eos_index.device)
     features, order = [], []

@@ -22,14 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .backbones_cocoop import DEEP_PROMPT_BACKBONES
 from .text_layers_cocoop import finish_layer, layer_qkv, merge_heads
-
-
-# Backbones whose towers have the structure the official deep prompts are defined on (the OpenAI CLIP ViT): CLIPModel
-# and MetaClip2Model keep the same module names (`vision_model.embeddings/pre_layrnorm/encoder.layers/post_layernorm`,
-# `visual_projection`, `text_model.embeddings/encoder.layers/final_layer_norm`, `text_projection`) and a causal text
-# tower pooled at EOS. SigLIP's towers differ (no class token, attention-pool head, bidirectional text).
-DEEP_PROMPT_BACKBONES = ("clip", "metaclip_2")
 
 
 def checked_deep_prompt_backbone(backbone_model) -> None:
