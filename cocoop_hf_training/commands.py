@@ -10,7 +10,6 @@ package, is read from its standalone file without importing the package). A job'
 """
 
 import ast
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -155,8 +154,9 @@ def run_command(name: str, args: list[str], prog: str = PROG) -> int:
     """Run subcommand `name` with `args`; `prog` names it in the help (`cocoop-hf train`, or a script's name)."""
     command = COMMANDS.get(name)
     if command is None:
-        close = difflib.get_close_matches(name, COMMANDS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        from cocoop_hf_training.close_names import did_you_mean
+
+        hint = did_you_mean([name], COMMANDS)
         print(
             f"error: unknown command {name!r}{hint}: pick one of {', '.join(COMMANDS)}; `{PROG} --help` says what "
             "each does.",

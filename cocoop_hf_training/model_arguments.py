@@ -31,6 +31,9 @@ DEEP_PROMPT_DEFAULTS = {
 # logits term's weight is 1 in its trainers/promptsrc.py (`L_SCL_logits = ... * (1 * 1) / logits.numel()`), no option.
 PROMPTSRC_DEFAULT_WEIGHTS = {"promptsrc_text_weight": 25.0, "promptsrc_image_weight": 10.0}
 PROMPTSRC_LOGITS_WEIGHT = 1.0
+# The CoCoOpConfig fields of the deep-prompt methods (recorded in results.json and in the run settings of a resume).
+DEEP_PROMPT_FIELDS = ("n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", "vision_prompts_from_text")
+PROMPTSRC_FIELDS = ("promptsrc_text_weight", "promptsrc_image_weight", "promptsrc_logits_weight")
 # The flags of the deep-prompt methods, each named as the CoCoOpConfig field it sets.
 DEEP_PROMPT_FLAGS = ("n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", *PROMPTSRC_DEFAULT_WEIGHTS)
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")

@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from cocoop_hf_training.checkpoints import CheckpointedState
-from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD  # noqa: F401  (also imported from here)
+from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
 
 
 logger = logging.get_logger(__name__)

@@ -25,7 +25,13 @@ from cocoop_hf.limits_cocoop import describe_value
 from cocoop_hf.markdown_cocoop import markdown_cell
 from cocoop_hf.modelcard_cocoop import METRIC_FIELDS
 from cocoop_hf_training.cli import KGCOOP_DEFAULT_WEIGHT, run_script
-from cocoop_hf_training.model_arguments import DEEP_PROMPT_DEFAULTS, DEEP_PROMPT_METHODS, PROMPTSRC_DEFAULT_WEIGHTS
+from cocoop_hf_training.model_arguments import (
+    DEEP_PROMPT_DEFAULTS,
+    DEEP_PROMPT_FIELDS,
+    DEEP_PROMPT_METHODS,
+    PROMPTSRC_DEFAULT_WEIGHTS,
+    PROMPTSRC_FIELDS,
+)
 from cocoop_hf_training.outputs import (
     MANIFEST_NAME,
     RUN_MARKERS,
@@ -36,6 +42,7 @@ from cocoop_hf_training.outputs import (
     shown,
     write_output,
 )
+from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
 
 
 logger = logging.get_logger(__name__)
@@ -78,8 +85,6 @@ COLUMN_TITLES = {**METRIC_FIELDS, "all": "Accuracy (%)"}
 
 # The deep-prompt options of IVLP / MaPLe / PromptSRC models recorded in results.json (CoCoOpConfig fields), and the
 # values of their published recipes (cocoop_hf_training/model_arguments.py DEEP_PROMPT_DEFAULTS, PromptSRC's weights).
-DEEP_PROMPT_OPTIONS = ("n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", "vision_prompts_from_text")
-PROMPTSRC_OPTIONS = ("promptsrc_text_weight", "promptsrc_image_weight", "promptsrc_logits_weight")
 # What a table counts as each deep-prompt method "as published": the prompt options of the recipe its grid trains
 # with. Table 1 (cocoop_hf_training/run_benchmark.py): the base-to-new recipes. Tables 2 and 3
 # (cocoop_hf_training/transfer_tables.py): the cross-dataset recipes where the official repo ships one (grid.py
@@ -91,7 +96,7 @@ PROMPTSRC_OPTIONS = ("promptsrc_text_weight", "promptsrc_image_weight", "prompts
 # cross-dataset config (both files as above).
 BASE_TO_NEW_FORMS = {
     **DEEP_PROMPT_DEFAULTS,
-    "promptsrc": {**DEEP_PROMPT_DEFAULTS["promptsrc"], "gpa_mean": 15.0, "gpa_std": 1.0},
+    "promptsrc": {**DEEP_PROMPT_DEFAULTS["promptsrc"], "gpa_mean": GPA_DEFAULT_MEAN, "gpa_std": GPA_DEFAULT_STD},
 }
 CROSS_DATASET_FORMS = {
     **DEEP_PROMPT_DEFAULTS,
@@ -120,9 +125,9 @@ def method_options(config) -> dict:
         options["kgcoop_template"] = config.kgcoop_template
     method = saved_method(config)
     if method in DEEP_PROMPT_METHODS:
-        options.update({name: getattr(config, name) for name in DEEP_PROMPT_OPTIONS})
+        options.update({name: getattr(config, name) for name in DEEP_PROMPT_FIELDS})
     if method == "promptsrc":
-        options.update({name: float(getattr(config, name)) for name in PROMPTSRC_OPTIONS})
+        options.update({name: float(getattr(config, name)) for name in PROMPTSRC_FIELDS})
     return options
 
 

@@ -65,7 +65,8 @@ def prompt_aggregation_options(model_args, training_args, run_args) -> tuple[flo
     the official 15 / 1 (configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml); (None, None) for a run that
     trains nothing. Refused with another method, and where every epoch's weight would round to 0.
     """
-    from cocoop_hf_training.prompt_aggregation import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD, gpa_weights
+    from cocoop_hf_training.prompt_aggregation import gpa_weights
+    from cocoop_hf_training.run_options import gpa_values
 
     given = [f"--{name}" for name in ("gpa_mean", "gpa_std") if getattr(run_args, name) is not None]
     if model_args.method != "promptsrc":
@@ -77,8 +78,7 @@ def prompt_aggregation_options(model_args, training_args, run_args) -> tuple[flo
         return None, None
     if not training_args.do_train:
         return None, None  # nothing trained: the prompts are the saved model's (a recipe's values need no refusal)
-    mean = run_args.gpa_mean if run_args.gpa_mean is not None else GPA_DEFAULT_MEAN
-    std = run_args.gpa_std if run_args.gpa_std is not None else GPA_DEFAULT_STD
+    mean, std = gpa_values(run_args)
     epochs = training_args.num_train_epochs
     if training_args.max_steps <= 0 and epochs != math.floor(epochs):
         # Trainer would stop inside the last epoch, and GPA adds each epoch at its end (official OPTIM.MAX_EPOCH).

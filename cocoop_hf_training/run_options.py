@@ -10,6 +10,13 @@ GPA_DEFAULT_MEAN = 15.0
 GPA_DEFAULT_STD = 1.0
 
 
+def gpa_values(run_args) -> tuple[float, float]:
+    """(mean, std) of PromptSRC's aggregation the run uses: --gpa_mean / --gpa_std, else the official defaults."""
+    mean = run_args.gpa_mean if run_args.gpa_mean is not None else GPA_DEFAULT_MEAN
+    std = run_args.gpa_std if run_args.gpa_std is not None else GPA_DEFAULT_STD
+    return float(mean), float(std)
+
+
 # Official CoCoOp recipe (configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml + Dassl defaults): the script's
 # defaults, so a run without a config file follows the paper. A config file or flags override them.
 RECIPE_DEFAULTS = {

@@ -7,8 +7,6 @@ the first write (cocoop_hf_training/outputs.py does the recording and the deleti
 import os
 from pathlib import Path
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 from cocoop_hf_training import outputs
 from cocoop_hf_training.checkpoints import latest_checkpoint, resolve_resume_checkpoint, resume_requested
 from cocoop_hf_training.outputs import prepare_output_dir
@@ -23,7 +21,6 @@ def output_dir_reads(training_args, model_args=None) -> tuple[bool, dict, tuple]
         sources["--clip_model_name_or_path"] = model_args.clip_model_name_or_path
     reading = ()
     if resume and training_args.do_train:
-        refuse_latest_without_checkpoint(training_args)
         checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
         if Path(checkpoint).resolve().parent == Path(training_args.output_dir).resolve():
             # An entry of --output_dir: resuming keeps it (a user's copy too: read, never deleted nor replaced).
@@ -31,24 +28,6 @@ def output_dir_reads(training_args, model_args=None) -> tuple[bool, dict, tuple]
         else:
             sources["--resume_from_checkpoint"] = checkpoint
     return resume, sources, reading
-
-
-def refuse_latest_without_checkpoint(training_args) -> None:
-    """
-    `--resume_from_checkpoint latest` with no complete checkpoint in a folder that holds something (a run interrupted
-    before its first checkpoint finished: only tmp-checkpoint-N): the advice that then works is --overwrite_output_dir,
-    since a plain rerun is refused as "a previous run, not finished".
-    """
-    value, output_dir = training_args.resume_from_checkpoint, Path(training_args.output_dir)
-    if not (value is True or (isinstance(value, str) and value.strip().lower() in ("true", "latest"))):
-        return
-    if latest_checkpoint(output_dir) is not None or not output_dir.is_dir() or not any(output_dir.iterdir()):
-        return  # a checkpoint to resume from, or an empty folder (the checkpoints module's own advice holds)
-    raise ValueError(
-        f"--resume_from_checkpoint {value}: no complete {PREFIX_CHECKPOINT_DIR}-* in {output_dir} (a run interrupted "
-        "before its first checkpoint was complete leaves nothing to resume); rerun with --overwrite_output_dir "
-        "instead of --resume_from_checkpoint (it starts the run again)."
-    )
 
 
 def refuse_output_dir_early(training_args, run_args, model_args=None) -> None:

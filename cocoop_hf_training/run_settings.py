@@ -16,19 +16,12 @@ import json
 import os
 from pathlib import Path
 
-from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
+from cocoop_hf_training.model_arguments import DEEP_PROMPT_FIELDS, PROMPTSRC_FIELDS
+from cocoop_hf_training.run_options import gpa_values
 
 
-RUN_SETTINGS_KEY = "run_settings"
-DEEP_PROMPT_SETTINGS = (
-    "n_ctx_vision",
-    "prompt_depth_text",
-    "prompt_depth_vision",
-    "vision_prompts_from_text",
-    "promptsrc_text_weight",
-    "promptsrc_image_weight",
-    "promptsrc_logits_weight",
-)  # the key in checkpoint_complete.json
+RUN_SETTINGS_KEY = "run_settings"  # the key in checkpoint_complete.json
+DEEP_PROMPT_SETTINGS = DEEP_PROMPT_FIELDS + PROMPTSRC_FIELDS
 _FORMAT = 1
 
 
@@ -108,9 +101,7 @@ def run_settings(model_args, data_args, training_args, run_args) -> dict:
         if name in method_options:
             settings[f"--{name}"] = method_options[name]
     if model_args.method == "promptsrc":  # the values the run uses: the defaults spelt out are the same run
-        mean, std = run_args.gpa_mean, run_args.gpa_std
-        settings["--gpa_mean"] = float(GPA_DEFAULT_MEAN if mean is None else mean)
-        settings["--gpa_std"] = float(GPA_DEFAULT_STD if std is None else std)
+        settings["--gpa_mean"], settings["--gpa_std"] = gpa_values(run_args)
     return {name: _plain(value) for name, value in settings.items()}
 
 
