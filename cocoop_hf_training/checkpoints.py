@@ -128,11 +128,26 @@ def save_prompt_learner(model, folder) -> None:
     save_file(tensors, os.path.join(folder, CHECKPOINT_WEIGHTS_NAME), metadata={"format": "pt"})
 
 
-def load_prompt_learner(model, folder) -> None:
-    from safetensors.torch import load_file
+def read_checkpoint_tensors(path) -> tuple[dict, dict]:
+    """
+    The tensors and metadata of a checkpoint's safetensors file. One whose header does not fit its bytes (damaged, or
+    edited: a huge shape in a file of the recorded size) is one clear error, not the library's traceback.
+    """
+    from safetensors import SafetensorError, safe_open
 
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}, dict(file.metadata() or {})
+    except SafetensorError as error:
+        raise ValueError(
+            f"cannot resume: {path} is not a readable safetensors file ({error}); resume from another checkpoint or "
+            "start anew."
+        ) from None
+
+
+def load_prompt_learner(model, folder) -> None:
     path = os.path.join(folder, CHECKPOINT_WEIGHTS_NAME)
-    model.load_prompt_learner_state(load_file(path), source=path)
+    model.load_prompt_learner_state(read_checkpoint_tensors(path)[0], source=path)
 
 
 def commit_checkpoint(staging: Path, final: Path, metadata: dict) -> None:

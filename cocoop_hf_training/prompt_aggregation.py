@@ -28,7 +28,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from cocoop_hf_training.checkpoints import CheckpointedState
+from cocoop_hf_training.checkpoints import CheckpointedState, read_checkpoint_tensors
 from cocoop_hf_training.run_options import GPA_DEFAULT_MEAN, GPA_DEFAULT_STD
 
 
@@ -196,17 +196,13 @@ class GaussianPromptAggregation(TrainerCallback, CheckpointedState):
         save_file(tensors, str(Path(folder) / STATE_NAME), metadata)
 
     def load_checkpoint_files(self, folder, model) -> None:
-        from safetensors import safe_open
-
         path = Path(folder) / STATE_NAME
         if not path.is_file():
             raise ValueError(
                 f"cannot resume from {folder}: it has no {STATE_NAME} (the running sum of PromptSRC's prompt "
                 "aggregation), so the resumed run could not end with the aggregate of all its epochs. Start anew."
             )
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+        tensors, metadata = read_checkpoint_tensors(path)
         try:
             epochs_added = int(metadata["epochs_added"])
             saved = (float(metadata["mean"]), float(metadata["std"]))
