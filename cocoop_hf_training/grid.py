@@ -378,8 +378,9 @@ def run_cells(cells: list, output_dir, *, title: str, desc: str, command, finish
 
     records_path = Path(output_dir) / CELL_RECORDS_NAME
     records = check_grid_cells(cells, output_dir, command, flags_name)
-    refuse_running_jobs(cells, output_dir, finished_run)
     finished = {cell: content for cell in cells if (content := finished_run(cell)) is not None}
+    # A finished cell's job is not running: only the others are looked at (each cell folder read once).
+    refuse_running_jobs([cell for cell in cells if cell not in finished], output_dir, finished_run)
     logger.info("%s: %d finished, %d to run.", title, len(finished), len(cells) - len(finished))
     prepare_grid_folder(output_dir)  # every check passed: from here the grid records what it writes there
     results = {}

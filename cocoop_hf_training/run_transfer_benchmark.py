@@ -362,7 +362,8 @@ def run_grid(args) -> dict[TransferCell, dict] | None:
     Run (or skip, or resume) every cell; returns each cell's results.json content (None: the cells were handed to
     SLURM).
     """
-    recipes = {recipe_for(method, SOURCE, transfer=True) for method in args.method}  # zero-shot: one recipe for every dataset
+    # zero-shot: one recipe for every dataset
+    recipes = {recipe_for(method, SOURCE, transfer=True) for method in args.method}
     missing = sorted(str(recipe) for recipe in recipes if not recipe.is_file())
     if missing:
         raise ValueError(f"recipe file(s) missing: {missing}.")
